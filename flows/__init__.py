@@ -1,0 +1,1 @@
+"""regprune flows: one Prefect flow per user intent."""

@@ -1,0 +1,1 @@
+"""DuckDB queries, one per file; loaded by name with regprune.tasks.queries."""

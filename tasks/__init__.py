@@ -1,0 +1,1 @@
+"""regprune tasks: Prefect tasks and the I/O helpers they share."""

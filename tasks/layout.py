@@ -1,0 +1,221 @@
+"""The docker/distribution storage layout, path <-> meaning, both ways.
+
+Like distribution's ``registry/storage/paths.go`` this is the only module that knows where
+things live under ``<root>/docker/registry/v2``. Keys here are relative to that v2 root and
+always use ``/``. Parsing never guesses: anything that does not match the layout raises
+:class:`LayoutError` with a short problem text, which the snapshot records as an anomaly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+V2_ROOT = "docker/registry/v2"
+BLOBS_PREFIX = "blobs/sha256/"
+REPOSITORIES_PREFIX = "repositories/"
+
+ALGORITHM = "sha256"
+LINK_SIZE = len("sha256:") + 64
+"""A link file holds exactly ``sha256:<64 hex>`` (no newline): any other size is malformed."""
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_PREFIX = re.compile(r"[0-9a-f]{2}")
+# distribution's reference grammar for one path component of a repository name
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+# OpenShift names (namespace and ImageStream) are DNS-1123 subdomains/labels
+_OPENSHIFT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+BLOB_PREFIXES = tuple(f"{i:02x}" for i in range(256))
+
+
+class LayoutError(ValueError):
+    """A storage key that does not fit the layout; the message is the anomaly's problem."""
+
+
+class RepoEntryKind(StrEnum):
+    LAYER_LINK = "layer_link"
+    MANIFEST_LINK = "manifest_link"
+    TAG_CURRENT = "tag_current"
+    TAG_INDEX = "tag_index"
+    UPLOAD_STARTEDAT = "upload_startedat"
+    UPLOAD_FILE = "upload_file"
+
+
+@dataclass(frozen=True, slots=True)
+class RepoEntry:
+    """What one file under ``repositories/`` means."""
+
+    repository: str
+    kind: RepoEntryKind
+    digest: str | None = None
+    tag: str | None = None
+    upload_id: str | None = None
+
+
+def is_digest(value: object) -> bool:
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def digest_hex(digest: str) -> str:
+    if not is_digest(digest):
+        raise LayoutError(f"not a sha256 digest: {digest!r}")
+    return digest[len("sha256:") :]
+
+
+# --- meaning -> path -------------------------------------------------------------------------
+
+
+def blob_dir(digest: str) -> str:
+    """``blobs/sha256/<2hex>/<hex>/``: the folder a blob deletion removes."""
+    hex_ = digest_hex(digest)
+    return f"{BLOBS_PREFIX}{hex_[:2]}/{hex_}/"
+
+
+def blob_data_path(digest: str) -> str:
+    return blob_dir(digest) + "data"
+
+
+def blob_shard_prefix(prefix: str) -> str:
+    return f"{BLOBS_PREFIX}{prefix}/"
+
+
+def repository_dir(repository: str) -> str:
+    return f"{REPOSITORIES_PREFIX}{repository}/"
+
+
+def layer_link_path(repository: str, digest: str) -> str:
+    return f"{repository_dir(repository)}_layers/sha256/{digest_hex(digest)}/link"
+
+
+def manifest_link_path(repository: str, digest: str) -> str:
+    return f"{repository_dir(repository)}_manifests/revisions/sha256/{digest_hex(digest)}/link"
+
+
+def tag_dir(repository: str, tag: str) -> str:
+    return f"{repository_dir(repository)}_manifests/tags/{tag}/"
+
+
+def tag_current_link_path(repository: str, tag: str) -> str:
+    return tag_dir(repository, tag) + "current/link"
+
+
+def tag_index_link_path(repository: str, tag: str, digest: str) -> str:
+    return tag_dir(repository, tag) + f"index/sha256/{digest_hex(digest)}/link"
+
+
+def upload_dir(repository: str, upload_id: str) -> str:
+    return f"{repository_dir(repository)}_uploads/{upload_id}/"
+
+
+def upload_startedat_path(repository: str, upload_id: str) -> str:
+    return upload_dir(repository, upload_id) + "startedat"
+
+
+def link_content(digest: str) -> bytes:
+    """The bytes distribution writes into every link file."""
+    digest_hex(digest)
+    return digest.encode()
+
+
+# --- path -> meaning -------------------------------------------------------------------------
+
+
+def parse_blob_key(key: str) -> str:
+    """Return the digest of ``blobs/sha256/<2hex>/<hex>/data``."""
+    if not key.startswith(BLOBS_PREFIX):
+        raise LayoutError("not under blobs/sha256/")
+    parts = key[len(BLOBS_PREFIX) :].split("/")
+    if not parts[0] or _PREFIX.fullmatch(parts[0]) is None:
+        raise LayoutError("blob prefix folder is not two hex digits")
+    if len(parts) < 2 or _HEX.fullmatch(parts[1]) is None:
+        raise LayoutError("blob folder is not a sha256 hex digest")
+    hex_ = parts[1]
+    if hex_[:2] != parts[0]:
+        raise LayoutError("blob folder is under the wrong prefix folder")
+    if len(parts) == 3 and parts[2] == "":
+        raise LayoutError("blob folder without data")
+    if len(parts) != 3 or parts[2] != "data":
+        raise LayoutError("unknown file in blob folder")
+    return f"sha256:{hex_}"
+
+
+def parse_repository_key(key: str) -> RepoEntry:
+    """Classify one file below ``repositories/``; nested repository names are allowed."""
+    if not key.startswith(REPOSITORIES_PREFIX):
+        raise LayoutError("not under repositories/")
+    parts = key[len(REPOSITORIES_PREFIX) :].split("/")
+    marker = next((i for i, part in enumerate(parts) if part.startswith("_")), None)
+    if marker is None:
+        raise LayoutError("file outside _layers, _manifests and _uploads")
+    if marker == 0:
+        raise LayoutError("repository name is empty")
+    repository = "/".join(parts[:marker])
+    rest = parts[marker:]
+    section = rest[0]
+    if section == "_layers":
+        return RepoEntry(repository, RepoEntryKind.LAYER_LINK, digest=_link_digest(rest[1:]))
+    if section == "_manifests":
+        return _parse_manifests(repository, rest[1:])
+    if section == "_uploads":
+        if len(rest) < 3 or not rest[1] or not rest[-1]:
+            raise LayoutError("unknown file in _uploads")
+        kind = (
+            RepoEntryKind.UPLOAD_STARTEDAT
+            if len(rest) == 3 and rest[2] == "startedat"
+            else RepoEntryKind.UPLOAD_FILE
+        )
+        return RepoEntry(repository, kind, upload_id=rest[1])
+    raise LayoutError(f"unknown repository section {section}")
+
+
+def _parse_manifests(repository: str, rest: list[str]) -> RepoEntry:
+    if rest and rest[0] == "revisions":
+        return RepoEntry(repository, RepoEntryKind.MANIFEST_LINK, digest=_link_digest(rest[1:]))
+    if rest and rest[0] == "tags" and len(rest) >= 4:
+        tag = rest[1]
+        if _TAG.fullmatch(tag) is None:
+            raise LayoutError("tag folder is not a valid tag name")
+        if rest[2:] == ["current", "link"]:
+            return RepoEntry(repository, RepoEntryKind.TAG_CURRENT, tag=tag)
+        if rest[2] == "index":
+            digest = _link_digest(rest[3:])
+            return RepoEntry(repository, RepoEntryKind.TAG_INDEX, digest=digest, tag=tag)
+    raise LayoutError("unknown file in _manifests")
+
+
+def _link_digest(rest: list[str]) -> str:
+    """``sha256/<hex>/link`` -> digest."""
+    if len(rest) != 3 or rest[2] != "link":
+        raise LayoutError("not a link file")
+    if rest[0] != ALGORITHM:
+        raise LayoutError(f"unsupported digest algorithm {rest[0]}")
+    if _HEX.fullmatch(rest[1]) is None:
+        raise LayoutError("link folder is not a sha256 hex digest")
+    return f"sha256:{rest[1]}"
+
+
+def split_repository(repository: str) -> tuple[str | None, str]:
+    """``ns/name`` -> (ns, name); a one-segment name has no namespace."""
+    namespace, sep, name = repository.partition("/")
+    return (namespace, name) if sep else (None, repository)
+
+
+def is_valid_repository_name(repository: str) -> bool:
+    """distribution's grammar: ``/``-separated lowercase path components."""
+    return all(_PATH_COMPONENT.fullmatch(part) for part in repository.split("/"))
+
+
+def is_openshift_repository(repository: str) -> bool:
+    """Exactly ``<namespace>/<imagestream>``, both valid OpenShift names: anything else cannot
+    belong to an ImageStream (the reference prunes such "old bug" repositories whole)."""
+    namespace, name = split_repository(repository)
+    return (
+        namespace is not None
+        and "/" not in name
+        and is_valid_repository_name(repository)
+        and _OPENSHIFT_NAME.fullmatch(namespace) is not None
+        and _OPENSHIFT_NAME.fullmatch(name) is not None
+    )

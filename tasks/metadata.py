@@ -1,0 +1,325 @@
+"""Cluster metadata (OpenShift ``Image`` and ``ImageStream`` objects) as table rows.
+
+Two sources share every row function: the live API through the official ``kubernetes``
+client (paginated, retried) and a dump written by ``oc get images,imagestreams -A -o json``.
+A listing that cannot complete raises: later steps delete what is *not* listed, so a
+partial listing must never pass for a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from regprune.tasks.layout import is_digest
+
+GROUP = "image.openshift.io"
+VERSION = "v1"
+MANAGED_ANNOTATION = "openshift.io/image.managed"
+LAYERS_ORDER_ANNOTATION = "image.openshift.io/dockerLayersOrder"
+SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_TYPES_WITH_CONFIG = frozenset({SCHEMA2, OCI_MANIFEST})
+
+
+class MetadataError(RuntimeError):
+    """The metadata could not be read completely; nothing may be decided from it."""
+
+
+@dataclass(frozen=True)
+class MetadataSource:
+    """``kube`` (with optional kubeconfig and context) or a dump file / folder of dumps."""
+
+    source: str = "kube"
+    kubeconfig: str | None = None
+    context: str | None = None
+    page_size: int = 500
+    max_retries: int = 6
+    request_timeout: float = 60.0
+
+    @property
+    def is_kube(self) -> bool:
+        return self.source == "kube"
+
+    @property
+    def display(self) -> str:
+        if not self.is_kube:
+            return str(self.source)
+        parts = ["kube"]
+        if self.context:
+            parts.append(f"context={self.context}")
+        return " ".join(parts)
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def image_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], list[dict]]:
+    """(images row, image_blobs rows, metadata_anomalies rows) for one ``Image``."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not is_digest(name):
+        return None, [], [_anomaly("Image", None, name, "Image name is not a sha256 digest")]
+    annotations = meta.get("annotations") or {}
+    media_type = obj.get("dockerImageManifestMediaType") or None
+    docker_metadata = obj.get("dockerImageMetadata") or {}
+    config = docker_metadata.get("Id") if isinstance(docker_metadata, dict) else None
+    config_digest = config if media_type in MEDIA_TYPES_WITH_CONFIG and is_digest(config) else None
+    anomalies: list[dict] = []
+    blobs = [_blob(name, name, "manifest", None, None)]
+    if config_digest:
+        blobs.append(_blob(name, config_digest, "config", None, None))
+    layers = list(obj.get("dockerImageLayers") or [])
+    if annotations.get(LAYERS_ORDER_ANNOTATION) == "descending":
+        layers.reverse()
+    for position, layer in enumerate(layers):
+        digest = layer.get("name") if isinstance(layer, dict) else None
+        if not is_digest(digest):
+            anomalies.append(_anomaly("Image", None, name, f"layer {position} is not a digest"))
+            continue
+        blobs.append(_blob(name, digest, "layer", position, layer.get("size")))
+    for position, child in enumerate(obj.get("dockerImageManifests") or []):
+        digest = child.get("digest") if isinstance(child, dict) else None
+        if not is_digest(digest):
+            anomalies.append(_anomaly("Image", None, name, f"manifest {position} is not a digest"))
+            continue
+        blobs.append(
+            _blob(name, digest, "manifest_list_child", position, child.get("manifestSize"))
+        )
+    row = {
+        "image": name,
+        "managed": annotations.get(MANAGED_ANNOTATION) == "true",
+        "media_type": media_type,
+        "docker_image_reference": obj.get("dockerImageReference"),
+        "config_digest": config_digest,
+        "created": parse_time(meta.get("creationTimestamp")),
+    }
+    return row, blobs, anomalies
+
+
+def _blob(image: str, digest: str, kind: str, position: int | None, size: Any) -> dict:
+    return {
+        "image": image,
+        "digest": digest,
+        "kind": kind,
+        "position": position,
+        "size": size if isinstance(size, int) else None,
+    }
+
+
+def imagestream_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], list[dict]]:
+    """(imagestreams row, imagestream_tags rows, metadata_anomalies rows) for one stream."""
+    meta = obj.get("metadata") or {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if not namespace or not name:
+        return None, [], [_anomaly("ImageStream", namespace, name, "no namespace or name")]
+    row = {
+        "namespace": namespace,
+        "name": name,
+        "uid": meta.get("uid"),
+        "created": parse_time(meta.get("creationTimestamp")),
+    }
+    tags: list[dict] = []
+    anomalies: list[dict] = []
+    for tag in (obj.get("status") or {}).get("tags") or []:
+        for position, item in enumerate(tag.get("items") or []):
+            image = item.get("image")
+            if not is_digest(image):
+                problem = f"tag {tag.get('tag')} item {position} image is not a digest"
+                anomalies.append(_anomaly("ImageStream", namespace, name, problem))
+            tags.append(
+                {
+                    "namespace": namespace,
+                    "name": name,
+                    "tag": tag.get("tag"),
+                    "position": position,
+                    "image": image if is_digest(image) else None,
+                    "docker_image_reference": item.get("dockerImageReference"),
+                    "created": parse_time(item.get("created")),
+                }
+            )
+    return row, tags, anomalies
+
+
+def _anomaly(kind: str, namespace: str | None, name: Any, problem: str) -> dict:
+    return {"kind": kind, "namespace": namespace, "name": str(name), "problem": problem}
+
+
+# --- dumps -----------------------------------------------------------------------------------
+
+
+def read_dump_objects(source: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every object of a JSON/YAML dump (a ``List``, typed list, single object or a stream of
+    YAML documents), or of every such file in a folder, sorted by name."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".yaml", ".yml"))
+        if not files:
+            raise MetadataError(f"no .json, .yaml or .yml dump files in {path}")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise MetadataError(f"metadata dump {path} does not exist")
+    for file in files:
+        yield from _objects_of(_load_documents(file), file)
+
+
+def _load_documents(file: Path) -> list[Any]:
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetadataError(f"cannot read metadata dump {file}: {exc}") from exc
+    try:
+        return [json.loads(text)]
+    except json.JSONDecodeError:
+        pass
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise MetadataError(f"{file} is neither JSON nor YAML: {exc}") from exc
+
+
+def _objects_of(documents: list[Any], file: Path) -> Iterator[dict[str, Any]]:
+    for document in documents:
+        if not isinstance(document, dict):
+            raise MetadataError(
+                f"{file}: expected an object or a List, got {type(document).__name__}"
+            )
+        kind = document.get("kind")
+        if isinstance(document.get("items"), list):
+            for item in document["items"]:
+                if isinstance(item, dict):
+                    yield _with_kind(item, kind)
+        elif kind in ("Image", "ImageStream"):
+            yield document
+        else:
+            raise MetadataError(
+                f"{file}: kind {kind!r} is not a List, ImageList, ImageStreamList, Image or "
+                "ImageStream (write it with: oc get images,imagestreams -A -o json)"
+            )
+
+
+def _with_kind(item: dict[str, Any], list_kind: Any) -> dict[str, Any]:
+    if "kind" not in item and list_kind in ("ImageList", "ImageStreamList"):
+        return {**item, "kind": list_kind.removesuffix("List")}
+    return item
+
+
+# --- the live API ----------------------------------------------------------------------------
+
+
+class ListingRestart(Exception):
+    """The server expired our continue token (410): the whole list must start again."""
+
+
+def custom_objects_api(source: MetadataSource) -> Any:
+    """The official client, from a kubeconfig (``--kubeconfig``, ``KUBECONFIG``, ~/.kube) or,
+    inside a pod with none of those, the in-cluster service account."""
+    from kubernetes import client, config
+
+    kubeconfig = source.kubeconfig or os.environ.get("KUBECONFIG")
+    default = Path.home() / ".kube" / "config"
+    if kubeconfig or default.exists() or "KUBERNETES_SERVICE_HOST" not in os.environ:
+        try:
+            api_client = config.new_client_from_config(
+                config_file=kubeconfig, context=source.context
+            )
+        except (config.ConfigException, OSError, TypeError) as exc:
+            raise MetadataError(f"cannot load kubeconfig: {exc}") from exc
+    else:
+        config.load_incluster_config()
+        api_client = client.ApiClient()
+    return client.CustomObjectsApi(api_client)
+
+
+def call_with_retries(
+    call: Callable[[], Any],
+    what: str,
+    max_retries: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Retry 429/5xx and connection errors with capped exponential backoff (honouring
+    Retry-After); turn 403/401 and 410 into errors that say what to do."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    for attempt in range(max_retries + 1):
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status == 410:
+                raise ListingRestart(what) from exc
+            if exc.status in (401, 403):
+                raise MetadataError(
+                    f"{'forbidden' if exc.status == 403 else 'unauthorized'}: cannot {what}: "
+                    f"{_status_message(exc)}"
+                ) from exc
+            retryable = exc.status == 429 or exc.status >= 500 or exc.status == 0
+            if not retryable or attempt == max_retries:
+                raise MetadataError(
+                    f"cannot {what}: HTTP {exc.status} {_status_message(exc)}"
+                    + (f" (after {attempt + 1} attempts)" if retryable else "")
+                ) from exc
+            delay = _retry_after(exc) or _backoff(attempt)
+        except (HTTPError, OSError) as exc:
+            if attempt == max_retries:
+                raise MetadataError(f"cannot {what}: {exc} (after {attempt + 1} attempts)") from exc
+            delay = _backoff(attempt)
+        sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _backoff(attempt: int) -> float:
+    return min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+
+
+def _retry_after(exc: Any) -> float | None:
+    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    try:
+        return min(60.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _status_message(exc: Any) -> str:
+    try:
+        return json.loads(exc.body).get("message") or exc.reason
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def list_pages(api: Any, plural: str, source: MetadataSource) -> Iterator[list[dict[str, Any]]]:
+    """Pages of a cluster-wide list, following ``continue`` tokens to the end."""
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": source.page_size}
+        if token:
+            kwargs["_continue"] = token
+        page = call_with_retries(
+            lambda kwargs=kwargs: api.list_cluster_custom_object(
+                GROUP, VERSION, plural, _request_timeout=source.request_timeout, **kwargs
+            ),
+            f"list {plural}.{GROUP}",
+            source.max_retries,
+        )
+        yield list(page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return

@@ -1,0 +1,107 @@
+"""Prefect tasks that turn cluster metadata into Parquet parts.
+
+``images`` and ``imagestreams`` are listed by two concurrent tasks; a dump is read by one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+from regprune.tasks.metadata import (
+    ListingRestart,
+    MetadataError,
+    MetadataSource,
+    custom_objects_api,
+    image_rows,
+    imagestream_rows,
+    list_pages,
+    read_dump_objects,
+)
+from regprune.tasks.tables import TableWriters
+
+MAX_LIST_RESTARTS = 3
+RowFunction = Callable[[dict[str, Any]], tuple[dict | None, list[dict], list[dict]]]
+LISTINGS: dict[str, tuple[str, str, RowFunction]] = {
+    # plural: (object table, child table, row function)
+    "images": ("images", "image_blobs", image_rows),
+    "imagestreams": ("imagestreams", "imagestream_tags", imagestream_rows),
+}
+
+
+def _write(out: TableWriters, plural: str, obj: dict[str, Any]) -> None:
+    table, child_table, rows = LISTINGS[plural]
+    row, children, anomalies = rows(obj)
+    if row is not None:
+        out[table].append(**row)
+    out[child_table].extend(children)
+    out["metadata_anomalies"].extend(anomalies)
+
+
+@task(name="list-cluster-objects", retries=1, retry_delay_seconds=10)
+def list_cluster_objects(source: MetadataSource, plural: str, parts_dir: str) -> dict[str, Any]:
+    """List every ``images`` or ``imagestreams`` object, page by page, into Parquet parts.
+
+    A 410 on a continue token restarts the list from the beginning (the parts written so far
+    are dropped); any other failure that outlives the retries fails the task.
+    """
+    table, child_table, _ = LISTINGS[plural]
+    logger = get_run_logger()
+    for restart in range(MAX_LIST_RESTARTS + 1):
+        out = TableWriters((table, child_table, "metadata_anomalies"), Path(parts_dir), plural)
+        try:
+            api = custom_objects_api(source)
+            pages = objects = 0
+            for page in list_pages(api, plural, source):
+                pages += 1
+                for obj in page:
+                    objects += 1
+                    _write(out, plural, obj)
+        except ListingRestart:
+            out.abort()
+            logger.warning(
+                "list of %s expired mid-way (410 Gone); restarting (%d)", plural, restart + 1
+            )
+            continue
+        except BaseException:
+            out.abort()
+            raise
+        logger.info("listed %d %s in %d pages", objects, plural, pages)
+        return {"parts": out.close(), "objects": {plural: objects}, "pages": pages}
+    raise MetadataError(
+        f"list of {plural} kept expiring (410 Gone {MAX_LIST_RESTARTS + 1} times): the cluster "
+        "changes faster than it can be listed; try a larger --page-size"
+    )
+
+
+@task(name="read-metadata-dump")
+def read_metadata_dump(source: MetadataSource, parts_dir: str) -> dict[str, Any]:
+    """Read an ``oc get images,imagestreams -A -o json`` dump (or a folder of them)."""
+    tables = ("images", "image_blobs", "imagestreams", "imagestream_tags", "metadata_anomalies")
+    out = TableWriters(tables, Path(parts_dir), "dump")
+    kinds: Counter[str] = Counter()
+    try:
+        for obj in read_dump_objects(source.source):
+            kind = obj.get("kind")
+            if kind == "Image":
+                _write(out, "images", obj)
+            elif kind == "ImageStream":
+                _write(out, "imagestreams", obj)
+            else:
+                name = (obj.get("metadata") or {}).get("name")
+                out["metadata_anomalies"].append(
+                    kind=str(kind),
+                    namespace=None,
+                    name=str(name),
+                    problem="unexpected kind, ignored",
+                )
+            kinds[str(kind)] += 1
+    except BaseException:
+        out.abort()
+        raise
+    counts = {"images": kinds["Image"], "imagestreams": kinds["ImageStream"]}
+    return {"parts": out.close(), "objects": counts, "pages": 0}

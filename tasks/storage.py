@@ -1,0 +1,344 @@
+"""Where the registry keeps its bytes: a local folder or an S3 bucket, behind one small API.
+
+A :class:`StorageSpec` is plain data (picklable), so a task on any worker can reopen the storage;
+credentials stay in ``options`` and are never printed: use :attr:`StorageSpec.display`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from regprune.tasks.layout import V2_ROOT
+
+SUPPORTED_DRIVERS = ("filesystem", "s3")
+
+
+class StorageConfigError(ValueError):
+    """The storage location or registry configuration cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageObject:
+    """One listed file, keyed relative to ``docker/registry/v2``.
+
+    ``problem`` is set for entries the walker itself finds wrong (a symlink, a name that is not
+    UTF-8, a folder without files); those are reported as anomalies and never acted upon.
+    """
+
+    key: str
+    size: int
+    modified: datetime | None
+    etag: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A storage URL (``/path``, ``file:///path``, ``s3://bucket/rootdirectory``) and options."""
+
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        scheme = urlparse(self.url).scheme
+        return "file" if scheme in ("", "file") else scheme
+
+    @property
+    def display(self) -> str:
+        """The URL without credentials, for logs, reports and snapshot.json."""
+        parsed = urlparse(self.url)
+        if parsed.password or parsed.username:
+            netloc = parsed.hostname or ""
+            return parsed._replace(netloc=netloc).geturl()
+        return self.url
+
+    def local_root(self) -> Path:
+        parsed = urlparse(self.url)
+        return Path(parsed.path if parsed.scheme == "file" else self.url)
+
+
+def parse_storage_option(text: str) -> tuple[str, Any]:
+    """``key=value`` from ``--storage-option``; values ``true``/``false``/numbers are typed."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise StorageConfigError(f"--storage-option expects key=value, got {text!r}")
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
+
+
+def storage_from_registry_config(path: str | os.PathLike[str]) -> StorageSpec:
+    """Read the registry's own ``config.yml``: its ``storage`` section decides."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise StorageConfigError(f"cannot read registry config {path}: {exc}") from exc
+    storage = (config or {}).get("storage") if isinstance(config, dict) else None
+    if not isinstance(storage, dict):
+        raise StorageConfigError(f"{path} has no storage section")
+    drivers = [k for k in storage if k not in ("delete", "cache", "maintenance", "redirect")]
+    if "filesystem" in drivers:
+        section = storage["filesystem"] or {}
+        return StorageSpec(str(section.get("rootdirectory", "/var/lib/registry")))
+    if "s3" in drivers:
+        return _s3_from_registry(storage["s3"] or {}, path)
+    found = ", ".join(drivers) or "none"
+    raise StorageConfigError(
+        f"unsupported storage driver in {path}: {found}; regprune supports "
+        f"{' and '.join(SUPPORTED_DRIVERS)}"
+    )
+
+
+def _s3_from_registry(section: dict[str, Any], path: str | os.PathLike[str]) -> StorageSpec:
+    bucket = section.get("bucket")
+    if not bucket:
+        raise StorageConfigError(f"{path}: storage.s3.bucket is missing")
+    root = str(section.get("rootdirectory") or "").strip("/")
+    client_kwargs: dict[str, Any] = {}
+    if section.get("region"):
+        client_kwargs["region_name"] = section["region"]
+    endpoint = section.get("regionendpoint")
+    if endpoint:
+        if "://" not in endpoint:
+            secure = section.get("secure", True)
+            endpoint = f"{'https' if secure else 'http'}://{endpoint}"
+        client_kwargs["endpoint_url"] = endpoint
+    options: dict[str, Any] = {"client_kwargs": client_kwargs}
+    if section.get("accesskey"):
+        options["key"] = section["accesskey"]
+        options["secret"] = section.get("secretkey", "")
+    return StorageSpec(f"s3://{bucket}/{root}".rstrip("/"), options)
+
+
+SECRET_OPTION_WORDS = ("secret", "key", "token", "password", "credential")
+
+
+def check_options_hold_no_secrets(options: dict[str, Any]) -> None:
+    """Storage options become flow-run parameters, which Prefect stores and shows: refuse
+    credentials there and point at the places that keep them private."""
+    for name, value in options.items():
+        if isinstance(value, dict):
+            check_options_hold_no_secrets(value)
+        elif any(word in name.lower() for word in SECRET_OPTION_WORDS):
+            raise StorageConfigError(
+                f"storage option {name!r} looks like a credential; pass credentials through "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) or the registry "
+                "config file, never as options: those are stored with the flow run"
+            )
+
+
+def resolve_storage(
+    storage: str | None,
+    storage_options: dict[str, Any] | None = None,
+    registry_config: str | None = None,
+) -> StorageSpec:
+    """One of ``storage`` (URL) or ``registry_config`` (the registry's config.yml)."""
+    if bool(storage) == bool(registry_config):
+        raise StorageConfigError("give exactly one of --storage URL or --registry-config FILE")
+    if registry_config:
+        return storage_from_registry_config(registry_config)
+    options = dict(storage_options or {})
+    check_options_hold_no_secrets(options)
+    return StorageSpec(str(storage), options)
+
+
+def open_storage(spec: StorageSpec) -> Storage:
+    if spec.scheme == "file":
+        return LocalStorage(spec)
+    if spec.scheme == "s3":
+        return S3Storage(spec)
+    raise StorageConfigError(
+        f"unsupported storage URL {spec.display}: use a folder, file:///folder or s3://bucket/root"
+    )
+
+
+class Storage:
+    """The operations the snapshot needs; keys are relative to ``docker/registry/v2``."""
+
+    spec: StorageSpec
+
+    def check_root(self) -> None:
+        """Fail early, with the path, when no registry lives there."""
+        raise NotImplementedError
+
+    def list_children(self, prefix: str) -> tuple[list[str], list[StorageObject]]:
+        """Immediate sub-folders (names) and files directly under ``prefix``."""
+        raise NotImplementedError
+
+    def walk(self, prefix: str) -> Iterator[StorageObject]:
+        """Every file below ``prefix`` (flat, recursive), in no particular order."""
+        raise NotImplementedError
+
+    def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
+        raise NotImplementedError
+
+
+class LocalStorage(Storage):
+    """A registry ``rootdirectory`` on a local (or mounted) filesystem."""
+
+    def __init__(self, spec: StorageSpec):
+        self.spec = spec
+        self.root = spec.local_root()
+        self.v2 = self.root / V2_ROOT
+
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise StorageConfigError(f"storage folder {self.root} does not exist")
+        if not self.v2.is_dir():
+            raise StorageConfigError(
+                f"no registry storage in {self.root}: expected {V2_ROOT}/ inside it "
+                "(pass the registry's rootdirectory)"
+            )
+
+    def list_children(self, prefix: str) -> tuple[list[str], list[StorageObject]]:
+        folder = self.v2 / prefix
+        dirs: list[str] = []
+        files: list[StorageObject] = []
+        if not folder.is_dir():
+            return dirs, files
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    dirs.append(entry.name)
+                else:
+                    files.extend(self._describe(entry, prefix + entry.name))
+        return sorted(dirs), files
+
+    def walk(self, prefix: str) -> Iterator[StorageObject]:
+        top = self.v2 / prefix
+        if not top.is_dir():
+            return
+        stack = [(str(top), prefix.rstrip("/") + "/")]
+        while stack:
+            folder, key_prefix = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = list(it)
+            except OSError as exc:
+                yield StorageObject(key_prefix, -1, None, problem=f"unreadable folder: {exc}")
+                continue
+            if not entries:
+                yield StorageObject(key_prefix, -1, None, problem="empty folder")
+            for entry in entries:
+                key = key_prefix + entry.name
+                if not _is_utf8(entry.name):
+                    yield StorageObject(_printable(key), -1, None, problem="name is not UTF-8")
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, key + "/"))
+                else:
+                    yield from self._describe(entry, key)
+
+    @staticmethod
+    def _describe(entry: os.DirEntry[str], key: str) -> Iterator[StorageObject]:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            yield StorageObject(key, -1, None, problem=f"cannot stat: {exc}")
+            return
+        modified = datetime.fromtimestamp(info.st_mtime, UTC)
+        if stat.S_ISLNK(info.st_mode):
+            yield StorageObject(key, -1, modified, problem="symbolic link")
+        elif not stat.S_ISREG(info.st_mode):
+            yield StorageObject(key, -1, modified, problem="not a regular file")
+        else:
+            yield StorageObject(key, info.st_size, modified)
+
+    def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
+        out: dict[str, bytes | Exception] = {}
+        for key in keys:
+            try:
+                out[key] = (self.v2 / key).read_bytes()
+            except OSError as exc:
+                out[key] = exc
+        return out
+
+
+class S3Storage(Storage):
+    """An S3 bucket through s3fs; listings are flat (no delimiter, 1,000 keys a request)."""
+
+    def __init__(self, spec: StorageSpec):
+        import s3fs
+
+        self.spec = spec
+        parsed = urlparse(spec.url)
+        if not parsed.netloc:
+            raise StorageConfigError(f"S3 URL {spec.display} names no bucket")
+        self.bucket = parsed.netloc
+        root = parsed.path.strip("/")
+        self.base = "/".join(p for p in (self.bucket, root, V2_ROOT) if p)
+        options = {"use_listings_cache": False, "skip_instance_cache": True, **spec.options}
+        self.fs = s3fs.S3FileSystem(**options)
+
+    def check_root(self) -> None:
+        try:
+            found = self.fs.ls(self.base, detail=False)
+        except FileNotFoundError:
+            found = []
+        except PermissionError as exc:
+            raise StorageConfigError(f"access denied listing {self.spec.display}: {exc}") from exc
+        if not found:
+            raise StorageConfigError(
+                f"no registry storage at {self.spec.display}: nothing under {V2_ROOT}/ "
+                "(check the bucket and rootdirectory)"
+            )
+
+    def list_children(self, prefix: str) -> tuple[list[str], list[StorageObject]]:
+        try:
+            listing = self.fs.ls(f"{self.base}/{prefix}", detail=True)
+        except FileNotFoundError:
+            return [], []
+        dirs = sorted(
+            entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            for entry in listing
+            if entry["type"] == "directory"
+        )
+        files = [self._object(entry) for entry in listing if entry["type"] != "directory"]
+        return dirs, files
+
+    def walk(self, prefix: str) -> Iterator[StorageObject]:
+        try:
+            found = self.fs.find(f"{self.base}/{prefix}", detail=True, withdirs=False)
+        except FileNotFoundError:
+            return
+        for entry in found.values():
+            yield self._object(entry)
+
+    def _object(self, entry: dict[str, Any]) -> StorageObject:
+        key = entry["name"][len(self.base) + 1 :]
+        modified = entry.get("LastModified")
+        etag = (entry.get("ETag") or "").strip('"') or None
+        if key.endswith("/"):
+            return StorageObject(key, -1, modified, etag, problem="empty folder")
+        return StorageObject(key, int(entry.get("size") or 0), modified, etag)
+
+    def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
+        if not keys:
+            return {}
+        paths = {f"{self.base}/{key}": key for key in keys}
+        found = self.fs.cat(list(paths), on_error="return")
+        return {paths[path]: value for path, value in found.items()}
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(key: str) -> str:
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

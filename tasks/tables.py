@@ -1,0 +1,258 @@
+"""The snapshot tables: their schemas (a public contract) and a streaming Parquet writer.
+
+Column names are the same in every table (``digest``, ``repository``, ``namespace``, ``name``,
+``tag``, ``position``, ``size``, ``modified``) so joins in ``sql/`` read naturally.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    # storage side
+    "blobs": pa.schema([("digest", pa.string()), ("size", pa.int64()), ("modified", TIMESTAMP)]),
+    "repositories": pa.schema(
+        [
+            ("repository", pa.string()),
+            ("namespace", pa.string()),
+            ("name", pa.string()),
+            ("valid_name", pa.bool_()),
+        ]
+    ),
+    "layer_links": pa.schema(
+        [("repository", pa.string()), ("digest", pa.string()), ("modified", TIMESTAMP)]
+    ),
+    "manifest_links": pa.schema(
+        [("repository", pa.string()), ("digest", pa.string()), ("modified", TIMESTAMP)]
+    ),
+    "tags": pa.schema(
+        [
+            ("repository", pa.string()),
+            ("tag", pa.string()),
+            ("digest", pa.string()),
+            ("modified", TIMESTAMP),
+        ]
+    ),
+    "tag_index": pa.schema(
+        [
+            ("repository", pa.string()),
+            ("tag", pa.string()),
+            ("digest", pa.string()),
+            ("modified", TIMESTAMP),
+        ]
+    ),
+    "uploads": pa.schema(
+        [
+            ("repository", pa.string()),
+            ("upload_id", pa.string()),
+            ("started_at", TIMESTAMP),
+            ("size", pa.int64()),
+            ("modified", TIMESTAMP),
+        ]
+    ),
+    "storage_anomalies": pa.schema([("path", pa.string()), ("problem", pa.string())]),
+    # cluster side
+    "images": pa.schema(
+        [
+            ("image", pa.string()),
+            ("managed", pa.bool_()),
+            ("media_type", pa.string()),
+            ("docker_image_reference", pa.string()),
+            ("config_digest", pa.string()),
+            ("created", TIMESTAMP),
+        ]
+    ),
+    "image_blobs": pa.schema(
+        [
+            ("image", pa.string()),
+            ("digest", pa.string()),
+            ("kind", pa.string()),
+            ("position", pa.int32()),
+            ("size", pa.int64()),
+        ]
+    ),
+    "imagestreams": pa.schema(
+        [
+            ("namespace", pa.string()),
+            ("name", pa.string()),
+            ("uid", pa.string()),
+            ("created", TIMESTAMP),
+        ]
+    ),
+    "imagestream_tags": pa.schema(
+        [
+            ("namespace", pa.string()),
+            ("name", pa.string()),
+            ("tag", pa.string()),
+            ("position", pa.int32()),
+            ("image", pa.string()),
+            ("docker_image_reference", pa.string()),
+            ("created", TIMESTAMP),
+        ]
+    ),
+    "metadata_anomalies": pa.schema(
+        [
+            ("kind", pa.string()),
+            ("namespace", pa.string()),
+            ("name", pa.string()),
+            ("problem", pa.string()),
+        ]
+    ),
+}
+
+STORAGE_TABLES = (
+    "blobs",
+    "repositories",
+    "layer_links",
+    "manifest_links",
+    "tags",
+    "tag_index",
+    "uploads",
+    "storage_anomalies",
+)
+METADATA_TABLES = (
+    "images",
+    "image_blobs",
+    "imagestreams",
+    "imagestream_tags",
+    "metadata_anomalies",
+)
+
+# Sort keys make every snapshot byte-for-byte reproducible and easy to diff.
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "blobs": ("digest",),
+    "repositories": ("repository",),
+    "layer_links": ("repository", "digest"),
+    "manifest_links": ("repository", "digest"),
+    "tags": ("repository", "tag"),
+    "tag_index": ("repository", "tag", "digest"),
+    "uploads": ("repository", "upload_id"),
+    "storage_anomalies": ("path", "problem"),
+    "images": ("image",),
+    "image_blobs": ("image", "kind", "position", "digest"),
+    "imagestreams": ("namespace", "name"),
+    "imagestream_tags": ("namespace", "name", "tag", "position"),
+    "metadata_anomalies": ("kind", "namespace", "name", "problem"),
+}
+
+
+class TableWriter:
+    """Append rows, flush a record batch every ``batch_rows``: memory stays flat."""
+
+    def __init__(self, table: str, path: str | os.PathLike[str], batch_rows: int = 50_000):
+        self.table = table
+        self.schema = SCHEMAS[table]
+        self.path = Path(path)
+        self.batch_rows = batch_rows
+        self.rows_written = 0
+        self._columns: dict[str, list[Any]] = {n: [] for n in self.schema.names}
+        self._writer: pq.ParquetWriter | None = None
+
+    def append(self, **row: Any) -> None:
+        for name, column in self._columns.items():
+            column.append(row.get(name))
+        if len(self._columns[self.schema.names[0]]) >= self.batch_rows:
+            self._flush()
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.append(**row)
+
+    def _flush(self) -> None:
+        count = len(self._columns[self.schema.names[0]])
+        if count == 0 and self._writer is not None:
+            return
+        batch = pa.RecordBatch.from_pydict(self._columns, schema=self.schema)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self._writer.write_batch(batch)
+        self.rows_written += count
+        for column in self._columns.values():
+            column.clear()
+
+    def abort(self) -> None:
+        """Drop a half-written part so a retried task starts clean."""
+        if self._writer is not None:
+            self._writer.close()
+        self.path.unlink(missing_ok=True)
+
+    def close(self) -> Path:
+        self._flush()
+        assert self._writer is not None
+        self._writer.close()
+        return self.path
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class TableWriters:
+    """One :class:`TableWriter` per table of a shard, closed together."""
+
+    def __init__(self, tables: Iterable[str], directory: Path, stem: str):
+        self.writers = {t: TableWriter(t, directory / t / f"{stem}.parquet") for t in tables}
+
+    def __getitem__(self, table: str) -> TableWriter:
+        return self.writers[table]
+
+    def close(self) -> dict[str, str]:
+        return {t: str(w.close()) for t, w in self.writers.items()}
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+
+
+def empty_table(table: str) -> pa.Table:
+    return SCHEMAS[table].empty_table()
+
+
+def sql_literal(value: str | os.PathLike[str]) -> str:
+    """A single-quoted SQL string literal (file paths go into DuckDB table functions)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def merge_parts(
+    table: str, parts: Iterable[str | os.PathLike[str]], dest: Path, distinct: bool = False
+) -> int:
+    """Merge the part files of one table into ``dest`` (sorted, optionally de-duplicated),
+    streaming through DuckDB so memory does not grow with the table."""
+    import duckdb
+
+    parts = [str(p) for p in parts if Path(p).exists()]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not parts:
+        pq.write_table(empty_table(table), dest, compression="zstd")
+        return 0
+    files = "[" + ", ".join(sql_literal(p) for p in parts) + "]"
+    columns = ", ".join(f'"{c}"' for c in SCHEMAS[table].names)
+    order = ", ".join(f'"{c}"' for c in SORT_KEYS[table])
+    query = (
+        f"COPY (SELECT {'DISTINCT ' if distinct else ''}{columns} FROM read_parquet({files}) "
+        f"ORDER BY {order}) TO {sql_literal(dest)} (FORMAT parquet, COMPRESSION zstd)"
+    )
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        result = con.execute(query).fetchone()
+    return int(result[0]) if result else 0
