@@ -19,6 +19,9 @@ import yaml
 from regprune.tasks.layout import V2_ROOT
 
 SUPPORTED_DRIVERS = ("filesystem", "s3")
+EMPTY_FOLDER = "empty folder"
+"""The walker's problem text for a folder with nothing in it: the registry's own deletes leave
+these behind, so only the snapshot decides where one matters (a blob folder without data)."""
 
 
 class StorageConfigError(ValueError):
@@ -231,7 +234,7 @@ class LocalStorage(Storage):
                 yield StorageObject(key_prefix, -1, None, problem=f"unreadable folder: {exc}")
                 continue
             if not entries:
-                yield StorageObject(key_prefix, -1, None, problem="empty folder")
+                yield StorageObject(key_prefix, -1, None, problem=EMPTY_FOLDER)
             for entry in entries:
                 key = key_prefix + entry.name
                 if not _is_utf8(entry.name):
@@ -321,7 +324,7 @@ class S3Storage(Storage):
         modified = entry.get("LastModified")
         etag = (entry.get("ETag") or "").strip('"') or None
         if key.endswith("/"):
-            return StorageObject(key, -1, modified, etag, problem="empty folder")
+            return StorageObject(key, -1, modified, etag, problem=EMPTY_FOLDER)
         return StorageObject(key, int(entry.get("size") or 0), modified, etag)
 
     def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:

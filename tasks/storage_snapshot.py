@@ -29,7 +29,7 @@ from regprune.tasks.layout import (
     parse_repository_key,
     split_repository,
 )
-from regprune.tasks.storage import StorageObject, StorageSpec, open_storage
+from regprune.tasks.storage import EMPTY_FOLDER, StorageObject, StorageSpec, open_storage
 from regprune.tasks.tables import TableWriters
 
 BLOB_TABLES = ("blobs", "storage_anomalies")
@@ -86,6 +86,8 @@ def walk_blob_shard(spec: StorageSpec, prefixes: list[str], parts_dir: str, shar
     try:
         for prefix in prefixes:
             for obj in storage.walk(prefix):
+                if obj.problem == EMPTY_FOLDER and not _is_blob_folder(obj.key):
+                    continue
                 if obj.problem:
                     out["storage_anomalies"].append(path=obj.key, problem=obj.problem)
                     continue
@@ -118,6 +120,8 @@ class _RepositoryShardWalker:
 
     def walk(self, prefix: str) -> None:
         for obj in self.storage.walk(prefix):
+            if obj.problem == EMPTY_FOLDER:
+                continue
             if obj.problem:
                 self.anomaly(obj.key, obj.problem)
                 continue
@@ -244,6 +248,11 @@ def record_stray_files(stray: list[tuple[str, str]], parts_dir: str) -> dict:
     for path, problem in stray:
         out["storage_anomalies"].append(path=path, problem=problem)
     return out.close()
+
+
+def _is_blob_folder(key: str) -> bool:
+    """``blobs/sha256/<2hex>/<hex>/``: a blob folder must hold ``data``."""
+    return key.count("/") == 4 and key.startswith(BLOBS_PREFIX)
 
 
 def _link_verdict(digest: str, obj: StorageObject) -> str:
