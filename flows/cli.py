@@ -11,8 +11,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+from regprune.flows.snapshot import SnapshotSource
+from regprune.tasks.analysis import SnapshotError
 from regprune.tasks.metadata import MetadataError
+from regprune.tasks.queries import DuckDBSettings
 from regprune.tasks.storage import StorageConfigError, parse_storage_option
+from regprune.tasks.units import parse_duration
 from regprune.tasks.version import tool_version
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
@@ -79,30 +84,110 @@ def check_storage_choice(args: argparse.Namespace) -> None:
         raise UsageError("give exactly one of --storage URL or --registry-config FILE")
 
 
-def snapshot_parameters(args: argparse.Namespace, out: str) -> dict[str, Any]:
+def snapshot_source(args: argparse.Namespace) -> SnapshotSource:
     check_storage_choice(args)
-    if args.page_size < 1:
-        raise UsageError("--page-size must be at least 1")
-    if args.shards < 1:
-        raise UsageError("--shards must be at least 1")
-    return {
-        "out": out,
-        "storage": args.storage,
-        "registry_config": args.registry_config,
-        "storage_options": storage_options(args),
-        "metadata": args.metadata,
-        "kubeconfig": args.kubeconfig,
-        "context": args.context,
-        "page_size": args.page_size,
-        "shard_tasks": args.shards,
-    }
+    try:
+        return SnapshotSource(
+            storage=args.storage,
+            registry_config=args.registry_config,
+            storage_options=storage_options(args),
+            metadata=args.metadata,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            page_size=args.page_size,
+            shard_tasks=args.shards,
+        )
+    except ValidationError as exc:
+        raise UsageError(_validation_message(exc)) from exc
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}" for error in exc.errors()
+    )
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
     from regprune.flows.snapshot import snapshot_flow
 
-    snapshot_flow(**snapshot_parameters(args, args.out))
+    snapshot_flow(out=args.out, source=snapshot_source(args))
     return EXIT_OK
+
+
+def add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--snapshot",
+        metavar="DIR",
+        help="analyse this existing snapshot folder instead of listing again",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for the snapshot and results (default: regprune-runs/<command>-<time>)",
+    )
+    parser.add_argument("--report", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--memory-limit", metavar="SIZE", help="DuckDB memory limit, e.g. 2GB")
+    parser.add_argument("--temp-directory", metavar="DIR", help="DuckDB spill folder")
+
+
+def analysis_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """Either --snapshot DIR, or a storage (and metadata) to snapshot now."""
+    if args.snapshot:
+        if args.out:
+            raise UsageError("--out goes with a new snapshot, not with --snapshot")
+        given = args.storage or args.registry_config
+        source = snapshot_source(args) if given else None
+    else:
+        source = snapshot_source(args)
+    return {
+        "source": source,
+        "snapshot": args.snapshot,
+        "out": args.out,
+        "report": args.report,
+        "duckdb": DuckDBSettings(
+            memory_limit=args.memory_limit, temp_directory=args.temp_directory
+        ),
+    }
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from regprune.flows.prune import prune_flow
+
+    for flag, value in (
+        ("--keep-younger-than", args.keep_younger_than),
+        ("--upload-max-age", args.upload_max_age),
+    ):
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from exc
+    if args.confirm:
+        raise UsageError(
+            "--confirm is not available yet: this version plans a hard prune (dry-run) but "
+            "does not delete; run without --confirm to see the plan"
+        )
+    result = prune_flow(
+        keep_younger_than=args.keep_younger_than,
+        upload_max_age=args.upload_max_age,
+        **analysis_inputs(args),
+    )
+    print(result["text"])
+    print(f"Results: {result['run_dir']}")
+    return EXIT_OK
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from regprune.flows.check import check_flow
+
+    if args.recover and args.confirm:
+        raise UsageError(
+            "--recover --confirm is not available yet: this version reports what recovery "
+            "would add (run without --confirm)"
+        )
+    result = check_flow(namespace=args.namespace, **analysis_inputs(args))
+    print(result["text"])
+    print(f"Results: {result['run_dir']}")
+    return EXIT_FINDINGS if result["findings"] else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +207,45 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(snapshot)
     snapshot.add_argument("--out", required=True, metavar="DIR", help="folder for the tables")
     snapshot.set_defaults(run=run_snapshot)
+
+    prune = commands.add_parser(
+        "prune", help="plan (and, with --confirm, run) a hard prune; dry-run by default"
+    )
+    add_storage_arguments(prune)
+    add_metadata_arguments(prune)
+    add_run_arguments(prune)
+    add_analysis_arguments(prune)
+    prune.add_argument(
+        "--keep-younger-than",
+        default="24h",
+        metavar="DURATION",
+        help="grace period: nothing modified less than this before the snapshot started is "
+        "deleted (default 24h; 0s allowed)",
+    )
+    prune.add_argument(
+        "--upload-max-age",
+        default="7d",
+        metavar="DURATION",
+        help="unfinished uploads older than this are deleted (default 7d)",
+    )
+    prune.add_argument("--confirm", action="store_true", help="delete for real")
+    prune.set_defaults(run=run_prune)
+
+    check = commands.add_parser(
+        "check",
+        help="report broken tags and images and recoverable manifests "
+        "(exit 3 when anything is found)",
+    )
+    add_storage_arguments(check)
+    add_metadata_arguments(check)
+    add_run_arguments(check)
+    add_analysis_arguments(check)
+    check.add_argument("--namespace", metavar="NS", help="limit the check to one namespace")
+    check.add_argument(
+        "--recover", action="store_true", help="restore lost manifests as lost-found-<hex> tags"
+    )
+    check.add_argument("--confirm", action="store_true", help="with --recover: do it")
+    check.set_defaults(run=run_check)
     return parser
 
 
@@ -135,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (StorageConfigError, MetadataError) as exc:
+    except (StorageConfigError, MetadataError, SnapshotError, FileNotFoundError) as exc:
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.futures import wait
+from pydantic import BaseModel, Field
 from regprune.tasks.metadata import MetadataSource
 from regprune.tasks.metadata_snapshot import list_cluster_objects, read_metadata_dump
 from regprune.tasks.storage import StorageSpec, resolve_storage
@@ -27,10 +28,9 @@ from regprune.tasks.storage_snapshot import (
     walk_blob_shard,
     walk_repository_shard,
 )
-from regprune.tasks.tables import METADATA_TABLES, STORAGE_TABLES, merge_parts
+from regprune.tasks.tables import METADATA_TABLES, SNAPSHOT_FILE, STORAGE_TABLES, merge_parts
 from regprune.tasks.version import tool_version
 
-SNAPSHOT_FILE = "snapshot.json"
 LISTED = ("images", "imagestreams")
 
 
@@ -69,36 +69,63 @@ def merge_snapshot_tables(parts: list[dict[str, str]], out: str) -> dict[str, in
     return counts
 
 
+class SnapshotSource(BaseModel):
+    """Where a snapshot reads from: the registry's storage and the cluster's metadata."""
+
+    storage: str | None = Field(
+        None,
+        description="Registry rootdirectory: PATH, file:///PATH or s3://BUCKET[/ROOT]; "
+        "S3 credentials come from the AWS_* environment, never from here.",
+    )
+    registry_config: str | None = Field(
+        None, description="Path of the registry's config.yml (instead of storage)."
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fsspec options (no credentials)."
+    )
+    metadata: str = Field(
+        "kube",
+        description="'kube' for the cluster API, or the path of an "
+        "'oc get images,imagestreams -A -o json' dump (or a folder of dumps).",
+    )
+    kubeconfig: str | None = Field(None, description="kubeconfig path (default: the usual).")
+    context: str | None = Field(None, description="kubeconfig context.")
+    page_size: int = Field(500, ge=1, le=10_000, description="Objects per list request.")
+    shard_tasks: int = Field(16, ge=1, le=1024, description="Parallel storage walk tasks.")
+
+    def storage_spec(self) -> StorageSpec:
+        return resolve_storage(self.storage, self.storage_options, self.registry_config)
+
+    def metadata_source(self) -> MetadataSource:
+        return MetadataSource(
+            self.metadata,
+            kubeconfig=self.kubeconfig,
+            context=self.context,
+            page_size=self.page_size,
+        )
+
+
 @flow(name="regprune-snapshot", log_prints=True)
-def snapshot_flow(
-    out: str,
-    storage: str | None = None,
-    registry_config: str | None = None,
-    storage_options: dict[str, Any] | None = None,
-    metadata: str = "kube",
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    page_size: int = 500,
-    shard_tasks: int = 16,
-) -> str:
+def snapshot_flow(out: str, source: SnapshotSource) -> str:
     """Snapshot cluster metadata, then registry storage, into ``out/<table>.parquet``.
 
     The cluster is listed before storage is walked: anything pushed in between shows up in
     storage without metadata, and the analysis protects it by its age (both start times are
     recorded in ``snapshot.json``).
     """
-    spec = resolve_storage(storage, storage_options, registry_config)
-    source = MetadataSource(metadata, kubeconfig=kubeconfig, context=context, page_size=page_size)
+    spec = source.storage_spec()
+    metadata = source.metadata_source()
     out_dir = Path(out)
     parts_dir = out_dir / "_parts"
+    (out_dir / SNAPSHOT_FILE).unlink(missing_ok=True)  # written last: marks a complete snapshot
     shutil.rmtree(parts_dir, ignore_errors=True)
     parts_dir.mkdir(parents=True)
     started = time.monotonic()
 
     metadata_started_at = datetime.now(UTC)
-    listings = snapshot_metadata(source, str(parts_dir))
+    listings = snapshot_metadata(metadata, str(parts_dir))
     storage_started_at = datetime.now(UTC)
-    storage_parts = snapshot_storage(spec, str(parts_dir), shard_tasks)
+    storage_parts = snapshot_storage(spec, str(parts_dir), source.shard_tasks)
 
     counts = merge_snapshot_tables([lst["parts"] for lst in listings] + storage_parts, str(out_dir))
     shutil.rmtree(parts_dir, ignore_errors=True)
@@ -109,7 +136,7 @@ def snapshot_flow(
         "tool": "regprune",
         "version": tool_version(),
         "storage": spec.display,
-        "metadata": source.display,
+        "metadata": metadata.display,
         "metadata_started_at": metadata_started_at.isoformat(),
         "storage_started_at": storage_started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -119,7 +146,7 @@ def snapshot_flow(
     }
     (out_dir / SNAPSHOT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     print(
-        f"snapshot of {spec.display} + {source.display}: {counts['blobs']} blobs, "
+        f"snapshot of {spec.display} + {metadata.display}: {counts['blobs']} blobs, "
         f"{counts['repositories']} repositories, {counts['images']} images, "
         f"{counts['imagestreams']} imagestreams in {summary['duration_seconds']} s -> {out_dir}"
     )

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+SNAPSHOT_FILE = "snapshot.json"
+"""Written last by a snapshot: a folder without it is not a complete snapshot."""
 
 SCHEMAS: dict[str, pa.Schema] = {
     # storage side
@@ -107,6 +109,29 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("problem", pa.string()),
         ]
     ),
+    # read by the check: manifests of lost-found candidates and what they reference
+    "lost_manifests": pa.schema(
+        [
+            ("digest", pa.string()),
+            ("media_type", pa.string()),
+            ("size", pa.int64()),
+            ("layer_order", pa.string()),
+            ("problem", pa.string()),
+        ]
+    ),
+    "lost_manifest_references": pa.schema(
+        [
+            ("digest", pa.string()),
+            ("reference", pa.string()),
+            ("kind", pa.string()),
+            ("position", pa.int32()),
+            ("size", pa.int64()),
+            ("media_type", pa.string()),
+            ("architecture", pa.string()),
+            ("os", pa.string()),
+            ("variant", pa.string()),
+        ]
+    ),
 }
 
 STORAGE_TABLES = (
@@ -127,6 +152,8 @@ METADATA_TABLES = (
     "metadata_anomalies",
 )
 
+SNAPSHOT_TABLES = (*METADATA_TABLES, *STORAGE_TABLES)
+
 # Sort keys make every snapshot byte-for-byte reproducible and easy to diff.
 SORT_KEYS: dict[str, tuple[str, ...]] = {
     "blobs": ("digest",),
@@ -142,6 +169,8 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "imagestreams": ("namespace", "name"),
     "imagestream_tags": ("namespace", "name", "tag", "position"),
     "metadata_anomalies": ("kind", "namespace", "name", "problem"),
+    "lost_manifests": ("digest",),
+    "lost_manifest_references": ("digest", "kind", "position"),
 }
 
 

@@ -1,0 +1,7 @@
+-- keep_set: every digest that some Image references, one row per digest.
+-- An Image keeps its own manifest, its config (schema 2 / OCI), every layer and, for a
+-- manifest list, every child manifest; a child that is an Image of its own keeps its config
+-- and layers through its own rows. All Images count, managed or not (as the reference).
+-- Columns: digest
+SELECT DISTINCT digest
+FROM image_blobs

@@ -1,0 +1,34 @@
+-- plan_blobs: blobs a hard prune removes: no Image references them (not in keep_set).
+-- A blob is young, and kept, when its data or any repository link to it (a fresh push or
+-- cross-repository mount of an old layer writes a new link) is younger than the grace period.
+-- Columns: digest, size, modified, action, kept_because
+WITH unreferenced AS (
+    SELECT blobs.*
+    FROM blobs
+    ANTI JOIN keep_set USING (digest)
+),
+
+newest_link AS (
+    SELECT digest, max(modified) AS modified
+    FROM (
+        SELECT digest, modified FROM layer_links
+        UNION ALL
+        SELECT digest, modified FROM manifest_links
+    )
+    GROUP BY digest
+),
+
+aged AS (
+    SELECT
+        unreferenced.*,
+        young(greatest(unreferenced.modified, newest_link.modified)) AS is_young
+    FROM unreferenced
+    LEFT JOIN newest_link USING (digest)
+)
+
+SELECT
+    digest, size, modified,
+    CASE WHEN is_young THEN 'keep' ELSE 'delete' END AS action,
+    CASE WHEN is_young THEN 'young' END AS kept_because
+FROM aged
+ORDER BY digest

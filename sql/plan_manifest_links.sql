@@ -1,0 +1,36 @@
+-- plan_manifest_links: manifest revision links a hard prune removes, in repositories that
+-- are not removed whole. A link is kept only if its digest is in the keep set AND the
+-- repository's ImageStream has it (stream_history, which counts manifest-list children).
+-- reason 'image-missing': no Image has this digest;
+-- reason 'not-in-imagestream': an Image exists but the stream's tag history lacks it.
+-- action 'keep' (kept_because 'young') for links younger than the grace period.
+-- Columns: repository, namespace, name, digest, reason, modified, action, kept_because
+WITH links AS (
+    SELECT manifest_links.*, repositories.namespace, repositories.name
+    FROM manifest_links
+    JOIN repositories USING (repository)
+    ANTI JOIN plan_repositories USING (repository)
+),
+
+judged AS (
+    SELECT
+        links.*,
+        CASE
+            WHEN keep_set.digest IS NULL THEN 'image-missing'
+            WHEN history.digest IS NULL THEN 'not-in-imagestream'
+        END AS reason
+    FROM links
+    LEFT JOIN keep_set USING (digest)
+    LEFT JOIN stream_history AS history
+        ON history.namespace = links.namespace
+        AND history.name = links.name
+        AND history.digest = links.digest
+)
+
+SELECT
+    repository, namespace, name, digest, reason, modified,
+    CASE WHEN young(modified) THEN 'keep' ELSE 'delete' END AS action,
+    CASE WHEN young(modified) THEN 'young' END AS kept_because
+FROM judged
+WHERE reason IS NOT NULL
+ORDER BY repository, digest

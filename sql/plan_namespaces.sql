@@ -1,0 +1,60 @@
+-- plan_namespaces: reclaimable bytes and planned deletions per namespace.
+-- A deleted blob's bytes are split evenly between the namespaces whose repositories link it
+-- (layer or manifest links), so the column adds up to the plan's total; a blob no
+-- repository links is counted under namespace NULL.
+-- Columns: namespace, size, blobs, manifest_links, repositories, layer_links, uploads
+WITH deleted_blobs AS (
+    SELECT digest, size FROM plan_blobs WHERE action = 'delete'
+),
+
+blob_namespaces AS (
+    SELECT DISTINCT links.digest, repositories.namespace
+    FROM (
+        SELECT repository, digest FROM layer_links
+        UNION ALL
+        SELECT repository, digest FROM manifest_links
+    ) AS links
+    JOIN repositories USING (repository)
+    SEMI JOIN deleted_blobs USING (digest)
+),
+
+shares AS (
+    SELECT
+        deleted_blobs.digest,
+        blob_namespaces.namespace,
+        deleted_blobs.size / count(*) OVER (PARTITION BY deleted_blobs.digest) AS size
+    FROM deleted_blobs
+    LEFT JOIN blob_namespaces USING (digest)
+),
+
+per_namespace AS (
+    SELECT namespace, sum(size) AS size, count(*) AS blobs,
+        0 AS manifest_links, 0 AS repositories, 0 AS layer_links, 0 AS uploads
+    FROM shares GROUP BY namespace
+    UNION ALL
+    SELECT namespace, 0, 0, count(*), 0, 0, 0
+    FROM plan_manifest_links WHERE action = 'delete' GROUP BY namespace
+    UNION ALL
+    SELECT namespace, 0, 0, 0, count(*), 0, 0
+    FROM plan_repositories WHERE action = 'delete' GROUP BY namespace
+    UNION ALL
+    SELECT repositories.namespace, 0, 0, 0, 0, count(*), 0
+    FROM plan_layer_links JOIN repositories USING (repository)
+    WHERE action = 'delete' GROUP BY repositories.namespace
+    UNION ALL
+    SELECT repositories.namespace, sum(plan_uploads.size), 0, 0, 0, 0, count(*)
+    FROM plan_uploads JOIN repositories USING (repository)
+    WHERE action = 'delete' GROUP BY repositories.namespace
+)
+
+SELECT
+    namespace,
+    round(sum(size))::BIGINT AS size,
+    sum(blobs)::BIGINT AS blobs,
+    sum(manifest_links)::BIGINT AS manifest_links,
+    sum(repositories)::BIGINT AS repositories,
+    sum(layer_links)::BIGINT AS layer_links,
+    sum(uploads)::BIGINT AS uploads
+FROM per_namespace
+GROUP BY namespace
+ORDER BY size DESC, namespace NULLS LAST

@@ -1,0 +1,20 @@
+-- repository_activity: the newest modification time of anything inside each repository
+-- (links, tags, tag index entries, unfinished uploads), the age a whole-repository
+-- deletion is judged by.
+-- Columns: repository, modified
+WITH repository_objects AS (
+    SELECT repository, modified FROM layer_links
+    UNION ALL
+    SELECT repository, modified FROM manifest_links
+    UNION ALL
+    SELECT repository, modified FROM tags
+    UNION ALL
+    SELECT repository, modified FROM tag_index
+    UNION ALL
+    SELECT repository, modified FROM uploads
+)
+
+SELECT repositories.repository, max(repository_objects.modified) AS modified
+FROM repositories
+LEFT JOIN repository_objects USING (repository)
+GROUP BY repositories.repository

@@ -1,0 +1,185 @@
+"""What a person reads: the report JSON, the terminal summary and the Prefect artifacts.
+
+Everything here reads the ``plan_*`` / ``check_*`` Parquet results; no decisions are made.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+from regprune.tasks.tables import sql_literal
+from regprune.tasks.units import format_bytes
+
+CATEGORIES = ("repositories", "manifest_links", "blobs", "layer_links", "uploads")
+TOP_NAMESPACES = 10
+
+
+def _records(path: Path, columns: str, where: str = "true", order: str = "1") -> list[dict]:
+    with duckdb.connect() as con:
+        source = f"read_parquet({sql_literal(path)})"
+        cursor = con.execute(f"SELECT {columns} FROM {source} WHERE {where} ORDER BY {order}")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def prune_report(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``--report`` JSON of a prune: the summary and every object to delete."""
+    run = Path(run_dir)
+    deleting = "action = 'delete'"
+    summary: dict[str, Any] = {}
+    for row in _records(run / "plan_summary.parquet", "category, action, count, size"):
+        entry = summary.setdefault(row["category"], {"delete": 0, "bytes": 0, "kept_young": 0})
+        if row["action"] == "delete":
+            entry["delete"], entry["bytes"] = row["count"], row["size"]
+        else:
+            entry["kept_young"] = row["count"]
+    summary["bytes_freed"] = summary["blobs"]["bytes"]
+    summary["namespaces"] = _records(
+        run / "plan_namespaces.parquet", "*", order="size DESC, namespace NULLS LAST"
+    )[:TOP_NAMESPACES]
+    return {
+        "mode": mode,
+        "settings": settings,
+        "summary": summary,
+        "blobs": _records(run / "plan_blobs.parquet", "digest, size", deleting),
+        "manifest_links": _records(
+            run / "plan_manifest_links.parquet", "repository, digest, reason", deleting
+        ),
+        "repositories": _records(run / "plan_repositories.parquet", "repository, reason", deleting),
+        "layer_links": _records(
+            run / "plan_layer_links.parquet", "repository, digest, reason", deleting
+        ),
+        "uploads": _records(run / "plan_uploads.parquet", "repository, upload_id, size", deleting),
+    }
+
+
+def prune_summary_text(report: dict[str, Any]) -> str:
+    """The reference's wording: "Would delete N blobs", "Would free up X of disk space"."""
+    summary = report["summary"]
+    verb = "Would delete" if report["mode"] == "dry-run" else "Deleted"
+    lines = [f"{verb} {summary[c]['delete']} {c.replace('_', ' ')}" for c in CATEGORIES]
+    freed = "Would free up" if report["mode"] == "dry-run" else "Freed up"
+    lines.append(f"{freed} {format_bytes(summary['bytes_freed'])} of disk space")
+    young = [f"{summary[c]['kept_young']} {c.replace('_', ' ')}" for c in CATEGORIES]
+    if any(summary[c]["kept_young"] for c in CATEGORIES):
+        grace = report["settings"].get("keep_younger_than")
+        lines.append(f"Kept, younger than {grace}: " + ", ".join(young))
+    return "\n".join(lines)
+
+
+def _namespace_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "namespace": row["namespace"] or "(not linked)",
+            "reclaimable": format_bytes(row["size"]),
+            "bytes": row["size"],
+            "blobs": row["blobs"],
+            "manifest_links": row["manifest_links"],
+            "repositories": row["repositories"],
+        }
+        for row in report["summary"]["namespaces"]
+    ]
+
+
+@task(name="publish-prune-report")
+def publish_prune_report(
+    run_dir: str, mode: str, settings: dict[str, Any], report_path: str | None
+) -> dict[str, Any]:
+    """Write the JSON report, print the summary, publish keyed artifacts (the Prefect UI
+    shows their history run after run)."""
+    report = prune_report(run_dir, mode, settings)
+    if report_path:
+        Path(report_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    text = prune_summary_text(report)
+    get_run_logger().info("%s", text)
+    create_markdown_artifact(
+        key="regprune-prune-summary",
+        markdown=f"# Hard prune ({mode})\n\nResults in `{run_dir}`\n\n"
+        + "\n".join(f"- {line}" for line in text.splitlines()),
+        description="What the hard prune deletes and frees",
+    )
+    create_table_artifact(
+        key="regprune-top-namespaces",
+        table=_namespace_rows(report),
+        description="Top namespaces by reclaimable bytes",
+    )
+    return {"summary": report["summary"], "text": text}
+
+
+def check_report(run_dir: str | Path) -> dict[str, Any]:
+    """The ``--report`` JSON of a check."""
+    run = Path(run_dir)
+    return {
+        "broken_imagestream_tags": _records(
+            run / "check_broken_imagestream_tags.parquet",
+            "namespace, name, tag, position, image, missing, kind",
+            order="namespace, name, tag, position, missing",
+        ),
+        "broken_images": _records(
+            run / "check_broken_images.parquet", "image, missing, kind", order="image, missing"
+        ),
+        "lost_found": _records(
+            run / "check_lost_found.parquet",
+            "namespace, name, digest, tag",
+            order="namespace, name, digest",
+        ),
+        "invalid_manifests": _records(
+            run / "check_invalid_manifests.parquet",
+            "repository, digest, reason",
+            order="repository, digest, reason",
+        ),
+    }
+
+
+def check_findings_count(report: dict[str, Any]) -> int:
+    return sum(len(report[key]) for key in report)
+
+
+def check_text(report: dict[str, Any], recover_verb: str = "Would add") -> str:
+    """One line per finding, in the reference's words."""
+    lines = []
+    for row in report["broken_imagestream_tags"]:
+        ref = f"{row['namespace']}/{row['name']}:{row['tag']}"
+        what = "image" if row["kind"] == "image" else f"image {row['kind']}"
+        lines.append(
+            f'Broken imagestream tag "{ref}" in position {row["position"]}: '
+            f'{what} "{row["missing"]}" is missing'
+        )
+    for row in report["broken_images"]:
+        lines.append(f'Broken image "{row["image"]}": {row["kind"]} "{row["missing"]}" is missing')
+    for row in report["invalid_manifests"]:
+        lines.append(f'Invalid manifest "{row["repository"]}@{row["digest"]}": {row["reason"]}')
+    for row in report["lost_found"]:
+        lines.append(
+            f'{recover_verb} image "{row["digest"]}" to imagestream '
+            f'"{row["namespace"]}/{row["name"]}" with tag "{row["tag"]}"'
+        )
+    if not lines:
+        lines.append(
+            "Consistent: every tag resolves to an Image whose blobs are all stored, "
+            "and every stored manifest belongs to its ImageStream."
+        )
+    return "\n".join(lines)
+
+
+@task(name="publish-check-report")
+def publish_check_report(run_dir: str, report_path: str | None) -> dict[str, Any]:
+    report = check_report(run_dir)
+    if report_path:
+        Path(report_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    text = check_text(report)
+    get_run_logger().info("%s", text)
+    counts = {key: len(rows) for key, rows in report.items()}
+    create_markdown_artifact(
+        key="regprune-check-summary",
+        markdown=f"# Consistency check\n\nResults in `{run_dir}`\n\n"
+        + "\n".join(f"- {key.replace('_', ' ')}: {n}" for key, n in counts.items()),
+        description="Broken references and lost-found candidates",
+    )
+    return {"counts": counts, "findings": check_findings_count(report), "text": text}
