@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
+
 from regprune.flows.snapshot import SnapshotSource
 from regprune.tasks.analysis import SnapshotError
 from regprune.tasks.metadata import MetadataError
@@ -190,6 +191,21 @@ def run_check(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if result["findings"] else EXIT_OK
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    from regprune.flows.demo import demo_flow
+
+    result = demo_flow(out=args.out, seed=args.seed)
+    print(f"Demo registry: {result['storage']}  metadata: {result['metadata']}\n")
+    print("== regprune prune (dry-run, grace period 24h)")
+    print(result["prune"]["text"])
+    print("\n== regprune check")
+    print(result["check"]["text"])
+    print("\n== against the generator's ground truth")
+    print("\n".join(result["agreement"]))
+    print(f"\nTables and results: {result['run_dir']} (query them with DuckDB, see README)")
+    return EXIT_OK if all("matches" in line for line in result["agreement"]) else EXIT_FAILURE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regprune",
@@ -246,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--confirm", action="store_true", help="with --recover: do it")
     check.set_defaults(run=run_check)
+
+    demo = commands.add_parser(
+        "demo", help="generate a demo registry with drift and run prune and check on it"
+    )
+    demo.add_argument("--out", default="regprune-demo", metavar="DIR", help="demo folder")
+    demo.add_argument("--seed", type=int, default=0, help="generator seed")
+    demo.set_defaults(run=run_demo)
     return parser
 
 
