@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+
 from regprune.flows.run_folder import snapshot_for_run
 from regprune.flows.snapshot import SnapshotSource
 from regprune.tasks.analysis import (

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
+
 from regprune.flows.run_folder import snapshot_for_run
 from regprune.flows.snapshot import SnapshotSource
 from regprune.tasks.analysis import plan_hard_prune

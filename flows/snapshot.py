@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.futures import wait
 from pydantic import BaseModel, Field
+
 from regprune.tasks.metadata import MetadataSource
 from regprune.tasks.metadata_snapshot import list_cluster_objects, read_metadata_dump
 from regprune.tasks.storage import StorageSpec, resolve_storage

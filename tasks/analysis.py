@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+
 from regprune.tasks.queries import (
     CHECK_FINDINGS,
     CHECK_MODELS,

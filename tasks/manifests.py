@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+
 from regprune.tasks.layout import blob_data_path, is_digest
 from regprune.tasks.storage import StorageSpec, open_storage
 from regprune.tasks.tables import TableWriters

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 import duckdb
+
 from regprune.tasks.tables import SNAPSHOT_TABLES, sql_literal
 
 PLAN_MODELS = (

@@ -13,6 +13,7 @@ import duckdb
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
+
 from regprune.tasks.tables import sql_literal
 from regprune.tasks.units import format_bytes
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from regprune.flows.cli import EXIT_FINDINGS, EXIT_OK, main
 
+from regprune.flows.cli import EXIT_FINDINGS, EXIT_OK, main
 from tests.conftest import imagestream, rows, write_dump
 from tests.registry_bench import (
     PushedImage,

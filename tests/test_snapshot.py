@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from regprune.flows.cli import main
 
+from regprune.flows.cli import main
 from tests.conftest import imagestream, rows, write_dump
 from tests.registry_bench import (
     Registry,

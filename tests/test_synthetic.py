@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from regprune.tasks import layout
 from regprune.tasks.synthetic import (
     MANIFEST_LIST,
