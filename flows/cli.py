@@ -7,6 +7,7 @@ Exit codes: 0 success (and, for ``check``, consistent), 1 failure, 2 bad usage,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -102,9 +103,16 @@ def snapshot_source(args: argparse.Namespace) -> SnapshotSource:
         raise UsageError(_validation_message(exc)) from exc
 
 
+FLAGS = {"shard_tasks": "--shards", "storage_options": "--storage-option"}
+
+
 def _validation_message(exc: ValidationError) -> str:
+    def flag(name: str) -> str:
+        return FLAGS.get(name, "--" + name.replace("_", "-"))
+
     return "; ".join(
-        f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}" for error in exc.errors()
+        f"{flag(str(error['loc'][0]))}: {error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors()
     )
 
 
@@ -288,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("regprune: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the run's logs keep the traceback; the terminal gets one line
+        if os.environ.get("REGPRUNE_DEBUG"):
+            raise
+        print(
+            f"regprune: error: {type(exc).__name__}: {exc} (REGPRUNE_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -18,11 +18,16 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.futures import wait
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from regprune.tasks.metadata import MetadataSource
 from regprune.tasks.metadata_snapshot import list_cluster_objects, read_metadata_dump
-from regprune.tasks.storage import StorageSpec, resolve_storage
+from regprune.tasks.storage import (
+    StorageConfigError,
+    StorageSpec,
+    check_options_hold_no_secrets,
+    resolve_storage,
+)
 from regprune.tasks.storage_snapshot import (
     plan_storage_shards,
     record_stray_files,
@@ -93,6 +98,16 @@ class SnapshotSource(BaseModel):
     context: str | None = Field(None, description="kubeconfig context.")
     page_size: int = Field(500, ge=1, le=10_000, description="Objects per list request.")
     shard_tasks: int = Field(16, ge=1, le=1024, description="Parallel storage walk tasks.")
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Parameters are stored with the flow run: refuse credentials before they are."""
+        try:
+            check_options_hold_no_secrets(options)
+        except StorageConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return options
 
     def storage_spec(self) -> StorageSpec:
         return resolve_storage(self.storage, self.storage_options, self.registry_config)

@@ -25,8 +25,11 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PREFIX = re.compile(r"[0-9a-f]{2}")
 # distribution's reference grammar for one path component of a repository name
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-# OpenShift names (namespace and ImageStream) are DNS-1123 subdomains/labels
+# OpenShift namespaces are DNS-1123 labels (dots tolerated here: leniency only keeps more)
 _OPENSHIFT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+# ImageStream names follow openshift-apiserver's ValidateImageStreamName, which allows "_"
+# (``[a-z0-9]+(?:[._-][a-z0-9]+)*``); a superset of it, so no live stream is ever "invalid"
+_IMAGESTREAM_NAME = re.compile(r"[a-z0-9]([-a-z0-9._]*[a-z0-9])?")
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
 BLOB_PREFIXES = tuple(f"{i:02x}" for i in range(256))
 
@@ -217,5 +220,5 @@ def is_openshift_repository(repository: str) -> bool:
         and "/" not in name
         and is_valid_repository_name(repository)
         and _OPENSHIFT_NAME.fullmatch(namespace) is not None
-        and _OPENSHIFT_NAME.fullmatch(name) is not None
+        and _IMAGESTREAM_NAME.fullmatch(name) is not None
     )

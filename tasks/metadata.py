@@ -14,11 +14,12 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+
 from regprune.tasks.layout import is_digest
 
 GROUP = "image.openshift.io"
@@ -28,6 +29,12 @@ LAYERS_ORDER_ANNOTATION = "image.openshift.io/dockerLayersOrder"
 SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_TYPES_WITH_CONFIG = frozenset({SCHEMA2, OCI_MANIFEST})
+RETRY_BASE_SECONDS = 0.5
+"""First backoff delay of a retried API call; it doubles per attempt (with jitter) up to
+``RETRY_MAX_SECONDS``. Module-level so tests (and impatient operators) can shorten it."""
+RETRY_MAX_SECONDS = 30.0
+RETRY_AFTER_MAX_SECONDS = 60.0
+"""A server's ``Retry-After`` is honoured up to this many seconds."""
 
 
 class MetadataError(RuntimeError):
@@ -63,6 +70,8 @@ class MetadataSource:
 
 
 def parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):  # an unquoted timestamp in a hand-written YAML dump
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -71,14 +80,37 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
+# A dump may be edited by hand: every field is checked for its type, so a wrong one becomes an
+# anomaly (or a null) instead of a traceback or a non-string in a string column.
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _sequence(value: Any, what: str, anomalies: list[dict], owner: tuple) -> list[Any]:
+    """A list field; anything else but null is an anomaly (and counts as empty)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    anomalies.append(_anomaly(*owner, f"{what} is not a list"))
+    return []
+
+
 def image_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], list[dict]]:
     """(images row, image_blobs rows, metadata_anomalies rows) for one ``Image``."""
-    meta = obj.get("metadata") or {}
+    meta = _mapping(obj.get("metadata"))
     name = meta.get("name")
     if not is_digest(name):
         return None, [], [_anomaly("Image", None, name, "Image name is not a sha256 digest")]
-    annotations = meta.get("annotations") or {}
-    media_type = obj.get("dockerImageManifestMediaType") or None
+    owner = ("Image", None, name)
+    annotations = _mapping(meta.get("annotations"))
+    media_type = _text(obj.get("dockerImageManifestMediaType")) or None
     docker_metadata = obj.get("dockerImageMetadata") or {}
     config = docker_metadata.get("Id") if isinstance(docker_metadata, dict) else None
     config_digest = config if media_type in MEDIA_TYPES_WITH_CONFIG and is_digest(config) else None
@@ -86,19 +118,20 @@ def image_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], 
     blobs = [_blob(name, name, "manifest", None, None)]
     if config_digest:
         blobs.append(_blob(name, config_digest, "config", None, None))
-    layers = list(obj.get("dockerImageLayers") or [])
+    layers = list(_sequence(obj.get("dockerImageLayers"), "dockerImageLayers", anomalies, owner))
     if annotations.get(LAYERS_ORDER_ANNOTATION) == "descending":
         layers.reverse()
     for position, layer in enumerate(layers):
         digest = layer.get("name") if isinstance(layer, dict) else None
         if not is_digest(digest):
-            anomalies.append(_anomaly("Image", None, name, f"layer {position} is not a digest"))
+            anomalies.append(_anomaly(*owner, f"layer {position} is not a digest"))
             continue
         blobs.append(_blob(name, digest, "layer", position, layer.get("size")))
-    for position, child in enumerate(obj.get("dockerImageManifests") or []):
+    children = _sequence(obj.get("dockerImageManifests"), "dockerImageManifests", anomalies, owner)
+    for position, child in enumerate(children):
         digest = child.get("digest") if isinstance(child, dict) else None
         if not is_digest(digest):
-            anomalies.append(_anomaly("Image", None, name, f"manifest {position} is not a digest"))
+            anomalies.append(_anomaly(*owner, f"manifest {position} is not a digest"))
             continue
         blobs.append(
             _blob(name, digest, "manifest_list_child", position, child.get("manifestSize"))
@@ -107,7 +140,7 @@ def image_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], 
         "image": name,
         "managed": annotations.get(MANAGED_ANNOTATION) == "true",
         "media_type": media_type,
-        "docker_image_reference": obj.get("dockerImageReference"),
+        "docker_image_reference": _text(obj.get("dockerImageReference")),
         "config_digest": config_digest,
         "created": parse_time(meta.get("creationTimestamp")),
     }
@@ -120,38 +153,52 @@ def _blob(image: str, digest: str, kind: str, position: int | None, size: Any) -
         "digest": digest,
         "kind": kind,
         "position": position,
-        "size": size if isinstance(size, int) else None,
+        "size": size if isinstance(size, int) and not isinstance(size, bool) else None,
     }
 
 
 def imagestream_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], list[dict]]:
     """(imagestreams row, imagestream_tags rows, metadata_anomalies rows) for one stream."""
-    meta = obj.get("metadata") or {}
+    meta = _mapping(obj.get("metadata"))
     namespace, name = meta.get("namespace"), meta.get("name")
-    if not namespace or not name:
-        return None, [], [_anomaly("ImageStream", namespace, name, "no namespace or name")]
+    if not namespace or not name or not isinstance(namespace, str) or not isinstance(name, str):
+        return None, [], [_anomaly("ImageStream", _text(namespace), name, "no namespace or name")]
+    owner = ("ImageStream", namespace, name)
     row = {
         "namespace": namespace,
         "name": name,
-        "uid": meta.get("uid"),
+        "uid": _text(meta.get("uid")),
         "created": parse_time(meta.get("creationTimestamp")),
     }
     tags: list[dict] = []
     anomalies: list[dict] = []
-    for tag in (obj.get("status") or {}).get("tags") or []:
-        for position, item in enumerate(tag.get("items") or []):
+    status = _mapping(obj.get("status"))
+    for index, tag in enumerate(_sequence(status.get("tags"), "status.tags", anomalies, owner)):
+        tag = _mapping(tag)
+        raw_name = tag.get("tag")
+        tag_name = raw_name if isinstance(raw_name, str) and raw_name else None
+        if tag_name is None:  # its items are still recorded: they keep their images
+            problem = (
+                "has no tag name"
+                if raw_name in (None, "")
+                else f"tag name {raw_name!r} is not a string (quote it in YAML)"
+            )
+            anomalies.append(_anomaly(*owner, f"status.tags[{index}] {problem}"))
+        items = _sequence(tag.get("items"), f"tag {tag_name} items", anomalies, owner)
+        for position, item in enumerate(items):
+            item = _mapping(item)
             image = item.get("image")
             if not is_digest(image):
-                problem = f"tag {tag.get('tag')} item {position} image is not a digest"
-                anomalies.append(_anomaly("ImageStream", namespace, name, problem))
+                problem = f"tag {tag_name} item {position} image is not a digest"
+                anomalies.append(_anomaly(*owner, problem))
             tags.append(
                 {
                     "namespace": namespace,
                     "name": name,
-                    "tag": tag.get("tag"),
+                    "tag": tag_name,
                     "position": position,
                     "image": image if is_digest(image) else None,
-                    "docker_image_reference": item.get("dockerImageReference"),
+                    "docker_image_reference": _text(item.get("dockerImageReference")),
                     "created": parse_time(item.get("created")),
                 }
             )
@@ -163,6 +210,8 @@ def _anomaly(kind: str, namespace: str | None, name: Any, problem: str) -> dict:
 
 
 # --- dumps -----------------------------------------------------------------------------------
+
+LIST_KINDS = ("List", "ImageList", "ImageStreamList")
 
 
 def read_dump_objects(source: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -183,7 +232,7 @@ def read_dump_objects(source: str | os.PathLike[str]) -> Iterator[dict[str, Any]
 
 def _load_documents(file: Path) -> list[Any]:
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MetadataError(f"cannot read metadata dump {file}: {exc}") from exc
     try:
@@ -191,9 +240,14 @@ def _load_documents(file: Path) -> list[Any]:
     except json.JSONDecodeError:
         pass
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
         raise MetadataError(f"{file} is neither JSON nor YAML: {exc}") from exc
+    if not documents:
+        # oc writes a List even when there is nothing to list: an empty file is a failed dump,
+        # and reading it as "no images" would let a prune delete everything
+        raise MetadataError(f"metadata dump {file} is empty")
+    return documents
 
 
 def _objects_of(documents: list[Any], file: Path) -> Iterator[dict[str, Any]]:
@@ -204,9 +258,16 @@ def _objects_of(documents: list[Any], file: Path) -> Iterator[dict[str, Any]]:
             )
         kind = document.get("kind")
         if isinstance(document.get("items"), list):
-            for item in document["items"]:
-                if isinstance(item, dict):
-                    yield _with_kind(item, kind)
+            if kind not in LIST_KINDS:
+                # oc prints "kind: List" after the items: a YAML dump cut short loses it
+                raise MetadataError(
+                    f"{file}: a document with items but kind {kind!r}, not List, ImageList or "
+                    "ImageStreamList (was the dump cut short?)"
+                )
+            for position, item in enumerate(document["items"]):
+                if not isinstance(item, dict):
+                    raise MetadataError(f"{file}: item {position} of the {kind} is not an object")
+                yield _with_kind(item, kind)
         elif kind in ("Image", "ImageStream"):
             yield document
         else:
@@ -287,13 +348,13 @@ def call_with_retries(
 
 
 def _backoff(attempt: int) -> float:
-    return min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+    return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**attempt) * (0.5 + random.random() / 2)
 
 
 def _retry_after(exc: Any) -> float | None:
     value = (exc.headers or {}).get("Retry-After") if exc.headers else None
     try:
-        return min(60.0, float(value)) if value is not None else None
+        return min(RETRY_AFTER_MAX_SECONDS, float(value)) if value is not None else None
     except ValueError:
         return None
 

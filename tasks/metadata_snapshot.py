@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
+
 from regprune.tasks.metadata import (
     ListingRestart,
     MetadataError,
@@ -42,7 +44,25 @@ def _write(out: TableWriters, plural: str, obj: dict[str, Any]) -> None:
     out["metadata_anomalies"].extend(anomalies)
 
 
-@task(name="list-cluster-objects", retries=1, retry_delay_seconds=10)
+def _retry_unless_metadata_error(task: Any, task_run: Any, state: State) -> bool:
+    """Prefect ``retry_condition_fn``: a :class:`MetadataError` already outlived our own
+    retries (or cannot improve: 401/403, kubeconfig, 410 over and over), so retrying the
+    whole listing would only delay the failure; anything unexpected gets the task retry."""
+    try:
+        state.result()
+    except MetadataError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="list-cluster-objects",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=_retry_unless_metadata_error,
+)
 def list_cluster_objects(source: MetadataSource, plural: str, parts_dir: str) -> dict[str, Any]:
     """List every ``images`` or ``imagestreams`` object, page by page, into Parquet parts.
 
@@ -92,7 +112,8 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str) -> dict[str, Any]
             elif kind == "ImageStream":
                 _write(out, "imagestreams", obj)
             else:
-                name = (obj.get("metadata") or {}).get("name")
+                meta = obj.get("metadata")
+                name = meta.get("name") if isinstance(meta, dict) else None
                 out["metadata_anomalies"].append(
                     kind=str(kind),
                     namespace=None,

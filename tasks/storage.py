@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
+
 from regprune.tasks.layout import V2_ROOT
 
 SUPPORTED_DRIVERS = ("filesystem", "s3")
@@ -214,7 +215,10 @@ class LocalStorage(Storage):
             return dirs, files
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
+                if not _is_utf8(entry.name):
+                    key = _printable(prefix + entry.name)
+                    files.append(StorageObject(key, -1, None, problem="name is not UTF-8"))
+                elif entry.is_dir(follow_symlinks=False):
                     dirs.append(entry.name)
                 else:
                     files.extend(self._describe(entry, prefix + entry.name))
@@ -282,7 +286,14 @@ class S3Storage(Storage):
         self.bucket = parsed.netloc
         root = parsed.path.strip("/")
         self.base = "/".join(p for p in (self.bucket, root, V2_ROOT) if p)
-        options = {"use_listings_cache": False, "skip_instance_cache": True, **spec.options}
+        # max_concurrency=1: s3fs otherwise sends a HEAD before every GET (to decide whether
+        # to split the download), doubling the requests for the small files the snapshot reads
+        options = {
+            "use_listings_cache": False,
+            "skip_instance_cache": True,
+            "max_concurrency": 1,
+            **spec.options,
+        }
         self.fs = s3fs.S3FileSystem(**options)
 
     def check_root(self) -> None:

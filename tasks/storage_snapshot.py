@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prefect import task
+from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
+
 from regprune.tasks.layout import (
     BLOBS_PREFIX,
     LINK_SIZE,
@@ -29,7 +31,13 @@ from regprune.tasks.layout import (
     parse_repository_key,
     split_repository,
 )
-from regprune.tasks.storage import EMPTY_FOLDER, StorageObject, StorageSpec, open_storage
+from regprune.tasks.storage import (
+    EMPTY_FOLDER,
+    StorageConfigError,
+    StorageObject,
+    StorageSpec,
+    open_storage,
+)
 from regprune.tasks.tables import TableWriters
 
 BLOB_TABLES = ("blobs", "storage_anomalies")
@@ -60,15 +68,36 @@ def _groups(prefixes: Sequence[str], count: int) -> list[list[str]]:
     return [list(prefixes[i::count]) for i in range(count)] if prefixes else []
 
 
-@task(name="plan-storage-shards", retries=2, retry_delay_seconds=[2, 10])
+def _retry_unless_config_error(task: Any, task_run: Any, state: State) -> bool:
+    """Prefect ``retry_condition_fn``: a storage location that cannot be used (no registry
+    there, unsupported URL, access denied) stays so; retrying only delays the message."""
+    try:
+        state.result()
+    except StorageConfigError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="plan-storage-shards",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_unless_config_error,
+)
 def plan_storage_shards(spec: StorageSpec, shard_tasks: int = 16) -> StorageShards:
     """List the two top levels (a handful of requests) and split the walk into task runs."""
     storage = open_storage(spec)
     storage.check_root()
     blob_prefixes, blob_files = storage.list_children(BLOBS_PREFIX)
     repo_roots, repo_files = storage.list_children(REPOSITORIES_PREFIX)
-    top_blob_dirs, _ = storage.list_children("blobs/")
-    stray = [(obj.key, "unexpected file") for obj in (*blob_files, *repo_files)]
+    top_blob_dirs, top_blob_files = storage.list_children("blobs/")
+    stray = [
+        (obj.key, obj.problem or "unexpected file")
+        for obj in (*top_blob_files, *blob_files, *repo_files)
+        if obj.problem != EMPTY_FOLDER  # an S3 folder marker of the listed folder itself
+    ]
     extra_blob_roots = [f"blobs/{d}/" for d in top_blob_dirs if d != "sha256"]
     blob_roots = [f"{BLOBS_PREFIX}{p}/" for p in blob_prefixes] + extra_blob_roots
     return StorageShards(
@@ -85,9 +114,17 @@ def walk_blob_shard(spec: StorageSpec, prefixes: list[str], parts_dir: str, shar
     out = TableWriters(BLOB_TABLES, Path(parts_dir), f"blobs-{shard:04d}")
     try:
         for prefix in prefixes:
+            # On S3 an "empty folder" is a marker key ending in "/", which can sit next to the
+            # folder's data: a blob folder is only without data once the whole prefix is seen.
+            empty_blob_folders: list[str] = []
+            data_keys: set[str] = set()
             for obj in storage.walk(prefix):
-                if obj.problem == EMPTY_FOLDER and not _is_blob_folder(obj.key):
+                if obj.problem == EMPTY_FOLDER:
+                    if _is_blob_folder(obj.key):
+                        empty_blob_folders.append(obj.key)
                     continue
+                if obj.key.endswith("/data"):
+                    data_keys.add(obj.key)
                 if obj.problem:
                     out["storage_anomalies"].append(path=obj.key, problem=obj.problem)
                     continue
@@ -97,6 +134,12 @@ def walk_blob_shard(spec: StorageSpec, prefixes: list[str], parts_dir: str, shar
                     out["storage_anomalies"].append(path=obj.key, problem=str(exc))
                     continue
                 out["blobs"].append(digest=digest, size=obj.size, modified=obj.modified)
+            for key in empty_blob_folders:
+                if key + "data" not in data_keys:
+                    try:
+                        parse_blob_key(key)
+                    except LayoutError as exc:
+                        out["storage_anomalies"].append(path=key, problem=str(exc))
     except BaseException:
         out.abort()
         raise

@@ -18,9 +18,15 @@ pytest_plugins = ["tests.openshift_api", "tests.registry_bench"]
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """Prefect's temporary server takes seconds to start: one for the whole session."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # Prefect joins the flow-run heartbeat thread at the end of every run, in one-second
+    # steps: a second per flow call that tests nothing.
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
         yield
 
 
@@ -83,3 +89,4 @@ def imagestream(namespace: str, name: str, tags: dict[str, list[str]], host: str
 
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DO_NOT_TRACK", "1")  # no telemetry from test runs
