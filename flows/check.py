@@ -22,7 +22,7 @@ from regprune.tasks.analysis import (
     read_snapshot_summary,
     verify_lost_manifests,
 )
-from regprune.tasks.manifests import read_lost_manifests
+from regprune.tasks.manifests import read_manifests
 from regprune.tasks.queries import DuckDBSettings
 from regprune.tasks.reports import publish_check_report
 from regprune.tasks.storage import StorageSpec
@@ -62,7 +62,7 @@ def check_flow(
     spec = manifest_storage(run_dir, source)
     parts_dir = str(Path(run_dir) / "_parts")
     futures = [
-        read_lost_manifests.submit(spec, digests[i : i + MANIFEST_BATCH], parts_dir, n)
+        read_manifests.submit(spec, digests[i : i + MANIFEST_BATCH], parts_dir, n)
         for n, i in enumerate(range(0, len(digests), MANIFEST_BATCH))
     ]
     parts = [future.result() for future in futures]

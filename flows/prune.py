@@ -2,20 +2,24 @@
 
 DAG::
 
-    snapshot (subflow) -> plan-hard-prune (sql/plan_*.sql) -> publish-prune-report
+    snapshot (subflow) -> find-unknown-manifests -> read-manifests x N
+        -> plan-hard-prune (sql/plan_*.sql) -> publish-prune-report
 
 Dry-run is the default; executing the plan is the actions issue's work and refused here.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
-from regprune.flows.run_folder import snapshot_for_run
+from regprune.flows.run_folder import run_storage, snapshot_for_run
 from regprune.flows.snapshot import SnapshotSource
-from regprune.tasks.analysis import plan_hard_prune
+from regprune.tasks.analysis import find_unknown_manifests, plan_hard_prune
+from regprune.tasks.manifests import read_manifests_in_batches
 from regprune.tasks.queries import DuckDBSettings
 from regprune.tasks.reports import publish_prune_report
 from regprune.tasks.units import parse_duration
@@ -57,7 +61,11 @@ def prune_flow(
             "does not delete; run without --confirm to see the plan"
         )
     run_dir = snapshot_for_run("prune", snapshot, source, out)
-    plan_hard_prune(run_dir, keep_younger_than, upload_max_age, duckdb)
+    unknown = find_unknown_manifests(run_dir, keep_younger_than, duckdb)
+    parts_dir = str(Path(run_dir) / "_parts")
+    manifests = read_manifests_in_batches(run_storage(run_dir, source), unknown, parts_dir)
+    plan_hard_prune(run_dir, manifests, keep_younger_than, upload_max_age, duckdb)
+    shutil.rmtree(parts_dir, ignore_errors=True)
     settings = {"keep_younger_than": keep_younger_than, "upload_max_age": upload_max_age}
     published = publish_prune_report(run_dir, "dry-run", settings, report)
     return {"run_dir": run_dir, **published}

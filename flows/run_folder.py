@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from regprune.flows.snapshot import SnapshotSource, snapshot_flow
+from regprune.tasks.analysis import read_snapshot_summary
+from regprune.tasks.storage import StorageSpec
 
 DEFAULT_RUNS = Path("regprune-runs")
 
@@ -26,3 +28,11 @@ def snapshot_for_run(
     if source is None:
         raise ValueError("nothing to analyse: give a snapshot folder or a storage to snapshot")
     return snapshot_flow(out=out or new_run_folder(kind), source=source)
+
+
+def run_storage(run_dir: str, source: SnapshotSource | None) -> StorageSpec:
+    """The storage a run reads and changes: the one given, else the snapshot's own (its URL
+    carries no credentials; those come from the environment as usual)."""
+    if source is not None and (source.storage or source.registry_config):
+        return source.storage_spec()
+    return StorageSpec(read_snapshot_summary(run_dir)["storage"])

@@ -1,6 +1,8 @@
 -- plan_blobs: blobs a hard prune removes: no Image references them (not in keep_set).
 -- A blob is young, and kept, when its data or any repository link to it (a fresh push or
--- cross-repository mount of an old layer writes a new link) is younger than the grace period.
+-- cross-repository mount of an old layer writes a new link) is younger than the grace
+-- period, or when a manifest no Image knows yet references it (young_manifest_references,
+-- read for plan_unknown_manifests).
 -- Columns: digest, size, modified, action, kept_because
 WITH unreferenced AS (
     SELECT blobs.*
@@ -18,12 +20,18 @@ newest_link AS (
     GROUP BY digest
 ),
 
+referenced_by_young_manifests AS (
+    SELECT DISTINCT reference AS digest FROM young_manifest_references
+),
+
 aged AS (
     SELECT
         unreferenced.*,
-        young(greatest(unreferenced.modified, newest_link.modified)) AS is_young
+        young(greatest(unreferenced.modified, newest_link.modified))
+            OR pending.digest IS NOT NULL AS is_young
     FROM unreferenced
     LEFT JOIN newest_link USING (digest)
+    LEFT JOIN referenced_by_young_manifests AS pending USING (digest)
 )
 
 SELECT

@@ -14,12 +14,14 @@ from typing import Any
 
 from prefect import task
 
+from regprune.tasks.manifests import MANIFEST_TABLES
 from regprune.tasks.queries import (
     CHECK_FINDINGS,
     CHECK_MODELS,
     LOST_FOUND_MODELS,
     PLAN_MODELS,
     PLAN_OUTPUTS,
+    UNKNOWN_MANIFEST_MODELS,
     DuckDBSettings,
     SnapshotDatabase,
     plan_variables,
@@ -51,21 +53,40 @@ def snapshot_started_at(snapshot_dir: str | Path) -> datetime:
     return datetime.fromisoformat(read_snapshot_summary(snapshot_dir)["metadata_started_at"])
 
 
+def _plan_variables(snapshot_dir: str, keep_younger_than: str, upload_max_age: str) -> dict:
+    return plan_variables(
+        snapshot_started_at(snapshot_dir),
+        parse_duration(keep_younger_than),
+        parse_duration(upload_max_age),
+    )
+
+
+@task(name="find-unknown-manifests")
+def find_unknown_manifests(
+    snapshot_dir: str,
+    keep_younger_than: str = "24h",
+    settings: DuckDBSettings | None = None,
+) -> list[str]:
+    """Digests of young manifests no Image knows: their references must be read."""
+    variables = _plan_variables(snapshot_dir, keep_younger_than, "0s")
+    with SnapshotDatabase(snapshot_dir, variables, settings) as db:
+        db.define(*UNKNOWN_MANIFEST_MODELS)
+        return [row["digest"] for row in db.records("SELECT digest FROM plan_unknown_manifests")]
+
+
 @task(name="plan-hard-prune")
 def plan_hard_prune(
     snapshot_dir: str,
+    manifest_parts: list[dict[str, str]],
     keep_younger_than: str = "24h",
     upload_max_age: str = "7d",
     settings: DuckDBSettings | None = None,
 ) -> dict[str, int]:
     """Write ``plan_*.parquet``; returns row counts per output."""
-    variables = plan_variables(
-        snapshot_started_at(snapshot_dir),
-        parse_duration(keep_younger_than),
-        parse_duration(upload_max_age),
-    )
-    with SnapshotDatabase(snapshot_dir, variables, settings) as db:
-        db.define(*PLAN_MODELS)
+    variables = _plan_variables(snapshot_dir, keep_younger_than, upload_max_age)
+    extra = merge_manifest_parts(manifest_parts, Path(snapshot_dir), "young")
+    with SnapshotDatabase(snapshot_dir, variables, settings, extra) as db:
+        db.define("keep_set", *PLAN_MODELS)
         return {m: db.write(m, Path(snapshot_dir) / f"{m}.parquet") for m in PLAN_OUTPUTS}
 
 
@@ -88,6 +109,17 @@ def find_inconsistencies(
     return [row["digest"] for row in found]
 
 
+def merge_manifest_parts(parts: list[dict[str, str]], out: Path, prefix: str) -> dict[str, Path]:
+    """Merge read manifests into ``<prefix>_manifests.parquet`` and
+    ``<prefix>_manifest_references.parquet``; returns view name -> file."""
+    views = {}
+    for table in MANIFEST_TABLES:
+        view = f"{prefix}_{table}"
+        views[view] = out / f"{view}.parquet"
+        merge_parts(table, [p[table] for p in parts], views[view])
+    return views
+
+
 @task(name="verify-lost-manifests")
 def verify_lost_manifests(
     snapshot_dir: str,
@@ -97,10 +129,7 @@ def verify_lost_manifests(
 ) -> dict[str, int]:
     """Merge the parsed manifests and decide which candidates are restorable."""
     out = Path(snapshot_dir)
-    extra = {}
-    for table in ("lost_manifests", "lost_manifest_references"):
-        extra[table] = out / f"{table}.parquet"
-        merge_parts(table, [p[table] for p in manifest_parts], extra[table])
+    extra = merge_manifest_parts(manifest_parts, out, "lost")
     with SnapshotDatabase(snapshot_dir, _check_variables(namespace), settings, extra) as db:
         db.define(*CHECK_MODELS, *LOST_FOUND_MODELS)
         return {m: db.write(m, out / f"{m}.parquet") for m in LOST_FOUND_MODELS}

@@ -1,4 +1,5 @@
-"""Read and parse the manifests that only the check needs (lost-found candidates).
+"""Read and parse the few manifests the analysis needs from storage: lost-found candidates
+(check) and manifests pushed so recently that no Image knows them yet (prune).
 
 Parsing derives what an ``Image`` needs: media type, config, layers with sizes and order,
 child manifests with platforms. Whether the referenced blobs exist is decided in SQL
@@ -28,7 +29,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 LIST_MEDIA_TYPES = frozenset({DOCKER_LIST, OCI_INDEX})
 IMAGE_MEDIA_TYPES = frozenset({DOCKER_V2, OCI_MANIFEST})
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution's own limit on a manifest's size
-LOST_TABLES = ("lost_manifests", "lost_manifest_references")
+MANIFEST_TABLES = ("manifests", "manifest_references")
 
 
 class ManifestError(ValueError):
@@ -123,11 +124,25 @@ def _descriptor(
     return Reference(entry["digest"], kind, position, size, entry.get("mediaType"), platform)
 
 
-@task(name="read-lost-manifests", retries=2, retry_delay_seconds=[2, 10])
-def read_lost_manifests(spec: StorageSpec, digests: list[str], parts_dir: str, batch: int) -> dict:
+MANIFEST_BATCH = 200
+
+
+def read_manifests_in_batches(
+    spec: StorageSpec, digests: list[str], parts_dir: str
+) -> list[dict[str, str]]:
+    """Fan the reads out as parallel task runs of ``MANIFEST_BATCH`` manifests each."""
+    futures = [
+        read_manifests.submit(spec, digests[i : i + MANIFEST_BATCH], parts_dir, n)
+        for n, i in enumerate(range(0, len(digests), MANIFEST_BATCH))
+    ]
+    return [future.result() for future in futures]
+
+
+@task(name="read-manifests", retries=2, retry_delay_seconds=[2, 10])
+def read_manifests(spec: StorageSpec, digests: list[str], parts_dir: str, batch: int) -> dict:
     """Read, verify and parse a batch of manifest blobs into two Parquet parts."""
     storage = open_storage(spec)
-    out = TableWriters(LOST_TABLES, Path(parts_dir), f"manifests-{batch:04d}")
+    out = TableWriters(MANIFEST_TABLES, Path(parts_dir), f"manifests-{batch:04d}")
     try:
         contents = storage.read_many([blob_data_path(d) for d in digests])
         for digest in digests:
@@ -150,13 +165,13 @@ def _record(out: TableWriters, digest: str, data: bytes | Exception | None) -> N
             raise ManifestError("manifest content does not match its digest")
         parsed = parse_manifest(data)
     except ManifestError as exc:
-        out["lost_manifests"].append(digest=digest, size=size, problem=str(exc))
+        out["manifests"].append(digest=digest, size=size, problem=str(exc))
         return
-    out["lost_manifests"].append(
+    out["manifests"].append(
         digest=digest, media_type=parsed.media_type, size=size, layer_order=parsed.layer_order
     )
     for ref in parsed.references:
-        out["lost_manifest_references"].append(
+        out["manifest_references"].append(
             digest=digest,
             reference=ref.digest,
             kind=ref.kind,

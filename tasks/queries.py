@@ -20,7 +20,6 @@ import duckdb
 from regprune.tasks.tables import SNAPSHOT_TABLES, sql_literal
 
 PLAN_MODELS = (
-    "keep_set",
     "stream_history",
     "repository_activity",
     "plan_repositories",
@@ -31,6 +30,7 @@ PLAN_MODELS = (
     "plan_summary",
     "plan_namespaces",
 )
+UNKNOWN_MANIFEST_MODELS = ("keep_set", "plan_unknown_manifests")
 PLAN_OUTPUTS = tuple(m for m in PLAN_MODELS if m.startswith("plan_"))
 CHECK_MODELS = (
     "stream_history",

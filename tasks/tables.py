@@ -109,8 +109,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("problem", pa.string()),
         ]
     ),
-    # read by the check: manifests of lost-found candidates and what they reference
-    "lost_manifests": pa.schema(
+    # manifests read from storage (lost-found candidates, manifests no Image knows yet)
+    "manifests": pa.schema(
         [
             ("digest", pa.string()),
             ("media_type", pa.string()),
@@ -119,7 +119,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("problem", pa.string()),
         ]
     ),
-    "lost_manifest_references": pa.schema(
+    "manifest_references": pa.schema(
         [
             ("digest", pa.string()),
             ("reference", pa.string()),
@@ -169,8 +169,8 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "imagestreams": ("namespace", "name"),
     "imagestream_tags": ("namespace", "name", "tag", "position"),
     "metadata_anomalies": ("kind", "namespace", "name", "problem"),
-    "lost_manifests": ("digest",),
-    "lost_manifest_references": ("digest", "kind", "position"),
+    "manifests": ("digest",),
+    "manifest_references": ("digest", "kind", "position"),
 }
 
 

@@ -309,6 +309,25 @@ def test_check_on_s3(drift_s3: Drift, tmp_path: Path, s3_env: dict[str, str]) ->
     assert run_check(drift_s3, tmp_path) == expected_check(drift_s3)
 
 
+def test_a_push_reusing_old_orphan_layers_keeps_them(
+    drift_fs: Drift, oci_layouts: Any, tmp_path: Path
+) -> None:
+    """app-v1 is pushed again (its Image not created yet): its layers are old orphans whose
+    links are old too, so only the young manifest referencing them can keep them."""
+    v1 = drift_fs.images["app-v1"]
+    push(drift_fs.registry, *oci_layouts["app-v1"], "ns/app:again")
+    report = run_prune(drift_fs, tmp_path)
+    planned = plan_from_report(report)["blobs"]
+    own_blobs = {v1.config.digest, v1.layers[2].digest}
+    assert not own_blobs & planned
+    links = rows(tmp_path / "run" / "layer_links.parquet")
+    old = {r["digest"] for r in links if r["repository"] == "ns/app"}
+    assert own_blobs <= old  # the push wrote no new layer links: the registry had them
+    kept = rows(tmp_path / "run" / "plan_blobs.parquet", "SELECT * FROM t WHERE action='keep'")
+    assert own_blobs <= {r["digest"] for r in kept}
+    assert planned == expected_plan(drift_fs)["blobs"] - own_blobs - {v1.digest}
+
+
 def test_consistent_registry_exits_zero(
     registry_fs: Registry, oci_layouts: Any, tmp_path: Path, drift_fs: Drift
 ) -> None:
