@@ -7,7 +7,9 @@ credentials stay in ``options`` and are never printed: use :attr:`StorageSpec.di
 from __future__ import annotations
 
 import os
+import random
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +22,9 @@ import yaml
 from regprune.tasks.layout import V2_ROOT
 
 SUPPORTED_DRIVERS = ("filesystem", "s3")
+DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
+DELETE_ATTEMPTS = 6
+DELETE_BACKOFF_SECONDS = 0.5
 EMPTY_FOLDER = "empty folder"
 """The walker's problem text for a folder with nothing in it: the registry's own deletes leave
 these behind, so only the snapshot decides where one matters (a blob folder without data)."""
@@ -189,6 +194,15 @@ class Storage:
     def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
         raise NotImplementedError
 
+    def stat_many(self, keys: Sequence[str]) -> dict[str, StorageObject | None]:
+        """Size and modification time of each key; None when it does not exist."""
+        raise NotImplementedError
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
+        """Delete files; per key None when done (a key already gone counts as done) or the
+        error. Never raises for one key: the caller records every outcome."""
+        raise NotImplementedError
+
 
 class LocalStorage(Storage):
     """A registry ``rootdirectory`` on a local (or mounted) filesystem."""
@@ -272,6 +286,49 @@ class LocalStorage(Storage):
                 out[key] = exc
         return out
 
+    def stat_many(self, keys: Sequence[str]) -> dict[str, StorageObject | None]:
+        out: dict[str, StorageObject | None] = {}
+        for key in keys:
+            try:
+                info = (self.v2 / key).lstat()
+            except FileNotFoundError:
+                out[key] = None
+                continue
+            modified = datetime.fromtimestamp(info.st_mtime, UTC)
+            out[key] = StorageObject(key, info.st_size, modified)
+        return out
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
+        """Unlink each file, then remove the folders it leaves empty (up to the section
+        folder), as distribution's filesystem driver does; a key ending in ``/`` is an empty
+        folder (as the walk reports them), removed after the files, deepest first."""
+        out: dict[str, str | None] = {}
+        folders = sorted((k for k in keys if k.endswith("/")), key=len, reverse=True)
+        for key in folders:
+            out[key] = None
+        for key in [k for k in keys if not k.endswith("/")] + folders:
+            path = self.v2 / key
+            if key.endswith("/"):
+                self._prune_empty_parents(path)
+                continue
+            try:
+                path.unlink(missing_ok=True)
+                out[key] = None
+            except OSError as exc:
+                out[key] = f"{type(exc).__name__}: {exc}"
+                continue
+            self._prune_empty_parents(path.parent)
+        return out
+
+    def _prune_empty_parents(self, folder: Path) -> None:
+        stop = {self.v2, self.v2 / "blobs", self.v2 / "repositories"}
+        while folder not in stop and self.v2 in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone, or busy): stop climbing
+                return
+            folder = folder.parent
+
 
 class S3Storage(Storage):
     """An S3 bucket through s3fs; listings are flat (no delimiter, 1,000 keys a request)."""
@@ -338,12 +395,69 @@ class S3Storage(Storage):
             return StorageObject(key, -1, modified, etag, problem=EMPTY_FOLDER)
         return StorageObject(key, int(entry.get("size") or 0), modified, etag)
 
+    def stat_many(self, keys: Sequence[str]) -> dict[str, StorageObject | None]:
+        out: dict[str, StorageObject | None] = {}
+        for key in keys:
+            try:
+                info = self.fs.info(f"{self.base}/{key}")
+            except FileNotFoundError:
+                out[key] = None
+                continue
+            out[key] = self._object({**info, "name": f"{self.base}/{key}"})
+        return out
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
+        """``DeleteObjects`` with up to 1,000 keys a request; throttling (503 SlowDown) and
+        server errors are retried with backoff, and keys the answer lists as failed are
+        retried, then reported, never counted as done."""
+        out: dict[str, str | None] = {}
+        for start in range(0, len(keys), DELETE_BATCH):
+            out.update(self._delete_batch(list(keys[start : start + DELETE_BATCH])))
+        return out
+
+    def _delete_batch(self, keys: list[str]) -> dict[str, str | None]:
+        prefix = self.base.split("/", 1)[1] if "/" in self.base else ""
+        pending = {f"{prefix}/{key}" if prefix else key: key for key in keys}
+        out: dict[str, str | None] = {}
+        for attempt in range(DELETE_ATTEMPTS):
+            if not pending:
+                break
+            try:
+                answer = self.fs.call_s3(
+                    "delete_objects",
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in pending], "Quiet": True},
+                )
+            except OSError as exc:  # s3fs's translation of throttling, 5xx and resets
+                error = f"{type(exc).__name__}: {exc}"
+                if attempt == DELETE_ATTEMPTS - 1:
+                    out.update({key: error for key in pending.values()})
+                    return out
+                time.sleep(_backoff(attempt))
+                continue
+            failed = {
+                e["Key"]: f"{e.get('Code')}: {e.get('Message')}" for e in answer.get("Errors", [])
+            }
+            for s3_key, key in pending.items():
+                if s3_key not in failed:
+                    out[key] = None
+            pending = {k: v for k, v in pending.items() if k in failed}
+            if pending and attempt < DELETE_ATTEMPTS - 1:
+                time.sleep(_backoff(attempt))
+            else:
+                out.update({pending[k]: failed[k] for k in pending})
+        return out
+
     def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
         if not keys:
             return {}
         paths = {f"{self.base}/{key}": key for key in keys}
         found = self.fs.cat(list(paths), on_error="return")
         return {paths[path]: value for path, value in found.items()}
+
+
+def _backoff(attempt: int) -> float:
+    return min(20.0, DELETE_BACKOFF_SECONDS * 2**attempt) * (0.5 + random.random() / 2)
 
 
 def _is_utf8(name: str) -> bool:

@@ -109,6 +109,21 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("problem", pa.string()),
         ]
     ),
+    # the audit trail of an executed plan: one row per action attempted
+    "actions": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("phase", pa.int32()),
+            ("action", pa.string()),
+            ("repository", pa.string()),
+            ("digest", pa.string()),
+            ("upload_id", pa.string()),
+            ("size", pa.int64()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("time", TIMESTAMP),
+        ]
+    ),
     # manifests read from storage (lost-found candidates, manifests no Image knows yet)
     "manifests": pa.schema(
         [
@@ -169,6 +184,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "imagestreams": ("namespace", "name"),
     "imagestream_tags": ("namespace", "name", "tag", "position"),
     "metadata_anomalies": ("kind", "namespace", "name", "problem"),
+    "actions": ("phase", "action", "repository", "digest", "upload_id", "time"),
     "manifests": ("digest",),
     "manifest_references": ("digest", "kind", "position"),
 }

@@ -475,6 +475,7 @@ class OpenShiftAPIServer:
         self._compacted_rv = 0
         self._images: dict[str, dict[str, Any]] = {}
         self._streams: dict[str, dict[str, Any]] = {}  # key "<namespace>/<name>"
+        self._deployments: dict[str, dict[str, Any]] = {}  # apps/v1, key "<namespace>/<name>"
         self._snapshots: OrderedDict[tuple[str, int], tuple[list[str], list[dict]]] = OrderedDict()
         self._faults: list[Fault] = []
         self._requests: list[RequestRecord] = []
@@ -978,6 +979,14 @@ class OpenShiftAPIServer:
     def _route(self, method: str, path: str) -> _Route:
         """Map (method, path) to a handler plus the RBAC attributes of the request."""
         parts = [unquote(p) for p in path.split("/") if p]
+        match parts:
+            case ["apis", "apps", "v1", "namespaces", ns, "deployments", name]:
+                if method not in ("GET", "PATCH"):
+                    raise _ApiError(405, "MethodNotAllowed", _MESSAGES[405])
+                verb = "get" if method == "GET" else "patch"
+                return _Route(
+                    verb, "deployments", ns, name, lambda q, b: self._h_deployment(ns, name, b)
+                )
         if parts[:3] != ["apis", GROUP, VERSION] or len(parts) < 4:
             raise _ApiError(404, "NotFound", _MESSAGES[404], {})
         rest = parts[3:]
@@ -1078,20 +1087,21 @@ class OpenShiftAPIServer:
         if route.namespace is not None and (route.verb, route.resource, route.namespace) in allowed:
             return
         base = route.resource.split("/")[0]
-        subject = f'{base}.{GROUP} "{route.name}"' if route.name else f"{base}.{GROUP}"
+        group = "apps" if base == "deployments" else GROUP
+        subject = f'{base}.{group} "{route.name}"' if route.name else f"{base}.{group}"
         scope = (
             f'in the namespace "{route.namespace}"'
             if route.namespace is not None
             else "at the cluster scope"
         )
-        details: dict[str, Any] = {"group": GROUP, "kind": base}
+        details: dict[str, Any] = {"group": group, "kind": base}
         if route.name:
             details["name"] = route.name
         raise _ApiError(
             403,
             "Forbidden",
             f'{subject} is forbidden: User "{self.user}" cannot {route.verb} resource '
-            f'"{route.resource}" in API group "{GROUP}" {scope}',
+            f'"{route.resource}" in API group "{group}" {scope}',
             details,
         )
 
@@ -1366,6 +1376,41 @@ class OpenShiftAPIServer:
         return _Response(200, _json_bytes(_status(200, "", "", success=True, details=details)))
 
     # ---- images ----------------------------------------------------------------------------------
+
+    def _h_deployment(self, namespace: str, name: str, patch: Any) -> _Response:
+        """GET or (strategic-merge) PATCH an apps/v1 Deployment: enough for a rollout
+        restart, which patches the pod template's annotations."""
+        with self._lock:
+            deployment = self._deployments.get(f"{namespace}/{name}")
+            if deployment is None:
+                raise _ApiError(
+                    404, "NotFound", f'deployments.apps "{name}" not found', {"kind": "deployments"}
+                )
+            if isinstance(patch, dict):
+                _merge(deployment, patch)
+                deployment["metadata"]["generation"] += 1
+            return _Response(200, _json_bytes(deployment))
+
+    def add_deployment(self, namespace: str, name: str) -> None:
+        """A Deployment (e.g. the registry's) that `--restart-registry` can restart."""
+        labels = {"app": name}
+        with self._lock:
+            self._deployments[f"{namespace}/{name}"] = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"namespace": namespace, "name": name, "generation": 1},
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels, "annotations": {}},
+                        "spec": {"containers": [{"name": name, "image": "registry"}]},
+                    },
+                },
+            }
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self._deployments[f"{namespace}/{name}"]))
 
     def _h_list_images(self, query: dict[str, str], body: Any) -> _Response:
         return self._list("images", "ImageList", query)
@@ -1674,3 +1719,12 @@ def openshift_api() -> Iterator[OpenShiftAPIServer]:
 def openshift_kubeconfig(openshift_api: OpenShiftAPIServer, tmp_path: Path) -> Path:
     """A kubeconfig file pointing at ``openshift_api`` (context ``test``)."""
     return openshift_api.kubeconfig(tmp_path / "kubeconfig")
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """A JSON merge of ``patch`` into ``target`` (what a strategic merge does for maps)."""
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
