@@ -14,10 +14,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from regprune.flows.prune import UnsafePlan
+from regprune.flows.runners import TaskRunnerSettings, use_task_runner
 from regprune.flows.snapshot import SnapshotSource
+from regprune.flows.sql_command import add_sql_parser, warehouse_url
 from regprune.tasks.analysis import SnapshotError
+from regprune.tasks.lock import StorageLocked
 from regprune.tasks.metadata import MetadataError
 from regprune.tasks.queries import DuckDBSettings
+from regprune.tasks.registry_restart import parse_deployment
 from regprune.tasks.storage import StorageConfigError, parse_storage_option
 from regprune.tasks.units import parse_duration
 from regprune.tasks.version import tool_version
@@ -71,6 +76,36 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shards", type=int, default=16, help="parallel storage walk tasks (default 16)"
     )
+    parser.add_argument(
+        "--warehouse",
+        metavar="URL",
+        type=warehouse_url,
+        help="also keep this run's tables in a warehouse: a folder or s3://BUCKET/PREFIX "
+        "(<table>/snapshot_date=YYYY-MM-DD/run=<id>/<table>.parquet; see regprune sql)",
+    )
+    parser.add_argument(
+        "--task-runner",
+        choices=("threads", "dask"),
+        help="where tasks run: threads of this process (default) or a Dask cluster "
+        "(pip install 'regprune[dask]'); default $REGPRUNE_TASK_RUNNER",
+    )
+    parser.add_argument(
+        "--dask-address",
+        metavar="URL",
+        help="scheduler of an existing Dask cluster, e.g. tcp://dask-scheduler:8786 (implies "
+        "--task-runner dask; without it a local cluster is started); default "
+        "$REGPRUNE_DASK_ADDRESS",
+    )
+
+
+def task_runner_settings(args: argparse.Namespace) -> TaskRunnerSettings:
+    """--task-runner / --dask-address; commands without them take the environment's choice."""
+    try:
+        return TaskRunnerSettings.choose(
+            getattr(args, "task_runner", None), getattr(args, "dask_address", None)
+        )
+    except ValidationError as exc:
+        raise UsageError(_validation_message(exc)) from exc
 
 
 def storage_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,7 +154,7 @@ def _validation_message(exc: ValidationError) -> str:
 def run_snapshot(args: argparse.Namespace) -> int:
     from regprune.flows.snapshot import snapshot_flow
 
-    snapshot_flow(out=args.out, source=snapshot_source(args))
+    snapshot_flow(out=args.out, source=snapshot_source(args), warehouse=args.warehouse)
     return EXIT_OK
 
 
@@ -153,10 +188,15 @@ def analysis_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "snapshot": args.snapshot,
         "out": args.out,
         "report": args.report,
-        "duckdb": DuckDBSettings(
-            memory_limit=args.memory_limit, temp_directory=args.temp_directory
-        ),
+        "duckdb": duckdb_settings(args),
     }
+
+
+def duckdb_settings(args: argparse.Namespace) -> DuckDBSettings:
+    try:
+        return DuckDBSettings(memory_limit=args.memory_limit, temp_directory=args.temp_directory)
+    except ValidationError as exc:
+        raise UsageError(_validation_message(exc)) from exc
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -170,30 +210,80 @@ def run_prune(args: argparse.Namespace) -> int:
             parse_duration(value)
         except ValueError as exc:
             raise UsageError(f"{flag}: {exc}") from exc
-    if args.confirm:
-        raise UsageError(
-            "--confirm is not available yet: this version plans a hard prune (dry-run) but "
-            "does not delete; run without --confirm to see the plan"
-        )
+    if args.registry_token_file and not args.registry_url:
+        raise UsageError("--registry-token-file goes with --registry-url")
+    for flag, given in (("--force", args.force), ("--force-unlock", args.force_unlock)):
+        if given and not (args.confirm or args.resume):
+            raise UsageError(f"{flag} goes with --confirm or --resume")
+    if args.restart_registry:
+        try:
+            parse_deployment(args.restart_registry)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    if args.resume:
+        if args.snapshot or args.out:
+            raise UsageError("--resume continues a run folder: no --snapshot or --out with it")
+        given = args.storage or args.registry_config
+        inputs = {
+            "source": snapshot_source(args) if given else None,
+            "report": args.report,
+            "resume": args.resume,
+        }
+    else:
+        inputs = analysis_inputs(args)
     result = prune_flow(
         keep_younger_than=args.keep_younger_than,
         upload_max_age=args.upload_max_age,
-        **analysis_inputs(args),
+        confirm=args.confirm,
+        registry_url=args.registry_url,
+        registry_token_file=args.registry_token_file,
+        restart_registry=args.restart_registry,
+        warehouse=args.warehouse,
+        force=args.force,
+        force_unlock=args.force_unlock,
+        **inputs,
     )
     print(result["text"])
     print(f"Results: {result['run_dir']}")
-    return EXIT_OK
+    failed = result["summary"].get("failed", 0)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def run_check(args: argparse.Namespace) -> int:
     from regprune.flows.check import check_flow
 
-    if args.recover and args.confirm:
+    if args.confirm and not args.recover:
+        raise UsageError("--confirm goes with --recover: it creates the lost-found tags")
+    if args.recover and args.confirm and args.metadata != "kube":
         raise UsageError(
-            "--recover --confirm is not available yet: this version reports what recovery "
-            "would add (run without --confirm)"
+            "--recover --confirm writes lost-found tags to the cluster: it needs --metadata "
+            "kube (a dump cannot be recovered into)"
         )
-    result = check_flow(namespace=args.namespace, **analysis_inputs(args))
+    if not args.recover_rate > 0:
+        raise UsageError("--recover-rate: requests per second must be positive")
+    host = args.registry_host
+    if host is not None and (not host or any(c in host for c in "/@ ")):
+        raise UsageError(
+            "--registry-host: a host[:port] such as "
+            "image-registry.openshift-image-registry.svc:5000, without scheme or path"
+        )
+    inputs = analysis_inputs(args)
+    if args.recover and inputs["source"] is None:  # --snapshot alone: the cluster to write to
+        inputs["source"] = SnapshotSource(
+            metadata=args.metadata,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            page_size=args.page_size,
+        )
+    result = check_flow(
+        namespace=args.namespace,
+        recover=args.recover,
+        confirm=args.confirm,
+        registry_host=host,
+        recover_rate=args.recover_rate,
+        warehouse=args.warehouse,
+        **inputs,
+    )
     print(result["text"])
     print(f"Results: {result['run_dir']}")
     return EXIT_FINDINGS if result["findings"] else EXIT_OK
@@ -252,7 +342,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="unfinished uploads older than this are deleted (default 7d)",
     )
-    prune.add_argument("--confirm", action="store_true", help="delete for real")
+    prune.add_argument(
+        "--confirm",
+        action="store_true",
+        help="delete for real: execute the plan, re-verifying every object just before",
+    )
+    prune.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run that stopped while deleting (implies --confirm)",
+    )
+    prune.add_argument(
+        "--registry-url",
+        metavar="URL",
+        help="the running registry: layer links of deleted blobs are removed through its API, "
+        "which also clears its blob-descriptor cache",
+    )
+    prune.add_argument(
+        "--registry-token-file", metavar="FILE", help="bearer token for --registry-url"
+    )
+    prune.add_argument(
+        "--restart-registry",
+        metavar="NAMESPACE/DEPLOYMENT",
+        help="restart the registry through the Kubernetes API after deleting (clears every "
+        "cache of deleted blobs)",
+    )
+    prune.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even when the metadata looks unfit to decide (no Images, none of the "
+        "stored manifests among them, Images that could not be read)",
+    )
+    prune.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="remove the storage's lock (_regprune/lock) left by a run that died elsewhere",
+    )
     prune.set_defaults(run=run_prune)
 
     check = commands.add_parser(
@@ -268,7 +393,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--recover", action="store_true", help="restore lost manifests as lost-found-<hex> tags"
     )
-    check.add_argument("--confirm", action="store_true", help="with --recover: do it")
+    check.add_argument(
+        "--confirm",
+        action="store_true",
+        help="with --recover: create the tags (ImageStreamMappings; needs --metadata kube)",
+    )
+    check.add_argument(
+        "--registry-host",
+        metavar="HOST[:PORT]",
+        help="host in the restored Images' dockerImageReference (default: the host most "
+        "managed Images name)",
+    )
+    from regprune.tasks.recovery import DEFAULT_RECOVER_RATE
+
+    check.add_argument(
+        "--recover-rate",
+        type=float,
+        default=DEFAULT_RECOVER_RATE,
+        metavar="PER_SECOND",
+        help=f"API requests per second while recovering (default {DEFAULT_RECOVER_RATE:g})",
+    )
     check.set_defaults(run=run_check)
 
     demo = commands.add_parser(
@@ -277,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="regprune-demo", metavar="DIR", help="demo folder")
     demo.add_argument("--seed", type=int, default=0, help="generator seed")
     demo.set_defaults(run=run_demo)
+    add_sql_parser(commands)
     return parser
 
 
@@ -285,12 +430,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with use_task_runner(task_runner_settings(args)):
+            return run(args)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (StorageConfigError, MetadataError, SnapshotError, FileNotFoundError) as exc:
+    except (
+        StorageConfigError,
+        MetadataError,
+        SnapshotError,
+        FileNotFoundError,
+        StorageLocked,
+        UnsafePlan,
+    ) as exc:
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -5,7 +5,10 @@ DAG::
     snapshot (subflow) -> find-unknown-manifests -> read-manifests x N
         -> plan-hard-prune (sql/plan_*.sql) -> publish-prune-report
 
-Dry-run is the default; executing the plan is the actions issue's work and refused here.
+    with confirm: -> check-plan-sanity (sql/plan_sanity.sql)
+        -> execute the plan (flows/execute.py: lock, re-read, phases, batches)
+
+Dry-run is the default: the plan is what would happen; --confirm runs it.
 """
 
 from __future__ import annotations
@@ -14,22 +17,68 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
 
+from regprune.flows.execute import execute_plan, metadata_of_snapshot
 from regprune.flows.run_folder import run_storage, snapshot_for_run
+from regprune.flows.runners import ChosenTaskRunner
 from regprune.flows.snapshot import SnapshotSource
 from regprune.tasks.analysis import find_unknown_manifests, plan_hard_prune
+from regprune.tasks.html_report import write_html_report
 from regprune.tasks.manifests import read_manifests_in_batches
-from regprune.tasks.queries import DuckDBSettings
+from regprune.tasks.metadata import MetadataSource
+from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase
+from regprune.tasks.registry_restart import restart_registry as restart_registry_task
 from regprune.tasks.reports import publish_prune_report
 from regprune.tasks.units import parse_duration
+from regprune.tasks.warehouse import publish_to_warehouse
 
 
-class ConfirmNotAvailable(RuntimeError):
-    """Deleting is not implemented yet: a plan is all this version makes."""
+def cache_handling(registry_url: str | None, restart_registry: str | None) -> list[str]:
+    """What clears the registry's blob-descriptor cache in this run (empty: nothing)."""
+    done = []
+    if registry_url:
+        done.append("layer links removed through the registry API")
+    if restart_registry:
+        done.append(f"registry {restart_registry} restarted")
+    return done
 
 
-@flow(name="regprune-prune", log_prints=True)
+class UnsafePlan(RuntimeError):
+    """This metadata cannot be trusted to decide deletions in this storage (see --force)."""
+
+
+SANITY_PROBLEMS = {
+    "no-images": "the metadata lists no Images while the storage holds {blobs} blobs: every "
+    "one of them would be deleted (an empty or failed dump?)",
+    "no-known-manifests": "none of the {stored_manifests} manifests stored is among the "
+    "metadata's {images} Images: metadata of another cluster or registry? Every image would "
+    "be deleted",
+    "unreadable-images": "{image_anomalies} Image(s) could not be read in full (see "
+    "metadata_anomalies): what they reference cannot be proven, so blobs in use could be "
+    "deleted",
+}
+
+
+@task(name="check-plan-sanity")
+def check_plan_sanity(run_dir: str, settings: DuckDBSettings | None = None) -> list[str]:
+    """Why this metadata may not decide deletions in this storage (sql/plan_sanity.sql),
+    one sentence per reason; empty when it may."""
+    with SnapshotDatabase(run_dir, {}, settings) as db:
+        db.define("plan_sanity")
+        row = db.records("SELECT * FROM plan_sanity")[0]
+    return [SANITY_PROBLEMS[problem].format(**row) for problem in row["problems"]]
+
+
+def cluster_of_run(run_dir: str, source: SnapshotSource | None) -> MetadataSource:
+    """The cluster to talk to: the source's kubeconfig/context, else the snapshot's."""
+    metadata = source.metadata_source() if source else metadata_of_snapshot(run_dir)
+    if metadata.is_kube:
+        return metadata
+    return MetadataSource("kube", kubeconfig=metadata.kubeconfig, context=metadata.context)
+
+
+@flow(name="regprune-prune", log_prints=True, task_runner=ChosenTaskRunner())
 def prune_flow(
     source: SnapshotSource | None = None,
     snapshot: str | None = None,
@@ -39,6 +88,13 @@ def prune_flow(
     report: str | None = None,
     confirm: bool = False,
     duckdb: DuckDBSettings | None = None,
+    resume: str | None = None,
+    registry_url: str | None = None,
+    registry_token_file: str | None = None,
+    restart_registry: str | None = None,
+    warehouse: str | None = None,
+    force: bool = False,
+    force_unlock: bool = False,
 ) -> dict[str, Any]:
     """Plan a hard prune: what no Image or ImageStream keeps, older than the grace period.
 
@@ -50,22 +106,60 @@ def prune_flow(
             started is planned for deletion (e.g. 24h, 0s).
         upload_max_age: unfinished uploads older than this are stale (e.g. 7d).
         report: also write the report JSON to this path.
-        confirm: delete for real (not available in this version).
+        confirm: delete for real: execute the plan, re-verifying every object first.
         duckdb: memory limit, spill directory and threads for the analysis.
+        resume: the folder of a run that stopped while deleting: its plan is executed again,
+            skipping what its audit trail records as done.
+        registry_url: the running registry (e.g. https://registry:5000): layer links of
+            deleted blobs are removed through its API, which clears its blob cache.
+        registry_token_file: a file holding the registry's bearer token.
+        restart_registry: NAMESPACE/DEPLOYMENT of the registry, restarted through the
+            Kubernetes API after deleting so that no cache claims deleted blobs exist.
+        warehouse: also keep the snapshot and plan as a new run in this warehouse (a folder
+            or s3://BUCKET/PREFIX); the run's report.html then shows the trend.
+        force: execute the plan even when the metadata looks unfit to decide deletions in
+            this storage (empty, of another registry, Images not readable in full).
+        force_unlock: remove the storage's lock (tasks/lock.py) left by a run that died.
     """
     parse_duration(keep_younger_than)
     parse_duration(upload_max_age)
-    if confirm:
-        raise ConfirmNotAvailable(
-            "--confirm is not available yet: this version plans a hard prune (dry-run) but "
-            "does not delete; run without --confirm to see the plan"
+    if resume:
+        run_dir = resume
+    else:
+        run_dir = snapshot_for_run("prune", snapshot, source, out)
+        unknown = find_unknown_manifests(run_dir, keep_younger_than, duckdb)
+        parts_dir = str(Path(run_dir) / "_parts")
+        manifests = read_manifests_in_batches(run_storage(run_dir, source), unknown, parts_dir)
+        plan_hard_prune(run_dir, manifests, keep_younger_than, upload_max_age, duckdb)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    settings = {
+        "keep_younger_than": keep_younger_than,
+        "upload_max_age": upload_max_age,
+        "registry_cache": cache_handling(registry_url, restart_registry),
+    }
+    problems = check_plan_sanity(run_dir, duckdb)
+    if problems and (confirm or resume) and not force:
+        raise UnsafePlan(
+            "refusing to delete: " + "; ".join(problems) + ". Check --metadata and --storage; "
+            "--force executes the plan anyway"
         )
-    run_dir = snapshot_for_run("prune", snapshot, source, out)
-    unknown = find_unknown_manifests(run_dir, keep_younger_than, duckdb)
-    parts_dir = str(Path(run_dir) / "_parts")
-    manifests = read_manifests_in_batches(run_storage(run_dir, source), unknown, parts_dir)
-    plan_hard_prune(run_dir, manifests, keep_younger_than, upload_max_age, duckdb)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    settings = {"keep_younger_than": keep_younger_than, "upload_max_age": upload_max_age}
-    published = publish_prune_report(run_dir, "dry-run", settings, report)
+    for problem in problems:
+        print(f"Warning: {problem}")
+    if confirm or resume:
+        execute_plan(
+            run_dir,
+            run_storage(run_dir, source),
+            keep_younger_than,
+            upload_max_age,
+            registry_url,
+            registry_token_file,
+            force_unlock,
+        )
+        if restart_registry:
+            restart_registry_task(cluster_of_run(run_dir, source), restart_registry)
+    mode = "delete" if confirm or resume else "dry-run"
+    published = publish_prune_report(run_dir, mode, settings, report)
+    if warehouse:
+        publish_to_warehouse(run_dir, warehouse, "prune", {"mode": mode, **settings})
+    write_html_report(run_dir, "prune", warehouse)
     return {"run_dir": run_dir, **published}

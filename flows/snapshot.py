@@ -20,6 +20,7 @@ from prefect import flow, task
 from prefect.futures import wait
 from pydantic import BaseModel, Field, field_validator
 
+from regprune.flows.runners import ChosenTaskRunner
 from regprune.tasks.metadata import MetadataSource
 from regprune.tasks.metadata_snapshot import list_cluster_objects, read_metadata_dump
 from regprune.tasks.storage import (
@@ -34,8 +35,9 @@ from regprune.tasks.storage_snapshot import (
     walk_blob_shard,
     walk_repository_shard,
 )
-from regprune.tasks.tables import METADATA_TABLES, SNAPSHOT_FILE, STORAGE_TABLES, merge_parts
+from regprune.tasks.tables import METADATA_TABLES, SNAPSHOT_FILE, SNAPSHOT_TABLES, merge_parts
 from regprune.tasks.version import tool_version
+from regprune.tasks.warehouse import publish_to_warehouse
 
 LISTED = ("images", "imagestreams")
 
@@ -48,11 +50,15 @@ def snapshot_metadata(source: MetadataSource, parts_dir: str) -> list[dict[str, 
     return [future.result() for future in futures]
 
 
-def snapshot_storage(spec: StorageSpec, parts_dir: str, shard_tasks: int) -> list[dict[str, str]]:
+def snapshot_storage(
+    spec: StorageSpec, parts_dir: str, shard_tasks: int, blobs: bool = True
+) -> list[dict[str, str]]:
+    """Walk blob and repository shards in parallel (repositories only with ``blobs=False``,
+    as the re-verification before deleting does)."""
     shards = plan_storage_shards(spec, shard_tasks)
+    blob_groups = shards.blob_groups if blobs else []
     futures = [
-        walk_blob_shard.submit(spec, group, parts_dir, i)
-        for i, group in enumerate(shards.blob_groups)
+        walk_blob_shard.submit(spec, group, parts_dir, i) for i, group in enumerate(blob_groups)
     ] + [
         walk_repository_shard.submit(spec, group, parts_dir, i)
         for i, group in enumerate(shards.repository_groups)
@@ -65,10 +71,12 @@ def snapshot_storage(spec: StorageSpec, parts_dir: str, shard_tasks: int) -> lis
 
 
 @task(name="merge-snapshot-tables")
-def merge_snapshot_tables(parts: list[dict[str, str]], out: str) -> dict[str, int]:
+def merge_snapshot_tables(
+    parts: list[dict[str, str]], out: str, tables: tuple[str, ...] = SNAPSHOT_TABLES
+) -> dict[str, int]:
     """One sorted Parquet file per table; metadata rows are de-duplicated (overlapping dumps)."""
     counts = {}
-    for table in (*METADATA_TABLES, *STORAGE_TABLES):
+    for table in tables:
         files = [p[table] for p in parts if table in p]
         dest = Path(out) / f"{table}.parquet"
         counts[table] = merge_parts(table, files, dest, distinct=table in METADATA_TABLES)
@@ -121,13 +129,20 @@ class SnapshotSource(BaseModel):
         )
 
 
-@flow(name="regprune-snapshot", log_prints=True)
-def snapshot_flow(out: str, source: SnapshotSource) -> str:
-    """Snapshot cluster metadata, then registry storage, into ``out/<table>.parquet``.
+@flow(name="regprune-snapshot", log_prints=True, task_runner=ChosenTaskRunner())
+def snapshot_flow(out: str, source: SnapshotSource, warehouse: str | None = None) -> str:
+    """Snapshot cluster metadata, then registry storage, into ``out/<table>.parquet`` (and,
+    given a ``warehouse`` folder or s3:// URL, keep the tables there as a new run).
 
     The cluster is listed before storage is walked: anything pushed in between shows up in
     storage without metadata, and the analysis protects it by its age (both start times are
     recorded in ``snapshot.json``).
+
+    Args:
+        out: folder for the tables (created; a snapshot already there is replaced).
+        source: storage and metadata to snapshot.
+        warehouse: also keep the tables as a new run in this warehouse (a folder or
+            s3://BUCKET/PREFIX).
     """
     spec = source.storage_spec()
     metadata = source.metadata_source()
@@ -153,6 +168,12 @@ def snapshot_flow(out: str, source: SnapshotSource) -> str:
         "version": tool_version(),
         "storage": spec.display,
         "metadata": metadata.display,
+        "metadata_source": {
+            "source": metadata.source,
+            "kubeconfig": metadata.kubeconfig,
+            "context": metadata.context,
+            "page_size": metadata.page_size,
+        },
         "metadata_started_at": metadata_started_at.isoformat(),
         "storage_started_at": storage_started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -166,4 +187,6 @@ def snapshot_flow(out: str, source: SnapshotSource) -> str:
         f"{counts['repositories']} repositories, {counts['images']} images, "
         f"{counts['imagestreams']} imagestreams in {summary['duration_seconds']} s -> {out_dir}"
     )
+    if warehouse:
+        publish_to_warehouse(str(out_dir), warehouse, "snapshot")
     return str(out_dir)

@@ -8,7 +8,6 @@ are written next to the snapshot as Parquet.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
@@ -16,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 import duckdb
+from pydantic import BaseModel, ConfigDict, Field
 
 from regprune.tasks.tables import SNAPSHOT_TABLES, sql_literal
 
@@ -31,6 +31,7 @@ PLAN_MODELS = (
     "plan_namespaces",
 )
 UNKNOWN_MANIFEST_MODELS = ("keep_set", "plan_unknown_manifests")
+EXECUTION_MODELS = ("recheck_protected", "prune_actions", "execution_queue")
 PLAN_OUTPUTS = tuple(m for m in PLAN_MODELS if m.startswith("plan_"))
 CHECK_MODELS = (
     "stream_history",
@@ -58,13 +59,26 @@ def query_text(name: str) -> str:
     return files("regprune.sql").joinpath(f"{name}.sql").read_text()
 
 
-@dataclass(frozen=True)
-class DuckDBSettings:
+class DuckDBSettings(BaseModel):
     """Resource limits so analysis memory does not grow with the registry."""
 
-    memory_limit: str | None = None
-    temp_directory: str | None = None
-    threads: int | None = None
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory_limit: str | None = Field(
+        None,
+        pattern=r"^\s*\d+(\.\d+)?\s*([KMGTkmgt]([Ii][Bb]|[Bb])?|[Bb]|%)\s*$",
+        description="DuckDB's memory cap, e.g. 2GB, 512MiB or 50% (of the machine); past it "
+        "DuckDB spills to temp_directory. Default: 80% of the machine's memory.",
+    )
+    temp_directory: str | None = Field(
+        None,
+        min_length=1,
+        description="Folder for DuckDB's spill files (created when needed). Default: .tmp in "
+        "the working directory.",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="DuckDB threads. Default: one per CPU core."
+    )
 
 
 class SnapshotDatabase:

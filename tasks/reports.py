@@ -14,10 +14,12 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
+from regprune.tasks.recovery import RESULTS_FILE
 from regprune.tasks.tables import sql_literal
 from regprune.tasks.units import format_bytes
 
 CATEGORIES = ("repositories", "manifest_links", "blobs", "layer_links", "uploads")
+CHECK_FINDING_KEYS = ("broken_imagestream_tags", "broken_images", "lost_found", "invalid_manifests")
 TOP_NAMESPACES = 10
 
 
@@ -44,7 +46,13 @@ def prune_report(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> di
     summary["namespaces"] = _records(
         run / "plan_namespaces.parquet", "*", order="size DESC, namespace NULLS LAST"
     )[:TOP_NAMESPACES]
+    executed = execution_outcome(run) if mode == "delete" else None
+    if executed:
+        summary["failed"] = sum(e["failed"] for e in executed.values())
+        summary["skipped"] = sum(e["skipped"] for e in executed.values())
+        summary["bytes_freed"] = executed["blobs"]["bytes"]
     return {
+        "executed": executed,
         "mode": mode,
         "settings": settings,
         "summary": summary,
@@ -60,8 +68,48 @@ def prune_report(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> di
     }
 
 
+ACTION_CATEGORIES = {
+    "delete_repository": "repositories",
+    "delete_manifest_link": "manifest_links",
+    "delete_blob": "blobs",
+    "delete_layer_link": "layer_links",
+    "delete_upload": "uploads",
+}
+CACHE_WARNING = (
+    "Warning: the registry was not restarted (--restart-registry): until it is, its "
+    "blob-descriptor cache may claim deleted blobs exist, so a push that reuses one skips "
+    "the upload and the image breaks. {handled}Restart the registry now."
+)
+API_ONLY = (
+    "Layer links went through the registry API, which clears its per-repository cache, but "
+    "distribution's global cache keeps deleted manifests until a restart. "
+)
+
+
+def execution_outcome(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Per category: done, skipped, failed, bytes freed and the reasons (sql/execution_summary)."""
+    from regprune.tasks.queries import SnapshotDatabase
+
+    run = Path(run_dir)
+    outcome = {
+        c: {"done": 0, "skipped": 0, "failed": 0, "bytes": 0, "reasons": []} for c in CATEGORIES
+    }
+    with SnapshotDatabase(run, {}, extra_tables={"actions": run / "actions.parquet"}) as db:
+        db.define("execution_summary")
+        for row in db.records("SELECT * FROM execution_summary"):
+            entry = outcome[ACTION_CATEGORIES[row["action"]]]
+            entry[row["status"]] = row["count"]
+            if row["status"] == "done":
+                entry["bytes"] = row["size"]
+            entry["reasons"] += row["reasons"] or []
+    return outcome
+
+
 def prune_summary_text(report: dict[str, Any]) -> str:
-    """The reference's wording: "Would delete N blobs", "Would free up X of disk space"."""
+    """The reference's wording: "Would delete N blobs", "Would free up X of disk space";
+    after deleting, "Deleted N blobs", "Freed up X", and what was skipped or failed."""
+    if report["mode"] == "delete":
+        return _deleted_text(report)
     summary = report["summary"]
     verb = "Would delete" if report["mode"] == "dry-run" else "Deleted"
     lines = [f"{verb} {summary[c]['delete']} {c.replace('_', ' ')}" for c in CATEGORIES]
@@ -71,6 +119,28 @@ def prune_summary_text(report: dict[str, Any]) -> str:
     if any(summary[c]["kept_young"] for c in CATEGORIES):
         grace = report["settings"].get("keep_younger_than")
         lines.append(f"Kept, younger than {grace}: " + ", ".join(young))
+    return "\n".join(lines)
+
+
+def _deleted_text(report: dict[str, Any]) -> str:
+    executed = report["executed"]
+    lines = [f"Deleted {executed[c]['done']} {c.replace('_', ' ')}" for c in CATEGORIES]
+    freed = executed["blobs"]["bytes"] + executed["uploads"]["bytes"]
+    lines.append(f"Freed up {format_bytes(freed)} of disk space")
+    for status in ("skipped", "failed"):
+        counted = [(c, executed[c]) for c in CATEGORIES if executed[c][status]]
+        if counted:
+            lines.append(
+                f"{status.capitalize()}: "
+                + ", ".join(f"{e[status]} {c.replace('_', ' ')}" for c, e in counted)
+            )
+            reasons = sorted({r for _, e in counted for r in e["reasons"]})
+            lines += [f"  - {reason}" for reason in reasons]
+    handled = report["settings"].get("registry_cache") or []
+    if not any("restarted" in line for line in handled):
+        lines.append(CACHE_WARNING.format(handled=API_ONLY if handled else ""))
+    else:
+        lines.append("Registry cache: " + "; ".join(handled))
     return "\n".join(lines)
 
 
@@ -116,7 +186,7 @@ def publish_prune_report(
 def check_report(run_dir: str | Path) -> dict[str, Any]:
     """The ``--report`` JSON of a check."""
     run = Path(run_dir)
-    return {
+    report = {
         "broken_imagestream_tags": _records(
             run / "check_broken_imagestream_tags.parquet",
             "namespace, name, tag, position, image, missing, kind",
@@ -136,10 +206,19 @@ def check_report(run_dir: str | Path) -> dict[str, Any]:
             order="repository, digest, reason",
         ),
     }
+    if (run / RESULTS_FILE).exists():  # written by check --recover --confirm
+        report["recovered"] = _records(
+            run / RESULTS_FILE,
+            "namespace, name, digest, tag, status, error",
+            order="namespace, name, digest",
+        )
+    return report
 
 
 def check_findings_count(report: dict[str, Any]) -> int:
-    return sum(len(report[key]) for key in report)
+    """What is still wrong: a lost-found candidate restored by this run no longer counts."""
+    restored = sum(row["status"] == "added" for row in report.get("recovered", ()))
+    return sum(len(report[key]) for key in CHECK_FINDING_KEYS) - restored
 
 
 def check_text(report: dict[str, Any], recover_verb: str = "Would add") -> str:
@@ -156,11 +235,20 @@ def check_text(report: dict[str, Any], recover_verb: str = "Would add") -> str:
         lines.append(f'Broken image "{row["image"]}": {row["kind"]} "{row["missing"]}" is missing')
     for row in report["invalid_manifests"]:
         lines.append(f'Invalid manifest "{row["repository"]}@{row["digest"]}": {row["reason"]}')
+    recovered = {(r["namespace"], r["name"], r["digest"]): r for r in report.get("recovered", ())}
     for row in report["lost_found"]:
-        lines.append(
-            f'{recover_verb} image "{row["digest"]}" to imagestream '
+        target = (
+            f'image "{row["digest"]}" to imagestream '
             f'"{row["namespace"]}/{row["name"]}" with tag "{row["tag"]}"'
         )
+        result = recovered.get((row["namespace"], row["name"], row["digest"]))
+        if result is None:
+            lines.append(f"{recover_verb} {target}")
+        elif result["status"] == "added":
+            lines.append(f"Added {target}")
+        else:
+            verb = "Failed to add" if result["status"] == "failed" else "Skipped adding"
+            lines.append(f"{verb} {target}: {result['error']}")
     if not lines:
         lines.append(
             "Consistent: every tag resolves to an Image whose blobs are all stored, "
