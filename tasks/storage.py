@@ -7,6 +7,7 @@ credentials stay in ``options`` and are never printed: use :attr:`StorageSpec.di
 from __future__ import annotations
 
 import os
+import posixpath
 import random
 import stat
 import time
@@ -25,6 +26,8 @@ SUPPORTED_DRIVERS = ("filesystem", "s3")
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
 DELETE_ATTEMPTS = 6
 DELETE_BACKOFF_SECONDS = 0.5
+LISTED_STAT_MIN_DEPTH = 3
+"""``blobs/sha256/ab/`` or ``repositories/ns/name/``: narrow enough to list instead of HEAD."""
 EMPTY_FOLDER = "empty folder"
 """The walker's problem text for a folder with nothing in it: the registry's own deletes leave
 these behind, so only the snapshot decides where one matters (a blob folder without data)."""
@@ -396,6 +399,12 @@ class S3Storage(Storage):
         return StorageObject(key, int(entry.get("size") or 0), modified, etag)
 
     def stat_many(self, keys: Sequence[str]) -> dict[str, StorageObject | None]:
+        """One flat listing of the keys' common folder when it is narrow enough (a blob
+        prefix, one repository): a page per 1,000 objects instead of a HEAD per key."""
+        folder = _common_folder(keys)
+        if folder.count("/") >= LISTED_STAT_MIN_DEPTH:
+            found = {obj.key: obj for obj in self.walk(folder)}
+            return {key: found.get(key) for key in keys}
         out: dict[str, StorageObject | None] = {}
         for key in keys:
             try:
@@ -454,6 +463,12 @@ class S3Storage(Storage):
         paths = {f"{self.base}/{key}": key for key in keys}
         found = self.fs.cat(list(paths), on_error="return")
         return {paths[path]: value for path, value in found.items()}
+
+
+def _common_folder(keys: Sequence[str]) -> str:
+    """The longest folder (ending in ``/``) that holds every key ('' for fewer than two)."""
+    distinct = set(keys)
+    return posixpath.commonpath(distinct) + "/" if len(distinct) > 1 else ""
 
 
 def _backoff(attempt: int) -> float:
