@@ -30,7 +30,7 @@ from regprune.tasks.metadata import MetadataSource
 from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase
 from regprune.tasks.registry_restart import restart_registry as restart_registry_task
 from regprune.tasks.reports import publish_prune_report
-from regprune.tasks.units import parse_duration
+from regprune.tasks.units import Duration, parse_duration
 from regprune.tasks.warehouse import publish_to_warehouse
 
 
@@ -83,8 +83,8 @@ def prune_flow(
     source: SnapshotSource | None = None,
     snapshot: str | None = None,
     out: str | None = None,
-    keep_younger_than: str = "24h",
-    upload_max_age: str = "7d",
+    keep_younger_than: Duration = "24h",
+    upload_max_age: Duration = "7d",
     report: str | None = None,
     confirm: bool = False,
     duckdb: DuckDBSettings | None = None,

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated
+
+from pydantic import Field
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+Duration = Annotated[
+    str,
+    Field(
+        pattern=r"^(0|(\d+(\.\d+)?(ms|s|m|h|d|w))+)$",
+        description="A duration such as 24h, 0s, 7d or 1h30m.",
+    ),
+]
+"""A duration parameter: validated (and documented) in the Prefect UI's form too."""
 
 
 def parse_duration(text: str) -> timedelta:

@@ -90,3 +90,4 @@ def imagestream(namespace: str, name: str, tags: dict[str, list[str]], host: str
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("DO_NOT_TRACK", "1")  # no telemetry from test runs
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
