@@ -425,6 +425,8 @@ class S3Storage(Storage):
         return out
 
     def _delete_batch(self, keys: list[str]) -> dict[str, str | None]:
+        from botocore.exceptions import BotoCoreError
+
         prefix = self.base.split("/", 1)[1] if "/" in self.base else ""
         pending = {f"{prefix}/{key}" if prefix else key: key for key in keys}
         out: dict[str, str | None] = {}
@@ -437,7 +439,9 @@ class S3Storage(Storage):
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": k} for k in pending], "Quiet": True},
                 )
-            except OSError as exc:  # s3fs's translation of throttling, 5xx and resets
+            # OSError: s3fs's translation of throttling and 5xx; BotoCoreError: connections
+            # refused or reset once botocore's own retries are spent (s3fs passes them on)
+            except (OSError, BotoCoreError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 if attempt == DELETE_ATTEMPTS - 1:
                     out.update({key: error for key in pending.values()})
