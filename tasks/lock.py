@@ -21,7 +21,7 @@ import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlparse
 
 from regprune.tasks.storage import StorageSpec
@@ -187,7 +187,7 @@ def lock_object(spec: StorageSpec) -> LockObject:
 
 
 class StorageLock:
-    """Held from :meth:`acquire` to :meth:`release` (``with`` does both)."""
+    """Held from :meth:`acquire` to :meth:`release`."""
 
     def __init__(
         self,
@@ -250,10 +250,3 @@ class StorageLock:
             "for that run to finish. If it is not running any more (killed on another "
             "machine), remove the lock with --force-unlock."
         )
-
-    def __enter__(self) -> StorageLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()

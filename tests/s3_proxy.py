@@ -1,0 +1,276 @@
+"""A fault-injecting HTTP proxy in front of moto_server, for S3 fault tests.
+
+Point ``AWS_ENDPOINT_URL`` at :attr:`S3FaultProxy.url`: every request is forwarded to moto
+unchanged, unless a :meth:`S3FaultProxy.inject`-ed fault matches it, which then answers
+``503 SlowDown`` or ``500 InternalError`` (S3's own XML error bodies), resets the connection
+before or after moto handled the request, or (``DeleteObjects`` only) reports some keys as
+failed and does not delete them. Each fault fires for the next ``times`` matching requests
+(None: for ever); :attr:`S3FaultProxy.log` keeps every request with what happened to it.
+
+Standard library only, plus boto3 to call moto for a partially failed ``DeleteObjects``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+Operation = Literal["list", "delete_objects", "get", "head", "put", "delete", "other"]
+FaultKind = Literal["slowdown", "internal", "reset", "reset_after", "fail_keys"]
+
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+ERRORS = {
+    "slowdown": (503, "SlowDown", "Please reduce your request rate."),
+    "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
+}
+
+
+@dataclass
+class Fault:
+    """What to do with the next ``times`` requests of one operation."""
+
+    operation: Operation
+    kind: FaultKind
+    times: int | None = 1
+    keys: str = ""
+    """For ``fail_keys``: keys containing this text are reported failed (not deleted)."""
+    fired: int = 0
+    keys_failed: list[str] = field(default_factory=list)
+
+    def take(self) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        self.fired += 1
+        return True
+
+
+@dataclass(frozen=True)
+class Logged:
+    operation: Operation
+    method: str
+    path: str
+    outcome: str
+    """``forwarded``, or the fault kind that answered."""
+
+
+def operation_of(method: str, path: str, query: dict[str, list[str]]) -> Operation:
+    """Which S3 call a path-style request is (moto on an IP address: path style)."""
+    is_bucket = len([p for p in path.split("/") if p]) == 1
+    if method == "POST" and "delete" in query:
+        return "delete_objects"
+    if method == "GET" and is_bucket:
+        return "list"
+    return {"GET": "get", "HEAD": "head", "PUT": "put", "DELETE": "delete"}.get(method, "other")
+
+
+class S3FaultProxy:
+    """``with S3FaultProxy(moto.endpoint_url) as proxy:`` serves on 127.0.0.1."""
+
+    def __init__(self, upstream: str):
+        self.upstream = urlsplit(upstream)
+        self.faults: list[Fault] = []
+        self.log: list[Logged] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "proxy not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> S3FaultProxy:
+        proxy = self
+
+        class Handler(_Handler):
+            owner = proxy
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> S3FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def inject(
+        self, operation: Operation, kind: FaultKind, times: int | None = 1, keys: str = ""
+    ) -> Fault:
+        """Faults are tried in the order injected; a request fires at most one."""
+        fault = Fault(operation, kind, times, keys)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults.clear()
+            self.log.clear()
+
+    def count(self, operation: Operation, outcome: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1
+                for entry in self.log
+                if entry.operation == operation and (outcome is None or entry.outcome == outcome)
+            )
+
+    def _fault_for(self, operation: Operation) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.operation == operation and fault.take():
+                    return fault
+        return None
+
+    def _record(self, operation: Operation, method: str, path: str, outcome: str) -> None:
+        with self._lock:
+            self.log.append(Logged(operation, method, path, outcome))
+
+    def forward(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection(
+            self.upstream.hostname, self.upstream.port, timeout=60
+        )
+        try:
+            connection.request(method, target, body=body or None, headers=headers)
+            answer = connection.getresponse()
+            return answer.status, answer.getheaders(), answer.read()
+        finally:
+            connection.close()
+
+    def moto_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.upstream.geturl(),
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: S3FaultProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return b"".join(self._chunks())
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                self.rfile.readline()
+                return
+            yield self.rfile.read(size)
+            self.rfile.readline()
+
+    def _serve(self) -> None:
+        proxy = self.owner
+        split = urlsplit(self.path)
+        query = parse_qs(split.query, keep_blank_values=True)
+        operation = operation_of(self.command, split.path, query)
+        body = self._read_body()
+        fault = proxy._fault_for(operation)
+        outcome = fault.kind if fault else "forwarded"
+        proxy._record(operation, self.command, split.path, outcome)
+        if fault is not None and fault.kind == "reset":
+            self._reset()
+            return
+        if fault is not None and fault.kind in ERRORS:
+            self._error(*ERRORS[fault.kind])
+            return
+        if fault is not None and fault.kind == "fail_keys":
+            self._delete_some(split.path, body, fault)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+        headers["Content-Length"] = str(len(body))
+        status, answer_headers, answer = proxy.forward(self.command, self.path, headers, body)
+        if fault is not None and fault.kind == "reset_after":  # done, but the answer is lost
+            self._reset()
+            return
+        self.send_response(status)
+        for name, value in answer_headers:
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer)
+
+    def _reset(self) -> None:
+        """Close with RST (SO_LINGER 0): the client sees a connection reset."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message><RequestId>s3-fault-proxy</RequestId></Error>"
+        ).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _delete_some(self, path: str, body: bytes, fault: Fault) -> None:
+        """DeleteObjects where the keys containing ``fault.keys`` fail (and stay)."""
+        request = ElementTree.fromstring(body)
+        keys = [e.text or "" for e in request.iter(f"{{{S3_NS}}}Key")]
+        keys += [e.text or "" for e in request.iter("Key")]
+        quiet = any((e.text or "").lower() == "true" for e in request.iter(f"{{{S3_NS}}}Quiet"))
+        failing = [k for k in keys if fault.keys in k]
+        passing = [k for k in keys if fault.keys not in k]
+        fault.keys_failed += failing
+        if passing:
+            self.owner.moto_client().delete_objects(
+                Bucket=path.strip("/"), Delete={"Objects": [{"Key": k} for k in passing]}
+            )
+        parts = [] if quiet else [f"<Deleted><Key>{escape(k)}</Key></Deleted>" for k in passing]
+        parts += [
+            f"<Error><Key>{escape(k)}</Key><Code>InternalError</Code>"
+            "<Message>We encountered an internal error. Please try again.</Message></Error>"
+            for k in failing
+        ]
+        answer = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="{S3_NS}">'
+            + "".join(parts)
+            + "</DeleteResult>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)

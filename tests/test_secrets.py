@@ -1,0 +1,198 @@
+"""Credentials never reach an output: a full ``prune --confirm`` and ``check`` with secrets in
+play, and every output of both grepped for each secret.
+
+Secrets: AWS keys in the environment (an S3 registry on moto, which accepts any keys), a
+bearer token in ``--registry-token-file`` (sent to the real registry's API), and a kubeconfig
+whose user has a token (the OpenShift API test server checks it). Outputs: stdout and stderr
+(Prefect at DEBUG level), every file the runs write (report JSON, snapshot.json, report.html,
+every Parquet file read back row by row, the warehouse), and what Prefect keeps: flow and
+task runs with their parameters, logs, artifacts, and the server's database file itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+from regprune.flows.cli import EXIT_FINDINGS, EXIT_OK
+from tests.drift import build_drift
+from tests.openshift_api import OpenShiftAPIServer
+from tests.registry_bench import MotoServer, OciLayouts, Registry
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+
+def leaks(text: str | bytes, secret_values: dict[str, str]) -> list[str]:
+    """The names of the secrets found in ``text`` (as is, or base64-encoded)."""
+    data = text.encode() if isinstance(text, str) else text
+    found = []
+    for name, value in secret_values.items():
+        forms = [value.encode(), base64.b64encode(value.encode())]
+        if any(form in data for form in forms):
+            found.append(name)
+    return found
+
+
+def parquet_text(path: Path) -> str:
+    """Every value of a Parquet file (and its schema metadata), as text."""
+    table = pq.read_table(path)
+    metadata = {
+        k.decode(): v.decode(errors="replace") for k, v in (table.schema.metadata or {}).items()
+    }
+    return json.dumps([table.to_pylist(), metadata], default=str)
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "regprune.flows.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def prefect_records(flow_runs: list[Any]) -> list[str]:
+    """The flow runs (with their parameters), their task runs, logs and artifacts, as JSON."""
+    ids = [run.id for run in flow_runs]
+    out = [run.model_dump_json() for run in flow_runs]
+    with get_client(sync_client=True) as client:
+        of_runs = FlowRunFilter(id=FlowRunFilterId(any_=ids))
+        out += [t.model_dump_json() for t in client.read_task_runs(flow_run_filter=of_runs)]
+        logs, read = LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), 0
+        while batch := client.read_logs(log_filter=logs, limit=200, offset=read):
+            out += [log.model_dump_json() for log in batch]
+            read += len(batch)
+        assert read > 0, "no logs to search: the test would prove nothing"
+        artifacts = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
+        out += [a.model_dump_json() for a in client.read_artifacts(artifact_filter=artifacts)]
+    return out
+
+
+@pytest.fixture
+def secret_values() -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+        "registry token": "reg-" + secrets.token_urlsafe(24),
+        "kubeconfig token": "sha256~" + secrets.token_urlsafe(32),
+    }
+
+
+def test_no_secret_reaches_any_output(
+    registry_s3: Registry,
+    moto: MotoServer,
+    oci_layouts: OciLayouts,
+    tmp_path: Path,
+    secret_values: dict[str, str],
+) -> None:
+    drift = build_drift(registry_s3, oci_layouts, tmp_path)
+    assert drift.dump is not None
+    api = OpenShiftAPIServer(token=secret_values["kubeconfig token"]).start()
+    try:
+        for item in json.loads(drift.dump.read_text())["items"]:
+            if item["kind"] == "Image":
+                api.add_image(item)
+            else:
+                tags = {
+                    t["tag"]: [i["image"] for i in t["items"]]
+                    for t in item["status"].get("tags", [])
+                }
+                api.add_imagestream(item["metadata"]["namespace"], item["metadata"]["name"], tags)
+        kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
+        token_file = tmp_path / "registry-token"
+        token_file.write_text(secret_values["registry token"] + "\n")
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": secret_values["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": secret_values["AWS_SECRET_ACCESS_KEY"],
+            "AWS_ENDPOINT_URL": moto.endpoint_url,
+            "AWS_REGION": "us-east-1",
+            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+            "PREFECT_LOGGING_LEVEL": "DEBUG",
+        }
+        env.pop("AWS_PROFILE", None)
+        common = ["--storage", registry_s3.storage_url, "--metadata", "kube"]
+        common += ["--kubeconfig", str(kubeconfig), "--warehouse", str(tmp_path / "warehouse")]
+        with get_client(sync_client=True) as client:
+            known = {run.id for run in client.read_flow_runs(limit=200)}
+        prune = cli(
+            "prune",
+            *common,
+            "--out",
+            str(tmp_path / "prune"),
+            "--report",
+            str(tmp_path / "prune.json"),
+            "--keep-younger-than",
+            "0s",
+            "--confirm",
+            "--registry-url",
+            registry_s3.base_url,
+            "--registry-token-file",
+            str(token_file),
+            env=env,
+        )
+        assert prune.returncode == EXIT_OK, prune.stderr[-3000:]
+        check = cli(
+            "check",
+            *common,
+            "--out",
+            str(tmp_path / "check"),
+            "--report",
+            str(tmp_path / "check.json"),
+            env=env,
+        )
+        assert check.returncode == EXIT_FINDINGS, check.stderr[-3000:]
+        assert api.count("GET", "/images") > 0  # the kube token was used ...
+    finally:
+        api.stop()
+    report = json.loads((tmp_path / "prune.json").read_text())
+    assert report["executed"]["blobs"]["done"] > 0  # ... the AWS keys and the registry token too
+
+    outputs: dict[str, str | bytes] = {
+        "prune stdout": prune.stdout,
+        "prune stderr": prune.stderr,
+        "check stdout": check.stdout,
+        "check stderr": check.stderr,
+    }
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    written = [p for p in written if p not in (kubeconfig, token_file)]
+    for path in written:
+        outputs[str(path)] = path.read_bytes()
+        if path.suffix == ".parquet":
+            outputs[f"{path} (values)"] = parquet_text(path)
+    assert any(p.name == "actions.parquet" for p in written)
+    assert any(p.name == "snapshot.json" for p in written)
+    assert any(p.name == "report.html" for p in written)
+
+    with get_client(sync_client=True) as client:
+        runs = [run for run in client.read_flow_runs(limit=200) if run.id not in known]
+    assert len(runs) >= 4  # prune, check and their snapshots
+    for n, record in enumerate(prefect_records(runs)):
+        outputs[f"prefect record {n}"] = record
+    database = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
+    for path in database.parent.glob(database.name + "*"):  # the database, its WAL
+        outputs[str(path)] = path.read_bytes()
+
+    found = {name: leaks(text, secret_values) for name, text in outputs.items()}
+    assert {name: names for name, names in found.items() if names} == {}
