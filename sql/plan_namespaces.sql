@@ -1,21 +1,10 @@
 -- plan_namespaces: reclaimable bytes and planned deletions per namespace.
 -- A deleted blob's bytes are split evenly between the namespaces whose repositories link it
--- (layer or manifest links), so the column adds up to the plan's total; a blob no
+-- (blob_namespaces), so the column adds up to the plan's total; a blob no
 -- repository links is counted under namespace NULL.
 -- Columns: namespace, size, blobs, manifest_links, repositories, layer_links, uploads
 WITH deleted_blobs AS (
     SELECT digest, size FROM plan_blobs WHERE action = 'delete'
-),
-
-blob_namespaces AS (
-    SELECT DISTINCT links.digest, repositories.namespace
-    FROM (
-        SELECT repository, digest FROM layer_links
-        UNION ALL
-        SELECT repository, digest FROM manifest_links
-    ) AS links
-    JOIN repositories USING (repository)
-    SEMI JOIN deleted_blobs USING (digest)
 ),
 
 shares AS (

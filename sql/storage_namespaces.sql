@@ -1,20 +1,10 @@
 -- storage_namespaces: bytes stored per namespace (blobs and unfinished uploads), for the run
 -- report. A blob's bytes are split evenly between the namespaces whose repositories link it
--- (layer or manifest links), as plan_namespaces splits reclaimable bytes, so the column adds
+-- (blob_namespaces), as plan_namespaces splits reclaimable bytes, so the column adds
 -- up to the bytes stored and a namespace's reclaimable bytes never exceed its stored bytes;
 -- a blob no repository links (or only repositories without a namespace) counts under NULL.
 -- Columns: namespace, size, blobs, uploads
-WITH blob_namespaces AS (
-    SELECT DISTINCT links.digest, repositories.namespace
-    FROM (
-        SELECT repository, digest FROM layer_links
-        UNION ALL
-        SELECT repository, digest FROM manifest_links
-    ) AS links
-    JOIN repositories USING (repository)
-),
-
-blob_shares AS (
+WITH blob_shares AS (
     SELECT
         blob_namespaces.namespace,
         blobs.size / count(*) OVER (PARTITION BY blobs.digest) AS size

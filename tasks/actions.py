@@ -27,6 +27,7 @@ from regprune.tasks.layout import (
     tag_index_link_path,
     upload_dir,
 )
+from regprune.tasks.queries import fetch_records
 from regprune.tasks.storage import Storage, StorageSpec, open_storage
 from regprune.tasks.tables import TableWriter, sql_literal
 
@@ -184,13 +185,13 @@ def execute_batch(
 
 def _queued(queue: str, shard: str, start: int) -> list[dict[str, Any]]:
     with duckdb.connect() as con:
-        cursor = con.execute(
-            f"SELECT * FROM read_parquet({sql_literal(queue)}) WHERE shard = ? "
-            "ORDER BY action, repository, digest, upload_id LIMIT ? OFFSET ?",
-            [shard, BATCH_SIZE, start],
+        return fetch_records(
+            con.execute(
+                f"SELECT * FROM read_parquet({sql_literal(queue)}) WHERE shard = ? "
+                "ORDER BY action, repository, digest, upload_id LIMIT ? OFFSET ?",
+                [shard, BATCH_SIZE, start],
+            )
         )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def read_token(path: str | None) -> str | None:

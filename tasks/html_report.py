@@ -92,7 +92,7 @@ def read_report_data(run_dir: str, command: str, warehouse: str | None) -> Repor
     plan: list[dict[str, Any]] = []
     blob_bytes = findings = None
     with SnapshotDatabase(run, {}, extra_tables=results) as db:
-        db.define("storage_namespaces")
+        db.define("blob_namespaces", "storage_namespaces")
         stored = db.records("SELECT * FROM storage_namespaces")
         total = db.records("SELECT coalesce(sum(size), 0)::BIGINT AS size FROM blobs")[0]["size"]
         if has_plan:

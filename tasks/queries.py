@@ -28,6 +28,7 @@ PLAN_MODELS = (
     "plan_layer_links",
     "plan_uploads",
     "plan_summary",
+    "blob_namespaces",
     "plan_namespaces",
 )
 UNKNOWN_MANIFEST_MODELS = ("keep_set", "plan_unknown_manifests")
@@ -52,6 +53,12 @@ CHECK_OUTPUTS = (
     "check_lost_found",
     "check_invalid_manifests",
 )
+
+
+def fetch_records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The rows of an executed DuckDB query as dicts keyed by column name."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def query_text(name: str) -> str:
@@ -122,15 +129,18 @@ class SnapshotDatabase:
             self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{model}" AS {body}')
 
     def write(self, model: str, dest: Path) -> int:
-        """Materialize a model as Parquet; returns the row count."""
+        """Materialize a model as Parquet and point its view at the file, so the models
+        that read it later do not compute it again; returns the row count."""
         query = f'COPY (SELECT * FROM "{model}") TO {sql_literal(dest)} (FORMAT parquet)'
         result = self.con.execute(query).fetchone()
+        self.con.execute(
+            f'CREATE OR REPLACE TEMP VIEW "{model}" AS '
+            f"SELECT * FROM read_parquet({sql_literal(dest)})"
+        )
         return int(result[0]) if result else 0
 
     def records(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        cursor = self.con.execute(query, params or [])
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return fetch_records(self.con.execute(query, params or []))
 
     def close(self) -> None:
         self.con.close()

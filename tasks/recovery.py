@@ -34,7 +34,7 @@ from regprune.tasks.metadata import (
     call_with_retries,
     custom_objects_api,
 )
-from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase
+from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase, fetch_records
 from regprune.tasks.tables import sql_literal
 
 RECOVER_MODEL = "recover_images"
@@ -335,13 +335,13 @@ def _result(row: Mapping[str, Any], status: str, error: str | None) -> dict[str,
 
 def read_plan_rows(images_path: str, offset: int, limit: int) -> list[dict[str, Any]]:
     with duckdb.connect() as con:
-        cursor = con.execute(
-            f"SELECT * FROM read_parquet({sql_literal(images_path)}) "
-            f"ORDER BY {PLAN_ORDER} LIMIT ? OFFSET ?",
-            [limit, offset],
+        return fetch_records(
+            con.execute(
+                f"SELECT * FROM read_parquet({sql_literal(images_path)}) "
+                f"ORDER BY {PLAN_ORDER} LIMIT ? OFFSET ?",
+                [limit, offset],
+            )
         )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def write_results(results: Iterable[Mapping[str, Any]], path: Path) -> Path:

@@ -14,6 +14,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
+from regprune.tasks.queries import SnapshotDatabase, fetch_records
 from regprune.tasks.recovery import RESULTS_FILE
 from regprune.tasks.tables import sql_literal
 from regprune.tasks.units import format_bytes
@@ -26,15 +27,15 @@ TOP_NAMESPACES = 10
 def _records(path: Path, columns: str, where: str = "true", order: str = "1") -> list[dict]:
     with duckdb.connect() as con:
         source = f"read_parquet({sql_literal(path)})"
-        cursor = con.execute(f"SELECT {columns} FROM {source} WHERE {where} ORDER BY {order}")
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return fetch_records(
+            con.execute(f"SELECT {columns} FROM {source} WHERE {where} ORDER BY {order}")
+        )
 
 
-def prune_report(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The ``--report`` JSON of a prune: the summary and every object to delete."""
+def prune_summary(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Counts, bytes and top namespaces of a prune (and its outcome after deleting): what
+    the terminal, the artifacts and the report JSON share, without the object lists."""
     run = Path(run_dir)
-    deleting = "action = 'delete'"
     summary: dict[str, Any] = {}
     for row in _records(run / "plan_summary.parquet", "category, action, count, size"):
         entry = summary.setdefault(row["category"], {"delete": 0, "bytes": 0, "kept_young": 0})
@@ -51,11 +52,16 @@ def prune_report(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> di
         summary["failed"] = sum(e["failed"] for e in executed.values())
         summary["skipped"] = sum(e["skipped"] for e in executed.values())
         summary["bytes_freed"] = executed["blobs"]["bytes"]
+    return {"executed": executed, "mode": mode, "settings": settings, "summary": summary}
+
+
+def prune_report(summary: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """The ``--report`` JSON of a prune: the summary and every object to delete (built only
+    when asked for: at millions of objects the lists dominate memory)."""
+    run = Path(run_dir)
+    deleting = "action = 'delete'"
     return {
-        "executed": executed,
-        "mode": mode,
-        "settings": settings,
-        "summary": summary,
+        **summary,
         "blobs": _records(run / "plan_blobs.parquet", "digest, size", deleting),
         "manifest_links": _records(
             run / "plan_manifest_links.parquet", "repository, digest, reason", deleting
@@ -88,8 +94,6 @@ API_ONLY = (
 
 def execution_outcome(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Per category: done, skipped, failed, bytes freed and the reasons (sql/execution_summary)."""
-    from regprune.tasks.queries import SnapshotDatabase
-
     run = Path(run_dir)
     outcome = {
         c: {"done": 0, "skipped": 0, "failed": 0, "bytes": 0, "reasons": []} for c in CATEGORIES
@@ -164,9 +168,10 @@ def publish_prune_report(
 ) -> dict[str, Any]:
     """Write the JSON report, print the summary, publish keyed artifacts (the Prefect UI
     shows their history run after run)."""
-    report = prune_report(run_dir, mode, settings)
+    report = prune_summary(run_dir, mode, settings)
     if report_path:
-        Path(report_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        full = prune_report(report, run_dir)
+        Path(report_path).write_text(json.dumps(full, indent=2, default=str) + "\n")
     text = prune_summary_text(report)
     get_run_logger().info("%s", text)
     create_markdown_artifact(
