@@ -11,7 +11,7 @@ WITH unreferenced AS (
 ),
 
 newest_link AS (
-    SELECT digest, max(modified) AS modified
+    SELECT digest, newest(modified) AS modified
     FROM (
         SELECT digest, modified FROM layer_links
         UNION ALL
@@ -27,7 +27,8 @@ referenced_by_young_manifests AS (
 aged AS (
     SELECT
         unreferenced.*,
-        young(greatest(unreferenced.modified, newest_link.modified))
+        young(unreferenced.modified)
+            OR (newest_link.digest IS NOT NULL AND young(newest_link.modified))
             OR pending.digest IS NOT NULL AS is_young
     FROM unreferenced
     LEFT JOIN newest_link USING (digest)

@@ -14,7 +14,7 @@ WITH repository_objects AS (
     SELECT repository, modified FROM uploads
 )
 
-SELECT repositories.repository, max(repository_objects.modified) AS modified
+SELECT repositories.repository, newest(repository_objects.modified) AS modified
 FROM repositories
 LEFT JOIN repository_objects USING (repository)
 GROUP BY repositories.repository

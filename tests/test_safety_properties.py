@@ -80,11 +80,11 @@ AGES: dict[str, timedelta | None] = {
     "future": -timedelta(minutes=5),  # a clock ahead of ours
     "unknown": None,  # an unreadable startedat
 }
-STORAGE_AGES = ("old", "older", "young", "cutoff", "future")
-"""Every listed file has a time (folder and S3 walks always give one); only an upload's
-``startedat`` content can be unreadable."""
+STORAGE_AGES = ("old", "older", "young", "cutoff", "future", "unknown")
+"""Folder and S3 walks always give a time today, but the rules say a time that cannot be
+read counts as young: unknown times are drawn for stored files too."""
 ON_DISK_AGES = ("old", "older", "young", "future")
-STORAGE_AGES_OLDEST_FIRST = ("older", "old", "cutoff", "young", "future")
+STORAGE_AGES_OLDEST_FIRST = ("older", "old", "cutoff", "young", "future", "unknown")
 
 
 def digest_of(data: bytes) -> str:
