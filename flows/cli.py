@@ -74,7 +74,9 @@ def add_metadata_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--shards", type=int, default=16, help="parallel storage walk tasks (default 16)"
+        "--shards",
+        type=int,
+        help="parallel storage walk tasks (default: 16 on S3, the CPU count on a local folder)",
     )
     parser.add_argument(
         "--warehouse",

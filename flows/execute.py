@@ -18,7 +18,11 @@ from typing import Any
 from prefect import task
 from prefect.futures import wait
 
-from regprune.flows.snapshot import merge_snapshot_tables, snapshot_metadata, snapshot_storage
+from regprune.flows.snapshot import (
+    merge_snapshot_tables,
+    snapshot_storage,
+    submit_metadata_snapshot,
+)
 from regprune.tasks.actions import ExecutionSettings, RegistryAPI, execute_batch
 from regprune.tasks.analysis import merge_manifest_parts, read_snapshot_summary
 from regprune.tasks.lock import StorageLock
@@ -38,7 +42,6 @@ from regprune.tasks.units import parse_duration
 PHASES = (1, 2, 3)
 RECHECK_BEFORE = (1, 2)
 RECHECKED_STORAGE = ("layer_links", "manifest_links")
-RECHECK_SHARD_TASKS = 16
 
 
 def metadata_of_snapshot(run_dir: str) -> MetadataSource:
@@ -62,8 +65,9 @@ def recheck(
     parts = folder / "_parts"
     shutil.rmtree(folder, ignore_errors=True)
     parts.mkdir(parents=True)
-    listed = snapshot_metadata(metadata, str(parts)) if metadata.is_kube else []
-    walked = snapshot_storage(spec, str(parts), RECHECK_SHARD_TASKS, blobs=False)
+    listings = submit_metadata_snapshot(metadata, str(parts)) if metadata.is_kube else []
+    listed = [listing.result() for listing in listings]
+    walked = snapshot_storage(spec, str(parts), None, blobs=False)
     tables = (*(METADATA_TABLES if metadata.is_kube else ()), *RECHECKED_STORAGE)
     merge_snapshot_tables([lst["parts"] for lst in listed] + walked, str(folder), tables)
     views = {f"recheck_{t}": folder / f"{t}.parquet" for t in tables}

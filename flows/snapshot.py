@@ -2,9 +2,13 @@
 
 DAG::
 
-    list images ─┐                    ┌ walk blob shard x N ───────┐
-    list streams ┴─> plan storage ────┤                            ├─> merge tables ─> snapshot.json
-       (or read a dump)  shards       └ walk repository shard x M ─┘
+    list images ─┐     ┌──────────────────────────────> merge metadata tables ──┐
+    list streams ┴─────┤                                                          ├─> snapshot.json
+                       └ plan storage ─┬ walk blob shard x N ───────┬─> merge ──┘
+                         shards        └ walk repository shard x M ─┘   storage tables
+
+The cluster is listed before storage is walked; a metadata dump (fixed already) is read
+while storage is walked.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from pydantic import BaseModel, Field, field_validator
 
 from regprune.flows.runners import ChosenTaskRunner
@@ -35,23 +39,28 @@ from regprune.tasks.storage_snapshot import (
     walk_blob_shard,
     walk_repository_shard,
 )
-from regprune.tasks.tables import METADATA_TABLES, SNAPSHOT_FILE, SNAPSHOT_TABLES, merge_parts
+from regprune.tasks.tables import (
+    METADATA_TABLES,
+    SNAPSHOT_FILE,
+    SNAPSHOT_TABLES,
+    STORAGE_TABLES,
+    merge_parts,
+)
 from regprune.tasks.version import tool_version
 from regprune.tasks.warehouse import publish_to_warehouse
 
 LISTED = ("images", "imagestreams")
 
 
-def snapshot_metadata(source: MetadataSource, parts_dir: str) -> list[dict[str, Any]]:
+def submit_metadata_snapshot(source: MetadataSource, parts_dir: str) -> list[PrefectFuture]:
     """Both listings run at once; a dump is one task."""
     if not source.is_kube:
-        return [read_metadata_dump(source, parts_dir)]
-    futures = [list_cluster_objects.submit(source, plural, parts_dir) for plural in LISTED]
-    return [future.result() for future in futures]
+        return [read_metadata_dump.submit(source, parts_dir)]
+    return [list_cluster_objects.submit(source, plural, parts_dir) for plural in LISTED]
 
 
 def snapshot_storage(
-    spec: StorageSpec, parts_dir: str, shard_tasks: int, blobs: bool = True
+    spec: StorageSpec, parts_dir: str, shard_tasks: int | None, blobs: bool = True
 ) -> list[dict[str, str]]:
     """Walk blob and repository shards in parallel (repositories only with ``blobs=False``,
     as the re-verification before deleting does)."""
@@ -83,6 +92,12 @@ def merge_snapshot_tables(
     return counts
 
 
+@task(name="merge-metadata-tables")
+def merge_metadata_tables(listings: list[dict[str, Any]], out: str) -> dict[str, int]:
+    """The cluster's tables, merged while storage is still being walked."""
+    return merge_snapshot_tables.fn([lst["parts"] for lst in listings], out, METADATA_TABLES)
+
+
 class SnapshotSource(BaseModel):
     """Where a snapshot reads from: the registry's storage and the cluster's metadata."""
 
@@ -105,7 +120,13 @@ class SnapshotSource(BaseModel):
     kubeconfig: str | None = Field(None, description="kubeconfig path (default: the usual).")
     context: str | None = Field(None, description="kubeconfig context.")
     page_size: int = Field(500, ge=1, le=10_000, description="Objects per list request.")
-    shard_tasks: int = Field(16, ge=1, le=1024, description="Parallel storage walk tasks.")
+    shard_tasks: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Parallel storage walk tasks (default: 16 on S3, the CPU count on a "
+        "local folder, where more walkers than cores only contend in the kernel).",
+    )
 
     @field_validator("storage_options")
     @classmethod
@@ -154,11 +175,17 @@ def snapshot_flow(out: str, source: SnapshotSource, warehouse: str | None = None
     started = time.monotonic()
 
     metadata_started_at = datetime.now(UTC)
-    listings = snapshot_metadata(metadata, str(parts_dir))
+    metadata_tasks = submit_metadata_snapshot(metadata, str(parts_dir))
+    if metadata.is_kube:  # listed before the walk starts; a dump is fixed, read meanwhile
+        for listing in metadata_tasks:
+            listing.result()  # a failed listing ends the run here, before any walking
+    metadata_merged = merge_metadata_tables.submit(metadata_tasks, str(out_dir))
     storage_started_at = datetime.now(UTC)
     storage_parts = snapshot_storage(spec, str(parts_dir), source.shard_tasks)
 
-    counts = merge_snapshot_tables([lst["parts"] for lst in listings] + storage_parts, str(out_dir))
+    counts = merge_snapshot_tables(storage_parts, str(out_dir), STORAGE_TABLES)
+    listings = [listing.result() for listing in metadata_tasks]  # a bad dump fails here
+    counts = metadata_merged.result() | counts
     shutil.rmtree(parts_dir, ignore_errors=True)
     objects: dict[str, int] = {}
     for listing in listings:

@@ -9,8 +9,12 @@ always use ``/``. Parsing never guesses: anything that does not match the layout
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 V2_ROOT = "docker/registry/v2"
 BLOBS_PREFIX = "blobs/sha256/"
@@ -222,3 +226,143 @@ def is_openshift_repository(repository: str) -> bool:
         and _OPENSHIFT_NAME.fullmatch(namespace) is not None
         and _IMAGESTREAM_NAME.fullmatch(name) is not None
     )
+
+
+# --- path -> meaning, for whole listings -------------------------------------------------------
+# The common keys matched in bulk (RE2 through Arrow); every key the patterns miss goes through
+# the parsers above, which decide and word the problem. The patterns are narrower than the
+# parsers (ASCII tags, no empty path components), never wider: tests/test_layout.py checks both
+# agree on every key.
+
+_BLOB_DATA_PATTERN = r"^blobs/sha256/(?P<prefix>[0-9a-f]{2})/(?P<hex>[0-9a-f]{64})/data$"
+_REPOSITORY_PATTERN = (
+    r"^repositories/(?P<repository>[^_/][^/]*(?:/[^_/][^/]*)*)/(?:"
+    r"_layers/sha256/(?P<layer>[0-9a-f]{64})/link"
+    r"|_manifests/revisions/sha256/(?P<revision>[0-9a-f]{64})/link"
+    r"|_manifests/tags/(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})/"
+    r"(?:current/link|index/sha256/(?P<index>[0-9a-f]{64})/link)"
+    r"|_uploads/(?P<upload>[^/]+)/(?P<upload_file>.*[^/]))$"
+)
+BLOB_KEYS_SCHEMA = pa.schema([("digest", pa.string()), ("problem", pa.string())])
+REPOSITORY_KEYS_SCHEMA = pa.schema(
+    [
+        ("repository", pa.string()),
+        ("kind", pa.string()),
+        ("digest", pa.string()),
+        ("tag", pa.string()),
+        ("upload_id", pa.string()),
+        ("problem", pa.string()),
+    ]
+)
+
+
+def classify_blob_keys(keys: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """:func:`parse_blob_key` of every key, as columns ``digest`` and ``problem``."""
+    keys = _one_chunk(keys)
+    found = pc.extract_regex(keys, _BLOB_DATA_PATTERN)
+    hex_ = pc.struct_field(found, "hex")
+    fits = pc.and_kleene(
+        found.is_valid(),
+        pc.equal(pc.struct_field(found, "prefix"), pc.utf8_slice_codeunits(hex_, 0, 2)),
+    )
+    fits = pc.fill_null(fits, False)
+    table = pa.table(
+        {
+            "digest": pc.if_else(fits, pc.binary_join_element_wise("sha256:", hex_, ""), None),
+            "problem": pa.nulls(len(keys), pa.string()),
+        },
+        schema=BLOB_KEYS_SCHEMA,
+    )
+    return _parse_the_rest(keys, fits, table, _blob_row)
+
+
+def classify_repository_keys(keys: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """:func:`parse_repository_key` of every key, as the columns of a :class:`RepoEntry`
+    (``kind`` its value) plus ``problem``."""
+    keys = _one_chunk(keys)
+    found = pc.extract_regex(keys, _REPOSITORY_PATTERN)
+    fits = pc.fill_null(found.is_valid(), False)
+    group = {name: pc.struct_field(found, name) for name in found.type.names}
+
+    def given(name: str) -> pa.Array:
+        return pc.fill_null(pc.not_equal(group[name], ""), False)
+
+    is_layer, is_revision, is_tag = given("layer"), given("revision"), given("tag")
+    is_index, is_upload = given("index"), given("upload")
+    kind = pc.case_when(
+        pc.make_struct(
+            is_layer,
+            is_revision,
+            pc.and_(is_tag, is_index),
+            is_tag,
+            pc.and_(is_upload, pc.equal(group["upload_file"], "startedat")),
+            is_upload,
+        ),
+        RepoEntryKind.LAYER_LINK.value,
+        RepoEntryKind.MANIFEST_LINK.value,
+        RepoEntryKind.TAG_INDEX.value,
+        RepoEntryKind.TAG_CURRENT.value,
+        RepoEntryKind.UPLOAD_STARTEDAT.value,
+        RepoEntryKind.UPLOAD_FILE.value,
+    )
+    hex_ = pc.coalesce(
+        *(pc.if_else(given(name), group[name], None) for name in ("layer", "revision", "index"))
+    )
+    table = pa.table(
+        {
+            "repository": pc.if_else(fits, group["repository"], None),
+            "kind": kind,
+            "digest": pc.binary_join_element_wise("sha256:", hex_, ""),
+            "tag": pc.if_else(is_tag, group["tag"], None),
+            "upload_id": pc.if_else(is_upload, group["upload"], None),
+            "problem": pa.nulls(len(keys), pa.string()),
+        },
+        schema=REPOSITORY_KEYS_SCHEMA,
+    )
+    return _parse_the_rest(keys, fits, table, _repository_row)
+
+
+def _blob_row(key: str) -> dict[str, str | None]:
+    try:
+        return {"digest": parse_blob_key(key), "problem": None}
+    except LayoutError as exc:
+        return {"digest": None, "problem": str(exc)}
+
+
+def _repository_row(key: str) -> dict[str, str | None]:
+    try:
+        entry = parse_repository_key(key)
+    except LayoutError as exc:
+        return {"problem": str(exc)}
+    return {
+        "repository": entry.repository,
+        "kind": entry.kind.value,
+        "digest": entry.digest,
+        "tag": entry.tag,
+        "upload_id": entry.upload_id,
+        "problem": None,
+    }
+
+
+def _one_chunk(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+
+
+def _parse_the_rest(
+    keys: pa.Array,
+    fits: pa.Array,
+    table: pa.Table,
+    parse_row: Callable[[str], dict[str, str | None]],
+) -> pa.Table:
+    """Fill the rows the bulk pattern did not match with the parser's verdict."""
+    rest = pc.invert(fits)
+    if not pc.any(rest).as_py():
+        return table
+    rows = pa.Table.from_pylist(
+        [parse_row(key) for key in pc.filter(keys, rest).to_pylist()], schema=table.schema
+    )
+    columns = [
+        pc.replace_with_mask(table[name].combine_chunks(), rest, rows[name].combine_chunks())
+        for name in table.column_names
+    ]
+    return pa.table(columns, schema=table.schema)

@@ -212,18 +212,27 @@ class TableWriter:
         for row in rows:
             self.append(**row)
 
+    def write_table(self, rows: pa.Table) -> None:
+        """Rows already in columns (the table's columns, any order): written as they are."""
+        if self._columns[self.schema.names[0]]:
+            self._flush()
+        if rows.num_rows:
+            self._write(rows.select(self.schema.names).cast(self.schema))
+
     def _flush(self) -> None:
         count = len(self._columns[self.schema.names[0]])
         if count == 0 and self._writer is not None:
             return
-        batch = pa.RecordBatch.from_pydict(self._columns, schema=self.schema)
+        self._write(pa.Table.from_pydict(self._columns, schema=self.schema))
+        for column in self._columns.values():
+            column.clear()
+
+    def _write(self, rows: pa.Table) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
-        self._writer.write_batch(batch)
-        self.rows_written += count
-        for column in self._columns.values():
-            column.clear()
+        self._writer.write_table(rows)
+        self.rows_written += rows.num_rows
 
     def abort(self) -> None:
         """Drop a half-written part so a retried task starts clean."""

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from regprune.tasks import layout
 from regprune.tasks.layout import (
     LINK_SIZE,
     LayoutError,
@@ -20,6 +24,8 @@ from regprune.tasks.layout import (
     blob_data_path,
     blob_dir,
     blob_shard_prefix,
+    classify_blob_keys,
+    classify_repository_keys,
     digest_hex,
     is_digest,
     is_openshift_repository,
@@ -324,3 +330,128 @@ def test_not_openshift_repositories(repository: str) -> None:
 )
 def test_distribution_repository_grammar(repository: str, valid: bool) -> None:
     assert is_valid_repository_name(repository) is valid
+
+
+# --- whole listings: the bulk classifiers agree with the parsers ---------------------------------
+
+_SEGMENTS = st.sampled_from(
+    [
+        "blobs",
+        "sha256",
+        "sha512",
+        "repositories",
+        "ns",
+        "app",
+        "a.b",
+        "x_y",
+        "_x",
+        "",
+        "data",
+        "link",
+        "_layers",
+        "_manifests",
+        "_uploads",
+        "revisions",
+        "tags",
+        "current",
+        "index",
+        "v1",
+        "1.0-rc",
+        "vé",
+        "startedat",
+        "hashstates",
+        "u-1",
+        HEX,
+        HEX[:2],
+        HEX[2:4],
+        HEX.upper(),
+    ]
+)
+
+
+@st.composite
+def _storage_keys(draw: st.DrawFn) -> str:
+    """Keys near the layout: mostly real paths, then the same with one segment changed."""
+    hex_ = draw(st.sampled_from([HEX, hashlib.sha256(b"other").hexdigest()]))
+    repository = draw(st.sampled_from(["ns/app", "a/b/c", "ns", "x_y/z.1"]))
+    tag = draw(st.sampled_from(["v1", "1.0-rc", "vé", "-x", "a" * 129]))
+    real = draw(
+        st.sampled_from(
+            [
+                blob_data_path(f"sha256:{hex_}"),
+                layer_link_path(repository, f"sha256:{hex_}"),
+                manifest_link_path(repository, f"sha256:{hex_}"),
+                f"repositories/{repository}/_manifests/tags/{tag}/current/link",
+                f"repositories/{repository}/_manifests/tags/{tag}/index/sha256/{hex_}/link",
+                upload_startedat_path(repository, "u-1"),
+                f"{upload_dir(repository, 'u-1')}hashstates/sha256/0",
+            ]
+        )
+    )
+    parts = real.split("/")
+    for _ in range(draw(st.integers(0, 2))):
+        action = draw(st.sampled_from(["replace", "insert", "drop", "cut"]))
+        at = draw(st.integers(0, len(parts) - 1))
+        if action == "replace":
+            parts[at] = draw(_SEGMENTS)
+        elif action == "insert":
+            parts.insert(draw(st.integers(0, len(parts))), draw(_SEGMENTS))
+        elif action == "cut":  # a folder key, as an S3 folder marker is
+            parts[at + 1 :] = [""]
+        elif len(parts) > 1:
+            del parts[at]
+    return "/".join(parts)
+
+
+def _parsed_blob(key: str) -> dict[str, str | None]:
+    try:
+        return {"digest": parse_blob_key(key), "problem": None}
+    except LayoutError as exc:
+        return {"digest": None, "problem": str(exc)}
+
+
+def _parsed_repository(key: str) -> dict[str, str | None]:
+    try:
+        entry = parse_repository_key(key)
+    except LayoutError as exc:
+        return dict.fromkeys(("repository", "kind", "digest", "tag", "upload_id"), None) | {
+            "problem": str(exc)
+        }
+    return {
+        "repository": entry.repository,
+        "kind": entry.kind.value,
+        "digest": entry.digest,
+        "tag": entry.tag,
+        "upload_id": entry.upload_id,
+        "problem": None,
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_storage_keys(), min_size=1, max_size=40))
+def test_bulk_classification_equals_the_parsers(keys: list[str]) -> None:
+    """The snapshot classifies whole listings with RE2 patterns and falls back to the parsers:
+    every key must get exactly the parser's meaning or problem, in the same row."""
+    halves = pa.chunked_array([keys[: len(keys) // 2], keys[len(keys) // 2 :]], pa.string())
+    assert classify_blob_keys(halves).to_pylist() == [_parsed_blob(k) for k in keys]
+    assert classify_repository_keys(halves).to_pylist() == [_parsed_repository(k) for k in keys]
+
+
+def test_bulk_classification_takes_the_fast_path_for_real_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real keys never reach the per-key parser (that is the point of the bulk path)."""
+    keys = [
+        layer_link_path("ns/app", DIGEST),
+        manifest_link_path("a/b/c", DIGEST),
+        tag_current_link_path("ns/app", "v1.0"),
+        tag_index_link_path("ns/app", "v1.0", DIGEST),
+        upload_startedat_path("ns/app", "u-1"),
+    ]
+
+    def refuse(key: str) -> dict[str, str | None]:
+        raise AssertionError(f"{key} went through the parser")
+
+    monkeypatch.setattr(layout, "_repository_row", refuse)
+    kinds = classify_repository_keys(pa.array(keys))["kind"].to_pylist()
+    assert kinds == ["layer_link", "manifest_link", "tag_current", "tag_index", "upload_startedat"]
