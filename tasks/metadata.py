@@ -227,7 +227,136 @@ def read_dump_objects(source: str | os.PathLike[str]) -> Iterator[dict[str, Any]
     else:
         raise MetadataError(f"metadata dump {path} does not exist")
     for file in files:
+        yield from _read_dump_file(file)
+
+
+def _read_dump_file(file: Path) -> Iterator[dict[str, Any]]:
+    """A JSON List is read item by item (a dump of a big cluster is hundreds of MB: parsed
+    whole it would take GBs); anything else is loaded whole, as JSON or YAML."""
+    stream = _JsonListStream(file)
+    try:
+        yield from stream.items()
+    except _NotAJsonList as exc:
+        if stream.yielded:  # too late to read it another way: those items are written
+            cause = getattr(exc.__cause__, "msg", exc.__cause__) or "it ends too early"
+            raise MetadataError(
+                f"{file} is broken JSON after {stream.yielded} items ({cause}): was it cut short?"
+            ) from exc
         yield from _objects_of(_load_documents(file), file)
+
+
+class _NotAJsonList(Exception):
+    """The file is not one JSON object with ``items`` (YAML, a single object, broken JSON)."""
+
+
+class _JsonListStream:
+    """Decode ``{"kind": ..., "items": [...], ...}`` one item at a time from a file read in
+    chunks, with :mod:`json`'s own decoder for each value."""
+
+    CHUNK = 1 << 20
+    _decoder = json.JSONDecoder()
+
+    def __init__(self, file: Path):
+        self.file = file
+        self.buffer = ""
+        self.pos = 0
+        self.eof = False
+        self.yielded = 0
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        try:
+            self.handle = self.file.open(encoding="utf-8")
+        except OSError as exc:
+            raise MetadataError(f"cannot read metadata dump {self.file}: {exc}") from exc
+        with self.handle:
+            try:
+                yield from self._items()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise _NotAJsonList from exc
+
+    def _items(self) -> Iterator[dict[str, Any]]:
+        self._expect("{")
+        document: dict[str, Any] = {}
+        waiting: list[dict[str, Any]] = []  # items without a kind, before the list's kind
+        streamed = False
+        while self._peek() != "}":
+            key = self._value()
+            self._expect(":")
+            if key == "items" and self._peek() == "[" and not streamed:
+                streamed = True
+                for position, item in enumerate(self._array()):
+                    if not isinstance(item, dict):
+                        kind = document.get("kind") or "list"
+                        raise MetadataError(
+                            f"{self.file}: item {position} of the {kind} is not an object"
+                        )
+                    if "kind" in item or "kind" in document:
+                        yield self._with_list_kind(item, document.get("kind"))
+                    else:
+                        waiting.append(item)
+            else:
+                document[key] = self._value()
+            if self._peek() == ",":
+                self.pos += 1
+        self.pos += 1
+        if self._peek() != "" or not streamed:
+            raise _NotAJsonList
+        kind = document.get("kind")
+        if kind not in LIST_KINDS:
+            raise MetadataError(
+                f"{self.file}: a document with items but kind {kind!r}, not List, ImageList or "
+                "ImageStreamList (was the dump cut short?)"
+            )
+        for item in waiting:
+            yield self._with_list_kind(item, kind)
+
+    def _with_list_kind(self, item: dict[str, Any], kind: Any) -> dict[str, Any]:
+        self.yielded += 1
+        return _with_kind(item, kind)
+
+    def _array(self) -> Iterator[Any]:
+        self._expect("[")
+        while self._peek() != "]":
+            yield self._value()
+            if self._peek() == ",":
+                self.pos += 1
+        self.pos += 1
+
+    def _more(self) -> bool:
+        chunk = self.handle.read(self.CHUNK)
+        if not chunk:
+            self.eof = True
+            return False
+        self.buffer = self.buffer[self.pos :] + chunk
+        self.pos = 0
+        return True
+
+    def _peek(self) -> str:
+        """The next character that is not white space; '' at the end of the file."""
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buffer) or not self._more():
+                return self.buffer[self.pos : self.pos + 1]
+
+    def _expect(self, char: str) -> None:
+        if self._peek() != char:
+            raise _NotAJsonList
+        self.pos += 1
+
+    def _value(self) -> Any:
+        self._peek()
+        while True:
+            try:
+                value, end = self._decoder.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError:
+                if self._more():
+                    continue
+                raise
+            if end == len(self.buffer) and self._more():
+                continue  # a number may go on in the next chunk
+            self.pos = end
+            return value
 
 
 def _load_documents(file: Path) -> list[Any]:

@@ -413,6 +413,29 @@ def test_dump_as_json_list(
     check_dump_tables(out, openshift_api)
 
 
+def test_dump_as_json_list_read_in_small_chunks(
+    openshift_api: OpenShiftAPIServer,
+    storage: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A JSON dump is decoded item by item from chunks of the file (a big cluster's dump does
+    not fit in memory parsed whole): chunks of a few bytes split every kind of token, and
+    an ImageList whose kind comes after its kind-less items still gives Images."""
+    monkeypatch.setattr(metadata._JsonListStream, "CHUNK", 7)
+    content = dump_content(openshift_api)
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps(content, indent=1))
+    code, out = run_snapshot(tmp_path / "snap", storage, str(dump))
+    assert code == 0
+    check_dump_tables(out, openshift_api)
+    images = [{k: v for k, v in i.items() if k != "kind"} for i in content["items"]]
+    images = [i for i in images if i["apiVersion"] == "image.openshift.io/v1" and "image" not in i]
+    kind_last = tmp_path / "imagelist.json"
+    kind_last.write_text(json.dumps({"items": images[:2], "kind": "ImageList", "n": 12345}))
+    assert [o["kind"] for o in metadata.read_dump_objects(kind_last)] == ["Image", "Image"]
+
+
 def test_dump_as_yaml_documents(
     openshift_api: OpenShiftAPIServer, storage: Path, tmp_path: Path
 ) -> None:
@@ -463,6 +486,13 @@ def truncated_yaml(server: OpenShiftAPIServer) -> str:
     return "\n".join(lines[:cut]) + "\n"
 
 
+def truncated_json(server: OpenShiftAPIServer) -> str:
+    """``oc get -o json`` cut off inside the third item, after two were read."""
+    text = json.dumps(dump_content(server), indent=2)
+    third = [m.start() for m in re.finditer(r"\n    \{", text)][2]
+    return text[: third + 40]
+
+
 BAD_DUMPS: dict[str, tuple[str | bytes | Callable[[OpenShiftAPIServer], str], str]] = {
     "not-json-or-yaml": ('{"kind": "List", "items": [', "is neither JSON nor YAML"),
     "binary": (b"\x89PNG\r\n\x1a\n\xff\xfe", "cannot read metadata dump"),
@@ -479,6 +509,7 @@ BAD_DUMPS: dict[str, tuple[str | bytes | Callable[[OpenShiftAPIServer], str], st
         "item 1 of the List is not an object",
     ),
     "truncated-yaml": (truncated_yaml, "was the dump cut short?"),
+    "truncated-json": (truncated_json, "is broken JSON after 2 items"),
 }
 
 
