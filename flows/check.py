@@ -126,5 +126,5 @@ def check_flow(
     if warehouse:
         settings = {"namespace": namespace, "recover": recover, "confirm": confirm}
         publish_to_warehouse(run_dir, warehouse, "check", settings)
-    write_html_report(run_dir, "check", warehouse)
+    write_html_report(run_dir, "check", warehouse, duckdb)
     return {"run_dir": run_dir, **published}

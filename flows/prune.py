@@ -161,5 +161,5 @@ def prune_flow(
     published = publish_prune_report(run_dir, mode, settings, report)
     if warehouse:
         publish_to_warehouse(run_dir, warehouse, "prune", {"mode": mode, **settings})
-    write_html_report(run_dir, "prune", warehouse)
+    write_html_report(run_dir, "prune", warehouse, duckdb)
     return {"run_dir": run_dir, **published}

@@ -11,3 +11,10 @@ CREATE OR REPLACE TEMP MACRO newest(ts) AS
 -- in_scope(ns): the --namespace limit of a check (all namespaces when none is set).
 CREATE OR REPLACE TEMP MACRO in_scope(ns) AS
     getvariable('namespace') IS NULL OR ns = getvariable('namespace');
+
+-- digest_hash(digest): a 64-bit hash of a digest, for anti joins of millions of digests: a
+-- hash join on 8 bytes instead of a 71-character string takes a fraction of the time and
+-- memory. Different hashes prove different digests, so a row an anti join on it returns is
+-- truly absent from the other side; a collision can only make an absent digest look present,
+-- which keeps an object. Never decide a deletion by a match on it.
+CREATE OR REPLACE TEMP MACRO digest_hash(digest) AS hash(digest);

@@ -2,21 +2,12 @@
 -- A blob is young, and kept, when its data or any repository link to it (a fresh push or
 -- cross-repository mount of an old layer writes a new link) is younger than the grace
 -- period, or when a manifest no Image knows yet references it (young_manifest_references,
--- read for plan_unknown_manifests).
+-- read for plan_unknown_manifests). The candidates and their links are unreferenced_blobs
+-- and unreferenced_links.
 -- Columns: digest, size, modified, action, kept_because
-WITH unreferenced AS (
-    SELECT blobs.*
-    FROM blobs
-    ANTI JOIN keep_set USING (digest)
-),
-
-newest_link AS (
+WITH newest_link AS (
     SELECT digest, newest(modified) AS modified
-    FROM (
-        SELECT digest, modified FROM layer_links
-        UNION ALL
-        SELECT digest, modified FROM manifest_links
-    )
+    FROM unreferenced_links
     GROUP BY digest
 ),
 
@@ -26,11 +17,11 @@ referenced_by_young_manifests AS (
 
 aged AS (
     SELECT
-        unreferenced.*,
-        young(unreferenced.modified)
+        unreferenced_blobs.*,
+        young(unreferenced_blobs.modified)
             OR (newest_link.digest IS NOT NULL AND young(newest_link.modified))
             OR pending.digest IS NOT NULL AS is_young
-    FROM unreferenced
+    FROM unreferenced_blobs
     LEFT JOIN newest_link USING (digest)
     LEFT JOIN referenced_by_young_manifests AS pending USING (digest)
 )

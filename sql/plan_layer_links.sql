@@ -1,23 +1,34 @@
 -- plan_layer_links: dangling _layers links (the reference's TODO), in repositories that are
 -- not removed whole: the blob is gone ('blob-missing') or this plan deletes it
 -- ('blob-deleted'). A repository serving a link to a missing blob makes pushes skip the
--- upload and pulls fail.
+-- upload and pulls fail. Missing blobs are found by digest_hash alone (the set difference of
+-- two hash lists, not of millions of links with their columns).
 -- Columns: repository, digest, reason, modified, action, kept_because
 WITH deleted_blobs AS (
     SELECT digest FROM plan_blobs WHERE action = 'delete'
 ),
 
-dangling AS (
-    SELECT
-        layer_links.*,
-        CASE
-            WHEN blobs.digest IS NULL THEN 'blob-missing'
-            WHEN deleted_blobs.digest IS NOT NULL THEN 'blob-deleted'
-        END AS reason
+surviving_links AS NOT MATERIALIZED (
+    SELECT layer_links.*
     FROM layer_links
     ANTI JOIN plan_repositories USING (repository)
-    LEFT JOIN blobs USING (digest)
-    LEFT JOIN deleted_blobs USING (digest)
+),
+
+missing_blob_hashes AS (
+    SELECT digest_hash(digest) AS digest_hash FROM surviving_links
+    EXCEPT
+    SELECT digest_hash(digest) FROM blobs
+),
+
+dangling AS (
+    SELECT surviving_links.*, 'blob-missing' AS reason
+    FROM surviving_links
+    SEMI JOIN missing_blob_hashes AS missing
+        ON missing.digest_hash = digest_hash(surviving_links.digest)
+    UNION ALL
+    SELECT surviving_links.*, 'blob-deleted'
+    FROM surviving_links
+    SEMI JOIN deleted_blobs USING (digest)
 )
 
 SELECT
@@ -25,5 +36,4 @@ SELECT
     CASE WHEN young(modified) THEN 'keep' ELSE 'delete' END AS action,
     CASE WHEN young(modified) THEN 'young' END AS kept_because
 FROM dangling
-WHERE reason IS NOT NULL
 ORDER BY repository, digest

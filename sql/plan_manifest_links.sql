@@ -12,15 +12,21 @@ WITH links AS (
     ANTI JOIN plan_repositories USING (repository)
 ),
 
+known AS (
+    SELECT DISTINCT digest
+    FROM links
+    SEMI JOIN keep_set USING (digest)
+),
+
 judged AS (
     SELECT
         links.*,
         CASE
-            WHEN keep_set.digest IS NULL THEN 'image-missing'
+            WHEN known.digest IS NULL THEN 'image-missing'
             WHEN history.digest IS NULL THEN 'not-in-imagestream'
         END AS reason
     FROM links
-    LEFT JOIN keep_set USING (digest)
+    LEFT JOIN known USING (digest)
     LEFT JOIN stream_history AS history
         ON history.namespace = links.namespace
         AND history.name = links.name

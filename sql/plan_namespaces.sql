@@ -1,19 +1,31 @@
 -- plan_namespaces: reclaimable bytes and planned deletions per namespace.
 -- A deleted blob's bytes are split evenly between the namespaces whose repositories link it
--- (blob_namespaces), so the column adds up to the plan's total; a blob no
--- repository links is counted under namespace NULL.
+-- (their links are among unreferenced_links, a fraction of all links), so the column adds
+-- up to the plan's total; a blob no repository links is counted under namespace NULL.
 -- Columns: namespace, size, blobs, manifest_links, repositories, layer_links, uploads
 WITH deleted_blobs AS (
     SELECT digest, size FROM plan_blobs WHERE action = 'delete'
 ),
 
+deleted_blob_links AS (
+    SELECT repository, digest
+    FROM unreferenced_links
+    SEMI JOIN deleted_blobs USING (digest)
+),
+
+deleted_blob_namespaces AS (
+    SELECT DISTINCT deleted_blob_links.digest, repositories.namespace
+    FROM deleted_blob_links
+    JOIN repositories USING (repository)
+),
+
 shares AS (
     SELECT
         deleted_blobs.digest,
-        blob_namespaces.namespace,
+        deleted_blob_namespaces.namespace,
         deleted_blobs.size / count(*) OVER (PARTITION BY deleted_blobs.digest) AS size
     FROM deleted_blobs
-    LEFT JOIN blob_namespaces USING (digest)
+    LEFT JOIN deleted_blob_namespaces USING (digest)
 ),
 
 per_namespace AS (

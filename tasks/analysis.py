@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 from prefect import task
@@ -19,6 +20,7 @@ from regprune.tasks.queries import (
     CHECK_FINDINGS,
     CHECK_MODELS,
     LOST_FOUND_MODELS,
+    PLAN_INTERMEDIATES,
     PLAN_MODELS,
     PLAN_OUTPUTS,
     UNKNOWN_MANIFEST_MODELS,
@@ -85,8 +87,13 @@ def plan_hard_prune(
     """Write ``plan_*.parquet``; returns row counts per output."""
     variables = _plan_variables(snapshot_dir, keep_younger_than, upload_max_age)
     extra = merge_manifest_parts(manifest_parts, Path(snapshot_dir), "young")
-    with SnapshotDatabase(snapshot_dir, variables, settings, extra) as db:
+    with (
+        SnapshotDatabase(snapshot_dir, variables, settings, extra) as db,
+        TemporaryDirectory(prefix="_plan-", dir=snapshot_dir) as scratch,
+    ):
         db.define("keep_set", *PLAN_MODELS)
+        for model in PLAN_INTERMEDIATES:
+            db.write(model, Path(scratch) / f"{model}.parquet")
         return {m: db.write(m, Path(snapshot_dir) / f"{m}.parquet") for m in PLAN_OUTPUTS}
 
 

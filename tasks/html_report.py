@@ -18,12 +18,15 @@ from prefect import task
 from prefect.artifacts import create_link_artifact
 
 from regprune.tasks.analysis import read_snapshot_summary
-from regprune.tasks.queries import SnapshotDatabase, query_text
+from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase, query_text
 from regprune.tasks.units import format_bytes
 from regprune.tasks.warehouse import connect_warehouse
 
 REPORT_FILE = "report.html"
 TOP_NAMESPACES = 15
+LIST_ROWS = 1_000
+"""The most rows a list on the page shows: the page and the report's memory stay small however
+large the registry; a longer list says how long it is and which Parquet file holds all of it."""
 FINDINGS = {
     "check_broken_imagestream_tags": "broken imagestream tags",
     "check_broken_images": "broken images",
@@ -38,6 +41,84 @@ class NamespaceBytes:
     namespace: str
     stored: int
     reclaimable: int | None
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """The namespaces with the most stored bytes (at most ``LIST_ROWS``) and the totals of
+    all of them."""
+
+    rows: list[NamespaceBytes]
+    count: int
+    stored: int
+    reclaimable: int | None
+
+    def rest(self, shown: int) -> NamespaceBytes | None:
+        """The namespaces after the first ``shown`` rows, added up into one row."""
+        if self.count <= shown:
+            return None
+        first = self.rows[:shown]
+        reclaimable = None
+        if self.reclaimable is not None:
+            reclaimable = self.reclaimable - sum(r.reclaimable or 0 for r in first)
+        return NamespaceBytes(
+            f"({self.count - shown:,} more)",
+            self.stored - sum(r.stored for r in first),
+            reclaimable,
+        )
+
+
+@dataclass(frozen=True)
+class PlanList:
+    """What one ``plan_*`` table deletes, as a list on the page: which columns, in what order."""
+
+    title: str
+    table: str
+    columns: tuple[str, ...]
+    order: str
+    order_words: str
+
+
+PLAN_LISTS = (
+    PlanList("Blobs", "plan_blobs", ("digest", "size"), "size DESC, digest", "largest first"),
+    PlanList(
+        "Repositories", "plan_repositories", ("repository", "reason"), "repository", "by name"
+    ),
+    PlanList(
+        "Manifest links",
+        "plan_manifest_links",
+        ("repository", "digest", "reason"),
+        "repository, digest",
+        "by repository",
+    ),
+    PlanList(
+        "Layer links",
+        "plan_layer_links",
+        ("repository", "digest", "reason"),
+        "repository, digest",
+        "by repository",
+    ),
+    PlanList(
+        "Uploads",
+        "plan_uploads",
+        ("repository", "upload_id", "size"),
+        "size DESC, repository, upload_id",
+        "largest first",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class BoundedList:
+    """The first rows of a list that may be millions long, and its length."""
+
+    source: PlanList
+    rows: list[dict[str, Any]]
+    total: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.rows)
 
 
 @dataclass(frozen=True)
@@ -66,9 +147,10 @@ class ReportData:
     command: str
     run_dir: str
     snapshot: dict[str, Any]
-    namespaces: list[NamespaceBytes]
+    namespaces: Namespaces
     blob_bytes: BlobBytes | None
     plan: list[dict[str, Any]]
+    deletions: list[BoundedList]
     findings: dict[str, int] | None
     trend: list[TrendPoint] | None
     """None without a warehouse; empty when the warehouse has no prune run."""
@@ -79,46 +161,97 @@ class ReportData:
 
 def _result_tables(run: Path) -> dict[str, Path]:
     """The plan and check results this run folder holds (a check run has no plan)."""
-    names = ("plan_namespaces", "plan_summary", *FINDINGS)
+    names = ("plan_namespaces", "plan_summary", *(p.table for p in PLAN_LISTS), *FINDINGS)
     return {name: run / f"{name}.parquet" for name in names if (run / f"{name}.parquet").exists()}
 
 
-def read_report_data(run_dir: str, command: str, warehouse: str | None) -> ReportData:
+def read_namespaces(db: SnapshotDatabase, has_plan: bool, list_rows: int) -> Namespaces:
+    """Stored (and reclaimable) bytes per namespace, aggregated in DuckDB: only the first
+    ``list_rows`` namespaces and the totals reach Python."""
+    reclaimable = "planned.size" if has_plan else "NULL::BIGINT"
+    join = (
+        "LEFT JOIN plan_namespaces AS planned "
+        "ON planned.namespace IS NOT DISTINCT FROM stored.namespace"
+        if has_plan
+        else ""
+    )
+    db.con.execute(
+        "CREATE OR REPLACE TEMP TABLE report_namespaces AS "
+        f"SELECT stored.namespace, stored.size AS stored, {reclaimable} AS reclaimable "
+        f"FROM storage_namespaces AS stored {join}"
+    )
+    rows = db.records(
+        "SELECT * FROM report_namespaces ORDER BY stored DESC, namespace NULLS LAST LIMIT ?",
+        [list_rows],
+    )
+    totals = db.records(
+        "SELECT count(*) AS count, coalesce(sum(stored), 0)::BIGINT AS stored, "
+        "coalesce(sum(reclaimable), 0)::BIGINT AS reclaimable FROM report_namespaces"
+    )[0]
+    return Namespaces(
+        [
+            NamespaceBytes(
+                row["namespace"] or "(no namespace)",
+                row["stored"],
+                (row["reclaimable"] or 0) if has_plan else None,
+            )
+            for row in rows
+        ],
+        totals["count"],
+        totals["stored"],
+        totals["reclaimable"] if has_plan else None,
+    )
+
+
+def read_deletions(db: SnapshotDatabase, list_rows: int) -> list[BoundedList]:
+    """The first ``list_rows`` objects of each category the plan deletes, and how many."""
+    lists = []
+    for spec in PLAN_LISTS:
+        columns = ", ".join(spec.columns)
+        source = f"\"{spec.table}\" WHERE action = 'delete'"
+        rows = db.records(
+            f"SELECT {columns} FROM {source} ORDER BY {spec.order} LIMIT ?", [list_rows]
+        )
+        total = db.records(f"SELECT count(*) AS n FROM {source}")[0]["n"]
+        lists.append(BoundedList(spec, rows, total))
+    return lists
+
+
+def read_report_data(
+    run_dir: str,
+    command: str,
+    warehouse: str | None,
+    settings: DuckDBSettings | None = None,
+    list_rows: int = LIST_ROWS,
+) -> ReportData:
     run = Path(run_dir)
     snapshot = read_snapshot_summary(run)
     results = _result_tables(run)
-    has_plan = {"plan_namespaces", "plan_summary"} <= set(results)
-    reclaimable: dict[str | None, int] = {}
+    has_plan = {"plan_namespaces", "plan_summary", *(p.table for p in PLAN_LISTS)} <= set(results)
     plan: list[dict[str, Any]] = []
+    deletions: list[BoundedList] = []
     blob_bytes = findings = None
-    with SnapshotDatabase(run, {}, extra_tables=results) as db:
-        db.define("blob_namespaces", "storage_namespaces")
-        stored = db.records("SELECT * FROM storage_namespaces")
-        total = db.records("SELECT coalesce(sum(size), 0)::BIGINT AS size FROM blobs")[0]["size"]
+    with SnapshotDatabase(run, {}, settings, extra_tables=results) as db:
+        db.define("storage_namespaces")
+        namespaces = read_namespaces(db, has_plan, list_rows)
         if has_plan:
-            for row in db.records("SELECT namespace, size FROM plan_namespaces"):
-                reclaimable[row["namespace"]] = row["size"]
             plan = db.records(
                 "SELECT category, action, count, size FROM plan_summary ORDER BY category, action"
             )
+            total = db.records("SELECT coalesce(sum(size), 0)::BIGINT AS size FROM blobs")[0]
             blobs = {row["action"]: row["size"] for row in plan if row["category"] == "blobs"}
             delete, young = blobs.get("delete", 0), blobs.get("keep", 0)
-            blob_bytes = BlobBytes(total - delete - young, young, delete)
+            blob_bytes = BlobBytes(total["size"] - delete - young, young, delete)
+            deletions = read_deletions(db, list_rows)
         if set(FINDINGS) <= set(results):
             findings = {
                 table: db.records(f'SELECT count(*) AS n FROM "{table}"')[0]["n"]
                 for table in FINDINGS
             }
-    namespaces = [
-        NamespaceBytes(
-            row["namespace"] or "(no namespace)",
-            row["size"],
-            reclaimable.get(row["namespace"], 0) if has_plan else None,
-        )
-        for row in stored
-    ]
     trend = read_trend(warehouse) if warehouse else None
-    return ReportData(command, run_dir, snapshot, namespaces, blob_bytes, plan, findings, trend)
+    return ReportData(
+        command, run_dir, snapshot, namespaces, blob_bytes, plan, deletions, findings, trend
+    )
 
 
 def read_trend(warehouse: str) -> list[TrendPoint]:
@@ -146,19 +279,12 @@ def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "0.0%"
 
 
-def namespace_chart(rows: list[NamespaceBytes]) -> str:
+def namespace_chart(namespaces: Namespaces) -> str:
     """Horizontal bars: stored bytes per namespace, the reclaimable part drawn over them."""
-    shown = rows[:TOP_NAMESPACES]
-    rest = rows[TOP_NAMESPACES:]
+    shown = namespaces.rows[:TOP_NAMESPACES]
+    rest = namespaces.rest(TOP_NAMESPACES)
     if rest:
-        reclaimable = [r.reclaimable for r in rest if r.reclaimable is not None]
-        shown.append(
-            NamespaceBytes(
-                f"({len(rest)} more)",
-                sum(r.stored for r in rest),
-                sum(reclaimable) if reclaimable else None,
-            )
-        )
+        shown.append(rest)
     label_w, bar_w, row_h, top = 190, 560, 26, 8
     width, height = 1000, top + row_h * len(shown) + 8
     biggest = max((r.stored for r in shown), default=0) or 1
@@ -295,17 +421,50 @@ def _table(headers: list[str], rows: list[list[Any]], numeric: set[int]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def namespace_table(rows: list[NamespaceBytes], planned: bool) -> str:
+def namespace_table(namespaces: Namespaces, planned: bool) -> str:
+    """Every namespace up to ``LIST_ROWS``; past that, the rest added up in a last row."""
     headers = ["namespace", "stored", "stored bytes"]
     if planned:
         headers += ["reclaimable", "reclaimable bytes"]
+    rows = list(namespaces.rows)
+    rest = namespaces.rest(len(rows))
+    if rest:
+        rows.append(rest)
     cells = []
     for row in rows:
         cells.append([row.namespace, format_bytes(row.stored), f"{row.stored:,}"])
         if planned:
             reclaimable = row.reclaimable or 0
             cells[-1] += [format_bytes(reclaimable), f"{reclaimable:,}"]
-    return _table(headers, cells, set(range(1, len(headers))))
+    table = _table(headers, cells, set(range(1, len(headers))))
+    if not rest:
+        return table
+    note = (
+        f"Showing the {len(namespaces.rows):,} namespaces (of {namespaces.count:,}) with the "
+        "most stored bytes; the last row adds up the rest."
+    )
+    return f"<p class='note'>{_e(note)}</p>{table}"
+
+
+def _cell(column: str, value: Any) -> str:
+    return f"{value:,}" if column == "size" else str(value)
+
+
+def deletion_list(bounded: BoundedList) -> str:
+    """One category the plan deletes: its first rows, and how many there are in all."""
+    spec = bounded.source
+    if bounded.truncated:
+        shown = (
+            f"showing {len(bounded.rows):,} of {bounded.total:,} ({spec.order_words}); "
+            f"the full list is {spec.table}.parquet"
+        )
+    else:
+        shown = f"all {bounded.total:,} ({spec.order_words}), from {spec.table}.parquet"
+    headers = ["bytes" if c == "size" else c.replace("_", " ") for c in spec.columns]
+    numeric = {i for i, c in enumerate(spec.columns) if c == "size"}
+    rows = [[_cell(c, row[c]) for c in spec.columns] for row in bounded.rows]
+    table = _table(headers, rows, numeric) if rows else ""
+    return f"<details><summary>{_e(spec.title)} to delete: {_e(shown)}</summary>{table}</details>"
 
 
 STYLE = """
@@ -323,14 +482,15 @@ svg text { font-family: inherit; } svg .label { font-size: 13px; fill: #1f2933; 
 svg .value { font-size: 12px; fill: #323f4b; } svg .axis { font-size: 11px; fill: #52606d; }
 svg .grid { stroke: #e4e7eb; stroke-width: 1; }
 .note { color: #52606d; font-size: 13px; }
+details { margin: 6px 0; } summary { cursor: pointer; font-size: 14px; }
 """
 
 
 def _cards(data: ReportData) -> str:
-    stored = sum(n.stored for n in data.namespaces)
+    stored = data.namespaces.stored
     cards = [
         ("stored (blobs and uploads)", format_bytes(stored), f"{stored:,} bytes"),
-        ("namespaces", str(len(data.namespaces)), "with stored bytes"),
+        ("namespaces", f"{data.namespaces.count:,}", "with stored bytes"),
     ]
     if data.blob_bytes is not None:
         reclaimable = data.blob_bytes.reclaimable
@@ -387,6 +547,8 @@ def render_report(data: ReportData) -> str:
                 ],
                 {2, 3},
             ),
+            "<h2>What the plan deletes</h2>",
+            *(deletion_list(bounded) for bounded in data.deletions),
         ]
     if data.findings is not None:
         sections += [
@@ -429,10 +591,15 @@ def render_report(data: ReportData) -> str:
 
 
 @task(name="write-html-report")
-def write_html_report(run_dir: str, command: str, warehouse: str | None = None) -> str:
+def write_html_report(
+    run_dir: str,
+    command: str,
+    warehouse: str | None = None,
+    settings: DuckDBSettings | None = None,
+) -> str:
     """Write ``report.html`` into the run folder and link it from the Prefect run."""
     path = Path(run_dir) / REPORT_FILE
-    path.write_text(render_report(read_report_data(run_dir, command, warehouse)))
+    path.write_text(render_report(read_report_data(run_dir, command, warehouse, settings)))
     create_link_artifact(
         key=f"regprune-{command}-report",
         link=path.resolve().as_uri(),

@@ -19,7 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from regprune.tasks.tables import SNAPSHOT_TABLES, sql_literal
 
+PLAN_INTERMEDIATES = ("unreferenced_blobs", "unreferenced_links")
+"""Models the plan writes once (to a scratch folder, not into DuckDB's memory) because several
+outputs read them: recomputing them would cost a pass over every blob or link each time."""
 PLAN_MODELS = (
+    *PLAN_INTERMEDIATES,
     "stream_history",
     "repository_activity",
     "plan_repositories",
@@ -28,7 +32,6 @@ PLAN_MODELS = (
     "plan_layer_links",
     "plan_uploads",
     "plan_summary",
-    "blob_namespaces",
     "plan_namespaces",
 )
 UNKNOWN_MANIFEST_MODELS = ("keep_set", "plan_unknown_manifests")
