@@ -6,8 +6,11 @@ GETs and pagination hide there); the requests that reach the server are the cost
 request is forwarded unchanged (the Host header too, so signatures still match) to the
 upstream (a local ``moto_server``), classified as an S3 operation and counted; list responses
 are also counted by the keys they return, DeleteObjects requests by the keys they carry.
+With ``--log FILE`` every request is also appended there as one JSON line (time, operation,
+status, the key or list prefix, keys listed or deleted), so a benchmark can attribute requests
+to the steps of a run by time.
 
-    python bench/s3count.py --port 9001 --upstream http://127.0.0.1:9000
+    python bench/s3count.py --port 9001 --upstream http://127.0.0.1:9000 [--log requests.jsonl]
 
 ``GET /__s3count__`` answers the counts as JSON; ``DELETE /__s3count__`` answers and resets them (S3
 bucket names cannot hold ``_``, so these never reach a bucket). Path-style requests only:
@@ -23,9 +26,12 @@ import json
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ADMIN_PATH = "/__s3count__"
 HOP_BY_HOP = {
@@ -42,6 +48,31 @@ HOP_BY_HOP = {
 }
 LIST_OPERATIONS = ("ListObjectsV2", "ListObjects")
 _KEY = re.compile(rb"<Key>")
+_FIRST_KEY = re.compile(rb"<Key>([^<]*)</Key>")
+V2_ROOT = "docker/registry/v2/"
+
+
+def area(key: str) -> str:
+    """Which part of a registry a key or list prefix is in: the top folder under
+    ``docker/registry/v2/`` (``blobs``, ``repositories``; ``v2`` for the root itself), else the
+    folder holding it (``_regprune`` for regprune's lock), ``/`` for the bucket's top."""
+    _, found, rest = key.partition(V2_ROOT)
+    if found:
+        return rest.split("/", 1)[0] or "v2"
+    folder = key if key.endswith("/") else key.rpartition("/")[0] + "/"
+    return folder.rstrip("/").rsplit("/", 1)[-1] or "/"
+
+
+def target_key(path: str, query: dict[str, list[str]], body: bytes, op: str) -> str:
+    """The key a request is about: the object's key, a listing's prefix, or the first key of
+    a DeleteObjects (without the bucket)."""
+    if op in LIST_OPERATIONS:
+        return query.get("prefix", [""])[0]
+    if op == "DeleteObjects":
+        first = _FIRST_KEY.search(body)
+        return first.group(1).decode(errors="replace") if first else ""
+    parts = unquote(path).lstrip("/").split("/", 1)
+    return parts[1] if len(parts) > 1 else ""
 
 
 def operation(method: str, path: str, query: dict[str, list[str]], copy: bool) -> str:
@@ -83,27 +114,45 @@ def operation(method: str, path: str, query: dict[str, list[str]], copy: bool) -
 
 
 class Counts:
-    """Requests per operation, keys returned by listings, keys sent in DeleteObjects."""
+    """Requests per operation (and per operation and area), keys returned by listings, keys
+    sent in DeleteObjects; optionally every request as a JSON line in ``log``."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: IO[str] | None = None) -> None:
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+        self.by_area: Counter[str] = Counter()
         self.listed_keys = 0
         self.deleted_keys = 0
         self.errors: Counter[str] = Counter()
+        self.log = log
 
-    def add(self, op: str, status: int, listed: int, deleted: int) -> None:
+    def add(
+        self,
+        op: str,
+        status: int,
+        listed: int,
+        deleted: int,
+        key: str = "",
+        received: float | None = None,
+    ) -> None:
         with self.lock:
             self.requests[op] += 1
+            self.by_area[f"{op} {area(key)}"] += 1
             self.listed_keys += listed
             self.deleted_keys += deleted
             if status >= 400:
                 self.errors[f"{op} {status}"] += 1
+            if self.log is not None:
+                line = {"t": received or time.time(), "op": op, "status": status, "key": key}
+                line |= {"listed": listed} if listed else {}
+                line |= {"deleted": deleted} if deleted else {}
+                self.log.write(json.dumps(line) + "\n")
 
     def as_json(self) -> dict:
         with self.lock:
             return {
                 "requests": dict(self.requests),
+                "by_area": dict(self.by_area),
                 "total": sum(self.requests.values()),
                 "listed_keys": self.listed_keys,
                 "deleted_keys": self.deleted_keys,
@@ -113,6 +162,7 @@ class Counts:
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.by_area.clear()
             self.errors.clear()
             self.listed_keys = self.deleted_keys = 0
 
@@ -157,6 +207,8 @@ class CountingProxy(BaseHTTPRequestHandler):
 
     def admin(self) -> None:
         counts = self.counts.as_json()
+        if self.counts.log is not None:  # the log is complete up to this answer
+            self.counts.log.flush()
         if self.command == "DELETE":  # answers the counts it clears
             self.counts.reset()
         body = json.dumps(counts).encode()
@@ -198,13 +250,15 @@ class CountingProxy(BaseHTTPRequestHandler):
         if split.path == ADMIN_PATH:
             self.admin()
             return
+        received = time.time()
         body = self.read_body()
         response, data = self.send_upstream(body)
         query = parse_qs(split.query, keep_blank_values=True)
         op = operation(self.command, split.path, query, "x-amz-copy-source" in self.headers)
         listed = len(_KEY.findall(data)) if op in LIST_OPERATIONS else 0
         deleted = len(_KEY.findall(body)) if op == "DeleteObjects" else 0
-        self.counts.add(op, response.status, listed, deleted)
+        key = target_key(split.path, query, body, op)
+        self.counts.add(op, response.status, listed, deleted, key, received)
         self.send_response_only(response.status, response.reason)
         for name, value in response.getheaders():
             if name.lower() not in HOP_BY_HOP:
@@ -220,12 +274,12 @@ class CountingProxy(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
-def serve(port: int, upstream: str) -> ThreadingHTTPServer:
+def serve(port: int, upstream: str, log: IO[str] | None = None) -> ThreadingHTTPServer:
     target = urlsplit(upstream)
     handler = type(
         "Handler",
         (CountingProxy,),
-        {"upstream": (target.hostname, target.port or 80), "counts": Counts()},
+        {"upstream": (target.hostname, target.port or 80), "counts": Counts(log)},
     )
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
@@ -236,11 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="port to listen on (127.0.0.1)")
     parser.add_argument("--upstream", required=True, help="S3 endpoint, e.g. http://127.0.0.1:9000")
+    parser.add_argument("--log", type=Path, help="append every request here as a JSON line")
     args = parser.parse_args(argv)
-    server = serve(args.port, args.upstream)
-    print(f"counting S3 requests on http://127.0.0.1:{args.port} -> {args.upstream}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(args.log, "a")) if args.log else None
+        server = serve(args.port, args.upstream, log)
+        print(
+            f"counting S3 requests on http://127.0.0.1:{args.port} -> {args.upstream}", flush=True
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
     return 0
 
 

@@ -1,15 +1,22 @@
-"""Tests of the bench's own tools: the counting proxy, the Parquet generator, the truth check
-and the process-tree sampler. Run with ``python -m pytest bench/test_bench.py`` (not timed:
+"""Tests of the bench's own tools: the counting proxy, the Parquet generator, the truth checks
+(of a plan and of a storage after a real prune), the process-tree sampler and bench/run's
+request accounting. Run with ``python -m pytest bench/test_bench.py`` (not timed:
 figures belong to bench/run)."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import io
+import json
 import shutil
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
+import deletion_truth
 import duckdb
 import plan_truth
 import proctree
@@ -79,6 +86,50 @@ def test_proxy_counts_what_reaches_the_server(counted_s3: tuple[str, s3count.Cou
     assert found["requests"]["DeleteObjects"] == 1
     assert found["deleted_keys"] == 3
     assert found["total"] == 3
+    assert found["by_area"] == {"ListObjectsV2 k": 2, "DeleteObjects k": 1}
+
+
+@pytest.mark.parametrize(
+    ("key", "area"),
+    [
+        ("registry/docker/registry/v2/blobs/sha256/ab/", "blobs"),
+        ("registry/docker/registry/v2/repositories/ns/app/_layers/sha256/x/link", "repositories"),
+        ("registry/docker/registry/v2/", "v2"),
+        ("docker/registry/v2/blobs", "blobs"),
+        ("registry/_regprune/lock", "_regprune"),
+        ("", "/"),
+    ],
+)
+def test_keys_are_placed_in_the_registry(key: str, area: str) -> None:
+    assert s3count.area(key) == area
+
+
+def test_requests_name_their_key_prefix_or_first_deleted_key() -> None:
+    body = b"<Delete><Object><Key>r/docker/registry/v2/blobs/x</Key></Object></Delete>"
+    assert s3count.target_key("/b", {"prefix": ["r/a/"]}, b"", "ListObjectsV2") == "r/a/"
+    assert s3count.target_key("/b", {}, body, "DeleteObjects") == "r/docker/registry/v2/blobs/x"
+    assert s3count.target_key("/b/r/_regprune/lock", {}, b"", "PutObject") == "r/_regprune/lock"
+    assert s3count.target_key("/b/a%20b", {}, b"", "GetObject") == "a b"
+
+
+def test_every_request_is_logged_as_one_json_line() -> None:
+    log = io.StringIO()
+    counts = s3count.Counts(log)
+    counts.add("DeleteObjects", 200, 0, 3, "r/docker/registry/v2/blobs/x", received=1.5)
+    counts.add("HeadObject", 404, 0, 0, "r/docker/registry/v2/blobs/y", received=2.5)
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert lines == [
+        {
+            "t": 1.5,
+            "op": "DeleteObjects",
+            "status": 200,
+            "key": "r/docker/registry/v2/blobs/x",
+            "deleted": 3,
+        },
+        {"t": 2.5, "op": "HeadObject", "status": 404, "key": "r/docker/registry/v2/blobs/y"},
+    ]
+    assert counts.as_json()["errors"] == {"HeadObject 404": 1}
+    assert counts.as_json()["by_area"] == {"DeleteObjects blobs": 1, "HeadObject blobs": 1}
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +214,192 @@ def test_peak_rss_covers_the_whole_process_tree(tmp_path: Path) -> None:
     assert measured.returncode == 0
     with pytest.raises(proctree.CommandFailed):
         proctree.run([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+# --- the storage after a real prune against truth.json ----------------------------------------
+
+V2 = "b/r/docker/registry/v2/"
+HEX = {name: char * 64 for name, char in (("orphan", "a"), ("kept", "b"), ("link", "c"))}
+
+
+def _prune_truth(**items: list) -> dict:
+    empty = {
+        "orphan_blobs": [],
+        "prunable_repositories": [],
+        "prunable_manifest_links": [],
+        "dangling_layer_links": [],
+        "stale_uploads": [],
+    }
+    return empty | items
+
+
+def _small_bucket() -> tuple[set[str], dict]:
+    """Keys of a tiny registry and a truth deleting one of each kind."""
+    link = HEX["link"]
+    keys = {
+        f"{V2}blobs/sha256/aa/{HEX['orphan']}/data",
+        f"{V2}blobs/sha256/bb/{HEX['kept']}/data",
+        # a repository deleted whole, with a repository nested in its folder that stays
+        f"{V2}repositories/ns1/_layers/sha256/{link}/link",
+        f"{V2}repositories/ns1/_manifests/revisions/sha256/{link}/link",
+        f"{V2}repositories/ns1/app/_layers/sha256/{link}/link",
+        # a manifest link with its tag index entry; the tag's current link stays
+        f"{V2}repositories/ns/app/_manifests/revisions/sha256/{link}/link",
+        f"{V2}repositories/ns/app/_manifests/tags/v1/index/sha256/{link}/link",
+        f"{V2}repositories/ns/app/_manifests/tags/v1/current/link",
+        f"{V2}repositories/ns/app/_layers/sha256/{HEX['orphan']}/link",
+        f"{V2}repositories/ns/app/_layers/sha256/{HEX['kept']}/link",
+        f"{V2}repositories/ns/app/_uploads/u1/data",
+        f"{V2}repositories/ns/app/_uploads/u1/startedat",
+        f"{V2}repositories/ns/app/_uploads/u2/startedat",
+    }
+    truth = _prune_truth(
+        orphan_blobs=[f"sha256:{HEX['orphan']}"],
+        prunable_repositories=[{"repository": "ns1", "reason": "invalid-name"}],
+        prunable_manifest_links=[
+            {"repository": "ns/app", "digest": f"sha256:{link}", "reason": "image-missing"}
+        ],
+        dangling_layer_links=[
+            {"repository": "ns/app", "digest": f"sha256:{HEX['orphan']}", "reason": "blob-deleted"}
+        ],
+        stale_uploads=[{"repository": "ns/app", "upload_id": "u1", "started_at": None}],
+    )
+    return keys, truth
+
+
+def test_storage_equal_to_the_truth_passes_and_names_what_went() -> None:
+    before, truth = _small_bucket()
+    gone = {
+        key
+        for key in before
+        if HEX["orphan"] in key
+        or "/ns1/_" in key
+        or "/u1/" in key
+        or (f"{HEX['link']}/link" in key and "/ns/app/_manifests/" in key)
+    }
+    checks = deletion_truth.against_truth(before, before - gone, truth, "b/r/")
+    assert all(check.ok for check in checks), [check.describe() for check in checks]
+    objects = {check.category: (check.objects, check.gone) for check in checks}
+    assert objects == {
+        "repositories": (2, 2),
+        "manifest_links": (2, 2),
+        "layer_links": (1, 1),
+        "uploads": (2, 2),
+        "blobs": (1, 1),
+        "kept": (5, 0),
+    }
+
+
+@pytest.mark.parametrize("mistake", ["kept-gone", "deleted-stays", "new-key", "unmatched"])
+def test_storage_check_fails_on_each_kind_of_mistake(mistake: str) -> None:
+    before, truth = _small_bucket()
+    gone = {key for key in before if HEX["orphan"] in key or "/ns1/_" in key or "/u1/" in key}
+    gone |= {key for key in before if "/ns/app/_manifests/" in key and HEX["link"] in key}
+    after = before - gone
+    if mistake == "kept-gone":
+        after.discard(f"{V2}repositories/ns1/app/_layers/sha256/{HEX['link']}/link")
+    elif mistake == "deleted-stays":
+        after.add(f"{V2}repositories/ns/app/_uploads/u1/data")
+    elif mistake == "new-key":
+        after.add("b/r/_regprune/lock")
+    else:
+        truth["stale_uploads"].append({"repository": "ns/app", "upload_id": "u9"})
+    failed = [c for c in deletion_truth.against_truth(before, after, truth, "b/r/") if not c.ok]
+    expected = {"kept-gone": "kept", "deleted-stays": "uploads", "new-key": "kept"}
+    assert [c.category for c in failed] == [expected.get(mistake, "uploads")]
+    assert "FAIL" in failed[0].describe()
+
+
+def test_every_truth_item_of_a_generated_registry_has_its_objects(tmp_path: Path) -> None:
+    """The layout rules fit the generator's real trees: every item the truth deletes matches
+    an object, and with nothing deleted every category but the kept rest fails."""
+    from regprune.tasks.synthetic import SyntheticSpec, generate
+
+    root = tmp_path / "storage"
+    generate(root, SyntheticSpec.demo(), tmp_path / "metadata.json", tmp_path / "truth.json")
+    truth = json.loads((tmp_path / "truth.json").read_text())["prune"]
+    keys = {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
+    checks = deletion_truth.against_truth(keys, keys, truth)
+    assert all(check.unmatched == 0 for check in checks)
+    assert [c.category for c in checks if not c.ok] == list(deletion_truth.CATEGORIES)
+    assert all(check.objects for check in checks)
+
+
+# --- bench/run's accounting of requests ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench_run() -> ModuleType:
+    """bench/run, a script without .py, imported as a module."""
+    path = Path(__file__).parent / "run"
+    loader = importlib.machinery.SourceFileLoader("bench_run", str(path))
+    spec = importlib.util.spec_from_loader("bench_run", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module
+    loader.exec_module(module)
+    return module
+
+
+def _request(t: float, op: str, status: int = 200, **extra: int) -> dict:
+    return {"t": t, "op": op, "status": status, "key": "k", **extra}
+
+
+def test_requests_are_attributed_to_the_task_under_way(bench_run: ModuleType) -> None:
+    windows = [(10.0, 20.0, "walk-repository-shard"), (15.0, 18.0, "walk-repository-shard")]
+    windows += [(30.0, 40.0, "execute-batch")]
+    requests = [
+        _request(5.0, "PutObject"),
+        _request(12.0, "ListObjectsV2"),
+        _request(16.0, "ListObjectsV2"),
+        _request(31.0, "HeadObject"),
+        _request(40.0, "DeleteObjects", deleted=3),
+        _request(45.0, "DeleteObject"),
+    ]
+    assert bench_run.requests_by_step(requests, windows) == {
+        bench_run.FLOW_ITSELF: {"PutObject": 1, "DeleteObject": 1},
+        "walk-repository-shard": {"ListObjectsV2": 2},
+        "execute-batch": {"HeadObject": 1, "DeleteObjects": 1},
+    }
+
+
+def test_the_gc_sweep_starts_at_its_first_delete(bench_run: ModuleType) -> None:
+    requests = [
+        _request(3.0, "ListObjects", listed=2),
+        _request(1.0, "GetObject"),
+        _request(4.0, "DeleteObjects", deleted=1),
+        _request(5.0, "ListObjects", status=500),
+        _request(6.0, "DeleteObjects", deleted=1),
+    ]
+    marking, sweep = bench_run.split_at_first(requests, "DeleteObjects")
+    assert [r["t"] for r in marking] == [1.0, 3.0]
+    assert bench_run.tally(sweep) == {
+        "requests": {"DeleteObjects": 2, "ListObjects": 1},
+        "total": 3,
+        "listed_keys": 0,
+        "deleted_keys": 2,
+        "errors": {"ListObjects 500": 1},
+    }
+    figures = bench_run.request_figures(bench_run.tally(requests))
+    assert figures == {
+        "requests": 5,
+        "deletes": 2,
+        "keys": 2,
+        "lists": 2,
+        "reads": 1,
+        "other": 0,
+        "errors": 1,
+    }
+    assert bench_run.split_at_first(requests[:2], "DeleteObjects")[1] == []
+
+
+def test_the_request_log_yields_the_lines_of_one_command(
+    bench_run: ModuleType, tmp_path: Path
+) -> None:
+    log = bench_run.RequestLog(tmp_path / "requests.jsonl")
+    assert log.mark() == 0
+    (tmp_path / "requests.jsonl").write_text(json.dumps(_request(1.0, "GetObject")) + "\n")
+    mark = log.mark()
+    with open(tmp_path / "requests.jsonl", "a") as out:
+        out.write(json.dumps(_request(2.0, "HeadObject")) + "\n")
+    assert [r["op"] for r in log.since(mark)] == ["HeadObject"]
+    assert [r["op"] for r in log.since(0)] == ["GetObject", "HeadObject"]
