@@ -67,7 +67,7 @@ def recheck(
     parts.mkdir(parents=True)
     listings = submit_metadata_snapshot(metadata, str(parts)) if metadata.is_kube else []
     listed = [listing.result() for listing in listings]
-    walked = snapshot_storage(spec, str(parts), None, blobs=False)
+    walked = snapshot_storage(spec, str(parts), None, links_only=True)
     tables = (*(METADATA_TABLES if metadata.is_kube else ()), *RECHECKED_STORAGE)
     merge_snapshot_tables([lst["parts"] for lst in listed] + walked, str(folder), tables)
     views = {f"recheck_{t}": folder / f"{t}.parquet" for t in tables}

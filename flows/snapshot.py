@@ -60,16 +60,17 @@ def submit_metadata_snapshot(source: MetadataSource, parts_dir: str) -> list[Pre
 
 
 def snapshot_storage(
-    spec: StorageSpec, parts_dir: str, shard_tasks: int | None, blobs: bool = True
+    spec: StorageSpec, parts_dir: str, shard_tasks: int | None, links_only: bool = False
 ) -> list[dict[str, str]]:
-    """Walk blob and repository shards in parallel (repositories only with ``blobs=False``,
-    as the re-verification before deleting does)."""
+    """Walk blob and repository shards in parallel; with ``links_only``, only the layer and
+    manifest links (what the re-verification before deleting compares): no blob walk, no
+    tag or upload file read."""
     shards = plan_storage_shards(spec, shard_tasks)
-    blob_groups = shards.blob_groups if blobs else []
+    blob_groups = [] if links_only else shards.blob_groups
     futures = [
         walk_blob_shard.submit(spec, group, parts_dir, i) for i, group in enumerate(blob_groups)
     ] + [
-        walk_repository_shard.submit(spec, group, parts_dir, i)
+        walk_repository_shard.submit(spec, group, parts_dir, i, links_only)
         for i, group in enumerate(shards.repository_groups)
     ]
     wait(futures)

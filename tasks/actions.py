@@ -28,7 +28,7 @@ from regprune.tasks.layout import (
     upload_dir,
 )
 from regprune.tasks.queries import fetch_records
-from regprune.tasks.storage import Storage, StorageSpec, open_storage
+from regprune.tasks.storage import Storage, StorageObject, StorageSpec, open_storage
 from regprune.tasks.tables import TableWriter, sql_literal
 
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
@@ -118,17 +118,21 @@ class _Batch:
             return [obj.key for obj in walked if obj.key.startswith(own)]
         return [obj.key for obj in self.storage.walk(upload_dir(repository, item["upload_id"]))]
 
-    def verify(self, item: dict[str, Any], targets: list[str]) -> str | None:
-        """Why this action must not run now, or None."""
+    def verify(
+        self,
+        item: dict[str, Any],
+        targets: list[str],
+        stats: dict[str, StorageObject | None],
+        blobs: dict[str, StorageObject | None],
+    ) -> str | None:
+        """Why this action must not run now, or None (``stats``: the batch's targets re-read
+        just now; ``blobs``: the blobs of its layer links)."""
         files = [key for key in targets if not key.endswith("/")]  # folders' times move
-        stats = self.storage.stat_many(files)
-        newest = max((s.modified for s in stats.values() if s and s.modified), default=None)
-        if newest is not None and newest > self.settings.touched_after:
+        times = [stat.modified for key in files if (stat := stats.get(key)) and stat.modified]
+        if times and max(times) > self.settings.touched_after:
             return "modified after the snapshot started"
-        if item["action"] == "delete_layer_link":
-            blob = self.storage.stat_many([blob_data_path(item["digest"])])
-            if any(blob.values()):
-                return "its blob exists (again)"
+        if item["action"] == "delete_layer_link" and blobs.get(blob_data_path(item["digest"])):
+            return "its blob exists (again)"
         return None
 
     def clear_registry_cache(self, item: dict[str, Any]) -> str | None:
@@ -153,13 +157,21 @@ class _Batch:
         return None
 
     def run(self, items: list[dict[str, Any]]) -> None:
-        ready: list[tuple[dict[str, Any], list[str]]] = []
+        """Re-read the whole batch at once (on S3 one listing of its common folder, not a
+        request per object), then delete what is still as planned in one call."""
+        pending: list[tuple[dict[str, Any], list[str]]] = []
         for item in items:
             if item.get("skip_reason"):
                 self.record(item, SKIPPED, item["skip_reason"])
-                continue
-            targets = self.targets(item)
-            reason = self.verify(item, targets) or self.clear_registry_cache(item)
+            else:
+                pending.append((item, self.targets(item)))
+        files = [key for _, targets in pending for key in targets if not key.endswith("/")]
+        stats = self.storage.stat_many(files) if files else {}
+        linked = [item["digest"] for item, _ in pending if item["action"] == "delete_layer_link"]
+        blobs = self.storage.stat_many([blob_data_path(d) for d in linked]) if linked else {}
+        ready: list[tuple[dict[str, Any], list[str]]] = []
+        for item, targets in pending:
+            reason = self.verify(item, targets, stats, blobs) or self.clear_registry_cache(item)
             if reason:
                 self.record(item, SKIPPED, reason)
             else:

@@ -428,6 +428,10 @@ class S3Storage(Storage):
         for entry in found.values():
             yield self._object(entry)
 
+    def _object_key(self, key: str) -> str:
+        """The S3 object key of a key relative to ``docker/registry/v2``."""
+        return f"{self.base.split('/', 1)[1]}/{key}"
+
     def _object(self, entry: dict[str, Any]) -> StorageObject:
         key = entry["name"][len(self.base) + 1 :]
         modified = entry.get("LastModified")
@@ -443,15 +447,17 @@ class S3Storage(Storage):
         if folder.count("/") >= LISTED_STAT_MIN_DEPTH:
             found = {obj.key: obj for obj in self.walk(folder)}
             return {key: found.get(key) for key in keys}
-        out: dict[str, StorageObject | None] = {}
-        for key in keys:
-            try:
-                info = self.fs.info(f"{self.base}/{key}")
-            except FileNotFoundError:
-                out[key] = None
-                continue
-            out[key] = self._object({**info, "name": f"{self.base}/{key}"})
-        return out
+        return {key: self._head(key) for key in keys}
+
+    def _head(self, key: str) -> StorageObject | None:
+        """One HEAD request (s3fs's ``info`` follows a 404 with a listing, in case the key is
+        a folder: a second request per missing object)."""
+        try:
+            head = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self._object_key(key))
+        except FileNotFoundError:
+            return None
+        etag = (head.get("ETag") or "").strip('"') or None
+        return StorageObject(key, int(head.get("ContentLength") or 0), head["LastModified"], etag)
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
         """``DeleteObjects`` with up to 1,000 keys a request; throttling (503 SlowDown) and
@@ -465,8 +471,7 @@ class S3Storage(Storage):
     def _delete_batch(self, keys: list[str]) -> dict[str, str | None]:
         from botocore.exceptions import BotoCoreError
 
-        prefix = self.base.split("/", 1)[1] if "/" in self.base else ""
-        pending = {f"{prefix}/{key}" if prefix else key: key for key in keys}
+        pending = {self._object_key(key): key for key in keys}
         out: dict[str, str | None] = {}
         for attempt in range(DELETE_ATTEMPTS):
             if not pending:

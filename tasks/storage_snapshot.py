@@ -271,11 +271,13 @@ class _RepositoryShardWalker:
         if row["kind"] == RepoEntryKind.UPLOAD_STARTEDAT.value:
             self.upload_starts[key] = row["key"]
 
-    def finish(self) -> None:
-        """Read what must be read (in batches), then write repositories and uploads."""
+    def finish(self, links_only: bool = False) -> None:
+        """Read what must be read (in batches), then write repositories and uploads; with
+        ``links_only`` the tag and upload files, one read each, are left unread."""
         self.verify_suspect_links()
-        self.read_tags()
-        self.read_uploads()
+        if not links_only:
+            self.read_tags()
+            self.read_uploads()
         for repository in sorted(self.repositories):
             namespace, name = split_repository(repository)
             self.out["repositories"].append(
@@ -338,15 +340,16 @@ class _RepositoryShardWalker:
 
 @task(name="walk-repository-shard", retries=2, retry_delay_seconds=[2, 10])
 def walk_repository_shard(
-    spec: StorageSpec, prefixes: list[str], parts_dir: str, shard: int
+    spec: StorageSpec, prefixes: list[str], parts_dir: str, shard: int, links_only: bool = False
 ) -> dict:
-    """Record links, tags and uploads of every repository below the given namespace folders."""
+    """Record links, tags and uploads of every repository below the given namespace folders
+    (with ``links_only``, tags and uploads stay empty)."""
     out = TableWriters(REPOSITORY_TABLES, Path(parts_dir), f"repositories-{shard:04d}")
     try:
         walker = _RepositoryShardWalker(spec, out)
         for listing in _listings(walker.storage, prefixes):
             walker.record(listing)
-        walker.finish()
+        walker.finish(links_only)
     except BaseException:
         out.abort()
         raise

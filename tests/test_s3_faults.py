@@ -197,7 +197,23 @@ def test_a_key_that_keeps_failing_is_reported_failed_and_kept(
     copy: Copy, proxy: S3FaultProxy, reference: dict[str, Any], tmp_path: Path
 ) -> None:
     planned = [r["digest"] for r in reference["report"]["blobs"]]
-    victim = planned[0]
+    removed_whole = tuple(
+        f"repositories/{r['repository']}/" for r in reference["report"]["repositories"]
+    )
+    gone = reference["before"] - reference["after"]
+
+    def fails_alone(digest: str) -> bool:
+        """No other action deletes a key holding this digest (a manifest link, a repository
+        removed whole): the blob is then the only action its failing keys can fail (its layer
+        links are skipped: the blob is still there)."""
+        hex_ = digest.removeprefix("sha256:")
+        return all(
+            key.startswith("blobs/") or ("/_layers/" in key and not key.startswith(removed_whole))
+            for key in gone
+            if hex_ in key
+        )
+
+    victim = next(d for d in planned if fails_alone(d))
     hex_ = victim.removeprefix("sha256:")
     fault = proxy.inject("delete_objects", "fail_keys", times=None, keys=hex_)
     code, report = prune(copy, tmp_path / "run")

@@ -34,6 +34,7 @@ from regprune.tasks.layout import (
     upload_dir,
     upload_startedat_path,
 )
+from regprune.tasks.storage import S3Storage, StorageSpec
 from tests.conftest import rows, write_dump
 from tests.registry_bench import MotoServer
 
@@ -303,11 +304,18 @@ def s3_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     original = s3fs.core.S3FileSystem._call_s3
 
+    original_sync = s3fs.core.S3FileSystem.call_s3  # bound to the original at class creation
+
     async def counting(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(method)
         return await original(self, method, *args, **kwargs)
 
+    def counting_sync(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return original_sync(self, method, *args, **kwargs)
+
     monkeypatch.setattr(s3fs.core.S3FileSystem, "_call_s3", counting)
+    monkeypatch.setattr(s3fs.core.S3FileSystem, "call_s3", counting_sync)
     return calls
 
 
@@ -384,3 +392,19 @@ def test_s3_anomalies_and_requests(
     # listing per blob prefix folder and one per namespace folder
     prefixes = {LAYER[7:9], MANIFEST[7:9], NO_DATA[:2]}
     assert s3_calls.count("list_objects_v2") == 4 + len(prefixes) + 1
+
+
+def test_s3_stat_of_scattered_keys_is_one_head_each(
+    moto: MotoServer, s3_env: dict[str, str], s3_calls: list[str]
+) -> None:
+    """Keys with no narrow common folder (the blobs of a batch's layer links) are read with
+    one HEAD each, a missing one too (s3fs's ``info`` lists after a 404)."""
+    bucket = moto.create_bucket(f"stat-{os.getpid()}-{os.urandom(3).hex()}")
+    present, missing = blob_data_path(LAYER), blob_data_path(MANIFEST)
+    moto.client().put_object(Bucket=bucket, Key=f"registry/{V2_ROOT}/{present}", Body=b"12345")
+    found = S3Storage(StorageSpec(f"s3://{bucket}/registry")).stat_many([present, missing])
+    assert s3_calls == ["head_object", "head_object"]
+    assert found[missing] is None
+    stat = found[present]
+    assert stat is not None and stat.size == 5 and stat.modified is not None
+    assert stat.etag == hashlib.md5(b"12345").hexdigest()
