@@ -294,19 +294,14 @@ class LocalStorage(Storage):
                 else:
                     try:
                         info = entry.stat(follow_symlinks=False)
-                    except OSError as exc:
-                        odd.append(
-                            StorageObject(
-                                key_prefix + name, -1, None, problem=f"cannot stat: {exc}"
-                            )
-                        )
-                        continue
-                    if stat.S_ISREG(info.st_mode):
+                    except OSError:
+                        info = None
+                    if info is not None and stat.S_ISREG(info.st_mode):
                         keys.append(key_prefix + name)
                         sizes.append(info.st_size)
                         mtimes.append(info.st_mtime_ns)
-                    else:
-                        odd.append(_irregular(key_prefix + name, info))
+                    else:  # says what is wrong with it (rare: a symlink, a vanished file)
+                        odd.append(_describe(entry, key_prefix + name))
         files = pa.table(
             {
                 "key": pa.array(keys, pa.string()),

@@ -142,12 +142,14 @@ def walk_blob_shard(spec: StorageSpec, prefixes: list[str], parts_dir: str, shar
                 )
             )
             misfits = pc.invert(fits)
-            for path, problem in zip(
-                files["key"].filter(misfits).to_pylist(),
-                keys["problem"].filter(misfits).to_pylist(),
-                strict=True,
-            ):
-                out["storage_anomalies"].append(path=path, problem=problem)
+            out["storage_anomalies"].write_table(
+                pa.table(
+                    {
+                        "path": files["key"].filter(misfits),
+                        "problem": keys["problem"].filter(misfits),
+                    }
+                )
+            )
             _record_listing_problems(listing, out)
     except BaseException:
         out.abort()
@@ -231,8 +233,10 @@ class _RepositoryShardWalker:
         rows = pa.table(
             [*files.drop_columns(["problem"]).columns, *entries.columns], schema=_ENTRY_ROWS
         )
-        for row in rows.filter(pc.is_valid(rows["problem"])).to_pylist():
-            self.anomaly(row["key"], row["problem"])
+        misfits = rows.filter(pc.is_valid(rows["problem"]))
+        self.out["storage_anomalies"].write_table(
+            pa.table({"path": misfits["key"], "problem": misfits["problem"]})
+        )
         rows = rows.filter(pc.is_null(rows["problem"]))
         self.repositories.update(pc.unique(rows["repository"]).to_pylist())
         self.record_links(rows.filter(pc.is_in(rows["kind"], pa.array(list(LINK_TABLES)))))
