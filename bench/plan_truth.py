@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from regprune.tasks.tables import sql_literal
+from regprune.tables import sql_literal
 
 # plan table -> (columns compared, truth.json key of the deleted items, kept_young key)
 CATEGORIES: dict[str, tuple[tuple[str, ...], str, str]] = {

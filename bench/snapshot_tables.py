@@ -2,7 +2,7 @@
 """Snapshot tables of a huge registry written straight as Parquet, with the plan they must give.
 
 Why: planning 10M blobs needs a 10M-blob snapshot; walking a 200 GB tree to get one is not a
-benchmark of the plan. DuckDB builds every table of ``tasks/tables.py`` SCHEMAS (same columns,
+benchmark of the plan. DuckDB builds every table of ``regprune/tables.py`` SCHEMAS (same columns,
 types and sort order as a real snapshot) and a ``snapshot.json``, in about a minute.
 
     python bench/snapshot_tables.py --images 1000000 --blobs 10000000 --out bench/data/tables-10m
@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from regprune.tasks.tables import SCHEMAS, SNAPSHOT_FILE, SNAPSHOT_TABLES, SORT_KEYS, sql_literal
+from regprune.tables import SCHEMAS, SNAPSHOT_FILE, SNAPSHOT_TABLES, SORT_KEYS, sql_literal
 
 STORED_PER_STREAM = 11
 """Ten images in metadata plus the one deleted from it (index 10 of every stream)."""

@@ -26,7 +26,7 @@ import pytest
 import s3count
 import snapshot_tables
 
-from regprune.tasks.tables import SCHEMAS, SNAPSHOT_TABLES, sql_literal
+from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, sql_literal
 
 
 @pytest.mark.parametrize(
@@ -313,7 +313,7 @@ def test_storage_check_fails_on_each_kind_of_mistake(mistake: str) -> None:
 def test_every_truth_item_of_a_generated_registry_has_its_objects(tmp_path: Path) -> None:
     """The layout rules fit the generator's real trees: every item the truth deletes matches
     an object, and with nothing deleted every category but the kept rest fails."""
-    from regprune.tasks.synthetic import SyntheticSpec, generate
+    from regprune.demo.synthetic import SyntheticSpec, generate
 
     root = tmp_path / "storage"
     generate(root, SyntheticSpec.demo(), tmp_path / "metadata.json", tmp_path / "truth.json")

@@ -20,14 +20,14 @@ from typing import Any
 
 from prefect import flow
 
-from regprune.flows.run_folder import run_storage, snapshot_for_run
-from regprune.flows.runners import ChosenTaskRunner
-from regprune.flows.snapshot import SnapshotSource
+from regprune.flows.snapshot import run_storage, snapshot_for_run
+from regprune.metadata import MetadataSource
+from regprune.models import DuckDBSettings
+from regprune.runners import ChosenTaskRunner
+from regprune.snapshots import SnapshotSource
 from regprune.tasks.analysis import find_inconsistencies, verify_lost_manifests
 from regprune.tasks.html_report import write_html_report
 from regprune.tasks.manifests import read_manifests_in_batches
-from regprune.tasks.metadata import MetadataSource
-from regprune.tasks.queries import DuckDBSettings
 from regprune.tasks.recovery import (
     DEFAULT_RECOVER_RATE,
     RECOVER_BATCH,

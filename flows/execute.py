@@ -15,44 +15,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.futures import wait
 
-from regprune.flows.snapshot import (
-    merge_snapshot_tables,
-    snapshot_storage,
-    submit_metadata_snapshot,
-)
-from regprune.tasks.actions import ExecutionSettings, RegistryAPI, execute_batch
-from regprune.tasks.analysis import merge_manifest_parts, read_snapshot_summary
-from regprune.tasks.lock import StorageLock
-from regprune.tasks.manifests import read_manifests_in_batches
-from regprune.tasks.metadata import MetadataSource
-from regprune.tasks.queries import (
-    EXECUTION_MODELS,
-    PLAN_OUTPUTS,
-    UNKNOWN_MANIFEST_MODELS,
-    SnapshotDatabase,
+from regprune.flows.snapshot import snapshot_storage, submit_metadata_snapshot
+from regprune.lock import StorageLock
+from regprune.metadata import MetadataSource
+from regprune.models import (
     plan_variables,
 )
-from regprune.tasks.storage import StorageSpec
-from regprune.tasks.tables import METADATA_TABLES, merge_parts, sql_literal
-from regprune.tasks.units import parse_duration
+from regprune.snapshots import metadata_of_snapshot, read_snapshot_summary
+from regprune.storage import StorageSpec
+from regprune.tables import METADATA_TABLES, merge_parts
+from regprune.tasks.actions import ExecutionSettings, RegistryAPI, execute_batch
+from regprune.tasks.analysis import merge_manifest_parts
+from regprune.tasks.execution import build_execution_queue, readable_parts, unknown_manifests
+from regprune.tasks.manifests import read_manifests_in_batches
+from regprune.tasks.storage_snapshot import merge_snapshot_tables
+from regprune.units import parse_duration
 
 PHASES = (1, 2, 3)
 RECHECK_BEFORE = (1, 2)
 RECHECKED_STORAGE = ("layer_links", "manifest_links")
-
-
-def metadata_of_snapshot(run_dir: str) -> MetadataSource:
-    """Re-read the metadata the way the snapshot read it (snapshot.json keeps how)."""
-    recorded = read_snapshot_summary(run_dir).get("metadata_source") or {}
-    return MetadataSource(
-        recorded.get("source", "kube"),
-        kubeconfig=recorded.get("kubeconfig"),
-        context=recorded.get("context"),
-        page_size=recorded.get("page_size", 500),
-    )
 
 
 def recheck(
@@ -85,56 +68,6 @@ def recheck(
     return views
 
 
-@task(name="find-manifests-pushed-since")
-def unknown_manifests(run_dir: str, views: dict[str, Path], variables: dict) -> list[str]:
-    """sql/plan_unknown_manifests.sql over the re-read tables."""
-    fresh = {
-        "manifest_links": views["recheck_manifest_links"],
-        "image_blobs": views["recheck_image_blobs"],
-    }
-    with SnapshotDatabase(run_dir, variables, extra_tables=fresh) as db:
-        db.define(*UNKNOWN_MANIFEST_MODELS)
-        return [row["digest"] for row in db.records("SELECT digest FROM plan_unknown_manifests")]
-
-
-@task(name="build-execution-queue")
-def build_execution_queue(
-    run_dir: str, views: dict[str, Path], variables: dict, phase: int, audit_dir: str
-) -> list[tuple[str, int]]:
-    """Write the queue of one phase (what is left of the plan, with protections) and return
-    its batches as (shard, offset) pairs."""
-    done = Path(run_dir) / "completed_actions.parquet"
-    merge_parts("actions", readable_parts(audit_dir), done)
-    plan = {model: Path(run_dir) / f"{model}.parquet" for model in PLAN_OUTPUTS}
-    extra = {**plan, **views, "completed_actions": done}
-    queue = Path(run_dir) / f"queue-phase{phase}.parquet"
-    with SnapshotDatabase(run_dir, variables, extra_tables=extra) as db:
-        db.define(*EXECUTION_MODELS)
-        db.con.execute(
-            f"COPY (SELECT * FROM execution_queue WHERE phase = {int(phase)}) "
-            f"TO {sql_literal(queue)} (FORMAT parquet)"
-        )
-        shards = db.records(
-            f"SELECT shard, count(*) AS n FROM read_parquet({sql_literal(queue)}) GROUP BY shard"
-        )
-    return [(str(row["shard"]), start) for row in shards for start in range(0, row["n"], 1000)]
-
-
-def readable_parts(audit_dir: str) -> list[str]:
-    """Audit parts that were closed: a batch killed mid-way left no readable part, so its
-    actions count as not done (and deleting what is already gone counts as done)."""
-    import pyarrow.parquet as pq
-
-    out = []
-    for path in sorted(Path(audit_dir).glob("*.parquet")):
-        try:
-            pq.read_metadata(path)
-        except (OSError, ValueError):
-            continue
-        out.append(str(path))
-    return out
-
-
 def execute_plan(
     run_dir: str,
     spec: StorageSpec,
@@ -146,7 +79,7 @@ def execute_plan(
 ) -> dict[str, Any]:
     """Run the plan of ``run_dir`` inside the prune flow (not a subflow: flow parameters are
     stored, and the storage spec may carry credentials); what an earlier attempt did (its
-    audit trail) is skipped. The storage's lock (tasks/lock.py) is held throughout."""
+    audit trail) is skipped. The storage's lock (regprune/lock.py) is held throughout."""
     summary = read_snapshot_summary(run_dir)
     started = datetime.fromisoformat(summary["metadata_started_at"])
     variables = plan_variables(

@@ -17,21 +17,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 
-from regprune.flows.execute import execute_plan, metadata_of_snapshot
-from regprune.flows.run_folder import run_storage, snapshot_for_run
-from regprune.flows.runners import ChosenTaskRunner
-from regprune.flows.snapshot import SnapshotSource
-from regprune.tasks.analysis import find_unknown_manifests, plan_hard_prune
+from regprune.flows.execute import execute_plan
+from regprune.flows.snapshot import run_storage, snapshot_for_run
+from regprune.metadata import MetadataSource
+from regprune.models import DuckDBSettings
+from regprune.runners import ChosenTaskRunner
+from regprune.snapshots import SnapshotSource, metadata_of_snapshot
+from regprune.tasks.analysis import check_plan_sanity, find_unknown_manifests, plan_hard_prune
 from regprune.tasks.html_report import write_html_report
 from regprune.tasks.manifests import read_manifests_in_batches
-from regprune.tasks.metadata import MetadataSource
-from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase
 from regprune.tasks.registry_restart import restart_registry as restart_registry_task
 from regprune.tasks.reports import publish_prune_report
-from regprune.tasks.units import Duration, parse_duration
 from regprune.tasks.warehouse import publish_to_warehouse
+from regprune.units import Duration, parse_duration
 
 
 def cache_handling(registry_url: str | None, restart_registry: str | None) -> list[str]:
@@ -46,28 +46,6 @@ def cache_handling(registry_url: str | None, restart_registry: str | None) -> li
 
 class UnsafePlan(RuntimeError):
     """This metadata cannot be trusted to decide deletions in this storage (see --force)."""
-
-
-SANITY_PROBLEMS = {
-    "no-images": "the metadata lists no Images while the storage holds {blobs} blobs: every "
-    "one of them would be deleted (an empty or failed dump?)",
-    "no-known-manifests": "none of the {stored_manifests} manifests stored is among the "
-    "metadata's {images} Images: metadata of another cluster or registry? Every image would "
-    "be deleted",
-    "unreadable-images": "{image_anomalies} Image(s) could not be read in full (see "
-    "metadata_anomalies): what they reference cannot be proven, so blobs in use could be "
-    "deleted",
-}
-
-
-@task(name="check-plan-sanity")
-def check_plan_sanity(run_dir: str, settings: DuckDBSettings | None = None) -> list[str]:
-    """Why this metadata may not decide deletions in this storage (sql/plan_sanity.sql),
-    one sentence per reason; empty when it may."""
-    with SnapshotDatabase(run_dir, {}, settings) as db:
-        db.define("plan_sanity")
-        row = db.records("SELECT * FROM plan_sanity")[0]
-    return [SANITY_PROBLEMS[problem].format(**row) for problem in row["problems"]]
 
 
 def cluster_of_run(run_dir: str, source: SnapshotSource | None) -> MetadataSource:
@@ -119,7 +97,7 @@ def prune_flow(
             or s3://BUCKET/PREFIX); the run's report.html then shows the trend.
         force: execute the plan even when the metadata looks unfit to decide deletions in
             this storage (empty, of another registry, Images not readable in full).
-        force_unlock: remove the storage's lock (tasks/lock.py) left by a run that died.
+        force_unlock: remove the storage's lock (regprune/lock.py) left by a run that died.
     """
     parse_duration(keep_younger_than)
     parse_duration(upload_max_age)

@@ -18,36 +18,34 @@ import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.futures import PrefectFuture, wait
-from pydantic import BaseModel, Field, field_validator
 
-from regprune.flows.runners import ChosenTaskRunner
-from regprune.tasks.metadata import MetadataSource
-from regprune.tasks.metadata_snapshot import list_cluster_objects, read_metadata_dump
-from regprune.tasks.storage import (
-    StorageConfigError,
+from regprune.metadata import MetadataSource
+from regprune.runners import ChosenTaskRunner
+from regprune.snapshots import SnapshotSource, read_snapshot_summary
+from regprune.storage import (
     StorageSpec,
-    check_options_hold_no_secrets,
-    resolve_storage,
+)
+from regprune.tables import (
+    SNAPSHOT_FILE,
+    STORAGE_TABLES,
+)
+from regprune.tasks.metadata_snapshot import (
+    list_cluster_objects,
+    merge_metadata_tables,
+    read_metadata_dump,
 )
 from regprune.tasks.storage_snapshot import (
+    merge_snapshot_tables,
     plan_storage_shards,
     record_stray_files,
     walk_blob_shard,
     walk_repository_shard,
 )
-from regprune.tasks.tables import (
-    METADATA_TABLES,
-    SNAPSHOT_FILE,
-    SNAPSHOT_TABLES,
-    STORAGE_TABLES,
-    merge_parts,
-)
-from regprune.tasks.version import tool_version
 from regprune.tasks.warehouse import publish_to_warehouse
+from regprune.version import tool_version
 
 LISTED = ("images", "imagestreams")
 
@@ -78,77 +76,6 @@ def snapshot_storage(
     if shards.stray_files:
         parts.append(record_stray_files(shards.stray_files, parts_dir))
     return parts
-
-
-@task(name="merge-snapshot-tables")
-def merge_snapshot_tables(
-    parts: list[dict[str, str]], out: str, tables: tuple[str, ...] = SNAPSHOT_TABLES
-) -> dict[str, int]:
-    """One sorted Parquet file per table; metadata rows are de-duplicated (overlapping dumps)."""
-    counts = {}
-    for table in tables:
-        files = [p[table] for p in parts if table in p]
-        dest = Path(out) / f"{table}.parquet"
-        counts[table] = merge_parts(table, files, dest, distinct=table in METADATA_TABLES)
-    return counts
-
-
-@task(name="merge-metadata-tables")
-def merge_metadata_tables(listings: list[dict[str, Any]], out: str) -> dict[str, int]:
-    """The cluster's tables, merged while storage is still being walked."""
-    return merge_snapshot_tables.fn([lst["parts"] for lst in listings], out, METADATA_TABLES)
-
-
-class SnapshotSource(BaseModel):
-    """Where a snapshot reads from: the registry's storage and the cluster's metadata."""
-
-    storage: str | None = Field(
-        None,
-        description="Registry rootdirectory: PATH, file:///PATH or s3://BUCKET[/ROOT]; "
-        "S3 credentials come from the AWS_* environment, never from here.",
-    )
-    registry_config: str | None = Field(
-        None, description="Path of the registry's config.yml (instead of storage)."
-    )
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="Extra fsspec options (no credentials)."
-    )
-    metadata: str = Field(
-        "kube",
-        description="'kube' for the cluster API, or the path of an "
-        "'oc get images,imagestreams -A -o json' dump (or a folder of dumps).",
-    )
-    kubeconfig: str | None = Field(None, description="kubeconfig path (default: the usual).")
-    context: str | None = Field(None, description="kubeconfig context.")
-    page_size: int = Field(500, ge=1, le=10_000, description="Objects per list request.")
-    shard_tasks: int | None = Field(
-        None,
-        ge=1,
-        le=1024,
-        description="Parallel storage walk tasks (default: 16 on S3, the CPU count on a "
-        "local folder, where more walkers than cores only contend in the kernel).",
-    )
-
-    @field_validator("storage_options")
-    @classmethod
-    def _no_credentials(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """Parameters are stored with the flow run: refuse credentials before they are."""
-        try:
-            check_options_hold_no_secrets(options)
-        except StorageConfigError as exc:
-            raise ValueError(str(exc)) from exc
-        return options
-
-    def storage_spec(self) -> StorageSpec:
-        return resolve_storage(self.storage, self.storage_options, self.registry_config)
-
-    def metadata_source(self) -> MetadataSource:
-        return MetadataSource(
-            self.metadata,
-            kubeconfig=self.kubeconfig,
-            context=self.context,
-            page_size=self.page_size,
-        )
 
 
 @flow(name="regprune-snapshot", log_prints=True, task_runner=ChosenTaskRunner())
@@ -218,3 +145,32 @@ def snapshot_flow(out: str, source: SnapshotSource, warehouse: str | None = None
     if warehouse:
         publish_to_warehouse(str(out_dir), warehouse, "snapshot")
     return str(out_dir)
+
+
+DEFAULT_RUNS = Path("regprune-runs")
+
+
+def new_run_folder(kind: str, base: Path = DEFAULT_RUNS) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return str(base / f"{kind}-{stamp}")
+
+
+def snapshot_for_run(
+    kind: str, snapshot: str | None, source: SnapshotSource | None, out: str | None
+) -> str:
+    """Analyse an existing snapshot folder, or take a fresh one (as a subflow)."""
+    if snapshot:
+        if source is not None and (source.storage or source.registry_config) and out:
+            raise ValueError("give either an existing snapshot or a source to snapshot, not both")
+        return snapshot
+    if source is None:
+        raise ValueError("nothing to analyse: give a snapshot folder or a storage to snapshot")
+    return snapshot_flow(out=out or new_run_folder(kind), source=source)
+
+
+def run_storage(run_dir: str, source: SnapshotSource | None) -> StorageSpec:
+    """The storage a run reads and changes: the one given, else the snapshot's own (its URL
+    carries no credentials; those come from the environment as usual)."""
+    if source is not None and (source.storage or source.registry_config):
+        return source.storage_spec()
+    return StorageSpec(read_snapshot_summary(run_dir)["storage"])

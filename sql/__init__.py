@@ -1,1 +1,1 @@
-"""DuckDB queries, one per file; loaded by name with regprune.tasks.queries."""
+"""DuckDB queries, one model per file; regprune.models loads them by name."""

@@ -1,1 +1,3 @@
-"""regprune tasks: Prefect tasks and the I/O helpers they share."""
+"""Prefect tasks: one unit of I/O or analysis each, with retries.
+
+The library they call is regprune/."""

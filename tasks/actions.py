@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 from prefect import task
 
-from regprune.tasks.layout import (
+from regprune.layout import (
     blob_data_path,
     layer_link_path,
     manifest_link_path,
@@ -27,9 +27,9 @@ from regprune.tasks.layout import (
     tag_index_link_path,
     upload_dir,
 )
-from regprune.tasks.queries import fetch_records
-from regprune.tasks.storage import Storage, StorageObject, StorageSpec, open_storage
-from regprune.tasks.tables import TableWriter, sql_literal
+from regprune.models import fetch_records
+from regprune.storage import Storage, StorageObject, StorageSpec, open_storage
+from regprune.tables import TableWriter, sql_literal
 
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
 BATCH_SIZE = 1000

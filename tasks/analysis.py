@@ -7,16 +7,14 @@ next to the snapshot.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 from prefect import task
 
-from regprune.tasks.manifests import MANIFEST_TABLES
-from regprune.tasks.queries import (
+from regprune.manifests import MANIFEST_TABLES
+from regprune.models import (
     CHECK_FINDINGS,
     CHECK_MODELS,
     LOST_FOUND_MODELS,
@@ -28,31 +26,9 @@ from regprune.tasks.queries import (
     SnapshotDatabase,
     plan_variables,
 )
-from regprune.tasks.tables import SNAPSHOT_FILE, merge_parts
-from regprune.tasks.units import parse_duration
-
-
-class SnapshotError(RuntimeError):
-    """The folder is not a complete snapshot."""
-
-
-def read_snapshot_summary(snapshot_dir: str | Path) -> dict[str, Any]:
-    """``snapshot.json`` is written last: without it the snapshot is incomplete."""
-    path = Path(snapshot_dir) / SNAPSHOT_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise SnapshotError(
-            f"{snapshot_dir} is not a complete snapshot (no {SNAPSHOT_FILE}); "
-            "take one with 'regprune snapshot'"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        raise SnapshotError(f"cannot read {path}: {exc}") from exc
-
-
-def snapshot_started_at(snapshot_dir: str | Path) -> datetime:
-    """The earliest start: metadata is listed first, so grace periods count from it."""
-    return datetime.fromisoformat(read_snapshot_summary(snapshot_dir)["metadata_started_at"])
+from regprune.snapshots import snapshot_started_at
+from regprune.tables import merge_parts
+from regprune.units import parse_duration
 
 
 def _plan_variables(snapshot_dir: str, keep_younger_than: str, upload_max_age: str) -> dict:
@@ -140,3 +116,25 @@ def verify_lost_manifests(
     with SnapshotDatabase(snapshot_dir, _check_variables(namespace), settings, extra) as db:
         db.define(*CHECK_MODELS, *LOST_FOUND_MODELS)
         return {m: db.write(m, out / f"{m}.parquet") for m in LOST_FOUND_MODELS}
+
+
+SANITY_PROBLEMS = {
+    "no-images": "the metadata lists no Images while the storage holds {blobs} blobs: every "
+    "one of them would be deleted (an empty or failed dump?)",
+    "no-known-manifests": "none of the {stored_manifests} manifests stored is among the "
+    "metadata's {images} Images: metadata of another cluster or registry? Every image would "
+    "be deleted",
+    "unreadable-images": "{image_anomalies} Image(s) could not be read in full (see "
+    "metadata_anomalies): what they reference cannot be proven, so blobs in use could be "
+    "deleted",
+}
+
+
+@task(name="check-plan-sanity")
+def check_plan_sanity(run_dir: str, settings: DuckDBSettings | None = None) -> list[str]:
+    """Why this metadata may not decide deletions in this storage (sql/plan_sanity.sql),
+    one sentence per reason; empty when it may."""
+    with SnapshotDatabase(run_dir, {}, settings) as db:
+        db.define("plan_sanity")
+        row = db.records("SELECT * FROM plan_sanity")[0]
+    return [SANITY_PROBLEMS[problem].format(**row) for problem in row["problems"]]

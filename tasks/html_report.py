@@ -17,10 +17,10 @@ import duckdb
 from prefect import task
 from prefect.artifacts import create_link_artifact
 
-from regprune.tasks.analysis import read_snapshot_summary
-from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase, query_text
-from regprune.tasks.units import format_bytes
-from regprune.tasks.warehouse import connect_warehouse
+from regprune.models import DuckDBSettings, SnapshotDatabase, query_text
+from regprune.snapshots import read_snapshot_summary
+from regprune.units import format_bytes
+from regprune.warehouse import connect_warehouse
 
 REPORT_FILE = "report.html"
 TOP_NAMESPACES = 15

@@ -14,7 +14,7 @@ from prefect import task
 from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
-from regprune.tasks.metadata import (
+from regprune.metadata import (
     ListingRestart,
     MetadataError,
     MetadataSource,
@@ -24,7 +24,11 @@ from regprune.tasks.metadata import (
     list_pages,
     read_dump_objects,
 )
-from regprune.tasks.tables import TableWriters
+from regprune.tables import (
+    METADATA_TABLES,
+    TableWriters,
+)
+from regprune.tasks.storage_snapshot import merge_snapshot_tables
 
 MAX_LIST_RESTARTS = 3
 RowFunction = Callable[[dict[str, Any]], tuple[dict | None, list[dict], list[dict]]]
@@ -126,3 +130,9 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str) -> dict[str, Any]
         raise
     counts = {"images": kinds["Image"], "imagestreams": kinds["ImageStream"]}
     return {"parts": out.close(), "objects": counts, "pages": 0}
+
+
+@task(name="merge-metadata-tables")
+def merge_metadata_tables(listings: list[dict[str, Any]], out: str) -> dict[str, int]:
+    """The cluster's tables, merged while storage is still being walked."""
+    return merge_snapshot_tables.fn([lst["parts"] for lst in listings], out, METADATA_TABLES)

@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
-from regprune.tasks.analysis import read_snapshot_summary
-from regprune.tasks.metadata import (
+from regprune.metadata import (
     GROUP,
     LAYERS_ORDER_ANNOTATION,
     MANAGED_ANNOTATION,
@@ -34,8 +33,9 @@ from regprune.tasks.metadata import (
     call_with_retries,
     custom_objects_api,
 )
-from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase, fetch_records
-from regprune.tasks.tables import sql_literal
+from regprune.models import DuckDBSettings, SnapshotDatabase, fetch_records
+from regprune.snapshots import read_snapshot_summary
+from regprune.tables import sql_literal
 
 RECOVER_MODEL = "recover_images"
 RESULTS_FILE = "recover_results.parquet"

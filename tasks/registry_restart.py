@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from prefect import task
 
-from regprune.tasks.metadata import MetadataSource, call_with_retries, custom_objects_api
+from regprune.metadata import MetadataSource, call_with_retries, custom_objects_api
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 

@@ -14,10 +14,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from regprune.tasks.queries import SnapshotDatabase, fetch_records
+from regprune.models import SnapshotDatabase, fetch_records
+from regprune.tables import sql_literal
 from regprune.tasks.recovery import RESULTS_FILE
-from regprune.tasks.tables import sql_literal
-from regprune.tasks.units import format_bytes
+from regprune.units import format_bytes
 
 CATEGORIES = ("repositories", "manifest_links", "blobs", "layer_links", "uploads")
 CHECK_FINDING_KEYS = ("broken_imagestream_tags", "broken_images", "lost_found", "invalid_manifests")

@@ -21,7 +21,7 @@ from prefect import task
 from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
-from regprune.tasks.layout import (
+from regprune.layout import (
     BLOBS_PREFIX,
     LINK_SIZE,
     REPOSITORIES_PREFIX,
@@ -35,7 +35,7 @@ from regprune.tasks.layout import (
     parse_blob_key,
     split_repository,
 )
-from regprune.tasks.storage import (
+from regprune.storage import (
     EMPTY_FOLDER,
     LISTING_SCHEMA,
     Storage,
@@ -43,7 +43,12 @@ from regprune.tasks.storage import (
     StorageSpec,
     open_storage,
 )
-from regprune.tasks.tables import TableWriters
+from regprune.tables import (
+    METADATA_TABLES,
+    SNAPSHOT_TABLES,
+    TableWriters,
+    merge_parts,
+)
 
 BLOB_TABLES = ("blobs", "storage_anomalies")
 REPOSITORY_TABLES = (
@@ -413,3 +418,16 @@ def _parse_time(content: bytes | Exception | None) -> datetime | None:
 
 def _batches(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@task(name="merge-snapshot-tables")
+def merge_snapshot_tables(
+    parts: list[dict[str, str]], out: str, tables: tuple[str, ...] = SNAPSHOT_TABLES
+) -> dict[str, int]:
+    """One sorted Parquet file per table; metadata rows are de-duplicated (overlapping dumps)."""
+    counts = {}
+    for table in tables:
+        files = [p[table] for p in parts if table in p]
+        dest = Path(out) / f"{table}.parquet"
+        counts[table] = merge_parts(table, files, dest, distinct=table in METADATA_TABLES)
+    return counts

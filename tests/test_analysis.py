@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from regprune.flows.cli import EXIT_FINDINGS, EXIT_OK, main
+from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
 from tests.conftest import imagestream, rows, write_dump
 from tests.drift import (
     GHOST,

@@ -17,8 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from regprune.tasks.actions import DONE, SKIPPED, ExecutionSettings, _Batch
-from regprune.tasks.layout import (
+from regprune.layout import (
     V2_ROOT,
     blob_data_path,
     layer_link_path,
@@ -26,9 +25,10 @@ from regprune.tasks.layout import (
     tag_current_link_path,
     upload_startedat_path,
 )
-from regprune.tasks.storage import LocalStorage, StorageObject, StorageSpec
+from regprune.storage import LocalStorage, StorageObject, StorageSpec
+from regprune.tables import TableWriter, TableWriters
+from regprune.tasks.actions import DONE, SKIPPED, ExecutionSettings, _Batch
 from regprune.tasks.storage_snapshot import REPOSITORY_TABLES, _listings, _RepositoryShardWalker
-from regprune.tasks.tables import TableWriter, TableWriters
 
 OLD = datetime(2026, 1, 1, tzinfo=UTC)
 SNAPSHOT_STARTED = OLD + timedelta(days=10)

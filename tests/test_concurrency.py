@@ -1,6 +1,6 @@
 """Concurrency: two deleting runs on one storage, and pushes while a prune deletes.
 
-* Two runs at once: the storage's lock (tasks/lock.py) makes the second ``prune --confirm``
+* Two runs at once: the storage's lock (regprune/lock.py) makes the second ``prune --confirm``
   refuse before it deletes anything, naming the run that holds it. A lock whose process is
   gone (killed on this host) is taken over; one left on another host needs --force-unlock.
   The lock object is created atomically: racing threads, on a folder and on S3, get exactly
@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from regprune.flows.cli import EXIT_FAILURE, EXIT_OK, main
-from regprune.tasks.lock import LOCK_KEY, LockHolder, StorageLock, StorageLocked, lock_object
-from regprune.tasks.storage import StorageSpec
-from regprune.tasks.synthetic import SyntheticSpec, generate
+from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
+from regprune.demo.synthetic import SyntheticSpec, generate
+from regprune.lock import LOCK_KEY, LockHolder, StorageLock, StorageLocked, lock_object
+from regprune.storage import StorageSpec
 from tests.conftest import imagestream, rows, write_dump
 from tests.drift import HOST
 from tests.registry_bench import (
@@ -77,8 +77,8 @@ def holder(registry: dict[str, Path]) -> Iterator[subprocess.Popen[str]]:
     """Another regprune process holding the lock of ``registry`` (until it is stopped)."""
     script = (
         "import sys\n"
-        "from regprune.tasks.lock import StorageLock\n"
-        "from regprune.tasks.storage import StorageSpec\n"
+        "from regprune.lock import StorageLock\n"
+        "from regprune.storage import StorageSpec\n"
         f"StorageLock(StorageSpec({str(registry['root'])!r}), 'other-run').acquire()\n"
         "print('locked', flush=True)\n"
         "sys.stdin.read()\n"

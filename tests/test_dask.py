@@ -10,8 +10,10 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from regprune.flows.cli import EXIT_USAGE, main
-from regprune.flows.runners import (
+from regprune.cli.main import EXIT_USAGE, main
+from regprune.demo.synthetic import SyntheticSpec, generate
+from regprune.models import PLAN_OUTPUTS, DuckDBSettings
+from regprune.runners import (
     DASK_ADDRESS_ENV,
     TASK_RUNNER_ENV,
     THREAD_WORKERS,
@@ -19,9 +21,7 @@ from regprune.flows.runners import (
     TaskRunnerSettings,
     use_task_runner,
 )
-from regprune.flows.snapshot import SnapshotSource
-from regprune.tasks.queries import PLAN_OUTPUTS, DuckDBSettings
-from regprune.tasks.synthetic import SyntheticSpec, generate
+from regprune.snapshots import SnapshotSource
 from tests.conftest import rows
 
 SNAPSHOT_SHARD_TASKS = {"walk_blob_shard", "walk_repository_shard"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from regprune.flows.cli import EXIT_OK, main
+from regprune.cli.main import EXIT_OK, main
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -4,7 +4,7 @@ The module starts ``prefect server start`` on loopback (its own PREFECT_HOME), c
 pools and registers the deployments with the commands the README gives, starts a worker, and
 triggers runs the way the UI's Run button does (a flow run created from the deployment, with
 parameters). The runs read the real registry and the OpenShift API test server, which allows
-only what the RBAC manifests grant (tasks/permissions.py).
+only what the RBAC manifests grant (regprune/permissions.py).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from regprune.tasks.layout import blob_data_path
-from regprune.tasks.permissions import READ_METADATA, RECOVER, Role
+from regprune.layout import blob_data_path
+from regprune.permissions import READ_METADATA, RECOVER, Role
 from tests.openshift_api import OpenShiftAPIServer
 from tests.registry_bench import (
     PushedImage,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from regprune.flows.cli import EXIT_OK, main
-from regprune.tasks.synthetic import SyntheticSpec, generate
+from regprune.cli.main import EXIT_OK, main
+from regprune.demo.synthetic import SyntheticSpec, generate
 from tests.conftest import rows, write_dump
 from tests.drift import Drift, build_drift, expected_plan, plan_from_report
 from tests.registry_bench import Registry, assert_pulls, pull_ok, push
@@ -189,7 +189,7 @@ def test_a_run_killed_while_deleting_resumes_to_the_same_end_state(tmp_path: Pat
         [
             sys.executable,
             "-m",
-            "regprune.flows.cli",
+            "regprune.cli.main",
             *args("killed", "--out", str(run), "--confirm"),
         ],
         env=env,

@@ -18,9 +18,9 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
-from regprune.flows.cli import EXIT_FINDINGS, EXIT_OK, main
+from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
+from regprune.demo.synthetic import PruneTruth, SyntheticSpec, generate
 from regprune.tasks.html_report import COLORS
-from regprune.tasks.synthetic import PruneTruth, SyntheticSpec, generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 CHECK_TABLES = {

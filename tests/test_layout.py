@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regprune.tasks import layout
-from regprune.tasks.layout import (
+from regprune import layout
+from regprune.layout import (
     LINK_SIZE,
     LayoutError,
     RepoEntry,

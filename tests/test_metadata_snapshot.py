@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from regprune.flows.cli import main
-from regprune.tasks import metadata
-from regprune.tasks.layout import (
+from regprune import metadata
+from regprune.cli.main import main
+from regprune.layout import (
     V2_ROOT,
     blob_data_path,
     link_content,

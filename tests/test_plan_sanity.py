@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from regprune.flows.cli import EXIT_FAILURE, EXIT_OK, main
-from regprune.tasks.synthetic import SyntheticSpec, generate
+from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
+from regprune.demo.synthetic import SyntheticSpec, generate
 from tests.conftest import write_dump
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

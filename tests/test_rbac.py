@@ -1,5 +1,5 @@
 """The cluster manifests in deployments/: valid Kubernetes objects, and the RBAC grants
-exactly what tasks/permissions.py says the code needs."""
+exactly what regprune/permissions.py says the code needs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from kubernetes.client import ApiClient
 from prefect.utilities.templating import apply_values, find_placeholders
 
-from regprune.tasks.permissions import (
+from regprune.permissions import (
     READ_METADATA,
     ROLES,
     SERVICE_ACCOUNT,

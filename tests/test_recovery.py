@@ -18,16 +18,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from regprune.flows.cli import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
-from regprune.tasks import metadata
-from regprune.tasks.layout import (
+from regprune import metadata
+from regprune.cli.main import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
+from regprune.layout import (
     V2_ROOT,
     blob_data_path,
     layer_link_path,
     link_content,
     manifest_link_path,
 )
-from regprune.tasks.manifests import DOCKER_V1, parse_manifest
+from regprune.manifests import DOCKER_V1, parse_manifest
+from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, empty_table
 from regprune.tasks.recovery import (
     RECOVER_THREADS,
     RESULTS_FILE,
@@ -37,7 +38,6 @@ from regprune.tasks.recovery import (
     mapping_for,
     plan_recovery,
 )
-from regprune.tasks.tables import SCHEMAS, SNAPSHOT_TABLES, empty_table
 from tests.conftest import rows
 from tests.openshift_api import DEFAULT_REGISTRY_HOST, OpenShiftAPIServer
 from tests.registry_bench import PushedImage, Registry, push

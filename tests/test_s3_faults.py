@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from regprune.flows.cli import EXIT_FAILURE, EXIT_OK, main
-from regprune.tasks import layout, storage
-from regprune.tasks.synthetic import SyntheticSpec, generate
+from regprune import layout, storage
+from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
+from regprune.demo.synthetic import SyntheticSpec, generate
 from tests.conftest import rows
 from tests.registry_bench import MotoServer
 from tests.s3_proxy import S3FaultProxy
@@ -117,7 +117,7 @@ def proxy(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Fault
         }.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
-        monkeypatch.setattr(storage, "DELETE_BACKOFF_SECONDS", 0.02)
+        monkeypatch.setattr(storage.s3, "DELETE_BACKOFF_SECONDS", 0.02)
         yield started
 
 

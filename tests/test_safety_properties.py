@@ -43,11 +43,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regprune.flows.cli import EXIT_OK, main
-from regprune.tasks import layout
+from regprune import layout
+from regprune.cli.main import EXIT_OK, main
+from regprune.models import CHECK_MODELS, SnapshotDatabase
+from regprune.tables import SCHEMAS, SNAPSHOT_FILE, TableWriters
 from regprune.tasks.analysis import find_unknown_manifests, plan_hard_prune
-from regprune.tasks.queries import CHECK_MODELS, SnapshotDatabase
-from regprune.tasks.tables import SCHEMAS, SNAPSHOT_FILE, TableWriters
 from tests.conftest import rows
 
 EXAMPLES = int(os.environ.get("REGPRUNE_PROPERTY_EXAMPLES", "60"))

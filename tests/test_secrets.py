@@ -33,7 +33,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL
 
-from regprune.flows.cli import EXIT_FINDINGS, EXIT_OK
+from regprune.cli.main import EXIT_FINDINGS, EXIT_OK
 from tests.drift import build_drift
 from tests.openshift_api import OpenShiftAPIServer
 from tests.registry_bench import MotoServer, OciLayouts, Registry
@@ -63,7 +63,7 @@ def parquet_text(path: Path) -> str:
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "regprune.flows.cli", *args],
+        [sys.executable, "-m", "regprune.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from regprune.flows.cli import main
+from regprune.cli.main import main
 from tests.conftest import imagestream, rows, write_dump
 from tests.registry_bench import (
     Registry,

@@ -19,8 +19,8 @@ import s3fs
 from prefect import get_client
 from prefect.client.schemas.sorting import FlowRunSort
 
-from regprune.flows.cli import main
-from regprune.tasks.layout import (
+from regprune.cli.main import main
+from regprune.layout import (
     BLOB_PREFIXES,
     LINK_SIZE,
     V2_ROOT,
@@ -34,7 +34,7 @@ from regprune.tasks.layout import (
     upload_dir,
     upload_startedat_path,
 )
-from regprune.tasks.storage import S3Storage, StorageSpec
+from regprune.storage import S3Storage, StorageSpec
 from tests.conftest import rows, write_dump
 from tests.registry_bench import MotoServer
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from regprune.tasks import layout
-from regprune.tasks.synthetic import (
+from regprune import layout
+from regprune.demo.synthetic import (
     MANIFEST_LIST,
     MANIFEST_V2,
     SyntheticSpec,
@@ -444,7 +444,7 @@ def test_for_blobs_sizes_the_registry(blobs: int) -> None:
 
 
 def test_process_pool_writes_the_same_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from regprune.tasks import synthetic
+    from regprune.demo import synthetic
 
     monkeypatch.setattr(synthetic, "_POOL_MIN_FILES", 0)
     monkeypatch.setattr(synthetic, "_TASK_FILES", 100)

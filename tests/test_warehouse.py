@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from regprune.flows.cli import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
-from regprune.tasks.synthetic import PruneTruth, SyntheticSpec, generate
-from regprune.tasks.tables import SCHEMAS
-from regprune.tasks.warehouse import WarehouseError, connect_warehouse, publish_run
+from regprune.cli.main import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
+from regprune.demo.synthetic import PruneTruth, SyntheticSpec, generate
+from regprune.tables import SCHEMAS
+from regprune.warehouse import WarehouseError, connect_warehouse, publish_run
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 WEEK = timedelta(days=7)
@@ -475,7 +475,7 @@ def test_sql_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def regprune_sql(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-    command = [sys.executable, "-m", "regprune.flows.cli", "sql", *args]
+    command = [sys.executable, "-m", "regprune.cli.main", "sql", *args]
     return subprocess.run(command, capture_output=True, timeout=120, check=False, **kwargs)
 
 
@@ -494,7 +494,7 @@ def test_interactive_prompt_on_a_terminal(tmp_path: Path) -> None:
     run = tiny_run(tmp_path / "run", JAN, [10, 32])
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "regprune.flows.cli", "sql", "--snapshot", str(run)],
+        [sys.executable, "-m", "regprune.cli.main", "sql", "--snapshot", str(run)],
         stdin=terminal,
         stdout=terminal,
         stderr=terminal,

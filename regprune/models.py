@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
-from regprune.tasks.tables import SNAPSHOT_TABLES, sql_literal
+from regprune.tables import SNAPSHOT_TABLES, sql_literal
 
 PLAN_INTERMEDIATES = ("unreferenced_blobs", "unreferenced_links")
 """Models the plan writes once (to a scratch folder, not into DuckDB's memory) because several

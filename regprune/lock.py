@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from regprune.tasks.storage import StorageSpec
+from regprune.storage import StorageSpec
 
 LOCK_KEY = "_regprune/lock"
 """Relative to the registry's root (the folder or bucket prefix holding ``docker/``)."""
@@ -154,7 +154,7 @@ class S3LockObject:
     content is read back after writing, in case an endpoint ignores the condition."""
 
     def __init__(self, spec: StorageSpec):
-        from regprune.tasks.storage import S3Storage
+        from regprune.storage import S3Storage
 
         self.fs = S3Storage(spec).fs
         parsed = urlparse(spec.url)

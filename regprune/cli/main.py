@@ -14,18 +14,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from regprune.cli.sql import add_sql_parser, warehouse_url
 from regprune.flows.prune import UnsafePlan
-from regprune.flows.runners import TaskRunnerSettings, use_task_runner
-from regprune.flows.snapshot import SnapshotSource
-from regprune.flows.sql_command import add_sql_parser, warehouse_url
-from regprune.tasks.analysis import SnapshotError
-from regprune.tasks.lock import StorageLocked
-from regprune.tasks.metadata import MetadataError
-from regprune.tasks.queries import DuckDBSettings
+from regprune.lock import StorageLocked
+from regprune.metadata import MetadataError
+from regprune.models import DuckDBSettings
+from regprune.runners import TaskRunnerSettings, use_task_runner
+from regprune.snapshots import SnapshotError, SnapshotSource
+from regprune.storage import StorageConfigError, parse_storage_option
 from regprune.tasks.registry_restart import parse_deployment
-from regprune.tasks.storage import StorageConfigError, parse_storage_option
-from regprune.tasks.units import parse_duration
-from regprune.tasks.version import tool_version
+from regprune.units import parse_duration
+from regprune.version import tool_version
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
 

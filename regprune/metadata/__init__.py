@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from regprune.tasks.layout import is_digest
+from regprune.layout import is_digest
 
 GROUP = "image.openshift.io"
 VERSION = "v1"

@@ -21,12 +21,7 @@ from typing import Any, TextIO
 
 import duckdb
 
-from regprune.tasks.warehouse import (
-    Warehouse,
-    WarehouseError,
-    connect_snapshot,
-    connect_warehouse,
-)
+from regprune.warehouse import Warehouse, WarehouseError, connect_snapshot, connect_warehouse
 
 FORMATS = ("table", "csv", "json", "parquet")
 PROMPT, CONTINUATION = "regprune> ", "     ...> "
@@ -69,7 +64,7 @@ def add_sql_parser(commands: Any) -> None:
 
 
 def run_sql(args: argparse.Namespace) -> int:
-    from regprune.flows.cli import UsageError  # cli imports this module: import at call time
+    from regprune.cli.main import UsageError  # cli imports this module: import at call time
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet writes a file: give --output FILE")

@@ -1,0 +1,1 @@
+"""The command line: `regprune` and its subcommands."""

@@ -1,0 +1,1 @@
+"""The demo: a generated registry with every kind of drift, and its ground truth."""

@@ -1,0 +1,49 @@
+"""Where the registry keeps its bytes, behind one interface (``base.Storage``) with one backend
+per kind of storage, as distribution's ``driver`` packages: ``local`` (a folder) and ``s3``.
+``config`` turns a URL or the registry's config.yml into a :class:`StorageSpec` and opens it.
+
+A :class:`StorageSpec` is plain data (picklable), so a task on any worker can reopen the storage;
+credentials stay in ``options`` and are never printed: use :attr:`StorageSpec.display`.
+"""
+
+from regprune.storage.base import (
+    EMPTY_FOLDER,
+    LISTED_STAT_MIN_DEPTH,
+    LISTING_SCHEMA,
+    Storage,
+    StorageConfigError,
+    StorageObject,
+    StorageSpec,
+    listing_table,
+    modification_time,
+)
+from regprune.storage.config import (
+    SUPPORTED_DRIVERS,
+    check_options_hold_no_secrets,
+    open_storage,
+    parse_storage_option,
+    resolve_storage,
+    storage_from_registry_config,
+)
+from regprune.storage.local import LocalStorage
+from regprune.storage.s3 import S3Storage
+
+__all__ = [
+    "EMPTY_FOLDER",
+    "LISTED_STAT_MIN_DEPTH",
+    "LISTING_SCHEMA",
+    "SUPPORTED_DRIVERS",
+    "LocalStorage",
+    "S3Storage",
+    "Storage",
+    "StorageConfigError",
+    "StorageObject",
+    "StorageSpec",
+    "check_options_hold_no_secrets",
+    "listing_table",
+    "modification_time",
+    "open_storage",
+    "parse_storage_option",
+    "resolve_storage",
+    "storage_from_registry_config",
+]
