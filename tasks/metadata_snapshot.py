@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
 from regprune.metadata import (
@@ -24,6 +23,7 @@ from regprune.metadata import (
     list_pages,
     read_dump_objects,
 )
+from regprune.retries import retry_unless
 from regprune.tables import (
     METADATA_TABLES,
     TableWriters,
@@ -48,24 +48,11 @@ def _write(out: TableWriters, plural: str, obj: dict[str, Any]) -> None:
     out["metadata_anomalies"].extend(anomalies)
 
 
-def _retry_unless_metadata_error(task: Any, task_run: Any, state: State) -> bool:
-    """Prefect ``retry_condition_fn``: a :class:`MetadataError` already outlived our own
-    retries (or cannot improve: 401/403, kubeconfig, 410 over and over), so retrying the
-    whole listing would only delay the failure; anything unexpected gets the task retry."""
-    try:
-        state.result()
-    except MetadataError:
-        return False
-    except Exception:
-        return True
-    return True
-
-
 @task(
     name="list-cluster-objects",
     retries=1,
     retry_delay_seconds=10,
-    retry_condition_fn=_retry_unless_metadata_error,
+    retry_condition_fn=retry_unless(MetadataError),
 )
 def list_cluster_objects(source: MetadataSource, plural: str, parts_dir: str) -> dict[str, Any]:
     """List every ``images`` or ``imagestreams`` object, page by page, into Parquet parts.

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import task
-from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
 from regprune.layout import (
@@ -35,6 +34,7 @@ from regprune.layout import (
     parse_blob_key,
     split_repository,
 )
+from regprune.retries import retry_unless
 from regprune.storage import (
     EMPTY_FOLDER,
     LISTING_SCHEMA,
@@ -87,23 +87,11 @@ def _groups(prefixes: Sequence[str], count: int) -> list[list[str]]:
     return [list(prefixes[i::count]) for i in range(count)] if prefixes else []
 
 
-def _retry_unless_config_error(task: Any, task_run: Any, state: State) -> bool:
-    """Prefect ``retry_condition_fn``: a storage location that cannot be used (no registry
-    there, unsupported URL, access denied) stays so; retrying only delays the message."""
-    try:
-        state.result()
-    except StorageConfigError:
-        return False
-    except Exception:
-        return True
-    return True
-
-
 @task(
     name="plan-storage-shards",
     retries=2,
     retry_delay_seconds=[2, 10],
-    retry_condition_fn=_retry_unless_config_error,
+    retry_condition_fn=retry_unless(StorageConfigError),
 )
 def plan_storage_shards(spec: StorageSpec, shard_tasks: int | None = None) -> StorageShards:
     """List the two top levels (a handful of requests) and split the walk into task runs."""

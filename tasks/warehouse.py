@@ -5,30 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
+from regprune.retries import retry_unless
 from regprune.snapshots import SnapshotError
 from regprune.warehouse import WarehouseError, publish_run
-
-
-def _retry_unless_refused(task: Any, task_run: Any, state: State) -> bool:
-    """Prefect ``retry_condition_fn``: a network error may pass; a bad URL, a folder that is
-    not a complete snapshot or a run id that exists stays so."""
-    try:
-        state.result()
-    except (WarehouseError, SnapshotError):
-        return False
-    except Exception:
-        return True
-    return True
 
 
 @task(
     name="publish-to-warehouse",
     retries=2,
     retry_delay_seconds=[5, 30],
-    retry_condition_fn=_retry_unless_refused,
+    retry_condition_fn=retry_unless(WarehouseError, SnapshotError),
 )
 def publish_to_warehouse(
     run_dir: str, warehouse: str, command: str, settings: dict[str, Any] | None = None

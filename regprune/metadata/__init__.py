@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from regprune.layout import is_digest
+from regprune.retries import backoff
 
 GROUP = "image.openshift.io"
 VERSION = "v1"
@@ -467,17 +467,13 @@ def call_with_retries(
                     f"cannot {what}: HTTP {exc.status} {_status_message(exc)}"
                     + (f" (after {attempt + 1} attempts)" if retryable else "")
                 ) from exc
-            delay = _retry_after(exc) or _backoff(attempt)
+            delay = _retry_after(exc) or backoff(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
         except (HTTPError, OSError) as exc:
             if attempt == max_retries:
                 raise MetadataError(f"cannot {what}: {exc} (after {attempt + 1} attempts)") from exc
-            delay = _backoff(attempt)
+            delay = backoff(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
         sleep(delay)
     raise AssertionError("unreachable")
-
-
-def _backoff(attempt: int) -> float:
-    return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**attempt) * (0.5 + random.random() / 2)
 
 
 def _retry_after(exc: Any) -> float | None:

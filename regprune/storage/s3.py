@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import posixpath
-import random
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 from regprune.layout import V2_ROOT
+from regprune.retries import backoff
 from regprune.storage.base import (
     EMPTY_FOLDER,
     LISTED_STAT_MIN_DEPTH,
@@ -26,6 +26,7 @@ DELETE_ATTEMPTS = 6
 
 
 DELETE_BACKOFF_SECONDS = 0.5
+DELETE_BACKOFF_MAX_SECONDS = 20.0
 
 
 class S3Storage(Storage):
@@ -146,7 +147,7 @@ class S3Storage(Storage):
                 if attempt == DELETE_ATTEMPTS - 1:
                     out.update({key: error for key in pending.values()})
                     return out
-                time.sleep(_backoff(attempt))
+                time.sleep(backoff(attempt, DELETE_BACKOFF_SECONDS, DELETE_BACKOFF_MAX_SECONDS))
                 continue
             failed = {
                 e["Key"]: f"{e.get('Code')}: {e.get('Message')}" for e in answer.get("Errors", [])
@@ -156,7 +157,7 @@ class S3Storage(Storage):
                     out[key] = None
             pending = {k: v for k, v in pending.items() if k in failed}
             if pending and attempt < DELETE_ATTEMPTS - 1:
-                time.sleep(_backoff(attempt))
+                time.sleep(backoff(attempt, DELETE_BACKOFF_SECONDS, DELETE_BACKOFF_MAX_SECONDS))
             else:
                 out.update({pending[k]: failed[k] for k in pending})
         return out
@@ -173,7 +174,3 @@ def _common_folder(keys: Sequence[str]) -> str:
     """The longest folder (ending in ``/``) that holds every key ('' for fewer than two)."""
     distinct = set(keys)
     return posixpath.commonpath(distinct) + "/" if len(distinct) > 1 else ""
-
-
-def _backoff(attempt: int) -> float:
-    return min(20.0, DELETE_BACKOFF_SECONDS * 2**attempt) * (0.5 + random.random() / 2)
