@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeGuard
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,7 +63,8 @@ class RepoEntry:
     upload_id: str | None = None
 
 
-def is_digest(value: object) -> bool:
+def is_digest(value: object) -> TypeGuard[str]:
+    """A ``sha256:<64 hex>`` string (what the layout stores; other algorithms are not used)."""
     return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
 
 

@@ -141,5 +141,5 @@ class ChosenTaskRunner(TaskRunner[Any]):
     def duplicate(self) -> TaskRunner[Any]:  # type: ignore[override]
         return build_task_runner(chosen_settings())
 
-    def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("ChosenTaskRunner only chooses; tasks go to the runner it built")

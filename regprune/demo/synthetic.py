@@ -1110,7 +1110,7 @@ def _image_object(m: _Model, digest: str) -> dict[str, Any]:
     repo, t = m.images[digest]
     manifest = m.manifests[digest]
     created = _rfc3339(t)
-    layers = [
+    layers: list[dict[str, Any]] = [
         {"name": d, "size": m.blob_size[d], "mediaType": LAYER_MEDIA_TYPE} for d in manifest.layers
     ]
     metadata: dict[str, Any] = {"kind": "DockerImage", "apiVersion": "1.0", "Created": created}

@@ -8,6 +8,7 @@ partial listing must never pass for a complete one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -92,7 +93,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _sequence(value: Any, what: str, anomalies: list[dict], owner: tuple) -> list[Any]:
+def _sequence(
+    value: Any, what: str, anomalies: list[dict], owner: tuple[str, str | None, Any]
+) -> list[Any]:
     """A list field; anything else but null is an anomaly (and counts as empty)."""
     if value is None:
         return []
@@ -499,8 +502,13 @@ def list_pages(api: Any, plural: str, source: MetadataSource) -> Iterator[list[d
         if token:
             kwargs["_continue"] = token
         page = call_with_retries(
-            lambda kwargs=kwargs: api.list_cluster_custom_object(
-                GROUP, VERSION, plural, _request_timeout=source.request_timeout, **kwargs
+            functools.partial(
+                api.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                plural,
+                _request_timeout=source.request_timeout,
+                **kwargs,
             ),
             f"list {plural}.{GROUP}",
             source.max_retries,

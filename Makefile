@@ -1,0 +1,34 @@
+# How to work on regprune. `make help` lists the targets.
+PYTHON ?= python3
+
+.PHONY: help install test-fast test lint typecheck format bench demo
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+install:  ## editable install with the test and dask extras (pip >= 24 resolves it quickly)
+	$(PYTHON) -m pip install -U pip
+	$(PYTHON) -m pip install -e ".[test,dask]"
+
+test-fast:  ## the tests that need no registry, S3 or Prefect server run (a few minutes on 2 cores)
+	$(PYTHON) -m pytest -q -m "not slow"
+
+test:  ## every test, the end-to-end ones too (what CI runs; see .ci/run for the services)
+	$(PYTHON) -m pytest -q
+
+lint:  ## ruff (lint + format check) and sqlfluff over sql/
+	ruff check .
+	ruff format --check .
+
+typecheck:  ## mypy over the package as installed (regprune, regprune.flows, regprune.tasks)
+	.ci/typecheck
+
+format:  ## apply ruff's formatting and safe fixes
+	ruff format .
+	ruff check --fix .
+
+bench:  ## the benchmarks at 100k blobs on a folder (bench/README.md has the other sections)
+	$(PYTHON) bench/run --sections fs,tables --sizes 100k --repeat 3
+
+demo:  ## the demo: a generated registry with every kind of drift, pruned and checked
+	regprune demo
