@@ -1,0 +1,853 @@
+"""Cloud storage emulators for the test bench: GCS, Azure Blob and OpenStack Swift.
+
+Why: OpenShift's registry keeps its storage on GCS (Google Cloud), Azure Blob (ARO) and Swift
+(OpenStack) as well as on S3 and volumes. Each backend has its own key form and its own
+oddities (Azure blob names that start with ``/``, Swift's ``files/`` prefix and Dynamic Large
+Objects), so tests need the real protocols, served locally:
+
+- GCS: ``gcp-storage-emulator`` (PyPI), in memory; clients find it through
+  ``STORAGE_EMULATOR_HOST``.
+- Azure Blob: Azurite's ``azurite-blob`` (npm), with the well-known ``devstoreaccount1`` key.
+- Swift: an all-in-one of Debian's ``swift-*`` servers (account, container, object, proxy with
+  ``tempauth``, ``bulk``, ``dlo``), one loopback device, rings built in a temp folder.
+
+Each emulator starts once per session, only when a test asks for its fixture, and the fixture
+skips with what to install when the emulator is missing (``.ci/run`` installs all three).
+
+:func:`copy_registry_tree` copies a tree a registry wrote on a folder into an emulator object by
+object, in the key form that backend's registry driver writes. :func:`run_reference` runs
+OpenShift's own registry binary (its drivers) on any storage section, to prove a copied tree
+reads as the folder did.
+
+Loaded as a pytest plugin (see ``tests/conftest.py``); the fixtures are at the end of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pytest
+import yaml
+
+from tests.registry_bench import _stop_process, _wait_http, free_port
+
+__all__ = [
+    "AZURITE_ACCOUNT",
+    "AZURITE_KEY",
+    "REFERENCE_BIN",
+    "AzuriteEmulator",
+    "CopiedTree",
+    "GcsEmulator",
+    "StorageEmulator",
+    "SwiftAllInOne",
+    "copy_registry_tree",
+    "reference_listing",
+    "run_reference",
+]
+
+#: Everything a registry stores lives under this path of its storage root.
+V2 = "docker/registry/v2"
+
+#: Azurite's documented development account and key (public, the same in every Azurite).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+#: tempauth's test user of the Swift all-in-one: account ``test``, user ``tester``.
+SWIFT_USER = "test:tester"
+SWIFT_KEY = "testing"
+
+#: OpenShift's registry (shared binary); ``OPENSHIFT_REGISTRY_BIN`` overrides the path.
+REFERENCE_BIN = Path(
+    os.environ.get(
+        "OPENSHIFT_REGISTRY_BIN",
+        str(Path(__file__).resolve().parents[2] / "shared/openshift-registry/dockerregistry"),
+    )
+)
+if not REFERENCE_BIN.exists() and Path("/work/shared/openshift-registry/dockerregistry").exists():
+    REFERENCE_BIN = Path("/work/shared/openshift-registry/dockerregistry")
+
+#: How long an emulator may take to answer after its start (Swift's four servers import
+#: eventlet and friends: seconds each on a loaded 2-core machine).
+START_TIMEOUT = 90.0
+
+
+class StorageEmulator(Protocol):
+    """What every emulator object offers to tests."""
+
+    kind: str
+    endpoint: str
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    def create_bucket(self, name: str) -> str: ...
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]: ...
+
+    def put_object(
+        self, bucket: str, key: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None: ...
+
+    def reference_storage(self, bucket: str) -> tuple[dict[str, Any], dict[str, str]]: ...
+
+
+def _start(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start one emulator process, output to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+        )
+
+
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Wait until 127.0.0.1:``port`` accepts connections; fail fast if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not listening on 127.0.0.1:{port} after {timeout}s")
+
+
+# --------------------------------------------------------------------------- GCS
+
+
+class GcsEmulator:
+    """``gcp-storage-emulator start --in-memory`` on 127.0.0.1: the GCS JSON API.
+
+    Python clients reach it through ``STORAGE_EMULATOR_HOST`` (or gcsfs' ``endpoint_url``) with
+    anonymous credentials. gcsfs >= 2025 defaults to an "extended" filesystem that asks a gRPC
+    control API for every bucket's layout, which the emulator does not serve: each call then
+    waits 60 s. :attr:`env` turns that off (``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false``) and
+    :meth:`filesystem` uses ``gcsfs.core.GCSFileSystem`` directly.
+    """
+
+    kind = "gcs"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / "gcs-emulator.log"
+        self.keyfile = self.workdir / "service-account.json"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why the emulator or its client cannot run here, or None."""
+        for module, package in (("gcp_storage_emulator", "gcp-storage-emulator"), ("gcsfs", "gcsfs")):
+            if importlib.util.find_spec(module) is None:
+                return f"{package} is not installed (pip install {package}; .ci/run installs it)"
+        return None
+
+    def start(self) -> GcsEmulator:
+        """Start the emulator and wait for the bucket list to answer."""
+        self._proc = _start(
+            [
+                sys.executable,
+                "-m",
+                "gcp_storage_emulator",
+                "start",
+                "--in-memory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            self.log_path,
+        )
+        _wait_http(
+            f"{self.endpoint}/storage/v1/b",
+            {200},
+            START_TIMEOUT,
+            self._proc,
+            "gcp-storage-emulator",
+            self.log_path,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop the emulator (its in-memory buckets are gone)."""
+        _stop_process(self._proc)
+        self._proc = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables a GCS client reads to use this emulator (no credentials needed)."""
+        return {"STORAGE_EMULATOR_HOST": self.endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """gcsfs keyword arguments for this emulator."""
+        return {"endpoint_url": self.endpoint, "token": "anon", "project": "regprune-test"}
+
+    def filesystem(self) -> Any:
+        """A fresh gcsfs filesystem on the emulator (no instance or listing cache)."""
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(
+            **self.storage_options, skip_instance_cache=True, use_listings_cache=False
+        )
+
+    def create_bucket(self, name: str) -> str:
+        """Create bucket ``name``; returns it."""
+        self.filesystem().mkdir(name)
+        return name
+
+    def put_object(
+        self, bucket: str, key: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Write one object (``headers`` are not supported on GCS here)."""
+        if headers:
+            raise ValueError("GCS objects take no extra headers here")
+        self.filesystem().pipe_file(f"{bucket}/{key}", data)
+
+    def put_objects(self, bucket: str, objects: dict[str, bytes]) -> None:
+        """Write many objects concurrently (gcsfs batches the coroutines)."""
+        self.filesystem().pipe({f"{bucket}/{key}": data for key, data in objects.items()})
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key under ``prefix``, sorted, through gcsfs (a flat listing to the end)."""
+        fs = self.filesystem()
+        path = f"{bucket}/{prefix}".rstrip("/")
+        found = fs.find(path) if fs.exists(path) else []
+        return sorted(p[len(bucket) + 1 :] for p in found)
+
+    def reference_storage(self, bucket: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The registry's ``storage.gcs`` section and environment for this emulator.
+
+        The Go client needs some service-account key even against an emulator: a generated one.
+        """
+        if not self.keyfile.exists():
+            self.keyfile.write_text(json.dumps(_service_account_json()))
+        section = {"gcs": {"bucket": bucket, "keyfile": str(self.keyfile)}}
+        return section, {"STORAGE_EMULATOR_HOST": f"127.0.0.1:{self.port}"}
+
+
+def _service_account_json() -> dict[str, str]:
+    """A syntactically valid service-account key with a fresh RSA key (trusted by nobody)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "regprune-test",
+        "private_key_id": "0" * 40,
+        "private_key": pem,
+        "client_email": "registry@regprune-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "auth_uri": "http://127.0.0.1:1/auth",
+        "token_uri": "http://127.0.0.1:1/token",
+    }
+
+
+# --------------------------------------------------------------------------- Azure
+
+
+class AzuriteEmulator:
+    """Azurite's blob service (``azurite-blob``) on 127.0.0.1, data in a temp folder.
+
+    Clients use the well-known development account through a connection string
+    (``AZURE_STORAGE_CONNECTION_STRING``) or account name + key + blob endpoint.
+    """
+
+    kind = "azure"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
+        self.log_path = self.workdir / "azurite.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        """Path of ``azurite-blob`` (``AZURITE_BLOB_BIN`` overrides), or None."""
+        return os.environ.get("AZURITE_BLOB_BIN") or shutil.which("azurite-blob")
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why the emulator or its client cannot run here, or None."""
+        if cls.binary() is None:
+            return "azurite-blob not found (npm install -g azurite; .ci/run installs it)"
+        for module, package in (("azure.storage.blob", "azure-storage-blob"), ("adlfs", "adlfs")):
+            if importlib.util.find_spec(module.split(".")[0]) is None or (
+                "." in module and importlib.util.find_spec(module) is None
+            ):
+                return f"{package} is not installed (pip install {package})"
+        return None
+
+    def start(self) -> AzuriteEmulator:
+        """Start Azurite and wait until the blob endpoint answers (403 without a signature)."""
+        binary = self.binary()
+        assert binary is not None
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        self._proc = _start(
+            [
+                binary,
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--silent",
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.port),
+                "--location",
+                str(data),
+            ],
+            self.log_path,
+        )
+        _wait_http(
+            f"{self.endpoint}?comp=list",
+            {200, 403},
+            START_TIMEOUT,
+            self._proc,
+            "azurite-blob",
+            self.log_path,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop Azurite (its folder goes with the session's temp dir)."""
+        _stop_process(self._proc)
+        self._proc = None
+
+    @property
+    def connection_string(self) -> str:
+        """The development account's connection string for this endpoint."""
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};"
+        )
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables Azure tools read: the connection string, and name + key for those
+        that take the parts (with the endpoint, as Azurite is not ``*.blob.core.windows.net``)."""
+        return {
+            "AZURE_STORAGE_CONNECTION_STRING": self.connection_string,
+            "AZURE_STORAGE_ACCOUNT_NAME": AZURITE_ACCOUNT,
+            "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY,
+            "AZURE_STORAGE_BLOB_ENDPOINT": self.endpoint,
+        }
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """adlfs keyword arguments for this emulator."""
+        return {"connection_string": self.connection_string}
+
+    def service(self) -> Any:
+        """An azure-storage-blob ``BlobServiceClient`` on the emulator."""
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+    def filesystem(self) -> Any:
+        """A fresh adlfs filesystem on the emulator."""
+        from adlfs import AzureBlobFileSystem
+
+        return AzureBlobFileSystem(**self.storage_options, skip_instance_cache=True)
+
+    def create_bucket(self, name: str) -> str:
+        """Create container ``name`` (3-63 lowercase letters, digits, dashes); returns it."""
+        self.service().create_container(name)
+        return name
+
+    def put_object(
+        self, bucket: str, key: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Upload one block blob named exactly ``key`` (a leading ``/`` is kept)."""
+        if headers:
+            raise ValueError("Azure blobs take no extra headers here")
+        self.service().get_container_client(bucket).upload_blob(key, data, overwrite=True)
+
+    def put_objects(self, bucket: str, objects: dict[str, bytes]) -> None:
+        """Upload many blobs (one client, one request each)."""
+        container = self.service().get_container_client(bucket)
+        for key, data in objects.items():
+            container.upload_blob(key, data, overwrite=True)
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every blob name under ``prefix``, sorted, as stored (flat listing, all pages)."""
+        container = self.service().get_container_client(bucket)
+        return sorted(b.name for b in container.list_blobs(name_starts_with=prefix or None))
+
+    def reference_storage(self, bucket: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The registry's ``storage.azure`` section for this emulator (no root directory, as
+        the operator sets it: names are ``/docker/registry/v2/...``)."""
+        section = {
+            "azure": {
+                "accountname": AZURITE_ACCOUNT,
+                "accountkey": AZURITE_KEY,
+                "container": bucket,
+                "serviceurl": self.endpoint,
+            }
+        }
+        return section, {}
+
+
+# --------------------------------------------------------------------------- Swift
+
+
+_SWIFT_SERVERS = ("account", "container", "object")
+
+_PROXY_PIPELINE = (
+    "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempauth "
+    "copy slo dlo proxy-logging proxy-server"
+)
+
+
+class SwiftAllInOne:
+    """OpenStack Swift from Debian's packages, all on 127.0.0.1, started from a temp folder.
+
+    One replica, one device (a plain folder: ``mount_check = false``), rings built with
+    ``swift-ring-builder``, ``workers = 0`` (one process per server). The proxy pipeline has
+    ``tempauth`` (user ``test:tester``, key ``testing``, auth v1 at ``/auth/v1.0``), ``bulk``
+    (``?bulk-delete``), ``slo`` and ``dlo``. tempauth keeps its tokens in memcache: instead of a
+    memcached server, ``tests/swift_cache_standin.py`` puts an in-process dict there (the proxy
+    is one process). Swift's servers read ``/etc/swift/swift.conf`` (hash prefix/suffix and
+    storage policies) whatever their ``swift_dir``: Debian's ``swift`` package installs it.
+    """
+
+    kind = "swift"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.etc = self.workdir / "etc"
+        self.devices = self.workdir / "node"
+        self.logs = self.workdir / "log"
+        self.proxy_port = free_port()
+        self.ports = {name: free_port() for name in _SWIFT_SERVERS}
+        self.endpoint = f"http://127.0.0.1:{self.proxy_port}"
+        self.auth_url = f"{self.endpoint}/auth/v1.0"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why the all-in-one or its client cannot run here, or None."""
+        needed = ["swift-ring-builder", "swift-proxy-server"] + [
+            f"swift-{name}-server" for name in _SWIFT_SERVERS
+        ]
+        absent = [name for name in needed if shutil.which(name) is None]
+        if absent:
+            return (
+                f"{', '.join(absent)} not found (apt-get install swift swift-proxy "
+                "swift-account swift-container swift-object; .ci/run installs them)"
+            )
+        if not Path("/etc/swift/swift.conf").exists():
+            return "/etc/swift/swift.conf is missing (Debian's swift package installs it)"
+        if importlib.util.find_spec("swiftclient") is None:
+            return "python-swiftclient is not installed (pip install python-swiftclient)"
+        return None
+
+    def _write_config(self) -> None:
+        """Rings and server configs in :attr:`etc`, the device folder in :attr:`devices`."""
+        for folder in (self.etc, self.devices / "d1", self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        common = (
+            "[DEFAULT]\n"
+            "bind_ip = 127.0.0.1\n"
+            "bind_port = {port}\n"
+            "workers = 0\n"
+            f"swift_dir = {self.etc}\n"
+            f"devices = {self.devices}\n"
+            "mount_check = false\n"
+            "disable_fallocate = true\n"
+            # No syslog here: a missing socket path makes Swift log to the console only.
+            f"log_address = {self.logs / 'no-syslog'}\n"
+            "log_level = WARNING\n"
+        )
+        for name in _SWIFT_SERVERS:
+            builder = self.etc / f"{name}.builder"
+            ring = ["swift-ring-builder", str(builder)]
+            for args in (
+                ["create", "0", "1", "1"],
+                ["add", f"r1z1-127.0.0.1:{self.ports[name]}/d1", "100"],
+                ["rebalance"],
+            ):
+                proc = subprocess.run(
+                    [*ring, *args], capture_output=True, text=True, timeout=60, cwd=self.etc
+                )
+                # rebalance exits 1 with a warning on a one-device ring; the ring is written.
+                if proc.returncode not in (0, 1):
+                    raise RuntimeError(f"{' '.join(ring + args)}: {proc.stdout}{proc.stderr}")
+            (self.etc / f"{name}-server.conf").write_text(
+                common.format(port=self.ports[name])
+                + f"[pipeline:main]\npipeline = {name}-server\n"
+                + f"[app:{name}-server]\nuse = egg:swift#{name}\n"
+            )
+        filters = {
+            "catch_errors": "catch_errors",
+            "gatekeeper": "gatekeeper",
+            "healthcheck": "healthcheck",
+            "proxy-logging": "proxy_logging",
+            "listing_formats": "listing_formats",
+            "bulk": "bulk",
+            "copy": "copy",
+            "slo": "slo",
+            "dlo": "dlo",
+        }
+        sections = "".join(
+            f"[filter:{name}]\nuse = egg:swift#{egg}\n" for name, egg in filters.items()
+        )
+        (self.etc / "proxy-server.conf").write_text(
+            common.format(port=self.proxy_port)
+            + f"[pipeline:main]\npipeline = {_PROXY_PIPELINE}\n"
+            + "[app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n"
+            + "[filter:cache]\npaste.filter_factory = swift_cache_standin:filter_factory\n"
+            + "[filter:tempauth]\nuse = egg:swift#tempauth\n"
+            + f"user_{SWIFT_USER.replace(':', '_')} = {SWIFT_KEY} .admin\n"
+            + sections
+        )
+
+    def start(self) -> SwiftAllInOne:
+        """Write the config, start the four servers and wait until auth and a PUT work."""
+        self._write_config()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
+        for name in (*_SWIFT_SERVERS, "proxy"):
+            self._procs[name] = _start(
+                [f"swift-{name}-server", str(self.etc / f"{name}-server.conf")],
+                self.logs / f"{name}.log",
+                env=env,
+                cwd=self.workdir,
+            )
+        for name in _SWIFT_SERVERS:
+            _wait_port(self.ports[name], START_TIMEOUT, self._procs[name], f"swift-{name}-server")
+        _wait_http(
+            f"{self.endpoint}/healthcheck",
+            {200},
+            START_TIMEOUT,
+            self._procs["proxy"],
+            "swift-proxy-server",
+            self.logs / "proxy.log",
+        )
+        self.connection().head_account()
+        return self
+
+    def stop(self) -> None:
+        """Stop the four servers (the device folder stays with the temp dir)."""
+        for name in ("proxy", *_SWIFT_SERVERS):
+            _stop_process(self._procs.pop(name, None))
+
+    def log(self) -> str:
+        """The servers' console output, for assertion messages."""
+        return "".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.logs.glob("*.log")
+        )
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Auth v1 as the ``swift`` CLI and python-swiftclient read it (``ST_*``), and the
+        ``OS_*`` names of an RC file (tempauth has no Keystone: v1 with the same values)."""
+        return {
+            "ST_AUTH": self.auth_url,
+            "ST_USER": SWIFT_USER,
+            "ST_KEY": SWIFT_KEY,
+            "ST_AUTH_VERSION": "1.0",
+            "OS_AUTH_URL": self.auth_url,
+            "OS_USERNAME": SWIFT_USER,
+            "OS_PASSWORD": SWIFT_KEY,
+            "OS_AUTH_VERSION": "1",
+        }
+
+    def connection(self) -> Any:
+        """A python-swiftclient connection (not thread-safe: one per thread)."""
+        from swiftclient.client import Connection
+
+        return Connection(authurl=self.auth_url, user=SWIFT_USER, key=SWIFT_KEY, retries=2)
+
+    def create_bucket(self, name: str) -> str:
+        """Create container ``name``; returns it."""
+        self.connection().put_container(name)
+        return name
+
+    def put_object(
+        self, bucket: str, key: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Write one object, with headers (``X-Object-Manifest`` makes a DLO manifest)."""
+        self.connection().put_object(bucket, key, data, headers=headers or {})
+
+    def put_objects(self, bucket: str, objects: dict[str, bytes]) -> None:
+        """Write many objects on one connection."""
+        conn = self.connection()
+        for key, data in objects.items():
+            conn.put_object(bucket, key, data)
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every object name under ``prefix``, sorted (markers followed to the end)."""
+        _, objects = self.connection().get_container(
+            bucket, prefix=prefix or None, full_listing=True
+        )
+        return sorted(obj["name"] for obj in objects)
+
+    def reference_storage(self, bucket: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The registry's ``storage.swift`` section (auth v1 through tempauth)."""
+        section = {
+            "swift": {
+                "authurl": self.auth_url,
+                "username": SWIFT_USER,
+                "password": SWIFT_KEY,
+                "container": bucket,
+                "authversion": 1,
+            }
+        }
+        return section, {}
+
+
+# --------------------------------------------------------------------------- copying
+
+
+AzureForm = Literal["slash", "plain", "mixed"]
+
+
+@dataclass
+class CopiedTree:
+    """What :func:`copy_registry_tree` wrote: key per file, and the DLOs' segments."""
+
+    bucket: str
+    #: ``docker/registry/v2/...`` path of each folder file -> its object key.
+    keys: dict[str, str]
+    #: DLO manifest key -> its segment keys (Swift only).
+    segments: dict[str, list[str]] = field(default_factory=dict)
+    #: DLO manifest key -> full size of its data.
+    dlo_sizes: dict[str, int] = field(default_factory=dict)
+
+    def all_keys(self) -> list[str]:
+        """Every object key written (files and segments), sorted."""
+        keys = set(self.keys.values())
+        for segs in self.segments.values():
+            keys.update(segs)
+        return sorted(keys)
+
+
+def folder_files(storage_root: Path | str) -> dict[str, Path]:
+    """Files of a registry's folder storage by their ``docker/registry/v2/...`` path."""
+    root = Path(storage_root)
+    base = root / V2
+    return {
+        p.relative_to(root).as_posix(): p for p in sorted(base.rglob("*")) if p.is_file()
+    }
+
+
+def _alternate(rel: str) -> bool:
+    """Default split of a mixed Azure tree: about half the files in each form, stable."""
+    return hashlib.sha256(rel.encode()).digest()[0] % 2 == 0
+
+
+def azure_key(rel: str, form: AzureForm = "slash", plain: Callable[[str], bool] = _alternate) -> str:
+    """Azure blob name of ``rel`` (a ``docker/registry/v2/...`` path).
+
+    ``slash``: ``/docker/...`` as OpenShift's registry writes it (root directory unset);
+    ``plain``: ``docker/...`` as upstream distribution v3 writes it; ``mixed``: ``plain`` where
+    ``plain(rel)`` is true, ``slash`` elsewhere (a container written by both).
+    """
+    if form == "slash" or (form == "mixed" and not plain(rel)):
+        return "/" + rel
+    return rel
+
+
+def swift_segment_prefix(key: str) -> str:
+    """A segment folder in the form distribution's swift driver picks: ``segments/`` + the
+    first 3 and the other 37 hex of sha1(path + 32 random bytes)."""
+    digest = hashlib.sha1(key.encode() + os.urandom(32), usedforsecurity=False).hexdigest()
+    return f"segments/{digest[:3]}/{digest[3:]}"
+
+
+def copy_registry_tree(
+    storage_root: Path | str,
+    emulator: StorageEmulator,
+    bucket: str,
+    *,
+    azure_form: AzureForm = "slash",
+    azure_plain: Callable[[str], bool] = _alternate,
+    swift_dlo: Iterable[str] = (),
+    segment_size: int = 1024,
+) -> CopiedTree:
+    """Copy a registry's folder storage into ``bucket`` object by object, in the key form the
+    backend's registry driver writes (the operator sets no root directory):
+
+    - GCS: ``docker/registry/v2/...`` at the top of the bucket;
+    - Azure: ``/docker/registry/v2/...`` (``azure_form`` also gives ``docker/...`` or a mix);
+    - Swift: ``files/docker/registry/v2/...``; each path in ``swift_dlo`` (a
+      ``docker/registry/v2/...`` path) becomes a Dynamic Large Object as the driver's writer
+      leaves it: a 0-byte object with ``X-Object-Manifest: <container>/segments/xxx/yyy`` and
+      the data in ``segments/xxx/yyy/0000000000000001``, ... of ``segment_size`` bytes.
+    """
+    files = folder_files(storage_root)
+    dlo = set(swift_dlo)
+    unknown = dlo - set(files)
+    if unknown:
+        raise ValueError(f"not files of the tree: {sorted(unknown)}")
+    if dlo and emulator.kind != "swift":
+        raise ValueError("Dynamic Large Objects exist only on Swift")
+    copied = CopiedTree(bucket, {})
+    plain_objects: dict[str, bytes] = {}
+    for rel, path in files.items():
+        data = path.read_bytes()
+        if emulator.kind == "gcs":
+            key = rel
+        elif emulator.kind == "azure":
+            key = azure_key(rel, azure_form, azure_plain)
+        elif emulator.kind == "swift":
+            key = f"files/{rel}"
+        else:
+            raise ValueError(f"unknown emulator kind {emulator.kind!r}")
+        copied.keys[rel] = key
+        if rel in dlo:
+            prefix = swift_segment_prefix(key)
+            segments = []
+            for number, start in enumerate(range(0, max(len(data), 1), segment_size), 1):
+                segment = f"{prefix}/{number:016d}"
+                emulator.put_object(bucket, segment, data[start : start + segment_size])
+                segments.append(segment)
+            emulator.put_object(bucket, key, b"", {"X-Object-Manifest": f"{bucket}/{prefix}"})
+            copied.segments[key] = segments
+            copied.dlo_sizes[key] = len(data)
+        else:
+            plain_objects[key] = data
+    emulator.put_objects(bucket, plain_objects)  # type: ignore[attr-defined]
+    return copied
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _reference_config(storage: dict[str, Any]) -> dict[str, Any]:
+    """A config for OpenShift's registry in its list/prune modes on ``storage``."""
+    return {
+        "version": 0.1,
+        "log": {"level": "error"},
+        "http": {"addr": "127.0.0.1:0"},
+        "storage": {
+            **storage,
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "auth": {"openshift": {}},
+        "openshift": {
+            "version": 1.0,
+            "quota": {"enabled": False},
+            "pullthrough": {"enabled": False},
+        },
+    }
+
+
+def run_reference(
+    args: list[str],
+    storage: dict[str, Any],
+    env: dict[str, str] | None = None,
+    timeout: float = 300.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run OpenShift's registry with ``args`` (e.g. ``["-list-blobs", "-experimental"]``) and a
+    config whose storage section is ``storage``; returns the completed process."""
+    if not REFERENCE_BIN.exists():
+        pytest.skip(
+            f"OpenShift's registry not found at {REFERENCE_BIN} (set OPENSHIFT_REGISTRY_BIN; "
+            "build: see /work/shared/openshift-registry/README.md)"
+        )
+    with tempfile.TemporaryDirectory(prefix="reference-") as tmp:
+        config = Path(tmp) / "config.yml"
+        config.write_text(yaml.safe_dump(_reference_config(storage), sort_keys=False))
+        run_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE_"))}
+        run_env["REGISTRY_OPENSHIFT_SERVER_ADDR"] = "127.0.0.1:5000"
+        run_env.update(env or {})
+        return subprocess.run(
+            [str(REFERENCE_BIN), *args, str(config)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=run_env,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def reference_listing(
+    storage: dict[str, Any], env: dict[str, str] | None = None
+) -> dict[str, list[tuple[str, ...]]]:
+    """What the reference's driver sees: ``repository``, ``blob`` and ``manifest`` rows from
+    ``-list-repositories``, ``-list-blobs`` and ``-list-manifests`` (each sorted)."""
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for kind in ("repositories", "blobs", "manifests"):
+        proc = run_reference([f"-list-{kind}", "-experimental"], storage, env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"-list-{kind} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+        rows = [tuple(line.split("\t")[1:]) for line in proc.stdout.splitlines() if "\t" in line]
+        out[kind] = sorted(rows)
+    return out
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _session_emulator(
+    cls: Any, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[Any]:
+    """Start ``cls`` once for the session, or skip with what is missing."""
+    reason = cls.missing()
+    if reason:
+        pytest.skip(reason)
+    emulator = cls(tmp_path_factory.mktemp(name))
+    try:
+        emulator.start()
+    except BaseException:
+        emulator.stop()
+        raise
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
+    """gcp-storage-emulator for the session (in memory); tests use their own buckets."""
+    yield from _session_emulator(GcsEmulator, tmp_path_factory, "gcs")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteEmulator]:
+    """Azurite's blob service for the session; tests use their own containers."""
+    yield from _session_emulator(AzuriteEmulator, tmp_path_factory, "azurite")
+
+
+@pytest.fixture(scope="session")
+def swift_aio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftAllInOne]:
+    """The Swift all-in-one for the session; tests use their own containers."""
+    yield from _session_emulator(SwiftAllInOne, tmp_path_factory, "swift")
