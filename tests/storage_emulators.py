@@ -162,7 +162,10 @@ class GcsEmulator:
     @staticmethod
     def missing() -> str | None:
         """Why the emulator or its client cannot run here, or None."""
-        for module, package in (("gcp_storage_emulator", "gcp-storage-emulator"), ("gcsfs", "gcsfs")):
+        for module, package in (
+            ("gcp_storage_emulator", "gcp-storage-emulator"),
+            ("gcsfs", "gcsfs"),
+        ):
             if importlib.util.find_spec(module) is None:
                 return f"{package} is not installed (pip install {package}; .ci/run installs it)"
         return None
@@ -201,7 +204,10 @@ class GcsEmulator:
     @property
     def env(self) -> dict[str, str]:
         """The variables a GCS client reads to use this emulator (no credentials needed)."""
-        return {"STORAGE_EMULATOR_HOST": self.endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+        return {
+            "STORAGE_EMULATOR_HOST": self.endpoint,
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        }
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -568,7 +574,8 @@ class SwiftAllInOne:
     def log(self) -> str:
         """The servers' console output, for assertion messages."""
         return "".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.logs.glob("*.log")
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in self.logs.glob("*.log")
         )
 
     @property
@@ -660,9 +667,7 @@ def folder_files(storage_root: Path | str) -> dict[str, Path]:
     """Files of a registry's folder storage by their ``docker/registry/v2/...`` path."""
     root = Path(storage_root)
     base = root / V2
-    return {
-        p.relative_to(root).as_posix(): p for p in sorted(base.rglob("*")) if p.is_file()
-    }
+    return {p.relative_to(root).as_posix(): p for p in sorted(base.rglob("*")) if p.is_file()}
 
 
 def _alternate(rel: str) -> bool:
@@ -670,7 +675,9 @@ def _alternate(rel: str) -> bool:
     return hashlib.sha256(rel.encode()).digest()[0] % 2 == 0
 
 
-def azure_key(rel: str, form: AzureForm = "slash", plain: Callable[[str], bool] = _alternate) -> str:
+def azure_key(
+    rel: str, form: AzureForm = "slash", plain: Callable[[str], bool] = _alternate
+) -> str:
     """Azure blob name of ``rel`` (a ``docker/registry/v2/...`` path).
 
     ``slash``: ``/docker/...`` as OpenShift's registry writes it (root directory unset);
