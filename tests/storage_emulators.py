@@ -33,16 +33,20 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pytest
 import yaml
 
-from tests.registry_bench import _stop_process, _wait_http, free_port
+from tests.registry_bench import _OPENER, _stop_process, _wait_http, free_port
 
 __all__ = [
     "AZURITE_ACCOUNT",
@@ -51,6 +55,7 @@ __all__ = [
     "AzuriteEmulator",
     "CopiedTree",
     "GcsEmulator",
+    "ReferenceServer",
     "StorageEmulator",
     "SwiftAllInOne",
     "copy_registry_tree",
@@ -838,6 +843,151 @@ def reference_listing(
         rows = [tuple(line.split("\t")[1:]) for line in proc.stdout.splitlines() if "\t" in line]
         out[kind] = sorted(rows)
     return out
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class _ReviewFront:
+    """A front for the bench's image API that answers the two reviews OpenShift's registry
+    makes for every request (``selfsubjectreviews``: who is this token; and
+    ``selfsubjectaccessreviews``: may it do this; always yes) and forwards the rest."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> _ReviewFront:
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                path = self.path.split("?", 1)[0]
+                if path.endswith(("/selfsubjectreviews", "/selfsubjectaccessreviews")):
+                    status, ctype, data = 201, "application/json", _review(path)
+                else:
+                    status, ctype, data = front.forward(self.command, self.path, self.headers, body)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def forward(
+        self, method: str, path: str, headers: Any, body: bytes | None
+    ) -> tuple[int, str, bytes]:
+        skip = {"host", "content-length", "connection"}
+        kept = {k: v for k, v in headers.items() if k.lower() not in skip}
+        request = urllib.request.Request(self.upstream + path, body, kept, method=method)
+        try:
+            with _OPENER.open(request, timeout=30) as resp:
+                return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
+def _review(path: str) -> bytes:
+    """The review reply: user ``tester`` for a self-subject review, allowed for an access one."""
+    if path.endswith("/selfsubjectreviews"):
+        reply: dict[str, Any] = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "SelfSubjectReview",
+            "status": {
+                "userInfo": {"username": "tester", "uid": "1", "groups": ["system:authenticated"]}
+            },
+        }
+    else:
+        reply = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {},
+            "status": {"allowed": True},
+        }
+    return json.dumps(reply).encode()
+
+
+class ReferenceServer:
+    """OpenShift's registry serving the Docker v2 API on ``storage`` (a config storage
+    section), creating Images in the bench's image API (``api``, an ``OpenShiftAPIServer``)
+    as on a cluster. Push with skopeo and ``--dest-creds=any:<api.token>``."""
+
+    def __init__(
+        self, workdir: Path, storage: dict[str, Any], env: dict[str, str], api: Any
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.storage = storage
+        self.env = env
+        self.api = api
+        self.log_path = self.workdir / "reference.log"
+        self._front: _ReviewFront | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ReferenceServer:
+        if not REFERENCE_BIN.exists():
+            pytest.skip(
+                f"OpenShift's registry not found at {REFERENCE_BIN} (OPENSHIFT_REGISTRY_BIN)"
+            )
+        self._front = _ReviewFront(self.api.url).start()
+        config = _reference_config(self.storage)
+        config["http"]["addr"] = self.url
+        config["log"]["level"] = "info"
+        path = self.workdir / "config.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE_"))}
+        env.update(self.env)
+        env.update(
+            REGISTRY_OPENSHIFT_SERVER_ADDR=self.url,
+            OPENSHIFT_MASTER=self._front.url,
+            BEARER_TOKEN=self.api.token,
+        )
+        self._proc = _start([str(REFERENCE_BIN), str(path)], self.log_path, env=env)
+        _wait_http(
+            f"http://{self.url}/healthz", {200}, 60, self._proc, "dockerregistry", self.log_path
+        )
+        return self
+
+    def stop(self) -> None:
+        _stop_process(self._proc)
+        self._proc = None
+        if self._front is not None:
+            self._front.stop()
+            self._front = None
+
+    def __enter__(self) -> ReferenceServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -9,6 +9,7 @@ on them rely on (see each test's docstring).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.registry_bench import OciLayouts, Registry, push
 from tests.storage_emulators import (
     AzuriteEmulator,
     GcsEmulator,
+    ReferenceServer,
     SwiftAllInOne,
     azure_key,
     copy_registry_tree,
@@ -236,6 +238,7 @@ def test_swift_copy_round_trips_with_dlo(swift_aio: SwiftAllInOne, tree: Tree) -
     head = conn.head_object(container, manifest)
     assert int(head["content-length"]) == size
     assert head["x-object-manifest"] == f"{container}/{segments[0].rsplit('/', 1)[0]}"
+    assert re.fullmatch(f"{SEGMENTS}/0000000000000001", segments[0])
     _, body = conn.get_object(container, manifest)
     assert body == tree.files[big].read_bytes()
 
@@ -325,3 +328,73 @@ def test_reference_reads_swift_copy_with_dlo(
         tree.storage_root, swift_aio, container, swift_dlo=[tree.largest_blob()], segment_size=1000
     )
     assert reference_listing(*swift_aio.reference_storage(container)) == folder_listing
+
+
+#: How distribution's swift driver names a DLO's segment folder (sha1 hex split 3 + 37).
+SEGMENTS = r"segments/[0-9a-f]{3}/[0-9a-f]{37}"
+
+
+@pytest.mark.slow
+def test_reference_serves_pushes_on_swift(
+    swift_aio: SwiftAllInOne, oci_layouts: OciLayouts, tmp_path: Path
+) -> None:
+    """OpenShift's registry serves a push on the Swift all-in-one (it cannot on the GCS
+    emulator or Azurite): every blob that came through an upload (layers, config) is a DLO
+    with one segment per 20 MiB, the manifest is a plain object, no tag link is written (tags
+    live in the ImageStream), and a blob GET through the registry reads the DLO back."""
+    import base64
+    import hashlib
+
+    from tests.openshift_api import OpenShiftAPIServer
+    from tests.registry_bench import _http, _skopeo
+
+    container = swift_aio.create_bucket(_bucket())
+    with OpenShiftAPIServer() as api:
+        api.add_imagestream("ns1", "app")
+        storage, env = swift_aio.reference_storage(container)
+        with ReferenceServer(tmp_path / "reference", storage, env, api) as registry:
+            ref = oci_layouts["app-v1"]
+            proc = _skopeo(
+                "copy",
+                "--dest-tls-verify=false",
+                f"--dest-creds=tester:{api.token}",
+                "--retry-times",
+                "0",
+                "--format",
+                "v2s2",
+                f"oci:{ref.layout_dir}:{ref.tag}",
+                f"docker://{registry.url}/ns1/app:v1",
+            )
+            assert proc.returncode == 0, f"{proc.stderr}\n{registry.log()[-3000:]}"
+
+            keys = swift_aio.list_keys(container)
+            revisions = [k for k in keys if "/_manifests/revisions/" in k]
+            assert len(revisions) == 1
+            digest = "sha256:" + revisions[0].split("/")[-2]
+            assert [i["metadata"]["name"] for i in api.images()] == [digest]
+            assert not [k for k in keys if "/_manifests/tags/" in k]
+
+            conn = swift_aio.connection()
+            files = f"files/docker/registry/v2/blobs/sha256/{digest[7:9]}/{digest[7:]}/data"
+            manifest_head = conn.head_object(container, files)
+            assert "x-object-manifest" not in manifest_head
+            manifest = json.loads(conn.get_object(container, files)[1])
+            uploaded = [manifest["config"]["digest"], *(x["digest"] for x in manifest["layers"])]
+            for blob in uploaded:
+                key = f"files/docker/registry/v2/blobs/sha256/{blob[7:9]}/{blob[7:]}/data"
+                head = conn.head_object(container, key)
+                pointer = head["x-object-manifest"]
+                assert re.fullmatch(f"{container}/{SEGMENTS}", pointer), pointer
+                segments = swift_aio.list_keys(container, pointer.split("/", 1)[1] + "/")
+                assert [s.rsplit("/", 1)[1] for s in segments] == ["0000000000000001"]
+                assert int(head["content-length"]) > 0
+
+            layer = uploaded[-1]
+            auth = base64.b64encode(f"tester:{api.token}".encode()).decode()
+            status, _, body = _http(
+                "GET",
+                f"http://{registry.url}/v2/ns1/app/blobs/{layer}",
+                headers={"Authorization": f"Basic {auth}"},
+            )
+            assert status == 200, f"{status} {body[:300]!r}\n{registry.log()[-3000:]}"
+            assert "sha256:" + hashlib.sha256(body).hexdigest() == layer
