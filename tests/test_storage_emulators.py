@@ -73,6 +73,7 @@ def _bucket() -> str:
 # --------------------------------------------------------------------------- GCS
 
 
+@pytest.mark.slow
 def test_gcs_copy_round_trips(gcs_emulator: GcsEmulator, tree: Tree) -> None:
     """Keys are ``docker/registry/v2/...`` at the top of the bucket, bytes unchanged."""
     bucket = gcs_emulator.create_bucket(_bucket())
@@ -84,7 +85,7 @@ def test_gcs_copy_round_trips(gcs_emulator: GcsEmulator, tree: Tree) -> None:
 
 
 def test_gcs_env_variable_alone_reaches_the_emulator(
-    gcs_emulator: GcsEmulator, tree: Tree, monkeypatch: pytest.MonkeyPatch
+    gcs_emulator: GcsEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``STORAGE_EMULATOR_HOST`` is enough for gcsfs (no endpoint argument), as for the
     registry's Go client; ``token="anon"`` skips credential discovery."""
@@ -141,6 +142,7 @@ def _gcs_json(emulator: GcsEmulator, path: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- Azure
 
 
+@pytest.mark.slow
 def test_azure_copy_round_trips_with_leading_slash(azurite: AzuriteEmulator, tree: Tree) -> None:
     """Blob names are ``/docker/registry/v2/...`` as OpenShift's registry writes them."""
     container = azurite.create_bucket(_bucket())
@@ -152,6 +154,7 @@ def test_azure_copy_round_trips_with_leading_slash(azurite: AzuriteEmulator, tre
     assert blob.readall() == tree.files[rel].read_bytes()
 
 
+@pytest.mark.slow
 def test_azure_plain_and_mixed_forms(azurite: AzuriteEmulator, tree: Tree) -> None:
     """``docker/...`` (upstream v3) and a mix of both forms (a migrated container)."""
     plain = azurite.create_bucket(_bucket())
@@ -166,9 +169,7 @@ def test_azure_plain_and_mixed_forms(azurite: AzuriteEmulator, tree: Tree) -> No
     assert any(k.startswith("docker/") for k in keys)
 
 
-def test_adlfs_sees_leading_slash_names_only_in_flat_listings(
-    azurite: AzuriteEmulator, tree: Tree
-) -> None:
+def test_adlfs_sees_leading_slash_names_only_in_flat_listings(azurite: AzuriteEmulator) -> None:
     """adlfs' ``find`` returns ``container//docker/...`` for ``/docker/...`` names and reads
     them back by that path; its ``ls`` of the container shows a ``docker`` folder for the
     plain form only (the empty first segment of ``/docker`` is not a folder to it)."""
@@ -215,6 +216,7 @@ def test_azure_batch_delete_with_leading_slash(azurite: AzuriteEmulator) -> None
 # --------------------------------------------------------------------------- Swift
 
 
+@pytest.mark.slow
 def test_swift_copy_round_trips_with_dlo(swift_aio: SwiftAllInOne, tree: Tree) -> None:
     """Objects are ``files/docker/registry/v2/...``; the largest blob is a Dynamic Large
     Object: a 0-byte manifest with ``X-Object-Manifest``, whose HEAD and GET give the whole
@@ -243,6 +245,7 @@ def test_swift_copy_round_trips_with_dlo(swift_aio: SwiftAllInOne, tree: Tree) -
     assert body == tree.files[big].read_bytes()
 
 
+@pytest.mark.slow
 def test_swift_paging_follows_markers(swift_aio: SwiftAllInOne) -> None:
     """Listings stop at ``limit`` (10,000 by default, from ``/info``) and go on from a
     ``marker``; python-swiftclient's ``full_listing`` follows them to the end."""
@@ -258,6 +261,7 @@ def test_swift_paging_follows_markers(swift_aio: SwiftAllInOne) -> None:
     assert info["bulk_delete"]["max_deletes_per_request"] == 10000
 
 
+@pytest.mark.slow
 def test_swift_bulk_delete(swift_aio: SwiftAllInOne) -> None:
     """``POST ?bulk-delete`` with one ``/container/object`` a line (URL-encoded) deletes
     them in one request and reports what it did, missing names counted as not found."""
