@@ -8,6 +8,8 @@ on them rely on (see each test's docstring).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import uuid
@@ -17,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.registry_bench import OciLayouts, Registry, push
+from tests.openshift_api import OpenShiftAPIServer
+from tests.registry_bench import OciLayouts, Registry, _http, _skopeo, push
 from tests.storage_emulators import (
     AzuriteEmulator,
     GcsEmulator,
@@ -132,8 +135,6 @@ def test_gcs_batch_delete(gcs_emulator: GcsEmulator, monkeypatch: pytest.MonkeyP
 
 def _gcs_json(emulator: GcsEmulator, path: str) -> dict[str, Any]:
     """GET one JSON API path of the emulator."""
-    from tests.registry_bench import _http
-
     status, _, body = _http("GET", emulator.endpoint + path)
     assert status == 200, body[:300]
     return dict(json.loads(body))
@@ -285,8 +286,6 @@ def test_swift_bulk_delete(swift_aio: SwiftAllInOne) -> None:
 
 def _get(url: str) -> bytes:
     """GET ``url`` (no auth), expecting 200."""
-    from tests.registry_bench import _http
-
     status, _, body = _http("GET", url)
     assert status == 200, body[:300]
     return body
@@ -324,14 +323,41 @@ def test_reference_reads_azure_copy(
 
 @pytest.mark.slow
 def test_reference_reads_swift_copy_with_dlo(
-    swift_aio: SwiftAllInOne, tree: Tree, folder_listing: dict[str, list[tuple[str, ...]]]
+    swift_aio: SwiftAllInOne,
+    tree: Tree,
+    folder_listing: dict[str, list[tuple[str, ...]]],
+    tmp_path: Path,
 ) -> None:
-    """Swift driver on ``files/...`` with the largest blob as a DLO: the same listing."""
+    """Swift driver on ``files/...`` with the largest blob as a DLO of several segments: the
+    same listing as on the folder, and serving that blob gives its bytes whole."""
     container = swift_aio.create_bucket(_bucket())
-    copy_registry_tree(
-        tree.storage_root, swift_aio, container, swift_dlo=[tree.largest_blob()], segment_size=1000
+    big = tree.largest_blob()
+    copied = copy_registry_tree(
+        tree.storage_root, swift_aio, container, swift_dlo=[big], segment_size=1000
     )
-    assert reference_listing(*swift_aio.reference_storage(container)) == folder_listing
+    assert len(copied.segments[f"files/{big}"]) >= 2
+    storage, env = swift_aio.reference_storage(container)
+    assert reference_listing(storage, env) == folder_listing
+
+    digest = "sha256:" + big.split("/")[-2]
+    suffix = f"/_layers/sha256/{digest[7:]}/link"
+    repo = next(r for r in tree.files if r.endswith(suffix)).split("/repositories/")[1]
+    with (
+        OpenShiftAPIServer() as api,
+        ReferenceServer(tmp_path / "reference", storage, env, api) as registry,
+    ):
+        status, _, body = _http(
+            "GET",
+            f"http://{registry.url}/v2/{repo.removesuffix(suffix)}/blobs/{digest}",
+            headers={"Authorization": _basic(api.token)},
+        )
+    assert status == 200, f"{status} {body[:300]!r}\n{registry.log()[-3000:]}"
+    assert body == tree.files[big].read_bytes()
+
+
+def _basic(token: str) -> str:
+    """The Authorization header OpenShift's registry takes: any user, the API token."""
+    return "Basic " + base64.b64encode(f"tester:{token}".encode()).decode()
 
 
 #: How distribution's swift driver names a DLO's segment folder (sha1 hex split 3 + 37).
@@ -346,11 +372,6 @@ def test_reference_serves_pushes_on_swift(
     emulator or Azurite): every blob that came through an upload (layers, config) is a DLO
     with one segment per 20 MiB, the manifest is a plain object, no tag link is written (tags
     live in the ImageStream), and a blob GET through the registry reads the DLO back."""
-    import base64
-    import hashlib
-
-    from tests.openshift_api import OpenShiftAPIServer
-    from tests.registry_bench import _http, _skopeo
 
     container = swift_aio.create_bucket(_bucket())
     with OpenShiftAPIServer() as api:
@@ -394,11 +415,10 @@ def test_reference_serves_pushes_on_swift(
                 assert int(head["content-length"]) > 0
 
             layer = uploaded[-1]
-            auth = base64.b64encode(f"tester:{api.token}".encode()).decode()
             status, _, body = _http(
                 "GET",
                 f"http://{registry.url}/v2/ns1/app/blobs/{layer}",
-                headers={"Authorization": f"Basic {auth}"},
+                headers={"Authorization": _basic(api.token)},
             )
             assert status == 200, f"{status} {body[:300]!r}\n{registry.log()[-3000:]}"
             assert "sha256:" + hashlib.sha256(body).hexdigest() == layer
