@@ -61,6 +61,7 @@ __all__ = [
     "copy_registry_tree",
     "reference_listing",
     "run_reference",
+    "uploaded_blobs",
 ]
 
 #: Everything a registry stores lives under this path of its storage root.
@@ -693,6 +694,23 @@ def folder_files(storage_root: Path | str) -> dict[str, Path]:
     root = Path(storage_root)
     base = root / V2
     return {p.relative_to(root).as_posix(): p for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def uploaded_blobs(storage_root: Path | str) -> list[str]:
+    """``docker/registry/v2/blobs/.../data`` paths of the blobs that came through an upload
+    (layers and configs: every blob that is not a manifest revision of some repository).
+
+    On Swift, distribution's driver writes exactly these through its segment writer, so each is
+    a DLO; manifests are written whole (``PutContent``) as plain objects. Pass this list as
+    ``swift_dlo`` for a container shaped like one the registry filled itself.
+    """
+    files = folder_files(storage_root)
+    manifests = {rel.split("/")[-2] for rel in files if "/_manifests/revisions/sha256/" in rel}
+    return [
+        rel
+        for rel in files
+        if rel.startswith(f"{V2}/blobs/sha256/") and rel.split("/")[-2] not in manifests
+    ]
 
 
 def _alternate(rel: str) -> bool:

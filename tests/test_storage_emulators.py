@@ -31,6 +31,7 @@ from tests.storage_emulators import (
     folder_files,
     reference_listing,
     run_reference,
+    uploaded_blobs,
 )
 
 #: What is pushed into the module's folder registry: shared layers, a manifest list.
@@ -338,6 +339,14 @@ def test_reference_reads_swift_copy_with_dlo(
     assert len(copied.segments[f"files/{big}"]) >= 2
     storage, env = swift_aio.reference_storage(container)
     assert reference_listing(storage, env) == folder_listing
+
+    # Shaped as the driver leaves it: every uploaded blob (layers, configs) a DLO.
+    shaped = swift_aio.create_bucket(_bucket())
+    dlos = uploaded_blobs(tree.storage_root)
+    copied_shaped = copy_registry_tree(tree.storage_root, swift_aio, shaped, swift_dlo=dlos)
+    manifests = {digest for _, digest in folder_listing["manifests"]}
+    assert len(copied_shaped.segments) == len(dlos) == len(folder_listing["blobs"]) - len(manifests)
+    assert reference_listing(*swift_aio.reference_storage(shaped)) == folder_listing
 
     digest = "sha256:" + big.split("/")[-2]
     suffix = f"/_layers/sha256/{digest[7:]}/link"
