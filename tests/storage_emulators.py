@@ -24,10 +24,12 @@ Loaded as a pytest plugin (see ``tests/conftest.py``); the fixtures are at the e
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -36,6 +38,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ __all__ = [
     "AzuriteEmulator",
     "CopiedTree",
     "GcsEmulator",
+    "GcsPagingFront",
     "ReferenceServer",
     "StorageEmulator",
     "SwiftAllInOne",
@@ -866,16 +870,15 @@ def reference_listing(
 # --------------------------------------------------------------------------- serving
 
 
-class _ReviewFront:
-    """A front for the bench's image API that answers the two reviews OpenShift's registry
-    makes for every request (``selfsubjectreviews``: who is this token; and
-    ``selfsubjectaccessreviews``: may it do this; always yes) and forwards the rest."""
+class _Front:
+    """A small HTTP front on 127.0.0.1 that forwards every request to ``upstream`` unless
+    :meth:`respond` answers it itself (subclasses do)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self._server: ThreadingHTTPServer | None = None
 
-    def start(self) -> _ReviewFront:
+    def start(self) -> _Front:
         front = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -887,18 +890,15 @@ class _ReviewFront:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                path = self.path.split("?", 1)[0]
-                if path.endswith(("/selfsubjectreviews", "/selfsubjectaccessreviews")):
-                    status, ctype, data = 201, "application/json", _review(path)
-                else:
-                    status, ctype, data = front.forward(self.command, self.path, self.headers, body)
+                status, headers, data = front.respond(self.command, self.path, self.headers, body)
                 self.send_response(status)
-                self.send_header("Content-Type", ctype)
+                for key, value in headers:
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -915,17 +915,81 @@ class _ReviewFront:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    def respond(
+        self, method: str, path: str, headers: Any, body: bytes | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The answer to one request: forwarded unchanged by default."""
+        return self.forward(method, path, headers, body)
+
     def forward(
         self, method: str, path: str, headers: Any, body: bytes | None
-    ) -> tuple[int, str, bytes]:
-        skip = {"host", "content-length", "connection"}
-        kept = {k: v for k, v in headers.items() if k.lower() not in skip}
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send the request upstream (same Host, so URLs the server builds point here)."""
+        hop = {"content-length", "connection", "transfer-encoding", "keep-alive"}
+        kept = {k: v for k, v in headers.items() if k.lower() not in hop}
         request = urllib.request.Request(self.upstream + path, body, kept, method=method)
         try:
-            with _OPENER.open(request, timeout=30) as resp:
-                return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+            with _OPENER.open(request, timeout=60) as resp:
+                status, reply_headers, data = resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+            status, reply_headers, data = exc.code, exc.headers, exc.read()
+        kept_reply = [(k, v) for k, v in reply_headers.items() if k.lower() not in hop]
+        return status, kept_reply, data
+
+
+class _ReviewFront(_Front):
+    """A front for the bench's image API that answers the two reviews OpenShift's registry
+    makes for every request (``selfsubjectreviews``: who is this token; and
+    ``selfsubjectaccessreviews``: may it do this; always yes) and forwards the rest."""
+
+    def respond(
+        self, method: str, path: str, headers: Any, body: bytes | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        route = path.split("?", 1)[0]
+        if route.endswith(("/selfsubjectreviews", "/selfsubjectaccessreviews")):
+            return 201, [("Content-Type", "application/json")], _review(route)
+        return self.forward(method, path, headers, body)
+
+
+class GcsPagingFront(_Front):
+    """Pages a flat object listing of the GCS emulator as GCS does: at most ``max_page``
+    objects a page (1,000 on GCS, and ``maxResults`` can only lower it), the rest behind a
+    ``nextPageToken``. The emulator itself returns everything at once, so a client that reads
+    only the first page would pass against it; through this front it fails. Listings with a
+    delimiter and every other request go through unchanged."""
+
+    def __init__(self, upstream: str, max_page: int = 1000) -> None:
+        super().__init__(upstream)
+        self.max_page = max_page
+        #: Pages served, as (prefix, number of items, had a token): for request counts.
+        self.pages: list[tuple[str, int, bool]] = []
+
+    def respond(
+        self, method: str, path: str, headers: Any, body: bytes | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        route, _, query = path.partition("?")
+        params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        listing = method == "GET" and re.fullmatch(r"/storage/v1/b/[^/]+/o", route)
+        if not listing or params.get("delimiter"):
+            return self.forward(method, path, headers, body)
+        token = params.pop("pageToken", "")
+        limit = min(int(params.pop("maxResults", self.max_page) or self.max_page), self.max_page)
+        upstream_path = route + ("?" + urllib.parse.urlencode(params) if params else "")
+        status, reply_headers, data = self.forward(method, upstream_path, headers, body)
+        if status != 200:
+            return status, reply_headers, data
+        page = json.loads(data)
+        items = sorted(page.get("items") or [], key=lambda item: item["name"])
+        after = base64.urlsafe_b64decode(token.encode()).decode() if token else None
+        if after is not None:
+            items = [item for item in items if item["name"] > after]
+        page["items"] = items[:limit]
+        page.pop("nextPageToken", None)
+        if len(items) > limit:
+            last = items[limit - 1]["name"]
+            page["nextPageToken"] = base64.urlsafe_b64encode(last.encode()).decode()
+        self.pages.append((params.get("prefix", ""), len(page["items"]), bool(token)))
+        return 200, [("Content-Type", "application/json")], json.dumps(page).encode()
 
 
 def _review(path: str) -> bytes:

@@ -24,6 +24,7 @@ from tests.registry_bench import OciLayouts, Registry, _http, _skopeo, push
 from tests.storage_emulators import (
     AzuriteEmulator,
     GcsEmulator,
+    GcsPagingFront,
     ReferenceServer,
     SwiftAllInOne,
     azure_key,
@@ -112,6 +113,41 @@ def test_gcs_emulator_ignores_max_results(gcs_emulator: GcsEmulator) -> None:
     page = _gcs_json(gcs_emulator, f"/storage/v1/b/{bucket}/o?maxResults=2")
     assert len(page["items"]) == 7
     assert "nextPageToken" not in page
+
+
+def test_gcs_paging_front_pages_like_gcs(gcs_emulator: GcsEmulator) -> None:
+    """Through :class:`GcsPagingFront` a flat listing comes in pages of at most ``max_page``
+    (``maxResults`` lowers it) with a ``nextPageToken``; gcsfs follows the tokens to the end,
+    and uploads pass through the front unchanged."""
+    from gcsfs.core import GCSFileSystem
+
+    bucket = gcs_emulator.create_bucket(_bucket())
+    front = GcsPagingFront(gcs_emulator.endpoint, max_page=3).start()
+    try:
+        fs = GCSFileSystem(
+            endpoint_url=front.url, token="anon", skip_instance_cache=True, use_listings_cache=False
+        )
+        keys = [f"docker/registry/v2/k{i}" for i in range(7)]
+        fs.pipe({f"{bucket}/{key}": b"x" for key in keys})
+        sizes, token, seen = [], "", []
+        while True:
+            page = json.loads(
+                _get(f"{front.url}/storage/v1/b/{bucket}/o?maxResults=1000&pageToken={token}")
+            )
+            sizes.append(len(page["items"]))
+            seen += [item["name"] for item in page["items"]]
+            token = page.get("nextPageToken", "")
+            if not token:
+                break
+        assert (sizes, seen) == ([3, 3, 1], keys)
+        two = json.loads(_get(f"{front.url}/storage/v1/b/{bucket}/o?maxResults=2"))
+        assert len(two["items"]) == 2 and "nextPageToken" in two
+
+        front.pages.clear()
+        assert fs.find(bucket) == [f"{bucket}/{key}" for key in keys]
+        assert [(n, more) for _, n, more in front.pages] == [(3, False), (3, True), (1, True)]
+    finally:
+        front.stop()
 
 
 def test_gcs_batch_delete(gcs_emulator: GcsEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
