@@ -314,7 +314,8 @@ class AzuriteEmulator:
     @staticmethod
     def binary() -> str | None:
         """Path of ``azurite-blob`` (``AZURITE_BLOB_BIN`` overrides), or None."""
-        return os.environ.get("AZURITE_BLOB_BIN") or shutil.which("azurite-blob")
+        path = os.environ.get("AZURITE_BLOB_BIN") or shutil.which("azurite-blob")
+        return path if path and Path(path).exists() else None
 
     @classmethod
     def missing(cls) -> str | None:
