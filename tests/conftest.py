@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 
-pytest_plugins = ["tests.openshift_api", "tests.registry_bench"]
+pytest_plugins = ["tests.openshift_api", "tests.registry_bench", "tests.openshift_registry"]
 
 
 @pytest.fixture(scope="session")
