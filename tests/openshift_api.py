@@ -1649,43 +1649,12 @@ class OpenShiftAPIServer:
     # ---- image stream subresources OpenShift's registry reads ----------------------------------
 
     def _h_stream_layers(self, namespace: str, name: str) -> _Response:
-        """ImageStreamLayers as openshift-apiserver's LayersREST builds it from its image index:
-        every image in the tag histories with its layers, its config (only for Docker schema 2
-        with decodable metadata) and its manifests (list children), plus the manifest blob."""
+        """ImageStreamLayers as openshift-apiserver's LayersREST builds it from its image index."""
         with self._lock:
             stream = self._streams.get(f"{namespace}/{name}")
             if stream is None:
                 raise _not_found("imagestreams", name)
-            blobs: dict[str, dict[str, Any]] = {}
-            images: dict[str, dict[str, Any]] = {}
-            for entry in stream.get("status", {}).get("tags") or []:
-                for item in entry.get("items") or []:
-                    digest = item.get("image")
-                    if not digest or digest in images:
-                        continue
-                    image = self._images.get(digest)
-                    if image is None:
-                        images[digest] = {"imageMissing": True}
-                        continue
-                    reference: dict[str, Any] = {"layers": []}
-                    for layer in image.get("dockerImageLayers") or []:
-                        reference["layers"].append(layer["name"])
-                        blobs.setdefault(
-                            layer["name"],
-                            {"size": layer.get("size", 0), "mediaType": layer.get("mediaType", "")},
-                        )
-                    config = _config_of(image)
-                    if config:
-                        reference["config"] = config
-                        blobs.setdefault(config, {"mediaType": _DOCKER_CONFIG})
-                    children = [m["digest"] for m in image.get("dockerImageManifests") or []]
-                    if children:
-                        reference["manifests"] = children
-                    blobs.setdefault(
-                        digest,
-                        {"mediaType": image.get("dockerImageManifestMediaType") or DOCKER_SCHEMA2},
-                    )
-                    images[digest] = reference
+            blobs, images = self._stream_layers(stream)
             body = {
                 "kind": "ImageStreamLayers",
                 "apiVersion": API_VERSION,
@@ -1695,22 +1664,61 @@ class OpenShiftAPIServer:
             }
         return _Response(200, _json_bytes(body))
 
+    def _stream_layers(
+        self, stream: Mapping[str, Any]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """(blobs, images) of a stream: every image in its tag histories and every child of
+        those that are manifest lists, with layers, config (Docker schema 2 with decodable
+        metadata only, as the apiserver's layer index) and manifests; lock held."""
+        blobs: dict[str, dict[str, Any]] = {}
+        images: dict[str, dict[str, Any]] = {}
+        pending = [
+            item.get("image")
+            for entry in stream.get("status", {}).get("tags") or []
+            for item in entry.get("items") or []
+        ]
+        while pending:
+            digest = pending.pop(0)
+            if not digest or digest in images:
+                continue
+            image = self._images.get(digest)
+            if image is None:
+                images[digest] = {"imageMissing": True}
+                continue
+            reference: dict[str, Any] = {"layers": []}
+            for layer in image.get("dockerImageLayers") or []:
+                reference["layers"].append(layer["name"])
+                blobs.setdefault(
+                    layer["name"],
+                    {"size": layer.get("size", 0), "mediaType": layer.get("mediaType", "")},
+                )
+            config = _config_of(image)
+            if config:
+                reference["config"] = config
+                blobs.setdefault(config, {"mediaType": _DOCKER_CONFIG})
+            children = [m["digest"] for m in image.get("dockerImageManifests") or []]
+            if children:
+                reference["manifests"] = children
+                pending.extend(children)
+            media_type = image.get("dockerImageManifestMediaType") or DOCKER_SCHEMA2
+            blobs.setdefault(digest, {"mediaType": media_type})
+            images[digest] = reference
+        return blobs, images
+
     def _h_stream_image(self, namespace: str, name: str) -> _Response:
-        """ImageStreamImage ``<stream>@<digest>``: the Image when the stream's tag history has
-        it (OpenShift's registry reads its signatures from here)."""
+        """ImageStreamImage ``<stream>@<digest>``: the Image when the stream's layers have it
+        (OpenShift's registry reads its signatures from here)."""
         stream_name, _, digest = name.partition("@")
         with self._lock:
             stream = self._streams.get(f"{namespace}/{stream_name}")
             if stream is None or not digest:
                 raise _not_found("imagestreams", stream_name)
-            tagged = any(
-                item.get("image") == digest
-                for entry in stream.get("status", {}).get("tags") or []
-                for item in entry.get("items") or []
-            )
+            # The apiserver looks the image up in the stream's layers: tagged images and the
+            # children of tagged manifest lists.
+            _, known = self._stream_layers(stream)
             image = self._images.get(digest)
-            if not tagged or image is None:
-                raise _not_found("imagestreamimages", name)
+            if digest not in known or image is None:
+                raise _not_found("imagestreamimage", name)
             body = {
                 "kind": "ImageStreamImage",
                 "apiVersion": API_VERSION,
