@@ -156,3 +156,5 @@ def plan_from_report(report: dict[str, Any]) -> dict[str, set]:
         "layer_links": {(r["repository"], r["digest"], r["reason"]) for r in report["layer_links"]},
         "uploads": {(r["repository"], r["upload_id"]) for r in report["uploads"]},
     }
+
+

@@ -28,7 +28,6 @@ from tests.registry_bench import Registry, push
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
-
 @pytest.fixture(scope="module")
 def drift_fs(registry_fs: Registry, oci_layouts: Any, tmp_path_factory: pytest.TempPathFactory):
     return build_drift(registry_fs, oci_layouts, tmp_path_factory.mktemp("drift-fs"))
