@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from prefect import flow, task
 
 from regprune.flows.execute import execute_plan, metadata_of_snapshot
@@ -30,6 +31,7 @@ from regprune.tasks.metadata import MetadataSource
 from regprune.tasks.queries import DuckDBSettings, SnapshotDatabase
 from regprune.tasks.registry_restart import restart_registry as restart_registry_task
 from regprune.tasks.reports import publish_prune_report
+from regprune.tasks.tables import empty_table
 from regprune.tasks.units import Duration, parse_duration
 from regprune.tasks.warehouse import publish_to_warehouse
 
@@ -57,6 +59,9 @@ SANITY_PROBLEMS = {
     "unreadable-images": "{image_anomalies} Image(s) could not be read in full (see "
     "metadata_anomalies): what they reference cannot be proven, so blobs in use could be "
     "deleted",
+    "unresolved-images": "{unresolved_images} Image(s) name neither their config nor their "
+    "children (no dockerImageMetadata, no dockerImageManifest) and their stored manifest cannot "
+    "be read: what they reference cannot be proven, so blobs in use could be deleted",
 }
 
 
@@ -64,8 +69,11 @@ SANITY_PROBLEMS = {
 def check_plan_sanity(run_dir: str, settings: DuckDBSettings | None = None) -> list[str]:
     """Why this metadata may not decide deletions in this storage (sql/plan_sanity.sql),
     one sentence per reason; empty when it may."""
-    with SnapshotDatabase(run_dir, {}, settings) as db:
-        db.define("plan_sanity")
+    read = Path(run_dir) / "young_manifests.parquet"
+    if not read.exists():  # a plan made before manifests of Images were read
+        pq.write_table(empty_table("manifests"), read)
+    with SnapshotDatabase(run_dir, {}, settings, {"young_manifests": read}) as db:
+        db.define("image_manifests_to_read", "plan_sanity")
         row = db.records("SELECT * FROM plan_sanity")[0]
     return [SANITY_PROBLEMS[problem].format(**row) for problem in row["problems"]]
 

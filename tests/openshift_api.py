@@ -507,6 +507,7 @@ class OpenShiftAPIServer:
         self._requests: list[RequestRecord] = []
         self._allowed: frozenset[tuple[str, ...]] | None = None
         self._reviews: list[tuple[str, str, str, str | None, bool]] = []
+        self._received: dict[str, dict[str, Any]] = {}  # Images as clients sent them
         self._connections: set[socket.socket] = set()
         self._clients: list[ApiClient] = []
         self._httpd: _HTTPServer | None = None
@@ -878,6 +879,26 @@ class OpenShiftAPIServer:
         with self._lock:
             found = self._streams.get(f"{namespace}/{name}")
             return copy.deepcopy(found) if found else None
+
+    def image_as_sent(self, name: str) -> dict[str, Any] | None:
+        """The Image as the client sent it on create (before the image strategy), or None."""
+        with self._lock:
+            found = self._received.get(name)
+            return copy.deepcopy(found) if found else None
+
+    def store_as_sent(self, name: str) -> dict[str, Any]:
+        """Replace a stored Image's content by what the client sent (keeping uid,
+        resourceVersion and creationTimestamp): the form a cluster would hold without the
+        apiserver's strategy. Returns the stored copy."""
+        with self._lock:
+            sent = copy.deepcopy(self._received[name])
+            meta = self._images[name]["metadata"]
+            for key in ("uid", "resourceVersion", "creationTimestamp"):
+                sent.setdefault("metadata", {})[key] = meta[key]
+            sent["apiVersion"], sent["kind"] = API_VERSION, "Image"
+            self._images[name] = sent
+            self._rv += 1
+            return copy.deepcopy(sent)
 
     def delete_image(self, name: str) -> bool:
         """Remove an Image behind the API's back; True when it existed."""
@@ -1548,6 +1569,9 @@ class OpenShiftAPIServer:
             name = meta["name"]
             if name in self._images:
                 raise _already_exists("images", name)
+            if dry_run:
+                return self._ok(obj, 201)
+            self._received[name] = copy.deepcopy(obj)
             if self.image_strategy:
                 _apply_image_strategy(obj)
             if dry_run:
@@ -1948,6 +1972,7 @@ class OpenShiftAPIServer:
                     if repository:
                         ref = f"{repository}@{digest}"
             else:
+                self._received[digest] = copy.deepcopy(image)
                 if self.image_strategy:
                     _apply_image_strategy(image)
                 self._images[digest] = self._finish_image(image, keep_created=False)
