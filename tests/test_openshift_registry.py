@@ -190,3 +190,21 @@ def test_the_image_as_the_registry_sends_it(
         layer.digest for layer in sent.layers
     ]
     assert "dockerImageManifests" not in image
+
+
+def test_on_s3_pushes_record_images_and_pull(
+    openshift_registry_s3: OpenShiftRegistry, oci_layouts: OciLayouts
+) -> None:
+    """The same on moto S3: the push writes under the bucket's root and creates the Images."""
+    reg = openshift_registry_s3
+    multi = push(reg, *oci_layouts["multi"], "s3ns/multi:latest")
+    app = push(reg, *oci_layouts["app-v1"], "s3ns/app:v1")
+    assert {i["metadata"]["name"] for i in reg.api.images()} == {
+        m.digest for m in (*multi.all_manifests(), app)
+    }
+    stored = reg.list_storage()
+    assert any(key.startswith("repositories/s3ns/multi/_manifests/") for key in stored)
+    for image in (*multi.all_manifests(), app):
+        assert reg.exists(f"blobs/sha256/{image.digest[7:9]}/{image.digest[7:]}/data")
+    assert_pulls(reg, "s3ns/multi:latest")
+    assert_pulls(reg, "s3ns/app:v1")
