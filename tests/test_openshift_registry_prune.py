@@ -128,3 +128,26 @@ def test_an_image_without_metadata_or_text_has_its_stored_manifest_read(
     finally:
         manifest.write_bytes(saved)
     assert_pulls(pushed.registry, "ns2/tool:1.0")
+
+
+def test_children_of_a_list_known_only_from_storage_keep_their_links(
+    pushed: Pushed, tmp_path: Path
+) -> None:
+    """A list Image that names no children (no dockerImageManifests, no text): its stored
+    manifest says which children the stream has, so their manifest links are kept (the
+    reference deletes such links, and a child then no longer pulls by digest)."""
+    api = pushed.registry.api
+    bare = api.image(pushed.sent_list.digest)
+    assert bare is not None
+    for key in ("dockerImageManifest", "dockerImageManifests"):
+        bare.pop(key, None)
+    api.delete_image(pushed.sent_list.digest)
+    api.add_image(bare)
+    try:
+        code, report = prune(pushed.registry, tmp_path, "list")
+        assert code == EXIT_OK and report is not None
+        plan = plan_from_report(report)
+        assert plan["manifest_links"] == set()
+        assert plan["blobs"] == {pushed.orphan}
+    finally:
+        api.store_as_sent(pushed.sent_list.digest)
