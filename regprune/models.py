@@ -34,7 +34,7 @@ PLAN_MODELS = (
     "plan_summary",
     "plan_namespaces",
 )
-UNKNOWN_MANIFEST_MODELS = ("keep_set", "plan_unknown_manifests")
+UNKNOWN_MANIFEST_MODELS = ("keep_set", "image_manifests_to_read", "plan_unknown_manifests")
 EXECUTION_MODELS = ("recheck_protected", "prune_actions", "execution_queue")
 PLAN_OUTPUTS = tuple(m for m in PLAN_MODELS if m.startswith("plan_"))
 CHECK_MODELS = (

@@ -1,8 +1,9 @@
 -- plan_blobs: blobs a hard prune removes: no Image references them (not in keep_set).
 -- A blob is young, and kept, when its data or any repository link to it (a fresh push or
 -- cross-repository mount of an old layer writes a new link) is younger than the grace
--- period, or when a manifest no Image knows yet references it (young_manifest_references,
--- read for plan_unknown_manifests). The candidates and their links are unreferenced_blobs
+-- period, or when a manifest read for plan_unknown_manifests references it
+-- (young_manifest_references: a manifest no Image knows yet, or the manifest of an Image whose
+-- metadata does not name its config or children; both are reported as 'young'). The candidates and their links are unreferenced_blobs
 -- and unreferenced_links.
 -- Columns: digest, size, modified, action, kept_because
 WITH newest_link AS (

@@ -2,7 +2,9 @@
 -- are not removed whole. A link is kept only if its digest is in the keep set AND the
 -- repository's ImageStream has it (stream_history, which counts manifest-list children).
 -- reason 'image-missing': no Image has this digest;
--- reason 'not-in-imagestream': an Image exists but the stream's tag history lacks it.
+-- reason 'not-in-imagestream': an Image exists but the stream's tag history lacks it (the
+-- children of a list the stream has count, also when they are known only from the list's
+-- stored manifest, read because its Image names none: young_manifest_references).
 -- action 'keep' (kept_because 'young') for links younger than the grace period.
 -- Columns: repository, namespace, name, digest, reason, modified, action, kept_because
 WITH links AS (
@@ -10,6 +12,13 @@ WITH links AS (
     FROM manifest_links
     JOIN repositories USING (repository)
     ANTI JOIN plan_repositories USING (repository)
+),
+
+read_children AS (
+    SELECT DISTINCT history.namespace, history.name, refs.reference AS digest
+    FROM stream_history AS history
+    JOIN young_manifest_references AS refs
+        ON refs.digest = history.digest AND refs.kind = 'manifest'
 ),
 
 known AS (
@@ -23,7 +32,7 @@ judged AS (
         links.*,
         CASE
             WHEN known.digest IS NULL THEN 'image-missing'
-            WHEN history.digest IS NULL THEN 'not-in-imagestream'
+            WHEN history.digest IS NULL AND read.digest IS NULL THEN 'not-in-imagestream'
         END AS reason
     FROM links
     LEFT JOIN known USING (digest)
@@ -31,6 +40,10 @@ judged AS (
         ON history.namespace = links.namespace
         AND history.name = links.name
         AND history.digest = links.digest
+    LEFT JOIN read_children AS read
+        ON read.namespace = links.namespace
+        AND read.name = links.name
+        AND read.digest = links.digest
 )
 
 SELECT

@@ -8,9 +8,12 @@
 -- problems: the reasons not to execute the plan, empty when there are none:
 --   'no-images': no Images at all, while storage holds blobs (every one would go);
 --   'no-known-manifests': Images, but not one of the stored manifests among them;
---   'unreadable-images': some Images could not be read (what they keep is unknown).
+--   'unreadable-images': some Images could not be read (what they keep is unknown);
+--   'unresolved-images': some Images name neither their config nor their children and their
+--   stored manifest could not be read either (image_manifests_to_read without a parsed
+--   young_manifests row): what they keep is unknown.
 -- Columns: images, blobs, stored_manifests, known_manifests, known_fraction,
---          image_anomalies, problems
+--          image_anomalies, unresolved_images, problems
 WITH stored_manifests AS (
     SELECT DISTINCT digest FROM manifest_links
 ),
@@ -24,7 +27,11 @@ counts AS (
             SELECT count(*) FROM stored_manifests
             SEMI JOIN images ON images.image = stored_manifests.digest
         ) AS known_manifests,
-        (SELECT count(*) FROM metadata_anomalies WHERE kind = 'Image') AS image_anomalies
+        (SELECT count(*) FROM metadata_anomalies WHERE kind = 'Image') AS image_anomalies,
+        (
+            SELECT count(*) FROM image_manifests_to_read
+            ANTI JOIN (SELECT digest FROM young_manifests WHERE problem IS NULL) USING (digest)
+        ) AS unresolved_images
 )
 
 SELECT
@@ -34,6 +41,7 @@ SELECT
     known_manifests,
     known_manifests / nullif(stored_manifests, 0) AS known_fraction,
     image_anomalies,
+    unresolved_images,
     list_filter(
         [
             CASE WHEN images = 0 AND blobs > 0 THEN 'no-images' END,
@@ -41,7 +49,8 @@ SELECT
                 WHEN images > 0 AND stored_manifests > 0 AND known_manifests = 0
                     THEN 'no-known-manifests'
             END,
-            CASE WHEN image_anomalies > 0 THEN 'unreadable-images' END
+            CASE WHEN image_anomalies > 0 THEN 'unreadable-images' END,
+            CASE WHEN unresolved_images > 0 THEN 'unresolved-images' END
         ],
         lambda problem: problem IS NOT NULL
     ) AS problems

@@ -48,9 +48,25 @@ class RegistryAPI:
 
     def unlink(self, repository: str, digest: str) -> str | None:
         """None when the registry no longer links (nor caches) the blob, else the error."""
-        request = urllib.request.Request(
-            f"{self.url.rstrip('/')}/v2/{repository}/blobs/{digest}", method="DELETE"
-        )
+        status = self._delete(f"/v2/{repository}/blobs/{digest}")
+        if isinstance(status, str):
+            return status
+        return None if status in (200, 202, 404) else f"registry answered {status}"
+
+    def forget(self, digest: str) -> str | None:
+        """After the bytes are gone: ``DELETE /admin/blobs/<digest>`` makes OpenShift's
+        registry drop the digest from its registry-wide blob cache (its cache replaces
+        distribution's; a repository's ``DELETE`` above clears only that repository's entry,
+        so a push of the same blob would be skipped and its image would not pull). It answers
+        204 also when the blob is already gone; distribution has no such route (404)."""
+        status = self._delete(f"/admin/blobs/{digest}")
+        if isinstance(status, str):
+            return status
+        return None if status in (200, 202, 204, 404, 405) else f"registry answered {status}"
+
+    def _delete(self, path: str) -> int | str:
+        """The status of a DELETE, or why there is none."""
+        request = urllib.request.Request(f"{self.url.rstrip('/')}{path}", method="DELETE")
         token = read_token(self.token_file)
         if token:
             request.add_header("Authorization", f"Bearer {token}")
@@ -61,7 +77,7 @@ class RegistryAPI:
             status = exc.code
         except (urllib.error.URLError, OSError) as exc:
             return f"registry unreachable: {exc}"
-        return None if status in (200, 202, 404) else f"registry answered {status}"
+        return status
 
 
 @dataclass(frozen=True)
@@ -179,6 +195,10 @@ class _Batch:
         outcome = self.storage.delete_many([key for _, targets in ready for key in targets])
         for item, targets in ready:
             errors = [outcome[key] for key in targets if outcome.get(key)]
+            if not errors and item["action"] == "delete_blob" and self.settings.registry:
+                error = self.settings.registry.forget(item["digest"])
+                if error:
+                    errors = [f"deleted, but the registry cache may still claim it: {error}"]
             self.record(item, FAILED if errors else DONE, errors[0] if errors else None)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+import pyarrow.parquet as pq
 from prefect import task
 
 from regprune.manifests import MANIFEST_TABLES
@@ -27,7 +28,7 @@ from regprune.models import (
     plan_variables,
 )
 from regprune.snapshots import snapshot_started_at
-from regprune.tables import merge_parts
+from regprune.tables import empty_table, merge_parts
 from regprune.units import parse_duration
 
 
@@ -127,6 +128,9 @@ SANITY_PROBLEMS = {
     "unreadable-images": "{image_anomalies} Image(s) could not be read in full (see "
     "metadata_anomalies): what they reference cannot be proven, so blobs in use could be "
     "deleted",
+    "unresolved-images": "{unresolved_images} Image(s) name neither their config nor their "
+    "children (no dockerImageMetadata, no dockerImageManifest) and their stored manifest cannot "
+    "be read: what they reference cannot be proven, so blobs in use could be deleted",
 }
 
 
@@ -134,7 +138,10 @@ SANITY_PROBLEMS = {
 def check_plan_sanity(run_dir: str, settings: DuckDBSettings | None = None) -> list[str]:
     """Why this metadata may not decide deletions in this storage (sql/plan_sanity.sql),
     one sentence per reason; empty when it may."""
-    with SnapshotDatabase(run_dir, {}, settings) as db:
-        db.define("plan_sanity")
+    read = Path(run_dir) / "young_manifests.parquet"
+    if not read.exists():  # a plan made before manifests of Images were read
+        pq.write_table(empty_table("manifests"), read)
+    with SnapshotDatabase(run_dir, {}, settings, {"young_manifests": read}) as db:
+        db.define("image_manifests_to_read", "plan_sanity")
         row = db.records("SELECT * FROM plan_sanity")[0]
     return [SANITY_PROBLEMS[problem].format(**row) for problem in row["problems"]]

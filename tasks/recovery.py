@@ -289,9 +289,13 @@ class MappingCreator:
             self._call(create, what)
         except MetadataError as exc:
             status, details = api_status(exc)
+            # The apiserver names the resource of the request in the 404 of the stream it did
+            # not find ("imagestreammappings", as OpenShift's registry expects); older ones
+            # named the stream's.
             stream_missing = (
                 status == 404
-                and str(details.get("kind", "")).lower() in ("imagestream", "imagestreams")
+                and str(details.get("kind", "")).lower()
+                in ("imagestreammappings", "imagestream", "imagestreams")
                 and details.get("name") == name
             )
             if not stream_missing:

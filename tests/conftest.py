@@ -12,7 +12,12 @@ from typing import Any
 import duckdb
 import pytest
 
-pytest_plugins = ["tests.openshift_api", "tests.registry_bench", "tests.storage_emulators"]
+pytest_plugins = [
+    "tests.openshift_api",
+    "tests.registry_bench",
+    "tests.openshift_registry",
+    "tests.storage_emulators",
+]
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,9 @@ import json
 import os
 import re
 import socket
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -76,6 +79,10 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _LIST_TYPES = {DOCKER_MANIFEST_LIST, OCI_INDEX}
 _DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+_SCHEMA1_LAYER = "application/vnd.docker.container.image.rootfs.diff+x-gtar"
+_ANN_BLOB_STORED = "image.openshift.io/manifestBlobStored"
+_ANN_LAYERS_ORDER = "image.openshift.io/dockerLayersOrder"
 _OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -439,6 +446,10 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.api._track_connection(self.connection, add=True)
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.settimeout(30)
+            self.connection.do_handshake()
+            self.connection.settimeout(None)
 
     def finish(self) -> None:
         try:
@@ -466,10 +477,25 @@ class OpenShiftAPIServer:
         token: str | None = None,
         registry_host: str = DEFAULT_REGISTRY_HOST,
         user: str = DEFAULT_USER,
+        tls: bool = False,
+        image_strategy: bool = True,
     ) -> None:
         self.token = token or uuid.uuid4().hex
         self.registry_host = registry_host
         self.user = user
+        #: Serve HTTPS with a certificate made at start (Go's client-go sends a kubeconfig's
+        #: token only over TLS); :attr:`ca_pem` is the certificate to trust.
+        self.tls = tls
+        self.ca_pem: bytes | None = None
+        self._cert_files: tuple[Path, Path] | None = None
+        #: Do on Image create what openshift-apiserver's image strategy does (fill
+        #: dockerImageMetadata from the manifest and config texts, drop the texts when the
+        #: manifest blob is stored); False keeps Images exactly as the client sent them.
+        self.image_strategy = image_strategy
+        # Other bearer tokens: token -> (user name, grants or None for everything).
+        self._subjects: dict[str, tuple[str, frozenset[tuple[str, ...]] | None]] = {}
+        #: Grants of ``system:anonymous`` for SubjectAccessReviews (none by default).
+        self.anonymous_grants: frozenset[tuple[str, ...]] = frozenset()
         self._lock = threading.RLock()
         self._rv = 1
         self._compacted_rv = 0
@@ -480,6 +506,8 @@ class OpenShiftAPIServer:
         self._faults: list[Fault] = []
         self._requests: list[RequestRecord] = []
         self._allowed: frozenset[tuple[str, ...]] | None = None
+        self._reviews: list[tuple[str, str, str, str | None, bool]] = []
+        self._received: dict[str, dict[str, Any]] = {}  # Images as clients sent them
         self._connections: set[socket.socket] = set()
         self._clients: list[ApiClient] = []
         self._httpd: _HTTPServer | None = None
@@ -493,6 +521,17 @@ class OpenShiftAPIServer:
             return self
         httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         httpd.api = self
+        if self.tls:
+            if self._cert_files is None:
+                directory = Path(tempfile.mkdtemp(prefix="openshift-api-tls-"))
+                self._cert_files = _self_signed_certificate(directory)
+                self.ca_pem = self._cert_files[0].read_bytes()
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self._cert_files[0]), str(self._cert_files[1]))
+            # The handshake runs in the connection's thread, not in the accept loop.
+            httpd.socket = context.wrap_socket(
+                httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
@@ -538,8 +577,9 @@ class OpenShiftAPIServer:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base URL, e.g. ``http://127.0.0.1:PORT`` (``https`` with ``tls``)."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def _track_connection(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
@@ -551,11 +591,15 @@ class OpenShiftAPIServer:
     # ---- client configuration ---------------------------------------------------------------
 
     def kubeconfig_dict(self, namespace: str = "default") -> dict[str, Any]:
-        """The kubeconfig content: cluster/context ``test``, bearer-token user."""
+        """The kubeconfig content: cluster/context ``test``, bearer-token user (with TLS, the
+        server's certificate as ``certificate-authority-data``)."""
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls and self.ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem).decode()
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "test", "cluster": cluster}],
             "users": [{"name": "regprune", "user": {"token": self.token}}],
             "contexts": [
                 {
@@ -686,6 +730,28 @@ class OpenShiftAPIServer:
         with self._lock:
             return self._rv
 
+    def add_token(
+        self,
+        user: str,
+        grants: Iterable[tuple[str, ...]] | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Accept another bearer token for ``user``; returns it.
+
+        ``grants`` follows :meth:`allow` (``None`` allows everything). Access reviews answer
+        with these grants, so e.g. ``[("get", "imagestreams/layers", "ns")]`` lets the user pull
+        from namespace ``ns`` of OpenShift's registry and nothing else (a push needs
+        ``("update", "imagestreams/layers", ns)``, and ``("create", "imagestreams", ns)`` when
+        the stream does not exist yet).
+        """
+        token = token or uuid.uuid4().hex
+        with self._lock:
+            self._subjects[token] = (
+                user,
+                None if grants is None else frozenset(tuple(g) for g in grants),
+            )
+        return token
+
     # ---- store helpers for tests -----------------------------------------------------------------
 
     def _next_rv(self) -> str:
@@ -814,6 +880,26 @@ class OpenShiftAPIServer:
             found = self._streams.get(f"{namespace}/{name}")
             return copy.deepcopy(found) if found else None
 
+    def image_as_sent(self, name: str) -> dict[str, Any] | None:
+        """The Image as the client sent it on create (before the image strategy), or None."""
+        with self._lock:
+            found = self._received.get(name)
+            return copy.deepcopy(found) if found else None
+
+    def store_as_sent(self, name: str) -> dict[str, Any]:
+        """Replace a stored Image's content by what the client sent (keeping uid,
+        resourceVersion and creationTimestamp): the form a cluster would hold without the
+        apiserver's strategy. Returns the stored copy."""
+        with self._lock:
+            sent = copy.deepcopy(self._received[name])
+            meta = self._images[name]["metadata"]
+            for key in ("uid", "resourceVersion", "creationTimestamp"):
+                sent.setdefault("metadata", {})[key] = meta[key]
+            sent["apiVersion"], sent["kind"] = API_VERSION, "Image"
+            self._images[name] = sent
+            self._rv += 1
+            return copy.deepcopy(sent)
+
     def delete_image(self, name: str) -> bool:
         """Remove an Image behind the API's back; True when it existed."""
         with self._lock:
@@ -869,7 +955,14 @@ class OpenShiftAPIServer:
                 return
 
         try:
-            response = self._handle(method, path, query, raw, handler.headers.get("Authorization"))
+            response = self._handle(
+                method,
+                path,
+                query,
+                raw,
+                handler.headers.get("Authorization"),
+                handler.headers.get("Content-Type") or "",
+            )
         except _ApiError as err:
             response = self._error_response(err)
         except Exception as exc:  # a bug in the fake must not hang the client
@@ -956,16 +1049,25 @@ class OpenShiftAPIServer:
         query: dict[str, str],
         raw: bytes,
         authorization: str | None,
+        content_type: str = "",
     ) -> _Response:
-        if authorization != f"Bearer {self.token}":
+        token = (authorization or "").removeprefix("Bearer ")
+        if (
+            not authorization
+            or not authorization.startswith("Bearer ")
+            or not (token == self.token or token in self._subjects)
+        ):
             raise _ApiError(401, "Unauthorized", "Unauthorized")
         discovery = self._discovery(path)
         if discovery is not None:
             if method != "GET":
                 raise _ApiError(405, "MethodNotAllowed", _MESSAGES[405])
             return _Response(200, _json_bytes(discovery))
+        review = self._review_route(method, path)
+        if review is not None:
+            return review(token, _decode_body(raw, content_type))
         route = self._route(method, path)
-        self._authorize(route)
+        self._authorize(route, token)
         body: Any = None
         if raw:
             try:
@@ -1056,6 +1158,30 @@ class OpenShiftAPIServer:
                     name,
                     False,
                 )
+            case ["namespaces", ns, "imagestreams", name, "layers"]:
+                return route(
+                    {"GET": lambda q, b: self._h_stream_layers(ns, name)},
+                    "imagestreams/layers",
+                    ns,
+                    name,
+                    False,
+                )
+            case ["namespaces", ns, "imagestreams", name, "secrets"]:
+                return route(
+                    {"GET": lambda q, b: self._h_stream_secrets(ns, name)},
+                    "imagestreams/secrets",
+                    ns,
+                    name,
+                    False,
+                )
+            case ["namespaces", ns, "imagestreamimages", name]:
+                return route(
+                    {"GET": lambda q, b: self._h_stream_image(ns, name)},
+                    "imagestreamimages",
+                    ns,
+                    name,
+                    False,
+                )
             case ["namespaces", ns, "imagestreams", name, "status"]:
                 return route(
                     {
@@ -1077,14 +1203,25 @@ class OpenShiftAPIServer:
                 )
         raise _ApiError(404, "NotFound", _MESSAGES[404], {})
 
-    def _authorize(self, route: _Route) -> None:
+    def _grants(self, token: str) -> tuple[str, frozenset[tuple[str, ...]] | None]:
+        """(user, grants) of a bearer token; grants None means everything is allowed."""
         with self._lock:
-            allowed = self._allowed
-        if allowed is None:
-            return
-        if (route.verb, route.resource) in allowed:
-            return
-        if route.namespace is not None and (route.verb, route.resource, route.namespace) in allowed:
+            if token == self.token:
+                return self.user, self._allowed
+            return self._subjects[token]
+
+    @staticmethod
+    def _permits(
+        grants: frozenset[tuple[str, ...]] | None, verb: str, resource: str, namespace: str | None
+    ) -> bool:
+        """The RBAC model: a grant (verb, resource) anywhere or (verb, resource, namespace)."""
+        if grants is None or (verb, resource) in grants:
+            return True
+        return namespace is not None and (verb, resource, namespace) in grants
+
+    def _authorize(self, route: _Route, token: str | None = None) -> None:
+        user, allowed = self._grants(token or self.token)
+        if self._permits(allowed, route.verb, route.resource, route.namespace):
             return
         base = route.resource.split("/")[0]
         group = "apps" if base == "deployments" else GROUP
@@ -1100,7 +1237,7 @@ class OpenShiftAPIServer:
         raise _ApiError(
             403,
             "Forbidden",
-            f'{subject} is forbidden: User "{self.user}" cannot {route.verb} resource '
+            f'{subject} is forbidden: User "{user}" cannot {route.verb} resource '
             f'"{route.resource}" in API group "{group}" {scope}',
             details,
         )
@@ -1434,6 +1571,11 @@ class OpenShiftAPIServer:
                 raise _already_exists("images", name)
             if dry_run:
                 return self._ok(obj, 201)
+            self._received[name] = copy.deepcopy(obj)
+            if self.image_strategy:
+                _apply_image_strategy(obj)
+            if dry_run:
+                return self._ok(obj, 201)
             self._images[name] = self._finish_image(obj, keep_created=False)
             return self._ok(self._images[name], 201)
 
@@ -1448,6 +1590,180 @@ class OpenShiftAPIServer:
                 del self._images[name]
                 self._rv += 1
             return self._deleted("images", found)
+
+    # ---- authentication and authorization reviews (what OpenShift's registry asks) ------------
+
+    def _review_route(
+        self, method: str, path: str
+    ) -> Callable[[str, dict[str, Any]], _Response] | None:
+        """SelfSubjectReview, (Self)SubjectAccessReview creates; None for other paths."""
+        reviews: dict[str, Callable[[str, dict[str, Any]], _Response]] = {
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews": self._h_self_subject_review,
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews": self._h_access_review,
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews": self._h_access_review,
+        }
+        handler = reviews.get(path.rstrip("/"))
+        if handler is None:
+            return None
+        if method != "POST":
+            raise _ApiError(405, "MethodNotAllowed", _MESSAGES[405])
+        return handler
+
+    def _h_self_subject_review(self, token: str, body: dict[str, Any]) -> _Response:
+        user, _ = self._grants(token)
+        groups = ["system:authenticated"]
+        if user.startswith("system:serviceaccount:"):
+            groups.insert(0, "system:serviceaccounts")
+        review = {
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "status": {
+                "userInfo": {
+                    "username": user,
+                    "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, user)),
+                    "groups": groups,
+                }
+            },
+        }
+        return _Response(201, _json_bytes(review))
+
+    def _h_access_review(self, token: str, body: dict[str, Any]) -> _Response:
+        """Answer with this server's RBAC model: the caller's grants (a SelfSubjectAccessReview)
+        or those of ``system:anonymous`` (a SubjectAccessReview naming it)."""
+        kind = body.get("kind") or "SelfSubjectAccessReview"
+        spec = body.get("spec") or {}
+        attrs = spec.get("resourceAttributes") or {}
+        verb = str(attrs.get("verb") or "")
+        resource = str(attrs.get("resource") or "")
+        if attrs.get("subresource"):
+            resource += "/" + str(attrs["subresource"])
+        namespace = attrs.get("namespace") or None
+        if kind == "SubjectAccessReview":
+            if spec.get("user") == "system:anonymous":
+                grants: frozenset[tuple[str, ...]] | None = self.anonymous_grants
+            else:
+                subject = next(
+                    (g for u, g in self._subjects.values() if u == spec.get("user")), frozenset()
+                )
+                grants = self._allowed if spec.get("user") == self.user else subject
+        else:
+            _, grants = self._grants(token)
+        allowed = self._permits(grants, verb, resource, namespace)
+        with self._lock:
+            self._reviews.append((kind, verb, resource, namespace, allowed))
+        status: dict[str, Any] = {"allowed": allowed}
+        if allowed:
+            status["reason"] = "allowed by the test server's grants"
+        review = {
+            "kind": kind,
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": spec,
+            "status": status,
+        }
+        return _Response(201, _json_bytes(review))
+
+    @property
+    def reviews(self) -> list[tuple[str, str, str, str | None, bool]]:
+        """Access reviews answered: (kind, verb, resource, namespace, allowed), oldest first."""
+        with self._lock:
+            return list(self._reviews)
+
+    # ---- image stream subresources OpenShift's registry reads ----------------------------------
+
+    def _h_stream_layers(self, namespace: str, name: str) -> _Response:
+        """ImageStreamLayers as openshift-apiserver's LayersREST builds it from its image index."""
+        with self._lock:
+            stream = self._streams.get(f"{namespace}/{name}")
+            if stream is None:
+                raise _not_found("imagestreams", name)
+            blobs, images = self._stream_layers(stream)
+            body = {
+                "kind": "ImageStreamLayers",
+                "apiVersion": API_VERSION,
+                "metadata": copy.deepcopy(stream["metadata"]),
+                "blobs": blobs,
+                "images": images,
+            }
+        return _Response(200, _json_bytes(body))
+
+    def _stream_layers(
+        self, stream: Mapping[str, Any]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """(blobs, images) of a stream: every image in its tag histories and every child of
+        those that are manifest lists, with layers, config (Docker schema 2 with decodable
+        metadata only, as the apiserver's layer index) and manifests; lock held."""
+        blobs: dict[str, dict[str, Any]] = {}
+        images: dict[str, dict[str, Any]] = {}
+        pending = [
+            item.get("image")
+            for entry in stream.get("status", {}).get("tags") or []
+            for item in entry.get("items") or []
+        ]
+        while pending:
+            digest = pending.pop(0)
+            if not digest or digest in images:
+                continue
+            image = self._images.get(digest)
+            if image is None:
+                images[digest] = {"imageMissing": True}
+                continue
+            reference: dict[str, Any] = {"layers": []}
+            for layer in image.get("dockerImageLayers") or []:
+                reference["layers"].append(layer["name"])
+                blobs.setdefault(
+                    layer["name"],
+                    {"size": layer.get("size", 0), "mediaType": layer.get("mediaType", "")},
+                )
+            config = _config_of(image)
+            if config:
+                reference["config"] = config
+                blobs.setdefault(config, {"mediaType": _DOCKER_CONFIG})
+            children = [m["digest"] for m in image.get("dockerImageManifests") or []]
+            if children:
+                reference["manifests"] = children
+                pending.extend(children)
+            media_type = image.get("dockerImageManifestMediaType") or DOCKER_SCHEMA2
+            blobs.setdefault(digest, {"mediaType": media_type})
+            images[digest] = reference
+        return blobs, images
+
+    def _h_stream_image(self, namespace: str, name: str) -> _Response:
+        """ImageStreamImage ``<stream>@<digest>``: the Image when the stream's layers have it
+        (OpenShift's registry reads its signatures from here)."""
+        stream_name, _, digest = name.partition("@")
+        with self._lock:
+            stream = self._streams.get(f"{namespace}/{stream_name}")
+            if stream is None or not digest:
+                raise _not_found("imagestreams", stream_name)
+            # The apiserver looks the image up in the stream's layers: tagged images and the
+            # children of tagged manifest lists.
+            _, known = self._stream_layers(stream)
+            image = self._images.get(digest)
+            if digest not in known or image is None:
+                raise _not_found("imagestreamimage", name)
+            body = {
+                "kind": "ImageStreamImage",
+                "apiVersion": API_VERSION,
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": image["metadata"].get("uid"),
+                    "resourceVersion": image["metadata"].get("resourceVersion"),
+                    "creationTimestamp": image["metadata"].get("creationTimestamp"),
+                },
+                "image": copy.deepcopy(image),
+            }
+        return _Response(200, _json_bytes(body))
+
+    def _h_stream_secrets(self, namespace: str, name: str) -> _Response:
+        """Pull-through credentials of a stream: none here (an empty SecretList)."""
+        with self._lock:
+            if f"{namespace}/{name}" not in self._streams:
+                raise _not_found("imagestreams", name)
+        body = {"kind": "SecretList", "apiVersion": "v1", "metadata": {}, "items": []}
+        return _Response(200, _json_bytes(body))
 
     # ---- image streams ---------------------------------------------------------------------
 
@@ -1643,7 +1959,9 @@ class OpenShiftAPIServer:
         with self._lock:
             stream = self._streams.get(key)
             if stream is None:
-                raise _not_found("imagestreams", stream_name)
+                # The apiserver's ImageStreamMapping REST names its own resource here; OpenShift's
+                # registry creates the stream and retries only on exactly this 404.
+                raise _not_found("imagestreammappings", stream_name)
             self._reject_resource_version(image_meta)
             ref = image["dockerImageReference"]
             if digest in self._images:
@@ -1654,6 +1972,9 @@ class OpenShiftAPIServer:
                     if repository:
                         ref = f"{repository}@{digest}"
             else:
+                self._received[digest] = copy.deepcopy(image)
+                if self.image_strategy:
+                    _apply_image_strategy(image)
                 self._images[digest] = self._finish_image(image, keep_created=False)
             event = {
                 "created": rfc3339(),
@@ -1666,6 +1987,312 @@ class OpenShiftAPIServer:
                 new["metadata"]["resourceVersion"] = self._next_rv()
                 self._streams[key] = new
         return self._ok(_status(201, "", "", success=True), 201)
+
+
+# --------------------------------------------------------------------------------------------
+# What openshift-apiserver does to an Image on create (image strategy, InternalImageWithMetadata)
+# --------------------------------------------------------------------------------------------
+
+
+def _apply_image_strategy(image: dict[str, Any]) -> None:
+    """PrepareForCreate of openshift-apiserver's image strategy, in place.
+
+    From ``dockerImageManifest`` (and ``dockerImageConfig``): layers in ascending order, media
+    type, ``dockerImageMetadata`` (``Id`` = config digest, ``Size``, ...), the children of a
+    manifest list; then the texts are dropped when ``manifestBlobStored`` is "true". Errors are
+    swallowed as the apiserver only logs them. The stored object always has a metadata object
+    and ``dockerImageMetadataVersion`` "1.0", as the v1 conversion writes them.
+    """
+    annotations = (image.get("metadata") or {}).get("annotations") or {}
+    manifest_text = image.get("dockerImageManifest") or ""
+    metadata = image.get("dockerImageMetadata")
+    internal: dict[str, Any] = dict(metadata) if isinstance(metadata, dict) else {}
+    if manifest_text:
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+            _image_with_metadata(image, internal)
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            doc = json.loads(manifest_text)
+            if doc.get("mediaType") in _LIST_TYPES or "manifests" in doc:
+                image["dockerImageManifests"] = [
+                    {
+                        "digest": m["digest"],
+                        "mediaType": m.get("mediaType", ""),
+                        "manifestSize": m.get("size", 0),
+                        "architecture": (m.get("platform") or {}).get("architecture", ""),
+                        "os": (m.get("platform") or {}).get("os", ""),
+                        **(
+                            {"variant": m["platform"]["variant"]}
+                            if (m.get("platform") or {}).get("variant")
+                            else {}
+                        ),
+                    }
+                    for m in doc.get("manifests") or []
+                ]
+    if annotations.get(_ANN_BLOB_STORED) == "true":
+        image.pop("dockerImageManifest", None)
+        image.pop("dockerImageConfig", None)
+    internal.setdefault("kind", "DockerImage")
+    internal.setdefault("apiVersion", "image.openshift.io/1.0")
+    internal.setdefault("Created", None)
+    image["dockerImageMetadata"] = internal
+    image["dockerImageMetadataVersion"] = "1.0"
+
+
+def _image_with_metadata(image: dict[str, Any], internal: dict[str, Any]) -> None:
+    """InternalImageWithMetadata: raises on what the apiserver reports as an error."""
+    annotations = image.setdefault("metadata", {}).setdefault("annotations", {})
+    layers = image.get("dockerImageLayers") or []
+    media_type = image.get("dockerImageManifestMediaType") or ""
+    if layers:  # reorderImageLayers
+        order = annotations.get(_ANN_LAYERS_ORDER)
+        if order is None:
+            if media_type == DOCKER_SCHEMA1 or media_type.startswith(
+                "application/vnd.docker.distribution.manifest.v1"
+            ):
+                order = "ascending"
+            elif media_type in (DOCKER_SCHEMA2, OCI_MANIFEST):
+                order = "descending"
+        if order is not None:
+            if order == "descending":
+                layers.reverse()
+            annotations[_ANN_LAYERS_ORDER] = "ascending"
+    if layers and int(internal.get("Size") or 0) > 0 and media_type:
+        return
+    manifest = json.loads(image["dockerImageManifest"])
+    version = manifest.get("schemaVersion")
+    if not layers:  # fillImageLayers
+        if version == 1:
+            history = manifest.get("history") or []
+            fs_layers = manifest.get("fsLayers") or []
+            if len(history) != len(fs_layers):
+                raise ValueError("mismatched history and fslayer cardinality")
+            for entry, fs_layer in zip(reversed(history), reversed(fs_layers), strict=True):
+                try:
+                    size = int(json.loads(entry["v1Compatibility"]).get("Size") or 0)
+                except (ValueError, KeyError, TypeError):
+                    size = 0
+                layers.append(
+                    {"name": fs_layer["blobSum"], "size": size, "mediaType": _SCHEMA1_LAYER}
+                )
+        elif version == 2:
+            layers.extend(
+                {"name": x["digest"], "size": x["size"], "mediaType": x.get("mediaType", "")}
+                for x in manifest.get("layers") or []
+            )
+        else:
+            raise ValueError(f"unrecognized manifest schema {version}")
+        image["dockerImageLayers"] = layers
+        annotations[_ANN_LAYERS_ORDER] = "ascending"
+    if version == 1:
+        image["dockerImageManifestMediaType"] = DOCKER_SCHEMA1
+        history = manifest.get("history") or []
+        if not history:
+            raise ValueError("schema 1 manifest without history")
+        v1 = json.loads(history[0]["v1Compatibility"])
+        internal.update(
+            {
+                "Id": v1.get("id", ""),
+                "Parent": v1.get("parent", ""),
+                "Created": v1.get("created"),
+                "Architecture": v1.get("architecture", ""),
+                "Os": v1.get("os", ""),
+                "Config": v1.get("config"),
+                "ContainerConfig": v1.get("container_config") or {},
+            }
+        )
+        internal["Size"] = 0
+    elif version == 2:
+        if manifest.get("mediaType"):
+            image["dockerImageManifestMediaType"] = manifest["mediaType"]
+        elif not media_type:
+            image["dockerImageManifestMediaType"] = DOCKER_SCHEMA2
+        config_text = image.get("dockerImageConfig") or ""
+        if not config_text:
+            raise ValueError("dockerImageConfig must not be empty")
+        config = json.loads(config_text)
+        internal.update(
+            {
+                "Created": config.get("created"),
+                "Architecture": config.get("architecture", ""),
+                "Os": config.get("os", ""),
+                "Author": config.get("author", ""),
+                "DockerVersion": config.get("docker_version", ""),
+                "Config": config.get("config"),
+                "ContainerConfig": config.get("container_config") or {},
+            }
+        )
+        if config.get("variant"):
+            internal["Variant"] = config["variant"]
+        internal["Id"] = manifest["config"]["digest"]
+        internal["Size"] = len(config_text.encode())
+    else:
+        raise ValueError(f"unrecognized manifest schema {version}")
+    seen = {internal["Id"]} if version == 2 else set()
+    for layer in layers:
+        if layer["name"] not in seen:
+            seen.add(layer["name"])
+            internal["Size"] += int(layer.get("size") or 0)
+
+
+def _config_of(image: Mapping[str, Any]) -> str | None:
+    """The config digest the apiserver's layer index knows: Docker schema 2 only, and only
+    from ``dockerImageMetadata.Id`` (an Image stored without metadata has none)."""
+    if image.get("dockerImageManifestMediaType") != DOCKER_SCHEMA2:
+        return None
+    metadata = image.get("dockerImageMetadata")
+    if not isinstance(metadata, dict):
+        return None
+    return metadata.get("Id") or None
+
+
+# --------------------------------------------------------------------------------------------
+# Request bodies: JSON or Kubernetes protobuf (client-go sends built-in kinds as protobuf)
+# --------------------------------------------------------------------------------------------
+
+_PROTOBUF_MAGIC = b"k8s\x00"
+
+
+def _decode_body(raw: bytes, content_type: str) -> dict[str, Any]:
+    """An access or subject review as a JSON-shaped dict, from JSON or from protobuf."""
+    if not raw:
+        return {}
+    if raw.startswith(_PROTOBUF_MAGIC) or "protobuf" in content_type:
+        return _review_from_protobuf(raw)
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _bad_request(f"the body of the request was in an unknown format: {exc}") from None
+    if not isinstance(body, dict):
+        raise _bad_request("the body of the request was in an unknown format")
+    return body
+
+
+def _protobuf_fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of one protobuf message; length-delimited values as bytes."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        shift = value = 0
+        while True:
+            if pos >= len(data):
+                raise ValueError("truncated varint")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value, pos
+
+    pos = 0
+    while pos < len(data):
+        key, pos = varint(pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = varint(pos)
+            yield number, value
+        elif wire == 2:
+            length, pos = varint(pos)
+            yield number, data[pos : pos + length]
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _review_from_protobuf(raw: bytes) -> dict[str, Any]:
+    """Decode a ``k8s\\x00`` envelope (runtime.Unknown) holding a SelfSubjectReview,
+    SelfSubjectAccessReview or SubjectAccessReview into the fields the server reads."""
+    if not raw.startswith(_PROTOBUF_MAGIC):
+        raise _bad_request("protobuf body without the k8s envelope")
+    try:
+        kind, inner = "", b""
+        for number, value in _protobuf_fields(raw[len(_PROTOBUF_MAGIC) :]):
+            if number == 1 and isinstance(value, bytes):  # TypeMeta
+                for n2, v2 in _protobuf_fields(value):
+                    if n2 == 2 and isinstance(v2, bytes):
+                        kind = v2.decode()
+            elif number == 2 and isinstance(value, bytes):
+                inner = value
+        spec: dict[str, Any] = {}
+        for number, value in _protobuf_fields(inner):
+            if number != 2 or not isinstance(value, bytes):
+                continue
+            groups: list[str] = []
+            for n2, v2 in _protobuf_fields(value):
+                if not isinstance(v2, bytes):
+                    continue
+                if n2 == 1:  # resourceAttributes
+                    names = {1: "namespace", 2: "verb", 3: "group", 4: "version"}
+                    names |= {5: "resource", 6: "subresource", 7: "name"}
+                    spec["resourceAttributes"] = {
+                        names[n3]: v3.decode()
+                        for n3, v3 in _protobuf_fields(v2)
+                        if n3 in names and isinstance(v3, bytes)
+                    }
+                elif n2 == 3 and kind == "SubjectAccessReview":
+                    spec["user"] = v2.decode()
+                elif n2 == 4 and kind == "SubjectAccessReview":
+                    groups.append(v2.decode())
+            if groups:
+                spec["groups"] = groups
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad_request(f"the body of the request was in an unknown format: {exc}") from None
+    return {"kind": kind, "spec": spec}
+
+
+def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files), made with ``cryptography`` or,
+    without it, the ``openssl`` command."""
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                "/CN=openshift-api-test", "-addext", "subjectAltName=IP:127.0.0.1",
+                "-keyout", str(key_path), "-out", str(cert_path),
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        return cert_path, key_path
+    import ipaddress
+    from datetime import timedelta
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "openshift-api-test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
 
 
 def _add_tag_event(stream: dict[str, Any], tag: str, event: dict[str, Any]) -> bool:

@@ -12,6 +12,7 @@ Loaded as a pytest plugin (see ``tests/conftest.py``); the fixtures are at the e
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -60,6 +61,7 @@ __all__ = [
     "Registry",
     "S3Storage",
     "assert_pulls",
+    "auth_headers",
     "blob_path",
     "build_image",
     "build_index",
@@ -292,6 +294,9 @@ class Registry:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.s3 = s3
+        #: (user, password) for registries that authenticate (OpenShift's: password = token);
+        #: None sends no credentials.
+        self.creds: tuple[str, str] | None = None
         #: Filesystem root (``storage.filesystem.rootdirectory``); None on S3.
         self.storage_root: Path | None = None if s3 else self.workdir / "storage"
         if self.storage_root is not None:
@@ -508,6 +513,15 @@ class Registry:
         except client.exceptions.ClientError:
             return False
         return True
+
+
+def auth_headers(registry: Registry, creds: tuple[str, str] | None = None) -> dict[str, str]:
+    """``Authorization: Basic`` for ``creds`` (default: the registry's own), or nothing."""
+    creds = creds or registry.creds
+    if creds is None:
+        return {}
+    token = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def blob_path(digest: str) -> str:
@@ -878,7 +892,7 @@ def fetch_manifest(registry: Registry, repository: str, reference: str) -> tuple
     status, headers, body = _http(
         "GET",
         f"{registry.base_url}/v2/{repository}/manifests/{reference}",
-        headers={"Accept": MANIFEST_ACCEPT},
+        headers={"Accept": MANIFEST_ACCEPT, **auth_headers(registry)},
     )
     if status != 200:
         raise RuntimeError(f"GET manifest {repository}:{reference} -> {status}: {body[:300]!r}")
@@ -889,7 +903,9 @@ def fetch_manifest(registry: Registry, repository: str, reference: str) -> tuple
 
 def _fetch_blob(registry: Registry, repository: str, digest: str) -> bytes:
     """GET one blob through the registry API."""
-    status, _, body = _http("GET", f"{registry.base_url}/v2/{repository}/blobs/{digest}")
+    status, _, body = _http(
+        "GET", f"{registry.base_url}/v2/{repository}/blobs/{digest}", headers=auth_headers(registry)
+    )
     if status != 200:
         raise RuntimeError(f"GET blob {repository}@{digest} -> {status}")
     return body
@@ -964,6 +980,8 @@ def push(
     args = ["copy", "--dest-tls-verify=false", "--retry-times", "0"]
     if all:
         args.append("--all")
+    if registry.creds is not None:
+        args += ["--dest-creds", ":".join(registry.creds)]
     if format == "v2s2":
         args += ["--format", "v2s2"]
     elif format != "oci":
@@ -978,15 +996,19 @@ def push(
     return describe(registry, repository, dest_tag, tag=dest_tag)
 
 
-def pull_ok(registry: Registry, ref: str) -> bool:
+def pull_ok(registry: Registry, ref: str, creds: tuple[str, str] | None = None) -> bool:
     """True when ``skopeo copy --all docker://<registry>/<ref> dir:`` succeeds, i.e. every
     manifest and blob of the image (all platforms) can be fetched. ``ref`` is
-    ``ns/name:tag`` or ``ns/name@sha256:...``."""
-    return _pull(registry, ref).returncode == 0
+    ``ns/name:tag`` or ``ns/name@sha256:...``; ``creds`` default to the registry's."""
+    return _pull(registry, ref, creds).returncode == 0
 
 
-def _pull(registry: Registry, ref: str) -> subprocess.CompletedProcess[str]:
+def _pull(
+    registry: Registry, ref: str, creds: tuple[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Pull ``ref`` with skopeo into a throw-away ``dir:`` target."""
+    creds = creds or registry.creds
+    auth = ["--src-creds", ":".join(creds)] if creds else []
     with tempfile.TemporaryDirectory(prefix="pull-") as tmp:
         return _skopeo(
             "copy",
@@ -994,14 +1016,15 @@ def _pull(registry: Registry, ref: str) -> subprocess.CompletedProcess[str]:
             "--src-tls-verify=false",
             "--retry-times",
             "0",
+            *auth,
             f"docker://{registry.url}/{ref}",
             f"dir:{tmp}",
         )
 
 
-def assert_pulls(registry: Registry, ref: str) -> None:
+def assert_pulls(registry: Registry, ref: str, creds: tuple[str, str] | None = None) -> None:
     """Assert that ``ref`` pulls completely; the failure message carries skopeo's error."""
-    proc = _pull(registry, ref)
+    proc = _pull(registry, ref, creds)
     assert proc.returncode == 0, f"pull of {registry.url}/{ref} failed:\n{proc.stderr}"
 
 
@@ -1011,7 +1034,12 @@ def upload_blob_without_manifest(registry: Registry, repo: str, data: bytes) -> 
     The blob lands in ``blobs/`` and gets a ``_layers`` link in ``repo``, but no manifest.
     """
     digest = sha256_digest(data)
-    status, headers, body = _http("POST", f"{registry.base_url}/v2/{repo}/blobs/uploads/", data=b"")
+    status, headers, body = _http(
+        "POST",
+        f"{registry.base_url}/v2/{repo}/blobs/uploads/",
+        data=b"",
+        headers=auth_headers(registry),
+    )
     if status != 202:
         raise RuntimeError(f"start upload in {repo} -> {status}: {body[:300]!r}")
     location = _absolute(registry, headers["Location"])
@@ -1020,7 +1048,7 @@ def upload_blob_without_manifest(registry: Registry, repo: str, data: bytes) -> 
         "PUT",
         f"{location}{sep}digest={digest}",
         data=data,
-        headers={"Content-Type": "application/octet-stream"},
+        headers={"Content-Type": "application/octet-stream", **auth_headers(registry)},
     )
     if status != 201:
         raise RuntimeError(f"finish upload of {digest} in {repo} -> {status}: {body[:300]!r}")
@@ -1029,7 +1057,12 @@ def upload_blob_without_manifest(registry: Registry, repo: str, data: bytes) -> 
 
 def start_upload(registry: Registry, repo: str) -> str:
     """Start a blob upload and walk away: leaves ``_uploads/<uuid>/`` in ``repo``; the uuid."""
-    status, headers, body = _http("POST", f"{registry.base_url}/v2/{repo}/blobs/uploads/", data=b"")
+    status, headers, body = _http(
+        "POST",
+        f"{registry.base_url}/v2/{repo}/blobs/uploads/",
+        data=b"",
+        headers=auth_headers(registry),
+    )
     if status != 202:
         raise RuntimeError(f"start upload in {repo} -> {status}: {body[:300]!r}")
     upload_id = headers.get("Docker-Upload-Uuid") or headers.get("Docker-Upload-UUID")
@@ -1044,7 +1077,9 @@ def start_upload(registry: Registry, repo: str) -> str:
 def delete_blob_via_api(registry: Registry, repo: str, digest: str) -> None:
     """``DELETE /v2/<repo>/blobs/<digest>`` (expects 202): unlinks the blob from the repo and
     evicts it from the registry's blob-descriptor cache; the blob data itself stays."""
-    status, _, body = _http("DELETE", f"{registry.base_url}/v2/{repo}/blobs/{digest}")
+    status, _, body = _http(
+        "DELETE", f"{registry.base_url}/v2/{repo}/blobs/{digest}", headers=auth_headers(registry)
+    )
     if status != 202:
         raise RuntimeError(f"DELETE blob {repo}@{digest} -> {status}: {body[:300]!r}")
 

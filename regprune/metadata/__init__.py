@@ -116,21 +116,43 @@ def image_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], 
     media_type = _text(obj.get("dockerImageManifestMediaType")) or None
     docker_metadata = obj.get("dockerImageMetadata") or {}
     config = docker_metadata.get("Id") if isinstance(docker_metadata, dict) else None
-    config_digest = config if media_type in MEDIA_TYPES_WITH_CONFIG and is_digest(config) else None
+    # Without a media type an Id that is a digest may still be a config: keeping it is safe.
+    may_have_config = media_type is None or media_type in MEDIA_TYPES_WITH_CONFIG
+    config_digest = config if may_have_config and is_digest(config) else None
     anomalies: list[dict] = []
+    layers = list(_sequence(obj.get("dockerImageLayers"), "dockerImageLayers", anomalies, owner))
+    children = _sequence(obj.get("dockerImageManifests"), "dockerImageManifests", anomalies, owner)
+    # The Image as OpenShift's registry sends it (kept so without the apiserver's strategy):
+    # dockerImageMetadata null, the manifest as text. The text says what the Image references.
+    text = _manifest_text(obj, anomalies, owner)
+    if annotations.get(LAYERS_ORDER_ANNOTATION) == "descending":
+        layers.reverse()
+    if text is not None:
+        media_type = media_type or text.media_type
+        config_digest = config_digest or next(
+            (r.digest for r in text.references if r.kind == "config"), None
+        )
+        if not layers:
+            layers = [
+                {"name": r.digest, "size": r.size} for r in text.references if r.kind == "layer"
+            ]
+            if text.layer_order == "descending":
+                layers.reverse()
+        if not children:
+            children = [
+                {"digest": r.digest, "manifestSize": r.size}
+                for r in text.references
+                if r.kind == "manifest"
+            ]
     blobs = [_blob(name, name, "manifest", None, None)]
     if config_digest:
         blobs.append(_blob(name, config_digest, "config", None, None))
-    layers = list(_sequence(obj.get("dockerImageLayers"), "dockerImageLayers", anomalies, owner))
-    if annotations.get(LAYERS_ORDER_ANNOTATION) == "descending":
-        layers.reverse()
     for position, layer in enumerate(layers):
         digest = layer.get("name") if isinstance(layer, dict) else None
         if not is_digest(digest):
             anomalies.append(_anomaly(*owner, f"layer {position} is not a digest"))
             continue
         blobs.append(_blob(name, digest, "layer", position, layer.get("size")))
-    children = _sequence(obj.get("dockerImageManifests"), "dockerImageManifests", anomalies, owner)
     for position, child in enumerate(children):
         digest = child.get("digest") if isinstance(child, dict) else None
         if not is_digest(digest):
@@ -148,6 +170,21 @@ def image_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], 
         "created": parse_time(meta.get("creationTimestamp")),
     }
     return row, blobs, anomalies
+
+
+def _manifest_text(obj: dict[str, Any], anomalies: list[dict], owner: tuple) -> Any:
+    """The parsed ``dockerImageManifest`` text, None when absent; a text that does not parse
+    is an anomaly (the Image then is not read in full, which stops a deletion)."""
+    text = obj.get("dockerImageManifest")
+    if not isinstance(text, str) or not text:
+        return None
+    from regprune.tasks.manifests import ManifestError, parse_manifest
+
+    try:
+        return parse_manifest(text.encode())
+    except ManifestError as exc:
+        anomalies.append(_anomaly(*owner, f"dockerImageManifest does not parse: {exc}"))
+        return None
 
 
 def _blob(image: str, digest: str, kind: str, position: int | None, size: Any) -> dict:
