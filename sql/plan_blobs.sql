@@ -4,7 +4,9 @@
 -- period, or when a manifest no Image knows yet references it (young_manifest_references,
 -- read for plan_unknown_manifests). The candidates and their links are unreferenced_blobs
 -- and unreferenced_links.
--- Columns: digest, size, modified, action, kept_because
+-- One row per blob no Image references (digest).
+-- Columns: digest VARCHAR, size BIGINT, modified TIMESTAMPTZ, action VARCHAR, kept_because VARCHAR
+-- Variables: young_after
 WITH newest_link AS (
     SELECT digest, newest(modified) AS modified
     FROM unreferenced_links

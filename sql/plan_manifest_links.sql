@@ -4,7 +4,10 @@
 -- reason 'image-missing': no Image has this digest;
 -- reason 'not-in-imagestream': an Image exists but the stream's tag history lacks it.
 -- action 'keep' (kept_because 'young') for links younger than the grace period.
--- Columns: repository, namespace, name, digest, reason, modified, action, kept_because
+-- One row per manifest link the plan judges (repository, digest).
+-- Columns: repository VARCHAR, namespace VARCHAR, name VARCHAR, digest VARCHAR, reason VARCHAR,
+--   modified TIMESTAMPTZ, action VARCHAR, kept_because VARCHAR
+-- Variables: young_after
 WITH links AS (
     SELECT manifest_links.*, repositories.namespace, repositories.name
     FROM manifest_links

@@ -9,8 +9,10 @@
 --   'no-images': no Images at all, while storage holds blobs (every one would go);
 --   'no-known-manifests': Images, but not one of the stored manifests among them;
 --   'unreadable-images': some Images could not be read (what they keep is unknown).
--- Columns: images, blobs, stored_manifests, known_manifests, known_fraction,
---          image_anomalies, problems
+-- One row per plan: exactly one row.
+-- Columns: images BIGINT, blobs BIGINT, stored_manifests BIGINT, known_manifests BIGINT,
+--   known_fraction DOUBLE, image_anomalies BIGINT, problems VARCHAR[]
+-- Variables: none
 WITH stored_manifests AS (
     SELECT DISTINCT digest FROM manifest_links
 ),

@@ -2,7 +2,9 @@
 -- push whose Image is not created or listed yet). They are read from storage, and every
 -- blob they reference is kept as young: a fresh push may reuse an old, otherwise
 -- unreferenced layer without writing anything new for it.
--- Columns: digest
+-- One row per manifest digest (digest).
+-- Columns: digest VARCHAR
+-- Variables: young_after
 SELECT DISTINCT manifest_links.digest
 FROM manifest_links
 ANTI JOIN keep_set USING (digest)
