@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from importlib.resources import files
@@ -74,6 +76,79 @@ def model_names() -> tuple[str, ...]:
         if entry.name.endswith(".sql")
     )
     return tuple(sorted(name for name in names if name != MACROS))
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """The contract a model's header comment states: what one row is, its columns (with
+    their DuckDB types where given) and the variables it reads. A test holds every model to
+    its header."""
+
+    name: str
+    row: str
+    columns: tuple[tuple[str, str | None], ...]
+    variables: frozenset[str]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+
+_LABEL = re.compile(r"^-- (One row per|Columns:|Variables:)\s*(.*)$")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside parentheses (STRUCT(a X, b Y)[] is one column type)."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    return [part for part in parts if part]
+
+
+@cache
+def model_header(name: str) -> ModelHeader:
+    """Parse the header of ``sql/<name>.sql``: its leading comment lines, starting
+    ``-- <name>: <what it returns>`` and holding the lines ``-- One row per <what>.``,
+    ``-- Columns: <name> [TYPE], ...`` and ``-- Variables: <name>, ... | none`` (a line
+    indented after ``--`` continues the one before)."""
+    lines = []
+    for line in query_text(name).splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line)
+    if not lines or not lines[0].startswith(f"-- {name}: "):
+        raise ModelGraphError(f"sql/{name}.sql must start with '-- {name}: <what it returns>'")
+    fields: dict[str, str] = {}
+    label = None
+    for line in lines[1:]:
+        match = _LABEL.match(line)
+        if match:
+            label = match.group(1)
+            fields[label] = match.group(2)
+        elif label and re.match(r"--\s{2,}\S", line):
+            fields[label] += " " + line[2:].strip()
+        else:
+            label = None
+    missing = [label for label in ("One row per", "Columns:", "Variables:") if label not in fields]
+    if missing:
+        raise ModelGraphError(f"sql/{name}.sql header lacks {', '.join(missing)}")
+    columns = []
+    for column in _split_top_level(fields["Columns:"]):
+        column_name, _, column_type = column.partition(" ")
+        columns.append((column_name, column_type.strip() or None))
+    variables = _split_top_level(fields["Variables:"])
+    return ModelHeader(
+        name,
+        fields["One row per"].rstrip("."),
+        tuple(columns),
+        frozenset() if variables == ["none"] else frozenset(variables),
+    )
 
 
 class ModelGraphError(ValueError):

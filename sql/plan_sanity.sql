@@ -9,7 +9,7 @@
 --   'no-images': no Images at all, while storage holds blobs (every one would go);
 --   'no-known-manifests': Images, but not one of the stored manifests among them;
 --   'unreadable-images': some Images could not be read (what they keep is unknown).
--- One row per plan: exactly one row.
+-- One row per snapshot: exactly one row.
 -- Columns: images BIGINT, blobs BIGINT, stored_manifests BIGINT, known_manifests BIGINT,
 --   known_fraction DOUBLE, image_anomalies BIGINT, problems VARCHAR[]
 -- Variables: none
