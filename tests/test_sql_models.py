@@ -256,3 +256,381 @@ _ONE_ROW["plan_summary"] = [
         for a in ("delete", "keep")
     ]
 ]
+
+
+# --- given / expect: the safety-critical models first ---------------------------------------
+
+A, B, C, L1, L2, CFG = (digest(n) for n in ("a", "b", "c", "l1", "l2", "cfg"))
+LIST, CHILD = digest("list"), digest("child")
+
+
+def image_blobs(*values: tuple[Any, ...]) -> list[dict[str, Any]]:
+    return table("image digest kind position", *values)
+
+
+def test_keep_set_is_every_digest_any_image_references(run: Any) -> None:
+    given = image_blobs(
+        (A, A, "manifest", 0),
+        (A, CFG, "config", 0),
+        (A, L1, "layer", 0),
+        (B, B, "manifest", 0),
+        (B, L1, "layer", 0),
+        (LIST, LIST, "manifest", 0),
+        (LIST, CHILD, "manifest_list_child", 0),
+    )
+    rows = run("keep_set", image_blobs=given)
+    # one row per reference: L1 twice (two Images share it), the child through its list
+    assert pick(rows, "digest") == sorted([(A,), (CFG,), (L1,), (B,), (L1,), (LIST,), (CHILD,)])
+
+
+def test_stream_history_is_every_history_item_and_the_children_of_its_lists(run: Any) -> None:
+    tags = table(
+        "namespace name tag position image",
+        ("ns", "app", "latest", 0, A),
+        ("ns", "app", "latest", 1, B),  # an older item of the history counts
+        ("ns", "app", "v1", 0, A),  # the same image under two tags: one row
+        ("ns", "app", "multi", 0, LIST),
+        ("ns", "other", "x", 0, None),  # a tag item without an image has no digest
+    )
+    blobs = image_blobs(
+        (LIST, LIST, "manifest", 0),
+        (LIST, CHILD, "manifest_list_child", 0),
+        (LIST, L1, "layer", 0),  # not a child: a list's own layers are not manifests
+        (A, CFG, "config", 0),
+    )
+    rows = run("stream_history", imagestream_tags=tags, image_blobs=blobs)
+    assert pick(rows, "namespace name digest") == sorted(
+        [("ns", "app", A), ("ns", "app", B), ("ns", "app", LIST), ("ns", "app", CHILD)]
+    )
+
+
+def test_unreferenced_blobs_are_the_blobs_no_image_references(run: Any) -> None:
+    blobs = table("digest size modified", (A, 1, OLD), (B, 2, OLD), (C, 3, None))
+    rows = run("unreferenced_blobs", blobs=blobs, keep_set=table("digest", (A,), (A,)))
+    assert pick(rows, "digest size modified") == [(B, 2, OLD), (C, 3, None)]
+
+
+def test_unreferenced_links_are_the_layer_and_manifest_links_of_unreferenced_blobs(
+    run: Any,
+) -> None:
+    layer_links = table("repository digest modified", ("r1", A, OLD), ("r1", B, YOUNG))
+    manifest_links = table("repository digest modified", ("r2", B, OLD), ("r2", C, OLD))
+    rows = run(
+        "unreferenced_links",
+        layer_links=layer_links,
+        manifest_links=manifest_links,
+        unreferenced_blobs=table("digest size modified", (B, 1, OLD)),
+    )
+    assert pick(rows, "repository digest modified") == [("r1", B, YOUNG), ("r2", B, OLD)]
+
+
+def test_plan_blobs_deletes_only_what_is_old_and_unlinked_lately(run: Any) -> None:
+    d = {n: digest(n) for n in ("old", "young", "unknown", "fresh_link", "unknown_link", "pushed")}
+    candidates = table(
+        "digest size modified",
+        (d["old"], 10, OLD),
+        (d["young"], 20, YOUNG),
+        (d["unknown"], 30, None),  # an unreadable time cannot prove the blob old
+        (d["fresh_link"], 40, OLD),
+        (d["unknown_link"], 50, OLD),
+        (d["pushed"], 60, OLD),
+    )
+    links = table(
+        "repository digest modified",
+        ("r", d["old"], OLD),
+        ("r", d["fresh_link"], OLD),
+        ("s", d["fresh_link"], YOUNG),  # a mount of an old layer writes a young link
+        ("r", d["unknown_link"], OLD),
+        ("s", d["unknown_link"], None),
+    )
+    references = table("digest reference kind", (digest("m"), d["pushed"], "layer"))
+    rows = run(
+        "plan_blobs",
+        unreferenced_blobs=candidates,
+        unreferenced_links=links,
+        young_manifest_references=references,
+    )
+    assert pick(rows, "digest size action kept_because") == sorted(
+        [
+            (d["old"], 10, "delete", None),
+            (d["young"], 20, "keep", "young"),
+            (d["unknown"], 30, "keep", "young"),
+            (d["fresh_link"], 40, "keep", "young"),
+            (d["unknown_link"], 50, "keep", "young"),
+            (d["pushed"], 60, "keep", "young"),
+        ],
+        key=repr,
+    )
+
+
+def test_repository_activity_is_the_newest_time_inside_unknown_when_any_is(run: Any) -> None:
+    repositories = table("repository", ("ns/a",), ("ns/b",), ("ns/c",), ("ns/empty",))
+    rows = run(
+        "repository_activity",
+        repositories=repositories,
+        layer_links=table("repository modified", ("ns/a", OLD), ("ns/b", OLD)),
+        manifest_links=table("repository modified", ("ns/a", YOUNG)),
+        tags=table("repository modified", ("ns/b", None)),
+        tag_index=table("repository modified", ("ns/c", OLD)),
+        uploads=table("repository modified", ("ns/c", YOUNG)),
+    )
+    assert pick(rows, "repository modified") == sorted(
+        [("ns/a", YOUNG), ("ns/b", None), ("ns/c", YOUNG), ("ns/empty", None)], key=repr
+    )
+
+
+def repositories(*names: str) -> list[dict[str, Any]]:
+    """Repository rows as the snapshot reads them: <namespace>/<name> when valid."""
+    rows = []
+    for repository in names:
+        parts = repository.split("/")
+        valid = len(parts) == 2 and all(re.fullmatch(r"[a-z0-9][a-z0-9-]*", p) for p in parts)
+        namespace, name = (parts[0], parts[1]) if len(parts) == 2 else (None, None)
+        rows.append(
+            {"repository": repository, "namespace": namespace, "name": name, "valid_name": valid}
+        )
+    return rows
+
+
+def test_plan_repositories_removes_old_repositories_without_an_imagestream(run: Any) -> None:
+    rows = run(
+        "plan_repositories",
+        repositories=repositories("ns/kept", "ns/gone", "ns/busy", "Bad/Name/x", "ns/unknown"),
+        imagestreams=table("namespace name", ("ns", "kept")),
+        repository_activity=table(
+            "repository modified",
+            ("ns/kept", OLD),
+            ("ns/gone", OLD),
+            ("ns/busy", YOUNG),
+            ("Bad/Name/x", OLD),
+            ("ns/unknown", None),
+        ),
+    )
+    assert pick(rows, "repository reason action kept_because") == sorted(
+        [
+            ("ns/gone", "imagestream-missing", "delete", None),
+            ("ns/busy", "imagestream-missing", "keep", "young"),
+            ("Bad/Name/x", "invalid-name", "delete", None),
+            ("ns/unknown", "imagestream-missing", "keep", "young"),
+        ],
+        key=repr,
+    )
+
+
+def test_plan_manifest_links_keeps_a_link_only_when_an_image_and_the_stream_have_it(
+    run: Any,
+) -> None:
+    links = table(
+        "repository digest modified",
+        ("ns/app", A, OLD),  # an Image and the stream have it: kept, not listed
+        ("ns/app", CHILD, OLD),  # a child of a list the stream has: kept
+        ("ns/app", B, OLD),  # an Image exists, the stream lacks it
+        ("ns/app", C, OLD),  # no Image at all
+        ("ns/app", L1, YOUNG),  # no Image, but young
+        ("ns/gone", C, OLD),  # the repository goes whole: not listed here
+    )
+    rows = run(
+        "plan_manifest_links",
+        manifest_links=links,
+        repositories=repositories("ns/app", "ns/gone"),
+        keep_set=table("digest", (A,), (B,), (CHILD,)),
+        stream_history=table("namespace name digest", ("ns", "app", A), ("ns", "app", CHILD)),
+        plan_repositories=table("repository action", ("ns/gone", "delete")),
+    )
+    assert pick(rows, "repository digest reason action kept_because") == sorted(
+        [
+            ("ns/app", B, "not-in-imagestream", "delete", None),
+            ("ns/app", C, "image-missing", "delete", None),
+            ("ns/app", L1, "image-missing", "keep", "young"),
+        ],
+        key=repr,
+    )
+
+
+def test_plan_layer_links_are_the_links_whose_blob_is_gone_or_goes(run: Any) -> None:
+    links = table(
+        "repository digest modified",
+        ("ns/app", A, OLD),  # blob stored and kept: fine
+        ("ns/app", B, OLD),  # blob missing
+        ("ns/app", C, OLD),  # blob deleted by this plan
+        ("ns/app", L1, YOUNG),  # blob missing, link young
+        ("ns/gone", B, OLD),  # the repository goes whole
+    )
+    rows = run(
+        "plan_layer_links",
+        layer_links=links,
+        blobs=table("digest size modified", (A, 1, OLD), (C, 1, OLD)),
+        plan_blobs=table("digest action", (C, "delete")),
+        plan_repositories=table("repository action", ("ns/gone", "delete")),
+    )
+    assert pick(rows, "repository digest reason action kept_because") == sorted(
+        [
+            ("ns/app", B, "blob-missing", "delete", None),
+            ("ns/app", C, "blob-deleted", "delete", None),
+            ("ns/app", L1, "blob-missing", "keep", "young"),
+        ],
+        key=repr,
+    )
+
+
+def test_plan_uploads_are_the_stale_uploads_outside_removed_repositories(run: Any) -> None:
+    stale = NOW - timedelta(days=10)
+    uploads = table(
+        "repository upload_id started_at size modified",
+        ("ns/app", "stale", stale, 5, stale),
+        ("ns/app", "no-start", None, 6, stale),  # the newest file's time decides
+        ("ns/app", "recent", NOW - timedelta(days=2), 7, NOW - timedelta(days=2)),
+        ("ns/app", "written-now", stale, 8, YOUNG),  # stale start, still written to
+        ("ns/gone", "stale", stale, 9, stale),
+    )
+    rows = run(
+        "plan_uploads",
+        uploads=uploads,
+        plan_repositories=table("repository action", ("ns/gone", "delete")),
+    )
+    assert pick(rows, "repository upload_id size action kept_because") == sorted(
+        [
+            ("ns/app", "stale", 5, "delete", None),
+            ("ns/app", "no-start", 6, "delete", None),
+            ("ns/app", "written-now", 8, "keep", "young"),
+        ],
+        key=repr,
+    )
+
+
+def test_plan_unknown_manifests_are_young_links_no_image_knows(run: Any) -> None:
+    links = table(
+        "repository digest modified",
+        ("r", A, YOUNG),  # known
+        ("r", B, YOUNG),
+        ("s", B, YOUNG),  # one row per digest
+        ("r", C, OLD),  # old: judged as a manifest link instead
+        ("r", L1, None),  # unknown time counts as young
+    )
+    rows = run("plan_unknown_manifests", manifest_links=links, keep_set=table("digest", (A,)))
+    assert pick(rows, "digest") == [(B,), (L1,)]
+
+
+def test_image_missing_blobs_are_the_blobs_of_managed_images_absent_from_storage(
+    run: Any,
+) -> None:
+    rows = run(
+        "image_missing_blobs",
+        images=table("image managed", (A, True), (B, False)),
+        image_blobs=image_blobs(
+            (A, A, "manifest", 0),
+            (A, CFG, "config", 0),
+            (A, L1, "layer", 0),
+            (A, CHILD, "manifest_list_child", 0),
+            (B, L2, "layer", 0),  # unmanaged: lives elsewhere
+        ),
+        blobs=table("digest", (A,), (L1,)),
+    )
+    assert pick(rows, "image missing kind") == sorted(
+        [(A, CFG, "config"), (A, CHILD, "manifest")], key=repr
+    )
+
+
+def test_check_broken_imagestream_tags_names_the_item_and_what_it_misses(run: Any) -> None:
+    tags = table(
+        "namespace name tag position image",
+        ("ns", "app", "latest", 0, A),  # the Image misses its config
+        ("ns", "app", "latest", 1, C),  # no such Image
+        ("ns", "app", "multi", 0, LIST),  # a child of the list misses a layer
+        ("ns", "app", "ok", 0, B),
+        ("other", "app", "latest", 0, C),  # out of --namespace
+    )
+    given = {
+        "imagestream_tags": tags,
+        "images": table("image managed", (A, True), (B, True), (LIST, True), (CHILD, True)),
+        "image_blobs": image_blobs((LIST, CHILD, "manifest_list_child", 0)),
+        "image_missing_blobs": table(
+            "image missing kind", (A, CFG, "config"), (CHILD, L2, "layer")
+        ),
+    }
+    rows = run("check_broken_imagestream_tags", {"namespace": "ns"}, **given)
+    assert pick(rows, "namespace name tag position image missing kind") == sorted(
+        [
+            ("ns", "app", "latest", 0, A, CFG, "config"),
+            ("ns", "app", "latest", 1, C, C, "image"),
+            ("ns", "app", "multi", 0, LIST, L2, "layer"),
+        ],
+        key=repr,
+    )
+    everywhere = run("check_broken_imagestream_tags", **given)
+    assert ("other", "app", "latest", 0, C, C, "image") in pick(
+        everywhere, "namespace name tag position image missing kind"
+    )
+
+
+def test_check_broken_images_are_limited_to_the_namespace_by_stream_or_reference(
+    run: Any,
+) -> None:
+    given = {
+        "image_missing_blobs": table(
+            "image missing kind", (A, L1, "layer"), (B, L2, "layer"), (C, CFG, "config")
+        ),
+        "imagestream_tags": table("namespace name tag position image", ("ns", "app", "t", 0, A)),
+        "images": table(
+            "image docker_image_reference",
+            (A, "host:5000/other/app@" + A),
+            (B, "host:5000/ns/app@" + B),  # untagged, but its reference points into ns
+            (C, "host:5000/other/app@" + C),
+        ),
+    }
+    rows = run("check_broken_images", {"namespace": "ns"}, **given)
+    assert pick(rows, "image missing kind") == sorted([(A, L1, "layer"), (B, L2, "layer")])
+    assert len(run("check_broken_images", **given)) == 3
+
+
+def test_check_lost_candidates_are_stored_manifests_the_stream_lacks(run: Any) -> None:
+    rows = run(
+        "check_lost_candidates",
+        manifest_links=table(
+            "repository digest modified",
+            ("ns/app", A, OLD),  # the stream has it
+            ("ns/app", B, OLD),  # lost
+            ("ns/gone", C, OLD),  # no ImageStream at all: lost too
+            ("Bad/Name/x", C, OLD),  # cannot belong to an ImageStream
+        ),
+        repositories=repositories("ns/app", "ns/gone", "Bad/Name/x"),
+        stream_history=table("namespace name digest", ("ns", "app", A)),
+    )
+    assert pick(rows, "repository namespace name digest") == sorted(
+        [("ns/app", "ns", "app", B), ("ns/gone", "ns", "gone", C)]
+    )
+
+
+def _lost_found_given() -> dict[str, list[dict[str, Any]]]:
+    return {
+        "check_lost_candidates": table(
+            "repository namespace name digest",
+            ("ns/app", "ns", "app", A),  # restorable
+            ("ns/app", "ns", "app", B),  # unreadable
+            ("ns/app", "ns", "app", C),  # misses its config
+        ),
+        "lost_manifests": table(
+            "digest media_type problem",
+            (A, "application/vnd.oci.image.manifest.v1+json", None),
+            (B, None, "not JSON"),
+            (C, "application/vnd.oci.image.manifest.v1+json", None),
+        ),
+        "lost_manifest_references": table(
+            "digest reference kind", (A, L1, "layer"), (C, CFG, "config"), (C, L1, "layer")
+        ),
+        "blobs": table("digest", (L1,)),
+    }
+
+
+def test_check_invalid_manifests_say_why_a_lost_manifest_cannot_be_restored(run: Any) -> None:
+    rows = run("check_invalid_manifests", **_lost_found_given())
+    assert pick(rows, "repository digest reason") == sorted(
+        [("ns/app", B, "not JSON"), ("ns/app", C, f"missing config {CFG}")]
+    )
+
+
+def test_check_lost_found_are_the_lost_manifests_that_can_be_restored(run: Any) -> None:
+    rows = run("check_lost_found", **_lost_found_given())
+    assert pick(rows, "namespace name repository digest tag media_type") == [
+        ("ns", "app", "ns/app", A, "lost-found-a", "application/vnd.oci.image.manifest.v1+json")
+    ]
