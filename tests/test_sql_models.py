@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from regprune.categories import ACTION_CATEGORY, CHECK_FINDINGS, PLAN_CATEGORIES
 from regprune.manifests import MANIFEST_TABLES
 from regprune.models import (
     PLAN_OUTPUTS,
@@ -247,15 +248,15 @@ _ONE_ROW: dict[str, list[list[dict[str, Any]]]] = {
             }
         ]
     ],
+    "plan_summary": [
+        [
+            {"category": name, "action": action, "count": 0, "size": 0}
+            for name in sorted(c.name for c in PLAN_CATEGORIES)
+            for action in ("delete", "keep")
+        ]
+    ],
 }
-"""Models that return rows even over empty tables (plan_summary is tested below)."""
-_ONE_ROW["plan_summary"] = [
-    [
-        {"category": c, "action": a, "count": 0, "size": 0}
-        for c in sorted(("blobs", "layer_links", "manifest_links", "repositories", "uploads"))
-        for a in ("delete", "keep")
-    ]
-]
+"""Models that return rows even over empty tables."""
 
 
 # --- given / expect: the safety-critical models first ---------------------------------------
@@ -634,3 +635,46 @@ def test_check_lost_found_are_the_lost_manifests_that_can_be_restored(run: Any) 
     assert pick(rows, "namespace name repository digest tag media_type") == [
         ("ns", "app", "ns/app", A, "lost-found-a", "application/vnd.oci.image.manifest.v1+json")
     ]
+
+
+# --- the categories: one Python list, and the SQL that must agree with it --------------------
+
+
+def test_every_category_lists_columns_its_model_has() -> None:
+    for category in PLAN_CATEGORIES:
+        assert set(category.columns) <= set(model_header(category.model).column_names)
+        assert {"action", "kept_because"} <= set(model_header(category.model).column_names)
+    for finding in CHECK_FINDINGS:
+        assert set(finding.columns) <= set(model_header(finding.model).column_names)
+
+
+def test_prune_actions_turns_each_category_into_its_action() -> None:
+    code = query_text("prune_actions")
+    for category in PLAN_CATEGORIES:
+        assert re.search(rf"'{category.action}'.*?FROM {category.model}\b", code, flags=re.S)
+    assert set(re.findall(r"'(delete_\w+)'", code)) == set(ACTION_CATEGORY)
+
+
+def test_plan_summary_counts_every_category_and_the_bytes_of_those_that_free_them(
+    run: Any,
+) -> None:
+    given = {
+        c.model: table(
+            "action size",
+            ("delete", 100),
+            ("delete", 10),
+            ("keep", 1),
+        )
+        for c in PLAN_CATEGORIES
+    }
+    rows = run("plan_summary", **given)
+    expected = []
+    for c in PLAN_CATEGORIES:
+        expected.append((c.name, "delete", 2, 110 if c.frees_bytes else 0))
+        expected.append((c.name, "keep", 1, 1 if c.frees_bytes else 0))
+    assert pick(rows, "category action count size") == sorted(expected, key=repr)
+    # over nothing: every category and action, with zeros
+    empty = run("plan_summary")
+    assert pick(empty, "category action count size") == sorted(
+        ((c.name, a, 0, 0) for c in PLAN_CATEGORIES for a in ("delete", "keep")), key=repr
+    )
