@@ -45,6 +45,6 @@ SELECT
             END,
             CASE WHEN image_anomalies > 0 THEN 'unreadable-images' END
         ],
-        lambda problem: problem IS NOT NULL
+        lambda problem: problem IS NOT NULL  -- noqa: CP01
     ) AS problems
 FROM counts

@@ -13,7 +13,7 @@
 -- Variables: none
 WITH namespace_ids AS (
     SELECT namespace, row_number() OVER (ORDER BY namespace) AS namespace_id
-    FROM (SELECT DISTINCT namespace FROM repositories)
+    FROM (SELECT DISTINCT namespace FROM repositories) AS namespaces
 ),
 
 links AS NOT MATERIALIZED (
@@ -39,15 +39,15 @@ per_blob AS (
         FROM blobs
         UNION ALL
         SELECT digest_hash, NULL, namespace_id, false FROM links
-    )
+    ) AS blobs_and_links
     GROUP BY digest_hash
     HAVING bool_or(stored)
 ),
 
 by_owner AS MATERIALIZED (
     SELECT
-        CASE WHEN first_id IS NOT DISTINCT FROM last_id THEN first_id END AS namespace_id,
-        CASE WHEN first_id IS DISTINCT FROM last_id THEN digest_hash END AS shared_hash,
+        CASE WHEN (first_id IS NOT DISTINCT FROM last_id) THEN first_id END AS namespace_id,
+        CASE WHEN (first_id IS DISTINCT FROM last_id) THEN digest_hash END AS shared_hash,
         sum(size) AS size,
         count(*) AS blobs
     FROM per_blob
