@@ -28,9 +28,6 @@ aged AS (
     LEFT JOIN referenced_by_young_manifests AS pending USING (digest)
 )
 
-SELECT
-    digest, size, modified,
-    CASE WHEN is_young THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN is_young THEN 'young' END AS kept_because
+SELECT digest, size, modified, unnest(decide(is_young))
 FROM aged
 ORDER BY digest

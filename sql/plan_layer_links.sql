@@ -34,9 +34,6 @@ dangling AS (
     SEMI JOIN deleted_blobs USING (digest)
 )
 
-SELECT
-    repository, digest, reason, modified,
-    CASE WHEN young(modified) THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN young(modified) THEN 'young' END AS kept_because
+SELECT repository, digest, reason, modified, unnest(decide(young(modified)))
 FROM dangling
 ORDER BY repository, digest

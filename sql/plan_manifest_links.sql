@@ -37,9 +37,7 @@ judged AS (
 )
 
 SELECT
-    repository, namespace, name, digest, reason, modified,
-    CASE WHEN young(modified) THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN young(modified) THEN 'young' END AS kept_because
+    repository, namespace, name, digest, reason, modified, unnest(decide(young(modified)))
 FROM judged
 WHERE reason IS NOT NULL
 ORDER BY repository, digest

@@ -29,9 +29,6 @@ aged AS (
     JOIN repository_activity AS activity USING (repository)
 )
 
-SELECT
-    repository, namespace, name, reason, modified,
-    CASE WHEN is_young THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN is_young THEN 'young' END AS kept_because
+SELECT repository, namespace, name, reason, modified, unnest(decide(is_young))
 FROM aged
 ORDER BY repository

@@ -12,9 +12,6 @@ WITH stale AS (
     WHERE coalesce(started_at, modified) < getvariable('uploads_stale_before')
 )
 
-SELECT
-    repository, upload_id, started_at, size, modified,
-    CASE WHEN young(modified) THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN young(modified) THEN 'young' END AS kept_because
+SELECT repository, upload_id, started_at, size, modified, unnest(decide(young(modified)))
 FROM stale
 ORDER BY repository, upload_id

@@ -678,3 +678,27 @@ def test_plan_summary_counts_every_category_and_the_bytes_of_those_that_free_the
     assert pick(empty, "category action count size") == sorted(
         ((c.name, a, 0, 0) for c in PLAN_CATEGORIES for a in ("delete", "keep")), key=repr
     )
+
+
+# --- the keep/delete decision: one macro -----------------------------------------------------
+
+
+def test_decide_keeps_what_is_young_and_what_cannot_be_proven_old(
+    empty_snapshot: tuple[Path, dict[str, Path]],
+) -> None:
+    folder, extra = empty_snapshot
+    with SnapshotDatabase(folder, VARIABLES, extra_tables=extra) as db:
+        rows = db.records(
+            "SELECT is_young, unnest(decide(is_young)) "
+            "FROM (VALUES (true), (false), (NULL)) AS t (is_young)"
+        )
+    assert pick(rows, "is_young action kept_because") == sorted(
+        [(True, "keep", "young"), (False, "delete", None), (None, "keep", "young")], key=repr
+    )
+
+
+@pytest.mark.parametrize("category", PLAN_CATEGORIES, ids=lambda c: c.name)
+def test_every_plan_decides_through_the_one_macro(category: Any) -> None:
+    code = "\n".join(line.split("--")[0] for line in query_text(category.model).splitlines())
+    assert "decide" in model_functions(category.model)
+    assert "'keep'" not in code and "'young'" not in code
