@@ -702,3 +702,179 @@ def test_every_plan_decides_through_the_one_macro(category: Any) -> None:
     code = "\n".join(line.split("--")[0] for line in query_text(category.model).splitlines())
     assert "decide" in model_functions(category.model)
     assert "'keep'" not in code and "'young'" not in code
+
+
+# --- given / expect: the reports' models -----------------------------------------------------
+
+
+def test_plan_namespaces_splits_a_blobs_bytes_between_the_namespaces_that_link_it(
+    run: Any,
+) -> None:
+    X, Y, Z = digest("x"), digest("y"), digest("z")
+    rows = run(
+        "plan_namespaces",
+        repositories=repositories("ns1/a", "ns1/c", "ns2/b"),
+        plan_blobs=table(
+            "digest size action", (X, 90, "delete"), (Y, 10, "delete"), (Z, 1000, "keep")
+        ),
+        unreferenced_links=table(
+            "repository digest",
+            ("ns1/a", X),
+            ("ns1/c", X),  # one namespace, two repositories: one share
+            ("ns2/b", X),
+            ("ns2/b", Z),  # kept: not counted
+        ),
+        plan_manifest_links=table("namespace action", ("ns1", "delete"), ("ns1", "keep")),
+        plan_repositories=table("namespace action", ("ns2", "delete")),
+        plan_layer_links=table("repository action", ("ns1/a", "delete")),
+        plan_uploads=table("repository size action", ("ns2/b", 7, "delete"), ("ns2/b", 9, "keep")),
+    )
+    columns = "namespace size blobs manifest_links repositories layer_links uploads"
+    assert pick(rows, columns) == sorted(
+        [("ns1", 45, 1, 1, 0, 1, 0), ("ns2", 52, 1, 0, 1, 0, 1), (None, 10, 1, 0, 0, 0, 0)],
+        key=repr,
+    )
+
+
+def test_storage_namespaces_adds_up_to_the_bytes_stored(run: Any) -> None:
+    X, Y, Z, GONE = digest("x"), digest("y"), digest("z"), digest("gone")
+    rows = run(
+        "storage_namespaces",
+        repositories=repositories("ns1/a", "ns2/b"),
+        blobs=table("digest size", (X, 100), (Y, 30), (Z, 5)),
+        layer_links=table("repository digest", ("ns1/a", X), ("ns1/a", Y), ("ns1/a", GONE)),
+        manifest_links=table("repository digest", ("ns2/b", X)),
+        uploads=table("repository size", ("ns2/b", 8)),
+    )
+    assert pick(rows, "namespace size blobs uploads") == sorted(
+        [("ns1", 80, 2, 0), ("ns2", 58, 1, 1), (None, 5, 1, 0)], key=repr
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "problems"),
+    [
+        ({"blobs": table("digest", (A,))}, ["no-images"]),
+        (
+            {
+                "images": table("image", (A,)),
+                "manifest_links": table("repository digest", ("ns/app", B)),
+            },
+            ["no-known-manifests"],
+        ),
+        (
+            {
+                "images": table("image", (A,)),
+                "manifest_links": table("repository digest", ("ns/app", A), ("ns/app", B)),
+                "metadata_anomalies": table("kind", ("Image",), ("ImageStream",)),
+            },
+            ["unreadable-images"],
+        ),
+        (
+            {
+                "images": table("image", (A,)),
+                "blobs": table("digest", (A,)),
+                "manifest_links": table("repository digest", ("ns/app", A), ("ns/other", A)),
+            },
+            [],
+        ),
+    ],
+    ids=["no-images", "no-known-manifests", "unreadable-images", "sane"],
+)
+def test_plan_sanity_says_why_this_metadata_may_not_decide(
+    run: Any, given: dict[str, list[dict[str, Any]]], problems: list[str]
+) -> None:
+    [row] = run("plan_sanity", **given)
+    assert row["problems"] == problems
+    if not problems:
+        assert (row["stored_manifests"], row["known_manifests"], row["known_fraction"]) == (1, 1, 1)
+
+
+def test_execution_summary_counts_the_latest_outcome_of_each_action(run: Any) -> None:
+    actions = table(
+        "action repository digest upload_id size status reason time",
+        ("delete_blob", None, A, None, 10, "failed", "timeout", OLD),
+        ("delete_blob", None, A, None, 10, "done", None, YOUNG),  # retried: done counts
+        ("delete_blob", None, B, None, 20, "skipped", "an Image references it now", OLD),
+        ("delete_upload", "ns/app", None, "u1", 5, "done", None, OLD),
+        ("delete_upload", "ns/app", None, "u2", 6, "done", None, OLD),
+    )
+    rows = run("execution_summary", actions=actions)
+    assert pick(rows, "action status count size reasons") == sorted(
+        [
+            ("delete_blob", "done", 1, 10, None),
+            ("delete_blob", "skipped", 1, 20, ["an Image references it now"]),
+            ("delete_upload", "done", 2, 11, None),
+        ],
+        key=repr,
+    )
+
+
+def test_recover_images_builds_each_image_and_lists_before_their_children(run: Any) -> None:
+    M, LST, X = digest("m"), digest("lst"), digest("x")
+    schema2 = "application/vnd.docker.distribution.manifest.v2+json"
+    index = "application/vnd.oci.image.index.v1+json"
+    given = {
+        "check_lost_found": table(
+            "namespace name repository digest tag",
+            ("ns", "app", "ns/app", M, "lost-found-m"),
+            ("ns", "app", "ns/app", LST, "lost-found-lst"),
+        ),
+        "lost_manifests": table(
+            "digest media_type layer_order", (M, schema2, "ascending"), (LST, index, None)
+        ),
+        "lost_manifest_references": table(
+            "digest reference kind position size media_type architecture os",
+            (M, CFG, "config", 0, 3, "config", None, None),
+            (M, L2, "layer", 1, None, "tar", None, None),  # no size: the stored blob's
+            (M, L1, "layer", 0, 11, "tar", None, None),
+            (LST, M, "manifest", 0, 100, schema2, "amd64", "linux"),
+            (LST, X, "manifest", 1, 100, schema2, "arm64", "linux"),
+        ),
+        "blobs": table("digest size", (L2, 22)),
+        "images": table(
+            "image managed docker_image_reference",
+            (A, True, "registry.local:5000/ns/other@" + A),
+            (B, True, "registry.local:5000/ns/other@" + B),
+            (C, True, "elsewhere:5000/ns/other@" + C),
+        ),
+    }
+    rows = run("recover_images", **given)
+    assert [row["digest"] for row in rows] == [M, LST]  # a list after its children
+    image, listed = rows
+    assert image["docker_image_reference"] == f"registry.local:5000/ns/app@{M}"
+    assert (image["is_list"], image["config_digest"]) == (False, CFG)
+    assert [(la["digest"], la["size"]) for la in image["layers"]] == [(L1, 11), (L2, 22)]
+    assert (listed["is_list"], listed["missing_children"]) == (True, [X])
+    assert [m["architecture"] for m in listed["manifests"]] == ["amd64", "arm64"]
+    named = run("recover_images", {"registry_host": "given:443"}, **given)
+    assert named[0]["docker_image_reference"] == f"given:443/ns/app@{M}"
+
+
+def test_warehouse_trend_is_stored_and_reclaimable_bytes_per_prune_run() -> None:
+    day1, day2 = OLD.date(), YOUNG.date()
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(
+            "CREATE TABLE runs AS SELECT * FROM (VALUES "
+            f"(DATE '{day1}', 'r1', TIMESTAMPTZ '{OLD}'), "
+            f"(DATE '{day2}', 'r2', TIMESTAMPTZ '{YOUNG}'), "
+            f"(DATE '{day2}', 'check', TIMESTAMPTZ '{YOUNG}')"  # a check run has no plan
+            ") AS t (snapshot_date, run, metadata_started_at)"
+        )
+        con.execute(
+            "CREATE TABLE blobs AS SELECT * FROM (VALUES "
+            f"(DATE '{day1}', 'r1', 10), (DATE '{day1}', 'r1', 20), (DATE '{day2}', 'r2', 5), "
+            f"(DATE '{day2}', 'check', 99)"
+            ") AS t (snapshot_date, run, size)"
+        )
+        con.execute(
+            "CREATE TABLE plan_summary AS SELECT * FROM (VALUES "
+            f"(DATE '{day1}', 'r1', 'blobs', 'delete', 7), "
+            f"(DATE '{day1}', 'r1', 'blobs', 'keep', 1000), "
+            f"(DATE '{day1}', 'r1', 'uploads', 'delete', 1000), "
+            f"(DATE '{day2}', 'r2', 'blobs', 'delete', 3)"
+            ") AS t (snapshot_date, run, category, action, size)"
+        )
+        rows = con.execute(query_text("warehouse_trend")).fetchall()
+    assert rows == [(day1, "r1", OLD, 30, 7), (day2, "r2", YOUNG, 5, 3)]
