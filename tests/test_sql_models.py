@@ -170,6 +170,16 @@ def test_names_in_comments_are_not_dependencies() -> None:
     assert "plan_unknown_manifests" not in model_dependencies("plan_blobs")
 
 
+def test_a_cycle_is_refused_with_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import regprune.models as models
+
+    reads = {"a": {"b"}, "b": {"c"}, "c": {"a"}}
+    monkeypatch.setattr(models, "model_names", lambda: tuple(reads))
+    monkeypatch.setattr(models, "model_dependencies", lambda m: frozenset(reads[m]))
+    with pytest.raises(models.ModelGraphError, match="a -> b -> c -> a"):
+        models.models_in_order(("a",))
+
+
 # --- headers: every model over empty tables -------------------------------------------------
 
 
