@@ -7,8 +7,12 @@ are written next to the snapshot as Parquet.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
@@ -22,10 +26,10 @@ from regprune.tables import SNAPSHOT_TABLES, sql_literal
 PLAN_INTERMEDIATES = ("unreferenced_blobs", "unreferenced_links")
 """Models the plan writes once (to a scratch folder, not into DuckDB's memory) because several
 outputs read them: recomputing them would cost a pass over every blob or link each time."""
-PLAN_MODELS = (
-    *PLAN_INTERMEDIATES,
-    "stream_history",
-    "repository_activity",
+
+# What each command outputs. The models these read (keep_set, stream_history, ...) are found
+# in the SQL itself (see model_reads) and defined first: no list here says what runs before what.
+PLAN_OUTPUTS = (
     "plan_repositories",
     "plan_manifest_links",
     "plan_blobs",
@@ -34,16 +38,8 @@ PLAN_MODELS = (
     "plan_summary",
     "plan_namespaces",
 )
-UNKNOWN_MANIFEST_MODELS = ("keep_set", "image_manifests_to_read", "plan_unknown_manifests")
-EXECUTION_MODELS = ("recheck_protected", "prune_actions", "execution_queue")
-PLAN_OUTPUTS = tuple(m for m in PLAN_MODELS if m.startswith("plan_"))
-CHECK_MODELS = (
-    "stream_history",
-    "image_missing_blobs",
-    "check_broken_imagestream_tags",
-    "check_broken_images",
-    "check_lost_candidates",
-)
+UNKNOWN_MANIFEST_MODELS = ("image_manifests_to_read", "plan_unknown_manifests")
+EXECUTION_MODELS = ("execution_queue",)
 CHECK_FINDINGS = (
     "check_broken_imagestream_tags",
     "check_broken_images",
@@ -56,6 +52,8 @@ CHECK_OUTPUTS = (
     "check_lost_found",
     "check_invalid_manifests",
 )
+MACROS = "macros"
+"""sql/macros.sql: the shared macros, not a model."""
 
 
 def fetch_records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -67,6 +65,183 @@ def fetch_records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def query_text(name: str) -> str:
     """The text of ``sql/<name>.sql`` (shipped inside the installed package)."""
     return files("regprune.sql").joinpath(f"{name}.sql").read_text()
+
+
+@cache
+def model_names() -> tuple[str, ...]:
+    """Every model: each ``sql/*.sql`` but the macros."""
+    names = (
+        entry.name.removesuffix(".sql")
+        for entry in files("regprune.sql").iterdir()
+        if entry.name.endswith(".sql")
+    )
+    return tuple(sorted(name for name in names if name != MACROS))
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """The contract a model's header comment states: what one row is, its columns (with
+    their DuckDB types where given) and the variables it reads. A test holds every model to
+    its header."""
+
+    name: str
+    row: str
+    columns: tuple[tuple[str, str | None], ...]
+    variables: frozenset[str]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+
+_LABEL = re.compile(r"^-- (One row per|Columns:|Variables:)\s*(.*)$")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside parentheses (STRUCT(a X, b Y)[] is one column type)."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    return [part for part in parts if part]
+
+
+@cache
+def model_header(name: str) -> ModelHeader:
+    """Parse the header of ``sql/<name>.sql``: its leading comment lines, starting
+    ``-- <name>: <what it returns>`` and holding the lines ``-- One row per <what>.``,
+    ``-- Columns: <name> [TYPE], ...`` and ``-- Variables: <name>, ... | none`` (a line
+    indented after ``--`` continues the one before)."""
+    lines = []
+    for line in query_text(name).splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line)
+    if not lines or not lines[0].startswith(f"-- {name}: "):
+        raise ModelGraphError(f"sql/{name}.sql must start with '-- {name}: <what it returns>'")
+    fields: dict[str, str] = {}
+    label = None
+    for line in lines[1:]:
+        match = _LABEL.match(line)
+        if match:
+            label = match.group(1)
+            fields[label] = match.group(2)
+        elif label and re.match(r"--\s{2,}\S", line):
+            fields[label] += " " + line[2:].strip()
+        else:
+            label = None
+    missing = [label for label in ("One row per", "Columns:", "Variables:") if label not in fields]
+    if missing:
+        raise ModelGraphError(f"sql/{name}.sql header lacks {', '.join(missing)}")
+    columns = []
+    for column in _split_top_level(fields["Columns:"]):
+        column_name, _, column_type = column.partition(" ")
+        columns.append((column_name, column_type.strip() or None))
+    variables = _split_top_level(fields["Variables:"])
+    return ModelHeader(
+        name,
+        fields["One row per"].rstrip("."),
+        tuple(columns),
+        frozenset() if variables == ["none"] else frozenset(variables),
+    )
+
+
+class ModelGraphError(ValueError):
+    """A model's SQL cannot be parsed, shadows a model with a CTE, or models read in a cycle."""
+
+
+def _walk(node: Any, relations: set[str], ctes: set[str], functions: set[str]) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE" and node.get("table_name"):
+            relations.add(node["table_name"])
+        if node.get("class") == "FUNCTION" and node.get("function_name"):
+            functions.add(node["function_name"])
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            ctes.update(entry["key"] for entry in cte_map.get("map", []))
+        for value in node.values():
+            _walk(value, relations, ctes, functions)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, relations, ctes, functions)
+
+
+@cache
+def _parsed(name: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(relations read, CTE names, functions called) of a model, from DuckDB's own parser.
+
+    The parser, not a regular expression and not a hand-kept header line: names in comments
+    and strings do not count, a CTE is told apart from a table, and nothing can drift from
+    what the query really reads. ``json_serialize_sql`` only parses: it needs no tables."""
+    with duckdb.connect() as con:
+        [text] = con.execute("SELECT json_serialize_sql(?)", [query_text(name)]).fetchone()
+    tree = json.loads(text)
+    if tree.get("error"):
+        raise ModelGraphError(f"sql/{name}.sql cannot be parsed: {tree.get('error_message')}")
+    relations: set[str] = set()
+    ctes: set[str] = set()
+    functions: set[str] = set()
+    _walk(tree["statements"], relations, ctes, functions)
+    return frozenset(relations - ctes), frozenset(ctes), frozenset(functions)
+
+
+def model_reads(name: str) -> frozenset[str]:
+    """The relations (models, snapshot or extra tables) that ``sql/<name>.sql`` reads."""
+    relations, ctes, _ = _parsed(name)
+    shadowed = ctes & set(model_names())
+    if shadowed:
+        raise ModelGraphError(
+            f"sql/{name}.sql names a CTE like a model ({', '.join(sorted(shadowed))}): "
+            "rename the CTE so what the model reads stays unambiguous"
+        )
+    return relations
+
+
+def model_functions(name: str) -> frozenset[str]:
+    """The functions and macros ``sql/<name>.sql`` calls."""
+    return _parsed(name)[2]
+
+
+def model_dependencies(name: str) -> frozenset[str]:
+    """The models ``sql/<name>.sql`` reads."""
+    return model_reads(name) & frozenset(model_names())
+
+
+def models_in_order(
+    models: tuple[str, ...] | list[str], present: frozenset[str] = frozenset()
+) -> list[str]:
+    """``models`` with every model they read, each after what it reads (dependencies first).
+
+    A dependency in ``present`` (a relation the database already has: a table attached from a
+    file, or a model written before) is taken as it is, not defined again; the models asked
+    for are always in the result."""
+    known = set(model_names())
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(model: str, path: tuple[str, ...]) -> None:
+        if state.get(model) == "done":
+            return
+        if state.get(model) == "visiting":
+            cycle = " -> ".join((*path[path.index(model) :], model))
+            raise ModelGraphError(f"models read each other in a cycle: {cycle}")
+        if model not in known:
+            raise ModelGraphError(f"no model sql/{model}.sql")
+        state[model] = "visiting"
+        for dependency in sorted(model_dependencies(model)):
+            if dependency not in present:
+                visit(dependency, (*path, model))
+        state[model] = "done"
+        order.append(model)
+
+    for model in models:
+        visit(model, ())
+    return order
 
 
 class DuckDBSettings(BaseModel):
@@ -126,10 +301,25 @@ class SnapshotDatabase:
             f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM read_parquet({sql_literal(path)})'
         )
 
-    def define(self, *models: str) -> None:
-        for model in models:
+    def relations(self) -> frozenset[str]:
+        """Names of the tables and views this database has (snapshot tables, extra tables,
+        models defined or written so far)."""
+        rows = self.con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal "
+            "UNION SELECT table_name FROM duckdb_tables()"
+        ).fetchall()
+        return frozenset(name for (name,) in rows)
+
+    def define(self, *models: str) -> list[str]:
+        """Define ``models`` as views, each after the models it reads (found in its SQL);
+        a model read but not asked for is defined only when the database lacks a relation of
+        that name (an attached plan output is used as it is). Returns what was defined, in
+        order."""
+        order = models_in_order(models, present=self.relations() - set(models))
+        for model in order:
             body = query_text(model).strip().rstrip(";")
             self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{model}" AS {body}')
+        return order
 
     def write(self, model: str, dest: Path) -> int:
         """Materialize a model as Parquet and point its view at the file, so the models

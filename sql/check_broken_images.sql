@@ -1,7 +1,9 @@
 -- check_broken_images: managed Images that miss a blob in storage, tagged or not.
 -- With --namespace: the Images that namespace's streams have, or whose
 -- dockerImageReference points into it (Images themselves are cluster-scoped).
--- Columns: image, missing, kind
+-- One row per missing blob of a managed Image (image, missing).
+-- Columns: image VARCHAR, missing VARCHAR, kind VARCHAR
+-- Variables: namespace
 WITH namespace_images AS (
     SELECT image FROM imagestream_tags WHERE in_scope(namespace)
     UNION

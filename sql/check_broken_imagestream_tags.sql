@@ -3,7 +3,10 @@
 -- otherwise the managed Image (or a child of a manifest list) misses a blob in storage:
 -- kind 'manifest', 'config' or 'layer' with the missing digest. position is the item's
 -- place in the tag's history (0 = current). Limited to --namespace when given.
--- Columns: namespace, name, tag, position, image, missing, kind
+-- One row per tag history item and what it misses (namespace, name, tag, position, missing).
+-- Columns: namespace VARCHAR, name VARCHAR, tag VARCHAR, position INTEGER, image VARCHAR,
+--   missing VARCHAR, kind VARCHAR
+-- Variables: namespace
 WITH scoped_items AS (
     SELECT * FROM imagestream_tags WHERE in_scope(namespace) AND image IS NOT NULL
 ),

@@ -1,7 +1,9 @@
 -- check_invalid_manifests: lost manifests that cannot be restored, with the reason: the
 -- manifest could not be read or parsed, or a blob it references (config, layer, child
 -- manifest) is not in storage.
--- Columns: repository, digest, reason
+-- One row per lost manifest and a reason it cannot be restored (repository, digest, reason).
+-- Columns: repository VARCHAR, digest VARCHAR, reason VARCHAR
+-- Variables: none
 WITH unreadable AS (
     SELECT candidates.repository, candidates.digest, manifests.problem AS reason
     FROM check_lost_candidates AS candidates

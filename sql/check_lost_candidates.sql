@@ -2,7 +2,10 @@
 -- does not have (or whose ImageStream is missing): what `check --recover` may restore as
 -- tag lost-found-<hex>. Only repositories whose names can belong to an ImageStream, limited
 -- to --namespace when given. The manifests themselves are read and verified afterwards.
--- Columns: repository, namespace, name, digest, modified
+-- One row per manifest link its ImageStream lacks (repository, digest).
+-- Columns: repository VARCHAR, namespace VARCHAR, name VARCHAR, digest VARCHAR,
+--   modified TIMESTAMPTZ
+-- Variables: namespace
 SELECT
     manifest_links.repository,
     repositories.namespace,

@@ -1,7 +1,10 @@
 -- check_lost_found: lost manifests that can be restored: read, parsed, every referenced blob
 -- present. Each becomes tag lost-found-<hex digest> in ImageStream <namespace>/<name>
 -- (created if missing) through an ImageStreamMapping.
--- Columns: namespace, name, repository, digest, tag, media_type
+-- One row per restorable lost manifest (repository, digest).
+-- Columns: namespace VARCHAR, name VARCHAR, repository VARCHAR, digest VARCHAR, tag VARCHAR,
+--   media_type VARCHAR
+-- Variables: none
 SELECT
     candidates.namespace,
     candidates.name,

@@ -2,8 +2,10 @@
 -- marked as skipped (skip_reason), in execution order.
 -- blob_repositories: for a blob, the repositories whose layer links point at it (the
 -- registry's cache of each must be cleared when --registry-url is given).
--- Columns: phase, action, repository, digest, upload_id, size, shard, tags,
---          blob_repositories, skip_reason
+-- One row per action still to do (as prune_actions).
+-- Columns: phase INTEGER, action VARCHAR, repository VARCHAR, digest VARCHAR, upload_id VARCHAR,
+--   size BIGINT, shard VARCHAR, tags VARCHAR[], blob_repositories VARCHAR[], skip_reason VARCHAR
+-- Variables: none
 WITH protected_blobs AS (
     SELECT digest, min(reason) AS reason FROM recheck_protected
     WHERE kind = 'blob' GROUP BY digest

@@ -1,7 +1,9 @@
 -- execution_summary: the outcome of an executed plan (the audit trail, latest outcome per
 -- action): per action and status, how many and how many bytes (blobs and uploads free
 -- bytes; links and repositories are counted only). skip/failure reasons are listed too.
--- Columns: action, status, count, size, reasons
+-- One row per (action, status) of the audit trail.
+-- Columns: action VARCHAR, status VARCHAR, count BIGINT, size BIGINT, reasons VARCHAR[]
+-- Variables: none
 WITH latest AS (
     SELECT * FROM actions
     QUALIFY row_number() OVER (

@@ -4,7 +4,9 @@
 -- a single-manifest Image (schema 2, OCI, or no media type) without a config digest, i.e. kept
 -- without dockerImageMetadata and without the dockerImageManifest text; or a manifest list
 -- without any child. Schema 1 manifests have no config blob.
--- Columns: digest
+-- One row per Image to read (digest).
+-- Columns: digest VARCHAR
+-- Variables: none
 WITH listed_children AS (
     SELECT DISTINCT image FROM image_blobs WHERE kind = 'manifest_list_child'
 )

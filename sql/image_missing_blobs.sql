@@ -1,7 +1,9 @@
 -- image_missing_blobs: for managed Images (openshift.io/image.managed=true, pushed to this
 -- registry), each referenced blob absent from storage. Unmanaged Images live elsewhere.
 -- kind: 'manifest' (the image's own manifest, or a child manifest of a list), 'config', 'layer'.
--- Columns: image, missing, kind
+-- One row per missing blob of a managed Image (image, missing, kind).
+-- Columns: image VARCHAR, missing VARCHAR, kind VARCHAR
+-- Variables: none
 SELECT DISTINCT
     image_blobs.image,
     image_blobs.digest AS missing,

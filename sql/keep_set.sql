@@ -4,6 +4,8 @@
 -- An Image keeps its own manifest, its config (schema 2 / OCI), every layer and, for a
 -- manifest list, every child manifest; a child that is an Image of its own keeps its config
 -- and layers through its own rows. All Images count, managed or not (as the reference).
--- Columns: digest
+-- One row per reference of an Image to a digest (a digest repeats).
+-- Columns: digest VARCHAR
+-- Variables: none
 SELECT digest
 FROM image_blobs

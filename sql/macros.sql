@@ -8,6 +8,15 @@ CREATE OR REPLACE TEMP MACRO young(ts) AS ts IS NULL OR ts > getvariable('young_
 CREATE OR REPLACE TEMP MACRO newest(ts) AS
     CASE WHEN bool_or(ts IS NULL) THEN NULL ELSE max(ts) END;
 
+-- decide(is_young): a plan's verdict on one candidate, the columns action and kept_because
+-- (SELECT unnest(decide(...)) adds both): 'keep' because 'young' when it is young, else
+-- 'delete'. Unknown (NULL) keeps: what cannot be proven old is kept. Every plan_* model
+-- decides through it, so the rule and its words are one.
+CREATE OR REPLACE TEMP MACRO decide(is_young) AS {
+    'action': CASE WHEN is_young IS NOT false THEN 'keep' ELSE 'delete' END,
+    'kept_because': CASE WHEN is_young IS NOT false THEN 'young' END
+};
+
 -- in_scope(ns): the --namespace limit of a check (all namespaces when none is set).
 CREATE OR REPLACE TEMP MACRO in_scope(ns) AS
     getvariable('namespace') IS NULL OR ns = getvariable('namespace');

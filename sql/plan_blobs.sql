@@ -3,9 +3,11 @@
 -- cross-repository mount of an old layer writes a new link) is younger than the grace
 -- period, or when a manifest read for plan_unknown_manifests references it
 -- (young_manifest_references: a manifest no Image knows yet, or the manifest of an Image whose
--- metadata does not name its config or children; both are reported as 'young'). The candidates and their links are unreferenced_blobs
--- and unreferenced_links.
--- Columns: digest, size, modified, action, kept_because
+-- metadata does not name its config or children; both are reported as 'young'). The
+-- candidates and their links are unreferenced_blobs and unreferenced_links.
+-- One row per blob no Image references (digest).
+-- Columns: digest VARCHAR, size BIGINT, modified TIMESTAMPTZ, action VARCHAR, kept_because VARCHAR
+-- Variables: young_after
 WITH newest_link AS (
     SELECT digest, newest(modified) AS modified
     FROM unreferenced_links
@@ -27,9 +29,6 @@ aged AS (
     LEFT JOIN referenced_by_young_manifests AS pending USING (digest)
 )
 
-SELECT
-    digest, size, modified,
-    CASE WHEN is_young THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN is_young THEN 'young' END AS kept_because
+SELECT digest, size, modified, unnest(decide(is_young))
 FROM aged
 ORDER BY digest

@@ -3,7 +3,10 @@
 -- ('blob-deleted'). A repository serving a link to a missing blob makes pushes skip the
 -- upload and pulls fail. Missing blobs are found by digest_hash alone (the set difference of
 -- two hash lists, not of millions of links with their columns).
--- Columns: repository, digest, reason, modified, action, kept_because
+-- One row per dangling layer link (repository, digest).
+-- Columns: repository VARCHAR, digest VARCHAR, reason VARCHAR, modified TIMESTAMPTZ,
+--   action VARCHAR, kept_because VARCHAR
+-- Variables: young_after
 WITH deleted_blobs AS (
     SELECT digest FROM plan_blobs WHERE action = 'delete'
 ),
@@ -31,9 +34,6 @@ dangling AS (
     SEMI JOIN deleted_blobs USING (digest)
 )
 
-SELECT
-    repository, digest, reason, modified,
-    CASE WHEN young(modified) THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN young(modified) THEN 'young' END AS kept_because
+SELECT repository, digest, reason, modified, unnest(decide(young(modified)))
 FROM dangling
 ORDER BY repository, digest

@@ -6,7 +6,10 @@
 -- children of a list the stream has count, also when they are known only from the list's
 -- stored manifest, read because its Image names none: young_manifest_references).
 -- action 'keep' (kept_because 'young') for links younger than the grace period.
--- Columns: repository, namespace, name, digest, reason, modified, action, kept_because
+-- One row per manifest link the plan judges (repository, digest).
+-- Columns: repository VARCHAR, namespace VARCHAR, name VARCHAR, digest VARCHAR, reason VARCHAR,
+--   modified TIMESTAMPTZ, action VARCHAR, kept_because VARCHAR
+-- Variables: young_after
 WITH links AS (
     SELECT manifest_links.*, repositories.namespace, repositories.name
     FROM manifest_links
@@ -47,9 +50,7 @@ judged AS (
 )
 
 SELECT
-    repository, namespace, name, digest, reason, modified,
-    CASE WHEN young(modified) THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN young(modified) THEN 'young' END AS kept_because
+    repository, namespace, name, digest, reason, modified, unnest(decide(young(modified)))
 FROM judged
 WHERE reason IS NOT NULL
 ORDER BY repository, digest

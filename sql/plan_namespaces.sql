@@ -2,7 +2,10 @@
 -- A deleted blob's bytes are split evenly between the namespaces whose repositories link it
 -- (their links are among unreferenced_links, a fraction of all links), so the column adds
 -- up to the plan's total; a blob no repository links is counted under namespace NULL.
--- Columns: namespace, size, blobs, manifest_links, repositories, layer_links, uploads
+-- One row per namespace with planned deletions (NULL: blobs no namespace links).
+-- Columns: namespace VARCHAR, size BIGINT, blobs BIGINT, manifest_links BIGINT,
+--   repositories BIGINT, layer_links BIGINT, uploads BIGINT
+-- Variables: none
 WITH deleted_blobs AS (
     SELECT digest, size FROM plan_blobs WHERE action = 'delete'
 ),

@@ -3,7 +3,10 @@
 -- reason 'invalid-name': the name cannot belong to an ImageStream (not exactly
 -- <namespace>/<name> with valid OpenShift names: the reference's "old bug" repositories).
 -- action 'keep' (kept_because 'young') when anything inside is younger than the grace period.
--- Columns: repository, namespace, name, reason, modified, action, kept_because
+-- One row per repository the plan judges (repository).
+-- Columns: repository VARCHAR, namespace VARCHAR, name VARCHAR, reason VARCHAR,
+--   modified TIMESTAMPTZ, action VARCHAR, kept_because VARCHAR
+-- Variables: young_after
 WITH candidates AS (
     SELECT
         repositories.repository,
@@ -26,9 +29,6 @@ aged AS (
     JOIN repository_activity AS activity USING (repository)
 )
 
-SELECT
-    repository, namespace, name, reason, modified,
-    CASE WHEN is_young THEN 'keep' ELSE 'delete' END AS action,
-    CASE WHEN is_young THEN 'young' END AS kept_because
+SELECT repository, namespace, name, reason, modified, unnest(decide(is_young))
 FROM aged
 ORDER BY repository

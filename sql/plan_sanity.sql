@@ -12,8 +12,10 @@
 --   'unresolved-images': some Images name neither their config nor their children and their
 --   stored manifest could not be read either (image_manifests_to_read without a parsed
 --   young_manifests row): what they keep is unknown.
--- Columns: images, blobs, stored_manifests, known_manifests, known_fraction,
---          image_anomalies, unresolved_images, problems
+-- One row per snapshot: exactly one row.
+-- Columns: images BIGINT, blobs BIGINT, stored_manifests BIGINT, known_manifests BIGINT,
+--   known_fraction DOUBLE, image_anomalies BIGINT, unresolved_images BIGINT, problems VARCHAR[]
+-- Variables: none
 WITH stored_manifests AS (
     SELECT DISTINCT digest FROM manifest_links
 ),
@@ -30,7 +32,9 @@ counts AS (
         (SELECT count(*) FROM metadata_anomalies WHERE kind = 'Image') AS image_anomalies,
         (
             SELECT count(*) FROM image_manifests_to_read
-            ANTI JOIN (SELECT digest FROM young_manifests WHERE problem IS NULL) USING (digest)
+            ANTI JOIN (
+                SELECT digest FROM young_manifests WHERE problem IS NULL
+            ) AS parsed USING (digest)
         ) AS unresolved_images
 )
 
@@ -52,6 +56,6 @@ SELECT
             CASE WHEN image_anomalies > 0 THEN 'unreadable-images' END,
             CASE WHEN unresolved_images > 0 THEN 'unresolved-images' END
         ],
-        lambda problem: problem IS NOT NULL
+        lambda problem: problem IS NOT NULL  -- noqa: CP01
     ) AS problems
 FROM counts

@@ -1,6 +1,8 @@
 -- plan_summary: what the plan deletes and keeps, per category: the reference's "Would delete
 -- N blobs / Would free up X", plus what the grace period kept.
--- Columns: category, action, count, size
+-- One row per (category, action), zero counts included.
+-- Columns: category VARCHAR, action VARCHAR, count BIGINT, size BIGINT
+-- Variables: none
 WITH planned AS (
     SELECT 'blobs' AS category, action, size FROM plan_blobs
     UNION ALL

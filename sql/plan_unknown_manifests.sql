@@ -3,7 +3,9 @@
 -- or listed yet), and those of Images whose metadata does not say what they reference
 -- (image_manifests_to_read). Every blob they reference is kept (plan_blobs): a fresh push may
 -- reuse an old, otherwise unreferenced layer without writing anything new for it.
--- Columns: digest
+-- One row per manifest digest (digest).
+-- Columns: digest VARCHAR
+-- Variables: young_after
 SELECT DISTINCT manifest_links.digest
 FROM manifest_links
 ANTI JOIN keep_set USING (digest)

@@ -6,7 +6,10 @@
 -- shard: the unit of a parallel batch (the repository, or the blob's two-hex prefix).
 -- tags: for a manifest link, the tags whose index lists the digest (their index entries go
 -- with it, as distribution's vacuum does).
--- Columns: phase, action, repository, digest, upload_id, size, shard, tags
+-- One row per action still to do (action, repository, digest, upload_id).
+-- Columns: phase INTEGER, action VARCHAR, repository VARCHAR, digest VARCHAR, upload_id VARCHAR,
+--   size BIGINT, shard VARCHAR, tags VARCHAR[]
+-- Variables: none
 WITH manifest_tags AS (
     SELECT repository, digest, list(DISTINCT tag ORDER BY tag) AS tags
     FROM tag_index

@@ -8,7 +8,9 @@
 --   its repository (and a manifest link itself);
 --   every blob a manifest no Image knows yet references (a push in progress,
 --   recheck_manifest_references).
--- Columns: kind ('blob' | 'repository' | 'manifest_link'), repository, digest, reason
+-- One row per protection (a protected object may repeat, with different reasons).
+-- Columns: kind VARCHAR, repository VARCHAR, digest VARCHAR, reason VARCHAR
+-- Variables: young_after
 WITH fresh_keep_set AS (
     SELECT DISTINCT digest FROM recheck_image_blobs
 ),

@@ -8,8 +8,14 @@
 -- $registry_host (--registry-host), else the host most managed Images name; NULL when
 -- neither is known. Rows come in the order they are restored: manifests first, then lists,
 -- so a list never exists without its children's Images.
--- Columns: namespace, name, repository, digest, tag, media_type, layer_order, is_list,
---   docker_image_reference, config_digest, layers, manifests, missing_children
+-- One row per lost-found candidate to restore (repository, digest).
+-- Columns: namespace VARCHAR, name VARCHAR, repository VARCHAR, digest VARCHAR, tag VARCHAR,
+--   media_type VARCHAR, layer_order VARCHAR, is_list BOOLEAN, docker_image_reference VARCHAR,
+--   config_digest VARCHAR, layers STRUCT(digest VARCHAR, size BIGINT, media_type VARCHAR)[],
+--   manifests STRUCT(digest VARCHAR, media_type VARCHAR, size BIGINT, architecture VARCHAR,
+--     os VARCHAR, variant VARCHAR)[],
+--   missing_children VARCHAR[]
+-- Variables: registry_host
 WITH managed_hosts AS (
     SELECT split_part(docker_image_reference, '/', 1) AS host, count(*) AS images
     FROM images

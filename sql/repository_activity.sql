@@ -1,7 +1,9 @@
 -- repository_activity: the newest modification time of anything inside each repository
 -- (links, tags, tag index entries, unfinished uploads), the age a whole-repository
 -- deletion is judged by.
--- Columns: repository, modified
+-- One row per repository (repository).
+-- Columns: repository VARCHAR, modified TIMESTAMPTZ
+-- Variables: none
 WITH repository_objects AS (
     SELECT repository, modified FROM layer_links
     UNION ALL

@@ -5,13 +5,15 @@
 -- (or only repositories without a namespace) counts under NULL.
 -- Built for millions of blobs: one pass groups blobs and links by digest_hash and namespace
 -- number (8 bytes each, not strings) and adds up the blobs of one namespace; only the blobs
--- several namespaces share (few: base layers) are looked up again. Two digests with the same hash (odds about 1 in 10^6 at ten
--- million blobs) would count as one blob: their bytes still add up; this report decides
--- nothing.
--- Columns: namespace, size, blobs, uploads
+-- several namespaces share (few: base layers) are looked up again. Two digests with the same
+-- hash (odds about 1 in 10^6 at ten million blobs) would count as one blob: their bytes still
+-- add up; this report decides nothing.
+-- One row per namespace (NULL: blobs no namespace links).
+-- Columns: namespace VARCHAR, size BIGINT, blobs BIGINT, uploads BIGINT
+-- Variables: none
 WITH namespace_ids AS (
     SELECT namespace, row_number() OVER (ORDER BY namespace) AS namespace_id
-    FROM (SELECT DISTINCT namespace FROM repositories)
+    FROM (SELECT DISTINCT namespace FROM repositories) AS namespaces
 ),
 
 links AS NOT MATERIALIZED (
@@ -37,15 +39,15 @@ per_blob AS (
         FROM blobs
         UNION ALL
         SELECT digest_hash, NULL, namespace_id, false FROM links
-    )
+    ) AS blobs_and_links
     GROUP BY digest_hash
     HAVING bool_or(stored)
 ),
 
 by_owner AS MATERIALIZED (
     SELECT
-        CASE WHEN first_id IS NOT DISTINCT FROM last_id THEN first_id END AS namespace_id,
-        CASE WHEN first_id IS DISTINCT FROM last_id THEN digest_hash END AS shared_hash,
+        CASE WHEN (first_id IS NOT DISTINCT FROM last_id) THEN first_id END AS namespace_id,
+        CASE WHEN (first_id IS DISTINCT FROM last_id) THEN digest_hash END AS shared_hash,
         sum(size) AS size,
         count(*) AS blobs
     FROM per_blob

@@ -1,7 +1,9 @@
 -- stream_history: the manifests each ImageStream has, one row per (namespace, name, digest).
 -- A stream has every image in some tag's history (status.tags[].items[], any position) and,
 -- beyond the reference, the child manifests of the manifest lists it has.
--- Columns: namespace, name, digest
+-- One row per manifest an ImageStream has (namespace, name, digest).
+-- Columns: namespace VARCHAR, name VARCHAR, digest VARCHAR
+-- Variables: none
 WITH tagged AS (
     SELECT DISTINCT namespace, name, image AS digest
     FROM imagestream_tags

@@ -1,7 +1,10 @@
 -- unreferenced_links: the layer and manifest links of unreferenced_blobs, a fraction of all
 -- links: what those blobs' age (plan_blobs) and namespaces (plan_namespaces) are judged by.
 -- Written once as a table.
--- Columns: repository, digest, modified
+-- One row per link to an unreferenced blob (a layer link and a manifest link of one
+--   repository and digest are two rows).
+-- Columns: repository VARCHAR, digest VARCHAR, modified TIMESTAMPTZ
+-- Variables: none
 SELECT links.repository, links.digest, links.modified
 FROM (
     SELECT repository, digest, modified FROM layer_links

@@ -1,7 +1,10 @@
 -- warehouse_trend: stored and reclaimable blob bytes of every prune run in the warehouse,
 -- oldest snapshot first, for the run report's trend chart. Reads the warehouse views
 -- (every table over all runs, with snapshot_date and run), not a snapshot folder.
--- Columns: snapshot_date, run, snapshot_started_at, stored, reclaimable
+-- One row per published run with a plan (snapshot_date, run).
+-- Columns: snapshot_date DATE, run VARCHAR, snapshot_started_at TIMESTAMPTZ, stored BIGINT,
+--   reclaimable BIGINT
+-- Variables: none
 WITH reclaimable AS (
     SELECT snapshot_date, run, size AS reclaimable
     FROM plan_summary

@@ -17,10 +17,8 @@ from prefect import task
 from regprune.manifests import MANIFEST_TABLES
 from regprune.models import (
     CHECK_FINDINGS,
-    CHECK_MODELS,
     LOST_FOUND_MODELS,
     PLAN_INTERMEDIATES,
-    PLAN_MODELS,
     PLAN_OUTPUTS,
     UNKNOWN_MANIFEST_MODELS,
     DuckDBSettings,
@@ -68,7 +66,7 @@ def plan_hard_prune(
         SnapshotDatabase(snapshot_dir, variables, settings, extra) as db,
         TemporaryDirectory(prefix="_plan-", dir=snapshot_dir) as scratch,
     ):
-        db.define("keep_set", *PLAN_MODELS)
+        db.define(*PLAN_OUTPUTS)
         for model in PLAN_INTERMEDIATES:
             db.write(model, Path(scratch) / f"{model}.parquet")
         return {m: db.write(m, Path(snapshot_dir) / f"{m}.parquet") for m in PLAN_OUTPUTS}
@@ -86,7 +84,7 @@ def find_inconsistencies(
     manifest digests of the candidates, which must be read from storage."""
     out = Path(snapshot_dir)
     with SnapshotDatabase(snapshot_dir, _check_variables(namespace), settings) as db:
-        db.define(*CHECK_MODELS)
+        db.define(*CHECK_FINDINGS)
         for model in CHECK_FINDINGS:
             db.write(model, out / f"{model}.parquet")
         found = db.records("SELECT DISTINCT digest FROM check_lost_candidates ORDER BY digest")
@@ -115,7 +113,7 @@ def verify_lost_manifests(
     out = Path(snapshot_dir)
     extra = merge_manifest_parts(manifest_parts, out, "lost")
     with SnapshotDatabase(snapshot_dir, _check_variables(namespace), settings, extra) as db:
-        db.define(*CHECK_MODELS, *LOST_FOUND_MODELS)
+        db.define(*LOST_FOUND_MODELS)
         return {m: db.write(m, out / f"{m}.parquet") for m in LOST_FOUND_MODELS}
 
 

@@ -17,6 +17,7 @@ import duckdb
 from prefect import task
 from prefect.artifacts import create_link_artifact
 
+from regprune.categories import CHECK_FINDINGS, PLAN_CATEGORIES
 from regprune.models import DuckDBSettings, SnapshotDatabase, query_text
 from regprune.snapshots import read_snapshot_summary
 from regprune.units import format_bytes
@@ -27,12 +28,7 @@ TOP_NAMESPACES = 15
 LIST_ROWS = 1_000
 """The most rows a list on the page shows: the page and the report's memory stay small however
 large the registry; a longer list says how long it is and which Parquet file holds all of it."""
-FINDINGS = {
-    "check_broken_imagestream_tags": "broken imagestream tags",
-    "check_broken_images": "broken images",
-    "check_lost_found": "lost-found candidates",
-    "check_invalid_manifests": "invalid manifests",
-}
+FINDINGS = {finding.model: finding.label for finding in CHECK_FINDINGS}
 COLORS = {"stored": "#8fb3d9", "reclaimable": "#d64541", "young": "#f0a830", "kept": "#3d6fa8"}
 
 
@@ -79,32 +75,10 @@ class PlanList:
     order_words: str
 
 
-PLAN_LISTS = (
-    PlanList("Blobs", "plan_blobs", ("digest", "size"), "size DESC, digest", "largest first"),
-    PlanList(
-        "Repositories", "plan_repositories", ("repository", "reason"), "repository", "by name"
-    ),
-    PlanList(
-        "Manifest links",
-        "plan_manifest_links",
-        ("repository", "digest", "reason"),
-        "repository, digest",
-        "by repository",
-    ),
-    PlanList(
-        "Layer links",
-        "plan_layer_links",
-        ("repository", "digest", "reason"),
-        "repository, digest",
-        "by repository",
-    ),
-    PlanList(
-        "Uploads",
-        "plan_uploads",
-        ("repository", "upload_id", "size"),
-        "size DESC, repository, upload_id",
-        "largest first",
-    ),
+PLAN_LISTS = tuple(
+    PlanList(c.label, c.model, c.columns, c.order, c.order_words)
+    # the page shows the bytes first, then the summary's order (sorted() keeps it)
+    for c in sorted(PLAN_CATEGORIES, key=lambda c: c.name != "blobs")
 )
 
 

@@ -14,13 +14,14 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
+from regprune.categories import CHECK_FINDINGS, PLAN_CATEGORIES
 from regprune.models import SnapshotDatabase, fetch_records
 from regprune.tables import sql_literal
 from regprune.tasks.recovery import RESULTS_FILE
 from regprune.units import format_bytes
 
-CATEGORIES = ("repositories", "manifest_links", "blobs", "layer_links", "uploads")
-CHECK_FINDING_KEYS = ("broken_imagestream_tags", "broken_images", "lost_found", "invalid_manifests")
+CATEGORIES = tuple(category.name for category in PLAN_CATEGORIES)
+CHECK_FINDING_KEYS = tuple(finding.key for finding in CHECK_FINDINGS)
 TOP_NAMESPACES = 10
 
 
@@ -62,25 +63,14 @@ def prune_report(summary: dict[str, Any], run_dir: str | Path) -> dict[str, Any]
     deleting = "action = 'delete'"
     return {
         **summary,
-        "blobs": _records(run / "plan_blobs.parquet", "digest, size", deleting),
-        "manifest_links": _records(
-            run / "plan_manifest_links.parquet", "repository, digest, reason", deleting
-        ),
-        "repositories": _records(run / "plan_repositories.parquet", "repository, reason", deleting),
-        "layer_links": _records(
-            run / "plan_layer_links.parquet", "repository, digest, reason", deleting
-        ),
-        "uploads": _records(run / "plan_uploads.parquet", "repository, upload_id, size", deleting),
+        **{
+            c.name: _records(run / f"{c.model}.parquet", ", ".join(c.columns), deleting)
+            for c in PLAN_CATEGORIES
+        },
     }
 
 
-ACTION_CATEGORIES = {
-    "delete_repository": "repositories",
-    "delete_manifest_link": "manifest_links",
-    "delete_blob": "blobs",
-    "delete_layer_link": "layer_links",
-    "delete_upload": "uploads",
-}
+ACTION_CATEGORIES = {category.action: category.name for category in PLAN_CATEGORIES}
 CACHE_WARNING = (
     "Warning: the registry was not restarted (--restart-registry): until it is, its "
     "blob-descriptor cache may claim deleted blobs exist, so a push that reuses one skips "
@@ -192,24 +182,8 @@ def check_report(run_dir: str | Path) -> dict[str, Any]:
     """The ``--report`` JSON of a check."""
     run = Path(run_dir)
     report = {
-        "broken_imagestream_tags": _records(
-            run / "check_broken_imagestream_tags.parquet",
-            "namespace, name, tag, position, image, missing, kind",
-            order="namespace, name, tag, position, missing",
-        ),
-        "broken_images": _records(
-            run / "check_broken_images.parquet", "image, missing, kind", order="image, missing"
-        ),
-        "lost_found": _records(
-            run / "check_lost_found.parquet",
-            "namespace, name, digest, tag",
-            order="namespace, name, digest",
-        ),
-        "invalid_manifests": _records(
-            run / "check_invalid_manifests.parquet",
-            "repository, digest, reason",
-            order="repository, digest, reason",
-        ),
+        f.key: _records(run / f"{f.model}.parquet", ", ".join(f.columns), order=f.order)
+        for f in CHECK_FINDINGS
     }
     if (run / RESULTS_FILE).exists():  # written by check --recover --confirm
         report["recovered"] = _records(

@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 
 from regprune import layout
 from regprune.cli.main import EXIT_OK, main
-from regprune.models import CHECK_MODELS, SnapshotDatabase
+from regprune.models import CHECK_FINDINGS, SnapshotDatabase
 from regprune.tables import SCHEMAS, SNAPSHOT_FILE, TableWriters
 from regprune.tasks.analysis import find_unknown_manifests, plan_hard_prune
 from tests.conftest import rows
@@ -643,7 +643,7 @@ def check_of(model: Registry) -> dict[str, list[tuple]]:
     with tempfile.TemporaryDirectory(prefix="property-") as tmp:
         write_snapshot(model, Path(tmp), now)
         with SnapshotDatabase(tmp, {"namespace": model.namespace}) as db:
-            db.define(*CHECK_MODELS)
+            db.define(*CHECK_FINDINGS)
             return {
                 model_name: sorted(
                     tuple(r.values()) for r in db.records(f"SELECT {cols} FROM {model_name}")
