@@ -41,9 +41,7 @@ CREDENTIALS = {
 
 
 def counts(proxy: str, reset: bool = False) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{proxy}/__s3count__", method="DELETE" if reset else "GET"
-    )
+    request = urllib.request.Request(f"{proxy}/__s3count__", method="DELETE" if reset else "GET")
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())
 
@@ -81,9 +79,9 @@ def main() -> None:
         )
         port = free_port()
         proxy_log = open(work / "proxy.log", "wb")  # noqa: SIM115
+        counter = [sys.executable, str(ROOT / "bench" / "s3count.py"), "--port", str(port)]
         proxy_process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "s3count.py"), "--port", str(port)]
-            + ["--upstream", moto.endpoint_url],
+            [*counter, "--upstream", moto.endpoint_url],
             stdout=proxy_log,
             stderr=subprocess.STDOUT,
         )

@@ -35,7 +35,7 @@ PLAN_MODELS = (
     "plan_namespaces",
 )
 UNKNOWN_MANIFEST_MODELS = ("keep_set", "plan_unknown_manifests")
-EXECUTION_MODELS = ("recheck_protected", "prune_actions", "execution_queue")
+EXECUTION_MODELS = ("plan_actions", "prune_actions", "execution_queue")
 PLAN_OUTPUTS = tuple(m for m in PLAN_MODELS if m.startswith("plan_"))
 CHECK_MODELS = (
     "stream_history",

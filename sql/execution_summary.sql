@@ -1,20 +1,14 @@
--- execution_summary: the outcome of an executed plan (the audit trail, latest outcome per
--- action): per action and status, how many and how many bytes (blobs and uploads free
--- bytes; links and repositories are counted only). skip/failure reasons are listed too.
--- Columns: action, status, count, size, reasons
-WITH latest AS (
-    SELECT * FROM actions
-    QUALIFY row_number() OVER (
-        PARTITION BY action, repository, digest, upload_id ORDER BY time DESC
-    ) = 1
-)
-
+-- execution_summary: the outcome of an executed plan or a dry run (latest_actions): per
+-- action and status, how many and how many bytes (blobs and uploads free bytes; links and
+-- repositories are counted only) and files. skip/failure reasons are listed too.
+-- Columns: action, status, count, size, files, reasons
 SELECT
     action,
     status,
     count(*) AS count,
     coalesce(sum(size), 0)::BIGINT AS size,
+    coalesce(sum(len(files)), 0)::BIGINT AS files,
     list(DISTINCT reason ORDER BY reason) FILTER (WHERE reason IS NOT NULL) AS reasons
-FROM latest
+FROM latest_actions
 GROUP BY action, status
 ORDER BY action, status

@@ -1,10 +1,15 @@
 """Execute a hard-prune plan, batch by batch, safe while the registry keeps serving.
 
-Each batch re-reads what it is about to delete right before deleting it (the modification
-time of every target file; for a dangling layer link, whether its blob came back), skips
-anything touched after the snapshot started, and records every outcome, done, skipped or
-failed, in the run's audit trail (``actions/*.parquet``). Deleting something already gone
-counts as done, so a batch can always be run again: that is what ``--resume`` does.
+Each batch expands its actions into the files they remove, re-reads them right before
+deleting (the modification time of every target file; for a dangling layer link, whether its
+blob came back), skips anything touched after the snapshot started, and records every
+outcome, done, skipped or failed, with its files, in the run's audit trail
+(``actions/*.parquet``). Deleting something already gone counts as done, so a batch can always
+be run again: that is what ``--resume`` does.
+
+A dry run runs the same batches against a storage that only records what would go
+(regprune/storage/dryrun.py): its outcome is ``would-delete``. It re-reads nothing (on S3 each
+re-read is a request; the dry run takes the snapshot as current) and clears no registry cache.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ from regprune.layout import (
     upload_dir,
 )
 from regprune.models import fetch_records
-from regprune.storage import Storage, StorageObject, StorageSpec, open_storage
+from regprune.storage import DryRunStorage, Storage, StorageObject, StorageSpec, open_storage
 from regprune.tables import TableWriter, sql_literal
 
-DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+DONE, WOULD_DELETE, SKIPPED, FAILED = "done", "would-delete", "skipped", "failed"
 BATCH_SIZE = 1000
 
 
@@ -74,6 +79,8 @@ class ExecutionSettings:
     touched_after: datetime
     """Anything modified after this (the snapshot's start) was written since: skip it."""
     registry: RegistryAPI | None = None
+    dry_run: bool = False
+    """Delete nothing (record ``would-delete``), re-read nothing, call no registry."""
 
 
 class _Batch:
@@ -83,8 +90,15 @@ class _Batch:
         self.settings = settings
         self.storage = storage
         self.audit = audit
+        self.done = WOULD_DELETE if settings.dry_run else DONE
 
-    def record(self, item: dict[str, Any], status: str, reason: str | None = None) -> None:
+    def record(
+        self,
+        item: dict[str, Any],
+        status: str,
+        reason: str | None = None,
+        files: list[str] | None = None,
+    ) -> None:
         self.audit.append(
             run_id=self.settings.run_id,
             phase=item["phase"],
@@ -96,6 +110,7 @@ class _Batch:
             status=status,
             reason=reason,
             time=datetime.now(UTC),
+            files=files,
         )
 
     def targets(self, item: dict[str, Any]) -> list[str]:
@@ -156,6 +171,13 @@ class _Batch:
                 return f"registry cache not cleared for {repository}@{digest}: {error}"
         return None
 
+    def reread(self, keys: list[str]) -> dict[str, StorageObject | None]:
+        """The keys as they are now; nothing in a dry run (it takes the snapshot as current,
+        and every key read is a request on S3)."""
+        if self.settings.dry_run or not keys:
+            return {}
+        return self.storage.stat_many(keys)
+
     def run(self, items: list[dict[str, Any]]) -> None:
         """Re-read the whole batch at once (on S3 one listing of its common folder, not a
         request per object), then delete what is still as planned in one call."""
@@ -165,10 +187,9 @@ class _Batch:
                 self.record(item, SKIPPED, item["skip_reason"])
             else:
                 pending.append((item, self.targets(item)))
-        files = [key for _, targets in pending for key in targets if not key.endswith("/")]
-        stats = self.storage.stat_many(files) if files else {}
+        stats = self.reread([key for _, keys in pending for key in keys if not key.endswith("/")])
         linked = [item["digest"] for item, _ in pending if item["action"] == "delete_layer_link"]
-        blobs = self.storage.stat_many([blob_data_path(d) for d in linked]) if linked else {}
+        blobs = self.reread([blob_data_path(d) for d in linked])
         ready: list[tuple[dict[str, Any], list[str]]] = []
         for item, targets in pending:
             reason = self.verify(item, targets, stats, blobs) or self.clear_registry_cache(item)
@@ -179,7 +200,8 @@ class _Batch:
         outcome = self.storage.delete_many([key for _, targets in ready for key in targets])
         for item, targets in ready:
             errors = [outcome[key] for key in targets if outcome.get(key)]
-            self.record(item, FAILED if errors else DONE, errors[0] if errors else None)
+            status = FAILED if errors else self.done
+            self.record(item, status, errors[0] if errors else None, targets)
 
 
 @task(name="execute-batch", retries=2, retry_delay_seconds=[5, 30])
@@ -189,6 +211,8 @@ def execute_batch(
     """Run up to ``BATCH_SIZE`` actions of one shard of a phase's queue (one S3
     ``DeleteObjects`` request for blobs); its audit part is readable once this returns."""
     storage = open_storage(settings.spec)
+    if settings.dry_run:
+        storage = DryRunStorage(storage)
     path = Path(settings.audit_dir) / f"{name}.parquet"
     with TableWriter("actions", path) as audit:
         _Batch(settings, storage, audit).run(_queued(queue, shard, start))

@@ -1,0 +1,7 @@
+-- execution_files: the files an executed plan removed, or a dry run would remove: those of
+-- each action whose latest outcome (latest_actions) is 'done' or 'would-delete'.
+-- Columns: file, action, status
+SELECT unnest(files) AS file, action, status
+FROM latest_actions
+WHERE status IN ('done', 'would-delete')
+ORDER BY file
