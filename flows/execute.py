@@ -6,7 +6,8 @@ and stale uploads)::
 
     re-read metadata + repositories -> plan again (the plan's own sql/plan_*.sql)
     (before phases 1 and 2; --confirm only)
-        -> queue (sql/execution_queue.sql) -> execute-batch x N (per shard, parallel)
+        -> queue (sql/execution_queue.sql) -> execute-batches x N (parallel; batches of at
+           most BATCH_SIZE actions of one shard each)
     ... -> merge audit trail (actions.parquet)
 """
 
@@ -26,7 +27,7 @@ from regprune.models import plan_variables
 from regprune.snapshots import metadata_of_snapshot, read_snapshot_summary
 from regprune.storage import StorageSpec
 from regprune.tables import METADATA_TABLES, merge_parts
-from regprune.tasks.actions import ExecutionSettings, RegistryAPI, execute_batch
+from regprune.tasks.actions import BatchRef, ExecutionSettings, RegistryAPI, execute_batches
 from regprune.tasks.analysis import merge_manifest_parts
 from regprune.tasks.execution import (
     build_execution_queue,
@@ -42,6 +43,11 @@ PHASES = (1, 2, 3)
 RECHECK_BEFORE = (1, 2)
 RECHECKED_STORAGE = ("repositories", "layer_links", "manifest_links")
 """What the walk before deleting reads again: no blob walk, no tag or upload file read."""
+TASKS_PER_PHASE = 32
+"""Batches of a phase are shared among at most this many tasks: enough to keep the task
+runner's workers busy (16 threads by default), few enough that Prefect's cost per task stays
+small next to the work (links are sharded per repository: 10,000 repositories are 10,000
+batches)."""
 
 
 def recheck(
@@ -114,11 +120,16 @@ def execute_plan(
         for phase in PHASES:
             if phase in RECHECK_BEFORE and deleting:
                 replanned = recheck(run_dir, spec, metadata, variables, f"recheck-phase{phase}")
-            batches = build_execution_queue(run_dir, replanned, variables, phase, str(audit_dir))
+            batches = [
+                BatchRef(shard, start, f"{attempt}-p{phase}-{n:05d}")
+                for n, (shard, start) in enumerate(
+                    build_execution_queue(run_dir, replanned, variables, phase, str(audit_dir))
+                )
+            ]
             queue = str(Path(run_dir) / f"queue-phase{phase}.parquet")
             futures = [
-                execute_batch.submit(settings, queue, shard, start, f"{attempt}-p{phase}-{n:05d}")
-                for n, (shard, start) in enumerate(batches)
+                execute_batches.submit(settings, queue, batches[n::TASKS_PER_PHASE])
+                for n in range(min(TASKS_PER_PHASE, len(batches)))
             ]
             wait(futures)
             for future in futures:

@@ -204,30 +204,52 @@ class _Batch:
             self.record(item, status, errors[0] if errors else None, targets)
 
 
-@task(name="execute-batch", retries=2, retry_delay_seconds=[5, 30])
-def execute_batch(
-    settings: ExecutionSettings, queue: str, shard: str, start: int, name: str
-) -> str:
-    """Run up to ``BATCH_SIZE`` actions of one shard of a phase's queue (one S3
-    ``DeleteObjects`` request for blobs); its audit part is readable once this returns."""
+@dataclass(frozen=True)
+class BatchRef:
+    """One batch of a phase's queue: up to ``BATCH_SIZE`` actions of one shard from ``start``
+    (one S3 ``DeleteObjects`` request for blobs), with the name of its audit part."""
+
+    shard: str
+    start: int
+    name: str
+
+
+@task(name="execute-batches", retries=2, retry_delay_seconds=[5, 30])
+def execute_batches(settings: ExecutionSettings, queue: str, batches: list[BatchRef]) -> list[str]:
+    """Run batches of one phase's queue one after the other, reading their actions at once
+    (a task and a query per thousand objects would cost more than a dry run's work). Each
+    batch's audit part is readable once that batch is done, so a run killed mid-way resumes
+    from the last batch it finished; a retry runs every batch again (what is gone counts
+    as done)."""
     storage = open_storage(settings.spec)
     if settings.dry_run:
         storage = DryRunStorage(storage)
-    path = Path(settings.audit_dir) / f"{name}.parquet"
-    with TableWriter("actions", path) as audit:
-        _Batch(settings, storage, audit).run(_queued(queue, shard, start))
-    return str(path)
+    queued = _queued(queue, sorted({batch.shard for batch in batches}))
+    parts = []
+    for batch in batches:
+        path = Path(settings.audit_dir) / f"{batch.name}.parquet"
+        items = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
+        with TableWriter("actions", path) as audit:
+            _Batch(settings, storage, audit).run(items)
+        parts.append(str(path))
+    return parts
 
 
-def _queued(queue: str, shard: str, start: int) -> list[dict[str, Any]]:
+def _queued(queue: str, shards: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The queued actions of ``shards``, per shard in the order batches are cut."""
     with duckdb.connect() as con:
-        return fetch_records(
+        rows = fetch_records(
             con.execute(
-                f"SELECT * FROM read_parquet({sql_literal(queue)}) WHERE shard = ? "
-                "ORDER BY action, repository, digest, upload_id LIMIT ? OFFSET ?",
-                [shard, BATCH_SIZE, start],
+                f"SELECT * FROM read_parquet({sql_literal(queue)}) "
+                "WHERE list_contains(?, shard) "
+                "ORDER BY shard, action, repository, digest, upload_id",
+                [shards],
             )
         )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(str(row["shard"]), []).append(row)
+    return out
 
 
 def read_token(path: str | None) -> str | None:
