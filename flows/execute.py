@@ -31,6 +31,7 @@ from regprune.tasks.actions import BatchRef, ExecutionSettings, RegistryAPI, exe
 from regprune.tasks.analysis import merge_manifest_parts
 from regprune.tasks.execution import (
     build_execution_queue,
+    overlay,
     readable_parts,
     replan,
     unknown_manifests,
@@ -42,7 +43,8 @@ from regprune.units import parse_duration
 PHASES = (1, 2, 3)
 RECHECK_BEFORE = (1, 2)
 RECHECKED_STORAGE = ("repositories", "layer_links", "manifest_links")
-"""What the walk before deleting reads again: no blob walk, no tag or upload file read."""
+"""What the walk before deleting reads again (no blob walk, no tag or upload file read),
+laid over the snapshot's rows (tasks/execution.py overlay)."""
 TASKS_PER_PHASE = 32
 """Batches of a phase are shared among at most this many tasks: enough to keep the task
 runner's workers busy (16 threads by default), few enough that Prefect's cost per task stays
@@ -66,6 +68,8 @@ def recheck(
     tables = (*(METADATA_TABLES if metadata.is_kube else ()), *RECHECKED_STORAGE)
     merge_snapshot_tables([lst["parts"] for lst in listed] + walked, str(folder), tables)
     reread = {table: folder / f"{table}.parquet" for table in tables}
+    for table in RECHECKED_STORAGE:
+        overlay(table, reread[table], Path(run_dir) / f"{table}.parquet")
     unknown = unknown_manifests(run_dir, reread, variables)
     manifests = read_manifests_in_batches(spec, unknown, str(parts))
     reread.update(merge_manifest_parts(manifests, folder, "young"))

@@ -14,6 +14,7 @@ re-read is a request; the dry run takes the snapshot as current) and clears no r
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -214,24 +215,44 @@ class BatchRef:
     name: str
 
 
+PART_ACTIONS = 10_000
+PART_SECONDS = 5.0
+"""A task's audit part is closed (readable: what it records counts as done on --resume) and
+a new one started after this many actions or seconds, between batches: few files for a big
+plan, little work redone after a kill."""
+
+
 @task(name="execute-batches", retries=2, retry_delay_seconds=[5, 30])
 def execute_batches(settings: ExecutionSettings, queue: str, batches: list[BatchRef]) -> list[str]:
     """Run batches of one phase's queue one after the other, reading their actions at once
-    (a task and a query per thousand objects would cost more than a dry run's work). Each
-    batch's audit part is readable once that batch is done, so a run killed mid-way resumes
-    from the last batch it finished; a retry runs every batch again (what is gone counts
-    as done)."""
+    (a task, a query and a file per thousand objects would cost more than a dry run's work).
+    The audit trail is written in parts (PART_ACTIONS, PART_SECONDS); a part not closed, as
+    after a kill, is not readable, so its actions count as not done and run again on
+    --resume, as does every batch on a retry: deleting what is gone counts as done."""
     storage = open_storage(settings.spec)
     if settings.dry_run:
         storage = DryRunStorage(storage)
     queued = _queued(queue, sorted({batch.shard for batch in batches}))
-    parts = []
-    for batch in batches:
-        path = Path(settings.audit_dir) / f"{batch.name}.parquet"
-        items = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
-        with TableWriter("actions", path) as audit:
+    parts: list[str] = []
+    audit: TableWriter | None = None
+    recorded, opened = 0, 0.0
+    try:
+        for batch in batches:
+            if audit is None:
+                audit = TableWriter("actions", Path(settings.audit_dir) / f"{batch.name}.parquet")
+                recorded, opened = 0, time.monotonic()
+            items = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
             _Batch(settings, storage, audit).run(items)
-        parts.append(str(path))
+            recorded += len(items)
+            if recorded >= PART_ACTIONS or time.monotonic() - opened >= PART_SECONDS:
+                parts.append(str(audit.close()))
+                audit = None
+        if audit is not None:
+            parts.append(str(audit.close()))
+    except BaseException:
+        if audit is not None:
+            audit.abort()
+        raise
     return parts
 
 

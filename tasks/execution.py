@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 from prefect import task
 
 from regprune.models import (
@@ -13,7 +14,7 @@ from regprune.models import (
     UNKNOWN_MANIFEST_MODELS,
     SnapshotDatabase,
 )
-from regprune.tables import merge_parts, sql_literal
+from regprune.tables import SORT_KEYS, merge_parts, sql_literal
 from regprune.tasks.actions import BATCH_SIZE
 from regprune.tasks.analysis import write_plan
 
@@ -28,6 +29,27 @@ def unknown_manifests(run_dir: str, tables: dict[str, Path], variables: dict) ->
     with SnapshotDatabase(run_dir, variables, extra_tables=tables) as db:
         db.define(*UNKNOWN_MANIFEST_MODELS)
         return [row["digest"] for row in db.records("SELECT digest FROM plan_unknown_manifests")]
+
+
+def overlay(table: str, reread: Path, snapshot: Path) -> None:
+    """Lay the re-read rows of a storage table over the snapshot's, in place of ``reread``:
+    a row read again replaces the snapshot's (same key: a link rewritten since is young
+    now), a row not read again stays. Storage re-read can then only add or refresh what the
+    plan judges, never drop it, so what went since the snapshot (deleted by an attempt that
+    was killed before recording it, or by someone else) is still planned and its rest goes
+    (a repository's other files, a manifest link's tag index entries): deleting what is
+    gone counts as done."""
+    keys = " AND ".join(f'old."{key}" = new."{key}"' for key in SORT_KEYS[table])
+    merged = reread.with_suffix(".overlay.parquet")
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet({sql_literal(reread)}) UNION ALL "
+            f"SELECT * FROM read_parquet({sql_literal(snapshot)}) AS old "
+            f"ANTI JOIN read_parquet({sql_literal(reread)}) AS new ON {keys}) "
+            f"TO {sql_literal(merged)} (FORMAT parquet)"
+        )
+    merged.replace(reread)
 
 
 @task(name="plan-again")

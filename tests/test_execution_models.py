@@ -21,7 +21,7 @@ import pytest
 from regprune.models import SnapshotDatabase, plan_variables, query_text
 from regprune.tables import SCHEMAS, SNAPSHOT_TABLES
 from regprune.tasks.analysis import write_plan
-from regprune.tasks.execution import build_execution_queue, replan
+from regprune.tasks.execution import build_execution_queue, overlay, replan
 
 STARTED = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)
 OLD = STARTED - timedelta(days=30)
@@ -371,3 +371,21 @@ def test_the_recheck_protects_what_the_plan_made_again_over_the_reread_no_longer
     assert sorted(queue(snapshot, replanned)) == sorted(
         (*row, skipped.get(row[2])) for row in PLANNED
     )
+
+
+def test_the_reread_storage_is_laid_over_the_snapshot(tmp_path: Path) -> None:
+    """A link read again replaces the snapshot's (its new time decides), one gone since
+    stays (still planned: its rest goes, and deleting what is gone counts as done), a new
+    one is added."""
+    snapshot = write_tables(tmp_path / "snap", {"layer_links": [link("a/b", G1), link("a/b", G2)]})
+    reread = write_tables(
+        tmp_path / "reread", {"layer_links": [link("a/b", G2, YOUNG), link("c/d", G3, YOUNG)]}
+    )
+    overlay("layer_links", reread["layer_links"], snapshot["layer_links"])
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        got = con.execute(
+            "SELECT repository, digest, modified FROM read_parquet(?) ORDER BY ALL",
+            [str(reread["layer_links"])],
+        ).fetchall()
+    assert got == [("a/b", G1, OLD), ("a/b", G2, YOUNG), ("c/d", G3, YOUNG)]
