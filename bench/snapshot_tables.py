@@ -230,6 +230,13 @@ def _duck_type(arrow_type: object) -> str:
     }[str(arrow_type)]
 
 
+def empty_storage(out: Path) -> Path:
+    """An empty registry folder (``docker/registry/v2`` and nothing in it)."""
+    root = out / "storage"
+    (root / "docker" / "registry" / "v2").mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def write_tables(
     out: Path, images: int, blobs: int, memory_limit: str = "4GB", now: datetime | None = None
 ) -> dict:
@@ -259,8 +266,9 @@ def write_tables(
     summary = {
         "tool": "bench/snapshot_tables.py",
         "version": "synthetic",
-        # no storage behind these tables: a run that tried to read it fails with a clear error
-        "storage": "synthetic://no-storage",
+        # no files behind these tables: an empty registry folder, so that the dry run, which
+        # lists the files of every repository and upload it would remove, finds none
+        "storage": str(empty_storage(out)),
         "metadata": "synthetic",
         "metadata_started_at": now.isoformat(),
         "storage_started_at": now.isoformat(),

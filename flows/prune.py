@@ -5,10 +5,12 @@ DAG::
     snapshot (subflow) -> find-unknown-manifests -> read-manifests x N
         -> plan-hard-prune (sql/plan_*.sql) -> publish-prune-report
 
-    with confirm: -> check-plan-sanity (sql/plan_sanity.sql)
-        -> execute the plan (flows/execute.py: lock, re-read, phases, batches)
+    -> check-plan-sanity (sql/plan_sanity.sql; refuses --confirm on unfit metadata)
+    -> execute the plan (flows/execute.py: phases, queues, batches; with --confirm also
+       the lock and the re-read before deleting)
 
-Dry-run is the default: the plan is what would happen; --confirm runs it.
+Dry-run is the default: the plan is executed against a storage that only records what would
+go (actions.parquet, status would-delete); --confirm deletes.
 """
 
 from __future__ import annotations
@@ -123,19 +125,20 @@ def prune_flow(
         )
     for problem in problems:
         print(f"Warning: {problem}")
-    if confirm or resume:
-        execute_plan(
-            run_dir,
-            run_storage(run_dir, source),
-            keep_younger_than,
-            upload_max_age,
-            registry_url,
-            registry_token_file,
-            force_unlock,
-        )
-        if restart_registry:
-            restart_registry_task(cluster_of_run(run_dir, source), restart_registry)
-    mode = "delete" if confirm or resume else "dry-run"
+    deleting = bool(confirm or resume)
+    execute_plan(
+        run_dir,
+        run_storage(run_dir, source),
+        keep_younger_than,
+        upload_max_age,
+        registry_url,
+        registry_token_file,
+        force_unlock,
+        dry_run=not deleting,
+    )
+    if deleting and restart_registry:
+        restart_registry_task(cluster_of_run(run_dir, source), restart_registry)
+    mode = "delete" if deleting else "dry-run"
     published = publish_prune_report(run_dir, mode, settings, report)
     if warehouse:
         publish_to_warehouse(run_dir, warehouse, "prune", {"mode": mode, **settings})

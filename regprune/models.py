@@ -39,7 +39,7 @@ PLAN_OUTPUTS = (
     "plan_namespaces",
 )
 UNKNOWN_MANIFEST_MODELS = ("image_manifests_to_read", "plan_unknown_manifests")
-EXECUTION_MODELS = ("execution_queue",)
+EXECUTION_MODELS = ("plan_actions", "prune_actions", "execution_queue")
 CHECK_FINDINGS = (
     "check_broken_imagestream_tags",
     "check_broken_images",

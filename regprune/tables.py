@@ -109,7 +109,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("problem", pa.string()),
         ]
     ),
-    # the audit trail of an executed plan: one row per action attempted
+    # the audit trail of an executed plan (or a dry run): one row per action attempted
     "actions": pa.schema(
         [
             ("run_id", pa.string()),
@@ -122,6 +122,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("status", pa.string()),
             ("reason", pa.string()),
             ("time", TIMESTAMP),
+            # the files of the action: removed when done, would be in a dry run (None when skipped)
+            ("files", pa.list_(pa.string())),
         ]
     ),
     # manifests read from storage (lost-found candidates, manifests no Image knows yet)

@@ -1,43 +1,38 @@
--- execution_queue: prune_actions with what the re-read of metadata and storage protects
--- marked as skipped (skip_reason), in execution order.
+-- execution_queue: prune_actions, each skipped (skip_reason) unless it is planned now too.
+-- recheck_plan_actions is plan_actions of the plan's own models run again over the tables
+-- re-read just before deleting (metadata listed again, repositories walked again, manifests
+-- pushed since read): one rule set. What was planned before and is not planned now is
+-- protected: gone from the plan now (an Image or ImageStream has it now, a push changed it)
+-- or kept now (the re-read shows it young). The dry run takes the snapshot as the re-read.
 -- blob_repositories: for a blob, the repositories whose layer links point at it (the
 -- registry's cache of each must be cleared when --registry-url is given).
 -- One row per action still to do (as prune_actions).
 -- Columns: phase INTEGER, action VARCHAR, repository VARCHAR, digest VARCHAR, upload_id VARCHAR,
 --   size BIGINT, shard VARCHAR, tags VARCHAR[], blob_repositories VARCHAR[], skip_reason VARCHAR
 -- Variables: none
-WITH protected_blobs AS (
-    SELECT digest, min(reason) AS reason FROM recheck_protected
-    WHERE kind = 'blob' GROUP BY digest
-),
-
-protected_repositories AS (
-    SELECT repository, min(reason) AS reason FROM recheck_protected
-    WHERE kind = 'repository' GROUP BY repository
-),
-
-protected_links AS (
-    SELECT repository, digest, min(reason) AS reason FROM recheck_protected
-    WHERE kind = 'manifest_link' GROUP BY repository, digest
-),
-
-linking_repositories AS (
+WITH linking_repositories AS (
     SELECT digest, list(DISTINCT repository ORDER BY repository) AS blob_repositories
-    FROM layer_links GROUP BY digest
+    FROM layer_links
+    SEMI JOIN (SELECT digest FROM prune_actions WHERE action = 'delete_blob') AS blobs
+        USING (digest)
+    GROUP BY digest
 )
 
 SELECT
     actions.*,
     linking.blob_repositories,
-    CASE actions.action
-        WHEN 'delete_blob' THEN blobs.reason
-        WHEN 'delete_repository' THEN repositories.reason
-        WHEN 'delete_manifest_link' THEN links.reason
+    CASE
+        WHEN now.action IS NULL THEN 'not planned when re-read: kept by the metadata or '
+            || 'storage as they are now'
+        WHEN now.verdict <> 'delete' THEN 'kept when re-read: '
+            || coalesce(now.kept_because, now.verdict)
     END AS skip_reason
 FROM prune_actions AS actions
-LEFT JOIN protected_blobs AS blobs USING (digest)
-LEFT JOIN protected_repositories AS repositories USING (repository)
-LEFT JOIN protected_links AS links USING (repository, digest)
+LEFT JOIN recheck_plan_actions AS now
+    ON now.action = actions.action
+    AND now.repository IS NOT DISTINCT FROM actions.repository
+    AND now.digest IS NOT DISTINCT FROM actions.digest
+    AND now.upload_id IS NOT DISTINCT FROM actions.upload_id
 LEFT JOIN linking_repositories AS linking
     ON linking.digest = actions.digest AND actions.action = 'delete_blob'
 ORDER BY phase, shard, action, repository, digest, upload_id

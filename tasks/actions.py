@@ -1,14 +1,20 @@
 """Execute a hard-prune plan, batch by batch, safe while the registry keeps serving.
 
-Each batch re-reads what it is about to delete right before deleting it (the modification
-time of every target file; for a dangling layer link, whether its blob came back), skips
-anything touched after the snapshot started, and records every outcome, done, skipped or
-failed, in the run's audit trail (``actions/*.parquet``). Deleting something already gone
-counts as done, so a batch can always be run again: that is what ``--resume`` does.
+Each batch expands its actions into the files they remove, re-reads them right before
+deleting (the modification time of every target file; for a dangling layer link, whether its
+blob came back), skips anything touched after the snapshot started, and records every
+outcome, done, skipped or failed, with its files, in the run's audit trail
+(``actions/*.parquet``). Deleting something already gone counts as done, so a batch can always
+be run again: that is what ``--resume`` does.
+
+A dry run runs the same batches against a storage that only records what would go
+(regprune/storage/dryrun.py): its outcome is ``would-delete``. It re-reads nothing (on S3 each
+re-read is a request; the dry run takes the snapshot as current) and clears no registry cache.
 """
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -28,10 +34,10 @@ from regprune.layout import (
     upload_dir,
 )
 from regprune.models import fetch_records
-from regprune.storage import Storage, StorageObject, StorageSpec, open_storage
+from regprune.storage import DryRunStorage, Storage, StorageObject, StorageSpec, open_storage
 from regprune.tables import TableWriter, sql_literal
 
-DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+DONE, WOULD_DELETE, SKIPPED, FAILED = "done", "would-delete", "skipped", "failed"
 BATCH_SIZE = 1000
 
 
@@ -90,6 +96,8 @@ class ExecutionSettings:
     touched_after: datetime
     """Anything modified after this (the snapshot's start) was written since: skip it."""
     registry: RegistryAPI | None = None
+    dry_run: bool = False
+    """Delete nothing (record ``would-delete``), re-read nothing, call no registry."""
 
 
 class _Batch:
@@ -99,8 +107,15 @@ class _Batch:
         self.settings = settings
         self.storage = storage
         self.audit = audit
+        self.done = WOULD_DELETE if settings.dry_run else DONE
 
-    def record(self, item: dict[str, Any], status: str, reason: str | None = None) -> None:
+    def record(
+        self,
+        item: dict[str, Any],
+        status: str,
+        reason: str | None = None,
+        files: list[str] | None = None,
+    ) -> None:
         self.audit.append(
             run_id=self.settings.run_id,
             phase=item["phase"],
@@ -112,6 +127,7 @@ class _Batch:
             status=status,
             reason=reason,
             time=datetime.now(UTC),
+            files=files,
         )
 
     def targets(self, item: dict[str, Any]) -> list[str]:
@@ -172,6 +188,13 @@ class _Batch:
                 return f"registry cache not cleared for {repository}@{digest}: {error}"
         return None
 
+    def reread(self, keys: list[str]) -> dict[str, StorageObject | None]:
+        """The keys as they are now; nothing in a dry run (it takes the snapshot as current,
+        and every key read is a request on S3)."""
+        if self.settings.dry_run or not keys:
+            return {}
+        return self.storage.stat_many(keys)
+
     def run(self, items: list[dict[str, Any]]) -> None:
         """Re-read the whole batch at once (on S3 one listing of its common folder, not a
         request per object), then delete what is still as planned in one call."""
@@ -181,10 +204,9 @@ class _Batch:
                 self.record(item, SKIPPED, item["skip_reason"])
             else:
                 pending.append((item, self.targets(item)))
-        files = [key for _, targets in pending for key in targets if not key.endswith("/")]
-        stats = self.storage.stat_many(files) if files else {}
+        stats = self.reread([key for _, keys in pending for key in keys if not key.endswith("/")])
         linked = [item["digest"] for item, _ in pending if item["action"] == "delete_layer_link"]
-        blobs = self.storage.stat_many([blob_data_path(d) for d in linked]) if linked else {}
+        blobs = self.reread([blob_data_path(d) for d in linked])
         ready: list[tuple[dict[str, Any], list[str]]] = []
         for item, targets in pending:
             reason = self.verify(item, targets, stats, blobs) or self.clear_registry_cache(item)
@@ -195,35 +217,81 @@ class _Batch:
         outcome = self.storage.delete_many([key for _, targets in ready for key in targets])
         for item, targets in ready:
             errors = [outcome[key] for key in targets if outcome.get(key)]
-            if not errors and item["action"] == "delete_blob" and self.settings.registry:
+            status = FAILED if errors else self.done
+            if status == DONE and item["action"] == "delete_blob" and self.settings.registry:
                 error = self.settings.registry.forget(item["digest"])
                 if error:
+                    status = FAILED
                     errors = [f"deleted, but the registry cache may still claim it: {error}"]
-            self.record(item, FAILED if errors else DONE, errors[0] if errors else None)
+            self.record(item, status, errors[0] if errors else None, targets)
 
 
-@task(name="execute-batch", retries=2, retry_delay_seconds=[5, 30])
-def execute_batch(
-    settings: ExecutionSettings, queue: str, shard: str, start: int, name: str
-) -> str:
-    """Run up to ``BATCH_SIZE`` actions of one shard of a phase's queue (one S3
-    ``DeleteObjects`` request for blobs); its audit part is readable once this returns."""
+@dataclass(frozen=True)
+class BatchRef:
+    """One batch of a phase's queue: up to ``BATCH_SIZE`` actions of one shard from ``start``
+    (one S3 ``DeleteObjects`` request for blobs), with the name of its audit part."""
+
+    shard: str
+    start: int
+    name: str
+
+
+PART_ACTIONS = 10_000
+PART_SECONDS = 5.0
+"""A task's audit part is closed (readable: what it records counts as done on --resume) and
+a new one started after this many actions or seconds, between batches: few files for a big
+plan, little work redone after a kill."""
+
+
+@task(name="execute-batches", retries=2, retry_delay_seconds=[5, 30])
+def execute_batches(settings: ExecutionSettings, queue: str, batches: list[BatchRef]) -> list[str]:
+    """Run batches of one phase's queue one after the other, reading their actions at once
+    (a task, a query and a file per thousand objects would cost more than a dry run's work).
+    The audit trail is written in parts (PART_ACTIONS, PART_SECONDS); a part not closed, as
+    after a kill, is not readable, so its actions count as not done and run again on
+    --resume, as does every batch on a retry: deleting what is gone counts as done."""
     storage = open_storage(settings.spec)
-    path = Path(settings.audit_dir) / f"{name}.parquet"
-    with TableWriter("actions", path) as audit:
-        _Batch(settings, storage, audit).run(_queued(queue, shard, start))
-    return str(path)
+    if settings.dry_run:
+        storage = DryRunStorage(storage)
+    queued = _queued(queue, sorted({batch.shard for batch in batches}))
+    parts: list[str] = []
+    audit: TableWriter | None = None
+    recorded, opened = 0, 0.0
+    try:
+        for batch in batches:
+            if audit is None:
+                audit = TableWriter("actions", Path(settings.audit_dir) / f"{batch.name}.parquet")
+                recorded, opened = 0, time.monotonic()
+            items = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
+            _Batch(settings, storage, audit).run(items)
+            recorded += len(items)
+            if recorded >= PART_ACTIONS or time.monotonic() - opened >= PART_SECONDS:
+                parts.append(str(audit.close()))
+                audit = None
+        if audit is not None:
+            parts.append(str(audit.close()))
+    except BaseException:
+        if audit is not None:
+            audit.abort()
+        raise
+    return parts
 
 
-def _queued(queue: str, shard: str, start: int) -> list[dict[str, Any]]:
+def _queued(queue: str, shards: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The queued actions of ``shards``, per shard in the order batches are cut."""
     with duckdb.connect() as con:
-        return fetch_records(
+        rows = fetch_records(
             con.execute(
-                f"SELECT * FROM read_parquet({sql_literal(queue)}) WHERE shard = ? "
-                "ORDER BY action, repository, digest, upload_id LIMIT ? OFFSET ?",
-                [shard, BATCH_SIZE, start],
+                f"SELECT * FROM read_parquet({sql_literal(queue)}) "
+                "WHERE list_contains(?, shard) "
+                "ORDER BY shard, action, repository, digest, upload_id",
+                [shards],
             )
         )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(str(row["shard"]), []).append(row)
+    return out
 
 
 def read_token(path: str | None) -> str | None:

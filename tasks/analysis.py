@@ -62,14 +62,19 @@ def plan_hard_prune(
     """Write ``plan_*.parquet``; returns row counts per output."""
     variables = _plan_variables(snapshot_dir, keep_younger_than, upload_max_age)
     extra = merge_manifest_parts(manifest_parts, Path(snapshot_dir), "young")
-    with (
-        SnapshotDatabase(snapshot_dir, variables, settings, extra) as db,
-        TemporaryDirectory(prefix="_plan-", dir=snapshot_dir) as scratch,
-    ):
-        db.define(*PLAN_OUTPUTS)
+    with SnapshotDatabase(snapshot_dir, variables, settings, extra) as db:
+        return write_plan(db, Path(snapshot_dir))
+
+
+def write_plan(db: SnapshotDatabase, out: Path) -> dict[str, int]:
+    """The plan's models over the tables ``db`` holds, written as ``out/plan_*.parquet``
+    (the views then read the files): the plan, and the re-plan over the tables re-read
+    before deleting (tasks/execution.py), so both judge by one rule set."""
+    with TemporaryDirectory(prefix="_plan-", dir=out) as scratch:
+        db.define(*PLAN_INTERMEDIATES, *PLAN_OUTPUTS)
         for model in PLAN_INTERMEDIATES:
             db.write(model, Path(scratch) / f"{model}.parquet")
-        return {m: db.write(m, Path(snapshot_dir) / f"{m}.parquet") for m in PLAN_OUTPUTS}
+        return {m: db.write(m, out / f"{m}.parquet") for m in PLAN_OUTPUTS}
 
 
 def _check_variables(namespace: str | None) -> dict[str, Any]:

@@ -48,11 +48,13 @@ def prune_summary(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> d
     summary["namespaces"] = _records(
         run / "plan_namespaces.parquet", "*", order="size DESC, namespace NULLS LAST"
     )[:TOP_NAMESPACES]
-    executed = execution_outcome(run) if mode == "delete" else None
-    if executed:
+    executed = execution_outcome(run) if (run / "actions.parquet").exists() else None
+    if executed:  # a dry run executes too (its outcome: would-delete): the same shape
         summary["failed"] = sum(e["failed"] for e in executed.values())
         summary["skipped"] = sum(e["skipped"] for e in executed.values())
-        summary["bytes_freed"] = executed["blobs"]["bytes"]
+        summary["files"] = sum(e["files"] for e in executed.values())
+        if mode == "delete":
+            summary["bytes_freed"] = executed["blobs"]["bytes"]
     return {"executed": executed, "mode": mode, "settings": settings, "summary": summary}
 
 
@@ -67,6 +69,7 @@ def prune_report(summary: dict[str, Any], run_dir: str | Path) -> dict[str, Any]
             c.name: _records(run / f"{c.model}.parquet", ", ".join(c.columns), deleting)
             for c in PLAN_CATEGORIES
         },
+        "files": execution_files(run) if summary["executed"] else [],
     }
 
 
@@ -83,20 +86,32 @@ API_ONLY = (
 
 
 def execution_outcome(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Per category: done, skipped, failed, bytes freed and the reasons (sql/execution_summary)."""
+    """Per category: done (or, in a dry run, would_delete), skipped, failed, the bytes and
+    files removed (or that would be) and the reasons (sql/execution_summary)."""
     run = Path(run_dir)
     outcome = {
-        c: {"done": 0, "skipped": 0, "failed": 0, "bytes": 0, "reasons": []} for c in CATEGORIES
+        c: {"done": 0, "would_delete": 0, "skipped": 0, "failed": 0, "bytes": 0, "files": 0}
+        | {"reasons": []}
+        for c in CATEGORIES
     }
     with SnapshotDatabase(run, {}, extra_tables={"actions": run / "actions.parquet"}) as db:
-        db.define("execution_summary")
+        db.define("latest_actions", "execution_summary")
         for row in db.records("SELECT * FROM execution_summary"):
             entry = outcome[ACTION_CATEGORIES[row["action"]]]
-            entry[row["status"]] = row["count"]
-            if row["status"] == "done":
-                entry["bytes"] = row["size"]
+            entry[row["status"].replace("-", "_")] = row["count"]
+            if row["status"] in ("done", "would-delete"):
+                entry["bytes"] += row["size"]
+                entry["files"] += row["files"]
             entry["reasons"] += row["reasons"] or []
     return outcome
+
+
+def execution_files(run_dir: str | Path) -> list[str]:
+    """Every file the run removed, or its dry run would (sql/execution_files)."""
+    run = Path(run_dir)
+    with SnapshotDatabase(run, {}, extra_tables={"actions": run / "actions.parquet"}) as db:
+        db.define("latest_actions", "execution_files")
+        return [row["file"] for row in db.records("SELECT file FROM execution_files")]
 
 
 def prune_summary_text(report: dict[str, Any]) -> str:
@@ -109,6 +124,8 @@ def prune_summary_text(report: dict[str, Any]) -> str:
     lines = [f"{verb} {summary[c]['delete']} {c.replace('_', ' ')}" for c in CATEGORIES]
     freed = "Would free up" if report["mode"] == "dry-run" else "Freed up"
     lines.append(f"{freed} {format_bytes(summary['bytes_freed'])} of disk space")
+    if "files" in summary:
+        lines.append(f"{verb} {summary['files']} files (listed in actions.parquet)")
     young = [f"{summary[c]['kept_young']} {c.replace('_', ' ')}" for c in CATEGORIES]
     if any(summary[c]["kept_young"] for c in CATEGORIES):
         grace = report["settings"].get("keep_younger_than")

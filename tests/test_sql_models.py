@@ -55,6 +55,8 @@ EXTRA_TABLES = {
     "actions": "actions",
     "completed_actions": "actions",
 }
+EXTRA_MODEL_OUTPUTS = {"recheck_plan_actions": "plan_actions"}
+"""Outputs of a model run over other tables (the re-check's plan), given to a model as a table."""
 WAREHOUSE_TABLES = {RUNS_TABLE}
 """A model that reads these runs over the warehouse's views, not over a snapshot folder."""
 
@@ -94,7 +96,7 @@ def schema_of(name: str) -> pa.Schema:
         return SCHEMAS[name]
     if name in EXTRA_TABLES:
         return SCHEMAS[EXTRA_TABLES[name]]
-    return _model_schema(name)
+    return _model_schema(EXTRA_MODEL_OUTPUTS.get(name, name))
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +109,9 @@ def empty_snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
     for name, like in EXTRA_TABLES.items():
         extra[name] = folder / f"{name}.parquet"
         pq.write_table(empty_table(like), extra[name])
+    for name, model in EXTRA_MODEL_OUTPUTS.items():
+        extra[name] = folder / f"{name}.parquet"
+        pq.write_table(_model_schema(model).empty_table(), extra[name])
     return folder, extra
 
 
@@ -137,7 +142,7 @@ def run(empty_snapshot: tuple[Path, dict[str, Path]]) -> Iterator[Any]:
 
 
 def test_every_relation_a_model_reads_is_a_model_or_a_known_table() -> None:
-    known = set(model_names()) | set(SNAPSHOT_TABLES) | set(EXTRA_TABLES) | WAREHOUSE_TABLES
+    known = set(model_names()) | set(SNAPSHOT_TABLES) | set(EXTRA_TABLES) | set(EXTRA_MODEL_OUTPUTS) | WAREHOUSE_TABLES
     unknown = {m: sorted(model_reads(m) - known) for m in model_names()}
     assert {m: r for m, r in unknown.items() if r} == {}
 
@@ -659,8 +664,8 @@ def test_every_category_lists_columns_its_model_has() -> None:
         assert set(finding.columns) <= set(model_header(finding.model).column_names)
 
 
-def test_prune_actions_turns_each_category_into_its_action() -> None:
-    code = query_text("prune_actions")
+def test_plan_actions_turns_each_category_into_its_action() -> None:
+    code = query_text("plan_actions")
     for category in PLAN_CATEGORIES:
         assert re.search(rf"'{category.action}'.*?FROM {category.model}\b", code, flags=re.S)
     assert set(re.findall(r"'(delete_\w+)'", code)) == set(ACTION_CATEGORY)

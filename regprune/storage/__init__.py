@@ -25,6 +25,7 @@ from regprune.storage.config import (
     resolve_storage,
     storage_from_registry_config,
 )
+from regprune.storage.dryrun import DryRunStorage
 from regprune.storage.local import LocalStorage
 from regprune.storage.s3 import S3Storage
 
@@ -33,6 +34,7 @@ __all__ = [
     "LISTED_STAT_MIN_DEPTH",
     "LISTING_SCHEMA",
     "SUPPORTED_DRIVERS",
+    "DryRunStorage",
     "LocalStorage",
     "S3Storage",
     "Storage",

@@ -1,0 +1,11 @@
+-- latest_actions: the audit trail (actions) reduced to each action's latest outcome: a run
+-- resumed, or a dry run before it, records an action more than once.
+-- One row per action (action, repository, digest, upload_id): its latest outcome.
+-- Columns: run_id VARCHAR, phase INTEGER, action VARCHAR, repository VARCHAR, digest VARCHAR,
+--   upload_id VARCHAR, size BIGINT, status VARCHAR, reason VARCHAR, time TIMESTAMPTZ,
+--   files VARCHAR[]
+-- Variables: none
+SELECT * FROM actions
+QUALIFY row_number() OVER (
+    PARTITION BY action, repository, digest, upload_id ORDER BY time DESC
+) = 1
