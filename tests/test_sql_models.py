@@ -142,7 +142,13 @@ def run(empty_snapshot: tuple[Path, dict[str, Path]]) -> Iterator[Any]:
 
 
 def test_every_relation_a_model_reads_is_a_model_or_a_known_table() -> None:
-    known = set(model_names()) | set(SNAPSHOT_TABLES) | set(EXTRA_TABLES) | set(EXTRA_MODEL_OUTPUTS) | WAREHOUSE_TABLES
+    known = (
+        set(model_names())
+        | set(SNAPSHOT_TABLES)
+        | set(EXTRA_TABLES)
+        | set(EXTRA_MODEL_OUTPUTS)
+        | WAREHOUSE_TABLES
+    )
     unknown = {m: sorted(model_reads(m) - known) for m in model_names()}
     assert {m: r for m, r in unknown.items() if r} == {}
 
