@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from regprune.flows.cli import EXIT_FINDINGS, EXIT_OK, main
-from tests.conftest import imagestream, write_dump
+from tests.conftest import imagestream, rows, write_dump
 from tests.drift import HOST, Drift, build_drift, delete_blob_from_storage
 from tests.openshift_api import OpenShiftAPIServer
 from tests.reference import (
@@ -82,12 +82,13 @@ class Scenario:
 
 def _extend_drift(drift: Drift, layouts: OciLayouts, tmp: Path) -> Path:
     """More drift on top of ``tests.drift``: a deeper (invalid) repository name, a list's
-    child that lost a layer, an Image whose manifest blob is gone, and an unmanaged Image
+    child that lost both its layers, an Image whose manifest blob is gone, and an unmanaged Image
     (imported, its blobs live elsewhere) in a tag."""
     registry, images = drift.registry, drift.images
     push(registry, *layouts["tool"], "ns/deep/tool:1")
     arm64 = images["multi"].children[1]
-    delete_blob_from_storage(registry, arm64.layers[-1].digest)
+    for layer in arm64.layers:  # both of its own layers (31, 32): two blobs missing
+        delete_blob_from_storage(registry, layer.digest)
     delete_blob_from_storage(registry, images["base"].digest)
     assert drift.dump is not None
     items = json.loads(drift.dump.read_text())["items"]
@@ -212,6 +213,20 @@ class Facts:
                 }
         return cls(images, streams, set(scenario.storage.list_storage()))
 
+    def scoped(self, namespace: str) -> Facts:
+        """The same storage, with only the streams of one namespace."""
+        streams = {key: tags for key, tags in self.streams.items() if key[0] == namespace}
+        return Facts(self.images, streams, self.stored)
+
+    def image_in_namespace(self, digest: str, namespace: str) -> bool:
+        """regprune's namespace scope of a cluster-scoped Image: a stream of the namespace
+        has it, or its ``dockerImageReference`` points into the namespace."""
+        reference = (self.images.get(digest) or {}).get("dockerImageReference", "")
+        parts = reference.split("/")
+        in_reference = len(parts) > 2 and parts[1] == namespace
+        in_streams = any(digest in ds for tags in self.streams.values() for ds in tags.values())
+        return in_reference or in_streams
+
     def blob_stored(self, digest: str) -> bool:
         hex_ = digest.removeprefix("sha256:")
         return f"blobs/sha256/{hex_[:2]}/{hex_}/data" in self.stored
@@ -318,13 +333,12 @@ def rule_broken_tags(
     missing_by_image: dict[str, set[str]] = {}
     for tag in tags:
         image = f.streams[(tag.namespace, tag.name)][tag.tag][tag.position]
-        assert tag.missing is not None, tag
-        missing_by_image.setdefault(image, set()).add(tag.missing)
+        missing_by_image.setdefault(image, set()).update(_named_missing(f, image, tag.missing))
     for digest, message in broken_images.items():
         if _missing_image(message):
             missing_by_image.setdefault(digest, set()).add(digest)
     child_missing = {
-        digest: _first_missing(f, digest)
+        digest: _all_missing(f, digest)
         for digest, message in broken_images.items()
         if not _missing_image(message)
     }
@@ -333,21 +347,27 @@ def rule_broken_tags(
         for missing in missing_by_image.get(image, ()):
             expected.add((namespace, name, tag, position, image, missing))
         for child in f.children(image):
-            if child in child_missing:
-                expected.add((namespace, name, tag, position, image, child_missing[child]))
+            for missing in child_missing.get(child, ()):
+                expected.add((namespace, name, tag, position, image, missing))
     return expected
 
 
-def _first_missing(f: Facts, digest: str) -> str:
-    """The blob the reference's check names for an Image: its manifest, config or first
-    missing layer (its order); ``Broken image`` lines do not print it."""
+def _all_missing(f: Facts, digest: str) -> set[str]:
+    """Every blob of an Image (manifest, config, layers) missing from storage."""
     image = f.images[digest]
     config = (image.get("dockerImageMetadata") or {}).get("Id")
     layers = [layer["name"] for layer in image.get("dockerImageLayers") or []]
-    for candidate in [digest, *([config] if config else []), *layers]:
-        if not f.blob_stored(candidate):
-            return candidate
-    raise AssertionError(f"reference says {digest} is broken, but every blob is stored")
+    missing = {d for d in [digest, *([config] if config else []), *layers] if not f.blob_stored(d)}
+    assert missing, f"reference says {digest} is broken, but every blob is stored"
+    return missing
+
+
+def _named_missing(f: Facts, image: str, named: str | None) -> set[str]:
+    """every missing blob: the reference names the first blob missing (manifest, config,
+    layers in order) and stops; regprune lists every missing blob of the Image."""
+    everything = _all_missing(f, image)
+    assert named in everything, (image, named, everything)
+    return everything
 
 
 def rule_broken_images(
@@ -357,14 +377,14 @@ def rule_broken_images(
     no tag reached (a tagged one is a broken tag); regprune lists every broken managed Image
     once, with the missing blob, and a missing Image object only as a broken tag."""
     expected = {
-        (digest, _first_missing(f, digest))
+        (digest, missing)
         for digest, message in broken_images.items()
         if not _missing_image(message)
+        for missing in _all_missing(f, digest)
     }
     for tag in tags:
         image = f.streams[(tag.namespace, tag.name)][tag.tag][tag.position]
-        assert tag.missing is not None
-        expected.add((image, tag.missing))
+        expected |= {(image, missing) for missing in _named_missing(f, image, tag.missing)}
     return expected
 
 
@@ -469,6 +489,64 @@ def test_invalid_manifests_differ_only_by_the_rules(both: Both, facts: Facts) ->
     expected = rule_invalid_manifests(both.ref_storage.skipped_manifests, facts, repositories)
     ours = {(r["repository"], r["digest"]) for r in both.check["invalid_manifests"]}
     assert ours == expected
+
+
+def test_one_namespace_differs_only_by_the_rules(
+    scenario: Scenario, both: Both, facts: Facts
+) -> None:
+    """``-restore-namespace=ns`` next to ``check --namespace ns``: the same rules, plus the
+    namespace scope of Images: the reference checks the namespace's streams and then every
+    untagged Image of the cluster; regprune the Images the namespace's streams have or whose
+    reference points into it."""
+    namespace = "ns"
+    database = run_restore(
+        scenario.storage, scenario.api, scenario.workdir, "check-database", namespace
+    )
+    storage = run_restore(
+        scenario.storage, scenario.api, scenario.workdir, "check-storage", namespace
+    )
+    ours = regprune(scenario, "check", "check-ns", "--namespace", namespace)
+    scoped = facts.scoped(namespace)
+    tags = rule_broken_tags(database.broken_tags, database.broken_images, scoped)
+    assert {
+        (r["namespace"], r["name"], r["tag"], r["position"], r["image"], r["missing"])
+        for r in ours["broken_imagestream_tags"]
+    } == tags
+    images = {
+        (digest, missing)
+        for digest, missing in rule_broken_images(
+            database.broken_tags, database.broken_images, scoped
+        )
+        if scoped.image_in_namespace(digest, namespace)
+    }
+    assert {(r["image"], r["missing"]) for r in ours["broken_images"]} == images
+    invalid = {r["repository"] for r in both.plan["repositories"] if r["reason"] == "invalid-name"}
+    assert {
+        LostFound(r["namespace"], r["name"], r["digest"], r["tag"]) for r in ours["lost_found"]
+    } == rule_lost_found(storage.lost_found, facts, invalid)
+    assert all(c.namespace == namespace for c in storage.lost_found)
+
+
+def test_grace_period_keeps_young_blobs_the_reference_deletes(
+    scenario: Scenario, both: Both
+) -> None:
+    """grace period: the reference deletes every unreferenced blob, even one pushed a
+    second ago (its source has "TODO keep young blobs"); regprune keeps blobs younger than
+    --keep-younger-than (default 24h) and those a young manifest references. Same snapshot
+    as the 0s plan, default grace: every blob only the reference deletes is kept as young."""
+    report = scenario.workdir / "grace.json"
+    args = ["prune", "--snapshot", str(scenario.workdir / "plan"), "--report", str(report)]
+    assert main(args) == EXIT_OK
+    ours = {r["digest"] for r in json.loads(report.read_text())["blobs"]}
+    assert ours <= both.ref_prune.blobs
+    young = {
+        r["digest"]
+        for r in rows(
+            scenario.workdir / "plan" / "plan_blobs.parquet",
+            "SELECT digest FROM t WHERE kept_because = 'young'",
+        )
+    }
+    assert both.ref_prune.blobs - ours == young & both.ref_prune.blobs != set()
 
 
 def test_check_mode_is_both_checks(scenario: Scenario, both: Both) -> None:
