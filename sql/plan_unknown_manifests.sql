@@ -1,10 +1,15 @@
--- plan_unknown_manifests: manifests linked within the grace period that no Image knows (a
--- push whose Image is not created or listed yet). They are read from storage, and every
--- blob they reference is kept as young: a fresh push may reuse an old, otherwise
--- unreferenced layer without writing anything new for it.
+-- plan_unknown_manifests: manifests no Image knows whose references must be read from
+-- storage before any blob is planned, and every blob they reference is kept:
+--   manifests linked within the grace period (a push whose Image is not created or listed
+--   yet: a fresh push may reuse an old, otherwise unreferenced layer without writing
+--   anything new for it);
+--   list_children_without_images, whatever their age: an Image's manifest list keeps them,
+--   and only the child manifest names its config and layers.
 -- Columns: digest
-SELECT DISTINCT manifest_links.digest
+SELECT manifest_links.digest
 FROM manifest_links
 ANTI JOIN keep_set USING (digest)
 WHERE young(manifest_links.modified)
-ORDER BY manifest_links.digest
+UNION
+SELECT digest FROM list_children_without_images
+ORDER BY digest

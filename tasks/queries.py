@@ -23,6 +23,7 @@ PLAN_INTERMEDIATES = ("unreferenced_blobs", "unreferenced_links")
 """Models the plan writes once (to a scratch folder, not into DuckDB's memory) because several
 outputs read them: recomputing them would cost a pass over every blob or link each time."""
 PLAN_MODELS = (
+    "list_children_without_images",
     *PLAN_INTERMEDIATES,
     "stream_history",
     "repository_activity",
@@ -34,7 +35,7 @@ PLAN_MODELS = (
     "plan_summary",
     "plan_namespaces",
 )
-UNKNOWN_MANIFEST_MODELS = ("keep_set", "plan_unknown_manifests")
+UNKNOWN_MANIFEST_MODELS = ("keep_set", "list_children_without_images", "plan_unknown_manifests")
 EXECUTION_MODELS = ("recheck_protected", "prune_actions", "execution_queue")
 PLAN_OUTPUTS = tuple(m for m in PLAN_MODELS if m.startswith("plan_"))
 CHECK_MODELS = (

@@ -635,3 +635,42 @@ def test_the_reference_leaves_dangling_layer_links_and_uploads(
     assert left["regprune"] == []
     assert any("/_layers/" in key for key in left["reference"])
     assert any("/_uploads/" in key for key in left["reference"])
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_list_whose_children_have_no_images_of_their_own(
+    oci_layouts: OciLayouts, tmp_path: Path
+) -> None:
+    """A manifest list in its stream whose children have no Image objects (an import or a
+    cluster that lost them): the reference keeps only what Images name, so it deletes every
+    blob of every child and the list no longer pulls; regprune reads the children's
+    manifests through the list and keeps their manifests, configs and layers: after its
+    ``prune --confirm`` the list still pulls. (Found by this comparison: regprune used to
+    keep the child manifests but plan their configs and layers.)"""
+    require_reference()
+    with Registry(tmp_path / "registry") as registry, OpenShiftAPIServer() as api:
+        multi = push(registry, *oci_layouts["multi"], "ns/multi:latest")
+        items = [
+            multi.openshift_image(HOST),
+            imagestream("ns", "multi", {"latest": [multi.digest]}, HOST),
+        ]
+        dump = write_dump(tmp_path / "dump.json", items)
+        load_dump(api, dump)
+        children = {
+            blob
+            for child in multi.children
+            for blob in (child.digest, child.config.digest, *(x.digest for x in child.layers))
+        }
+        reference = run_prune(registry, api, tmp_path)
+        assert reference.blobs == children
+        report = tmp_path / "plan.json"
+        args = ["prune", "--storage", registry.storage_url, "--metadata", str(dump)]
+        args += ["--out", str(tmp_path / "run"), "--report", str(report), *NO_GRACE]
+        assert main(args) == EXIT_OK
+        plan = json.loads(report.read_text())
+        assert {r["digest"] for r in plan["blobs"]} == set()
+        assert ours_links(plan) == set()
+        assert plan["layer_links"] == []
+        assert main([*args, "--confirm"]) == EXIT_OK
+        registry.restart()
+        assert_pulls(registry, "ns/multi:latest")
