@@ -57,6 +57,12 @@ EXTERNAL_LAYER = "sha256:" + "e" * 64
 EXTERNAL_IMAGE = "sha256:" + "f" * 64
 
 
+@pytest.fixture(scope="module", autouse=True)
+def reference_binary() -> Path:
+    """Skip the module before anything starts when the reference binary is missing."""
+    return require_reference()
+
+
 # --------------------------------------------------------------------------- scenarios
 
 
