@@ -17,7 +17,7 @@ the reference has none, and young objects would mask differences.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,41 +118,58 @@ def _extend_drift(drift: Drift, layouts: OciLayouts, tmp: Path) -> Path:
 
 
 def build_debian_scenario(
-    name: str, registry: Registry, layouts: OciLayouts, tmp: Path, env: dict[str, str]
+    request: pytest.FixtureRequest,
+    layouts: OciLayouts,
+    tmp: Path,
+    stack: ExitStack,
+    s3: bool,
 ) -> Scenario:
-    """The drift of ``tests.drift`` (+ :func:`_extend_drift`) pushed to distribution 2.8."""
+    """The drift of ``tests.drift`` (+ :func:`_extend_drift`) pushed to distribution 2.8 on
+    a folder or on moto S3; the tests write the Images, the API server serves that dump."""
+    env: dict[str, str] = {}
+    storage = None
+    if s3:
+        moto: MotoServer = request.getfixturevalue("moto")
+        storage = S3Storage(moto, moto.create_bucket(f"refdiff-{tmp.name[-6:]}"), "/registry")
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": moto.endpoint_url,
+            "AWS_REGION": "us-east-1",
+        }
+    registry = stack.enter_context(Registry(tmp / "registry", s3=storage))
     drift = build_drift(registry, layouts, tmp)
     dump = _extend_drift(drift, layouts, tmp)
-    api = OpenShiftAPIServer().start()
+    api = stack.enter_context(OpenShiftAPIServer())
     load_dump(api, dump)
-    return Scenario(name, registry, dump, api, tmp, env)
+    return Scenario("s3" if s3 else "fs", registry, dump, api, tmp, env)
 
 
-@pytest.fixture(scope="module", params=["fs", "s3"])
+ScenarioBuilder = Callable[[pytest.FixtureRequest, OciLayouts, Path, ExitStack], Scenario]
+#: The scenarios compared, by test id. A builder returns a :class:`Scenario` whose storage
+#: and API it has filled (its cleanups go on the ExitStack). A scenario written by
+#: OpenShift's registry itself (its pushes create the Images in the API server) fits as
+#: another entry: its ``dump`` is then ``api.dump_list()`` written to a file.
+SCENARIOS: dict[str, ScenarioBuilder] = {
+    "fs": lambda request, layouts, tmp, stack: build_debian_scenario(
+        request, layouts, tmp, stack, s3=False
+    ),
+    "s3": lambda request, layouts, tmp, stack: build_debian_scenario(
+        request, layouts, tmp, stack, s3=True
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(SCENARIOS))
 def scenario(
     request: pytest.FixtureRequest,
     oci_layouts: OciLayouts,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Scenario]:
-    """The scenarios compared (one registry each for the module)."""
-    require_reference()
+    """One scenario of :data:`SCENARIOS` for the module's comparisons."""
     tmp = tmp_path_factory.mktemp(f"refdiff-{request.param}")
     with ExitStack() as stack:
-        env: dict[str, str] = {}
-        s3 = None
-        if request.param == "s3":
-            moto: MotoServer = request.getfixturevalue("moto")
-            s3 = S3Storage(moto, moto.create_bucket(f"refdiff-{tmp.name[-6:]}"), "/registry")
-            env = {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_ENDPOINT_URL": moto.endpoint_url,
-                "AWS_REGION": "us-east-1",
-            }
-        registry = stack.enter_context(Registry(tmp / "registry", s3=s3))
-        scenario = build_debian_scenario(request.param, registry, oci_layouts, tmp, env)
-        stack.callback(scenario.api.stop)
-        yield scenario
+        yield SCENARIOS[request.param](request, oci_layouts, tmp, stack)
 
 
 # --------------------------------------------------------------------------- both sides
