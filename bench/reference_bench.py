@@ -101,3 +101,64 @@ def reference_counts(output: str) -> ReferenceCounts:
 
 def fs_storage(root: Path) -> dict[str, Any]:
     return {"filesystem": {"rootdirectory": str(root)}}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The reference's dry run against regprune's 0s plan of the same registry, as sets."""
+
+    same_blobs: bool
+    same_repositories: bool
+    #: manifest links only the reference deletes / only regprune deletes
+    reference_only_links: int
+    regprune_only_links: int
+    #: of the reference-only links, those of children of a list their stream has
+    list_children: int
+
+    def explained(self) -> bool:
+        """Every difference is one of docs/compared-with-reference.md's rows for a prune
+        without young objects: list children kept (and dangling links regprune adds)."""
+        return (
+            self.same_blobs
+            and self.same_repositories
+            and self.reference_only_links == self.list_children
+        )
+
+    def describe(self) -> str:
+        return (
+            f"blobs {'identical' if self.same_blobs else 'DIFFERENT'}, repositories "
+            f"{'identical' if self.same_repositories else 'DIFFERENT'}; manifest links only the "
+            f"reference deletes: {self.reference_only_links:,} (of which children of a list in "
+            f"their stream: {self.list_children:,}), only regprune: {self.regprune_only_links:,}"
+        )
+
+
+def compare(output: str, report: dict[str, Any], metadata: dict[str, Any]) -> Comparison:
+    """Compare a ``-prune=check`` output (stdout and stderr interleaved) with a regprune
+    report (``--report`` JSON) and the metadata dump both read."""
+    logs = "\n".join(line for line in output.splitlines() if line.lstrip().startswith("{"))
+    ref = parse_prune_output("", logs)
+    links = {(r["repository"], r["digest"]) for r in report["manifest_links"]}
+    images = {i["metadata"]["name"]: i for i in metadata["items"] if i.get("kind") == "Image"}
+    history: dict[str, set[str]] = {}
+    for item in metadata["items"]:
+        if item.get("kind") == "ImageStream":
+            repo = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
+            tags = (item.get("status") or {}).get("tags") or []
+            history[repo] = {e["image"] for t in tags for e in t.get("items") or []}
+
+    def child_of_stream_list(repo: str, digest: str) -> bool:
+        return any(
+            m.get("digest") == digest
+            for d in history.get(repo, ())
+            for m in (images.get(d) or {}).get("dockerImageManifests") or []
+        )
+
+    only_ref = ref.manifest_links - links
+    return Comparison(
+        same_blobs=ref.blobs == {r["digest"] for r in report["blobs"]},
+        same_repositories=ref.repositories == {r["repository"] for r in report["repositories"]},
+        reference_only_links=len(only_ref),
+        regprune_only_links=len(links - ref.manifest_links),
+        list_children=sum(child_of_stream_list(r, d) for r, d in only_ref),
+    )

@@ -488,3 +488,37 @@ def test_reference_section_fails_saying_how_to_build_the_binary(
     monkeypatch.setenv("REGPRUNE_OPENSHIFT_REGISTRY", str(tmp_path / "absent"))
     with pytest.raises(RuntimeError, match=r"go build .* \./cmd/dockerregistry"):
         bench_run.reference(None)
+
+
+def test_reference_comparison_explains_list_children_and_flags_the_rest() -> None:
+    import reference_bench
+
+    child, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    lst = "sha256:" + "3" * 64
+    metadata = {
+        "items": [
+            {
+                "kind": "Image",
+                "metadata": {"name": lst},
+                "dockerImageManifests": [{"digest": child}],
+            },
+            {
+                "kind": "ImageStream",
+                "metadata": {"namespace": "ns", "name": "m"},
+                "status": {"tags": [{"tag": "t", "items": [{"image": lst}]}]},
+            },
+        ]
+    }
+
+    def line(msg: str) -> str:
+        return json.dumps({"level": "info", "msg": msg})
+
+    output = "\n".join(
+        [line(f"Would delete manifest link: ns/m@{child}"), line("Would delete blob: " + other)]
+    )
+    report = {"blobs": [{"digest": other}], "manifest_links": [], "repositories": []}
+    comparison = reference_bench.compare(output, report, metadata)
+    assert comparison.explained() and comparison.list_children == 1
+    output += "\n" + line(f"Would delete manifest link: ns/m@{other}")
+    assert not reference_bench.compare(output, report, metadata).explained()
+    assert not reference_bench.compare(output, {**report, "blobs": []}, metadata).same_blobs
