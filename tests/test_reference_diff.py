@@ -55,6 +55,7 @@ pytestmark = [pytest.mark.slow]
 NO_GRACE = ("--keep-younger-than", "0s", "--upload-max-age", "0s")
 EXTERNAL_LAYER = "sha256:" + "e" * 64
 EXTERNAL_IMAGE = "sha256:" + "f" * 64
+GHOST_OCI = "sha256:" + "c" * 64
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,10 +89,13 @@ class Scenario:
 
 def _extend_drift(drift: Drift, layouts: OciLayouts, tmp: Path) -> Path:
     """More drift on top of ``tests.drift``: a deeper (invalid) repository name, a list's
-    child that lost both its layers, an Image whose manifest blob is gone, and an unmanaged Image
-    (imported, its blobs live elsewhere) in a tag."""
+    child that lost both its layers, an Image whose manifest blob is gone, an unmanaged
+    Image (imported, its blobs live elsewhere) in a tag, and OCI manifests: one kept, with a
+    missing Image in its tag's history (position 1), one whose Image was deleted."""
     registry, images = drift.registry, drift.images
     push(registry, *layouts["tool"], "ns/deep/tool:1")
+    oci = push(registry, *layouts["base"], "ns/oci:1", format="oci")
+    push(registry, *layouts["app-v1"], "ns/oci:gone", format="oci")
     arm64 = images["multi"].children[1]
     for layer in arm64.layers:  # both of its own layers (31, 32): two blobs missing
         delete_blob_from_storage(registry, layer.digest)
@@ -108,6 +112,8 @@ def _extend_drift(drift: Drift, layouts: OciLayouts, tmp: Path) -> Path:
         "dockerImageMetadata": {"kind": "DockerImage", "apiVersion": "image.openshift.io/1.0"},
     }
     items.append(external)
+    items += oci.openshift_images(HOST)
+    items.append(imagestream("ns", "oci", {"1": [oci.digest, GHOST_OCI]}, HOST))
     for item in items:
         meta = item["metadata"]
         if item["kind"] == "ImageStream" and (meta["namespace"], meta["name"]) == ("ns", "app"):
