@@ -403,3 +403,122 @@ def test_the_request_log_yields_the_lines_of_one_command(
         out.write(json.dumps(_request(2.0, "HeadObject")) + "\n")
     assert [r["op"] for r in log.since(mark)] == ["HeadObject"]
     assert [r["op"] for r in log.since(0)] == ["GetObject", "HeadObject"]
+
+
+# --- the reference section (OpenShift's hard prune) ----------------------------------------
+
+
+REFERENCE_OUTPUT = "\n".join(
+    [
+        'time="2026-12-04T21:30:06Z" level=warning msg="pullthrough can\'t be disabled anymore"',
+        json.dumps({"level": "info", "msg": "start prune (dry-run mode)"}),
+        json.dumps({"level": "info", "msg": "Would delete repository: gone/tool"}),
+        json.dumps(
+            {"level": "info", "msg": "Would delete manifest link: ns/app@sha256:" + "a" * 64}
+        ),
+        json.dumps({"level": "info", "msg": "Would delete manifest link: ns/x@sha256:" + "b" * 64}),
+        json.dumps({"level": "info", "msg": "Would delete blob: sha256:" + "c" * 64}),
+        json.dumps({"level": "info", "msg": "Would delete blob: sha256:" + "d" * 64}),
+        "Would delete 2 blobs",
+        "Would free up 1.5KiB of disk space",
+        "Use -prune=delete to actually delete the data",
+    ]
+)
+
+
+def test_reference_output_is_counted_from_the_interleaved_log() -> None:
+    import reference_bench
+
+    counts = reference_bench.reference_counts(REFERENCE_OUTPUT)
+    assert counts == reference_bench.ReferenceCounts(2, 2, 1, 2, "1.5KiB")
+
+
+def test_reference_section_reads_the_metadata_through_the_served_api(
+    bench_run: ModuleType, tmp_path: Path
+) -> None:
+    """The generated dump is served as the API the reference reads, with the token and the
+    address its environment names; its storage config points at the generated tree."""
+    import urllib.request
+
+    import reference_bench
+
+    image = {
+        "apiVersion": "image.openshift.io/v1",
+        "kind": "Image",
+        "metadata": {"name": "sha256:" + "a" * 64},
+        "dockerImageReference": "r/ns/app@sha256:" + "a" * 64,
+    }
+    stream = {
+        "apiVersion": "image.openshift.io/v1",
+        "kind": "ImageStream",
+        "metadata": {"namespace": "ns", "name": "app"},
+        "status": {"tags": [{"tag": "v1", "items": [{"image": image["metadata"]["name"]}]}]},
+    }
+    dump = tmp_path / "metadata.json"
+    dump.write_text(json.dumps({"kind": "List", "items": [image, stream]}))
+    with reference_bench.served_metadata(dump) as api:
+        env = reference_bench.reference_env(api)
+        assert env["OPENSHIFT_MASTER"] == api.url and env["REGISTRY_OPENSHIFT_SERVER_ADDR"]
+        request = urllib.request.Request(
+            f"{env['OPENSHIFT_MASTER']}/apis/image.openshift.io/v1/namespaces/ns/imagestreams/app",
+            headers={"Authorization": f"Bearer {env['BEARER_TOKEN']}"},
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as response:
+            served = json.load(response)
+        assert served["status"]["tags"][0]["items"][0]["image"] == image["metadata"]["name"]
+        assert [i["metadata"]["name"] for i in api.images()] == [image["metadata"]["name"]]
+    storage = reference_bench.fs_storage(tmp_path / "storage")
+    config = reference_bench.reference_config(storage, tmp_path / "reference.yml")
+    import yaml
+
+    written = yaml.safe_load(config.read_text())
+    assert written["storage"]["filesystem"] == {"rootdirectory": str(tmp_path / "storage")}
+    assert reference_bench.prune_check_command(Path("/x/dockerregistry"), config) == [
+        "/x/dockerregistry",
+        "-prune=check",
+        str(config),
+    ]
+    assert "reference" in bench_run.SECTIONS
+
+
+def test_reference_section_fails_saying_how_to_build_the_binary(
+    bench_run: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REGPRUNE_OPENSHIFT_REGISTRY", str(tmp_path / "absent"))
+    with pytest.raises(RuntimeError, match=r"go build .* \./cmd/dockerregistry"):
+        bench_run.reference(None)
+
+
+def test_reference_comparison_explains_list_children_and_flags_the_rest() -> None:
+    import reference_bench
+
+    child, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    lst = "sha256:" + "3" * 64
+    metadata = {
+        "items": [
+            {
+                "kind": "Image",
+                "metadata": {"name": lst},
+                "dockerImageManifests": [{"digest": child}],
+            },
+            {
+                "kind": "ImageStream",
+                "metadata": {"namespace": "ns", "name": "m"},
+                "status": {"tags": [{"tag": "t", "items": [{"image": lst}]}]},
+            },
+        ]
+    }
+
+    def line(msg: str) -> str:
+        return json.dumps({"level": "info", "msg": msg})
+
+    output = "\n".join(
+        [line(f"Would delete manifest link: ns/m@{child}"), line("Would delete blob: " + other)]
+    )
+    report = {"blobs": [{"digest": other}], "manifest_links": [], "repositories": []}
+    comparison = reference_bench.compare(output, report, metadata)
+    assert comparison.explained() and comparison.list_children == 1
+    output += "\n" + line(f"Would delete manifest link: ns/m@{other}")
+    assert not reference_bench.compare(output, report, metadata).explained()
+    assert not reference_bench.compare(output, {**report, "blobs": []}, metadata).same_blobs

@@ -169,6 +169,9 @@ def test_the_plan_pulls_in_what_it_reads_and_nothing_else() -> None:
         "repository_activity",
         "unreferenced_blobs",
         "unreferenced_links",
+        # what the manifests read from storage for Images name (not spelled out in metadata)
+        "image_manifests_to_read",
+        "list_children_without_images",
     }
     assert order.index("keep_set") < order.index("unreferenced_blobs") < order.index("plan_blobs")
     # a dependency already attached (a plan output read from Parquet) is not defined again

@@ -1,0 +1,705 @@
+"""regprune next to OpenShift's own hard prune and consistency check, object by object.
+
+On one drifted registry (storage + API), the reference (``dockerregistry -prune=check`` and
+``-restore-mode=check-database|check-storage``, see ``tests/reference.py``) and regprune
+(``prune`` dry run and ``check``) each name what they would delete and what is broken. The
+expected regprune result is the reference's result adjusted by the named rules below — each a
+deliberate difference documented in ``docs/compared-with-reference.md`` — so any other
+difference fails a test. The rules read their inputs from the metadata and the storage listing
+only (never from how the scenario was built), so the scenario is a parameter: today the
+Debian registry writes the tree and the tests write the Images; a scenario written by
+OpenShift's registry itself plugs in as another ``build_*`` function.
+
+Grace periods are off on regprune's side (``--keep-younger-than 0s --upload-max-age 0s``):
+the reference has none, and young objects would mask differences.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
+from tests.conftest import imagestream, rows, write_dump
+from tests.drift import HOST, Drift, build_drift, delete_blob_from_storage
+from tests.openshift_api import OpenShiftAPIServer
+from tests.reference import (
+    BrokenTag,
+    LostFound,
+    PruneResult,
+    RestoreResult,
+    load_dump,
+    require_reference,
+    run_prune,
+    run_restore,
+)
+from tests.registry_bench import (
+    MotoServer,
+    OciLayouts,
+    Registry,
+    S3Storage,
+    assert_pulls,
+    pull_ok,
+    push,
+    start_upload,
+)
+
+pytestmark = [pytest.mark.slow]
+
+NO_GRACE = ("--keep-younger-than", "0s", "--upload-max-age", "0s")
+EXTERNAL_LAYER = "sha256:" + "e" * 64
+EXTERNAL_IMAGE = "sha256:" + "f" * 64
+GHOST_OCI = "sha256:" + "c" * 64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reference_binary() -> Path:
+    """Skip the module before anything starts when the reference binary is missing."""
+    return require_reference()
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Scenario:
+    """One registry storage and its cluster metadata, as both tools read them.
+
+    ``storage`` is anything ``tests.reference`` takes (``config()["storage"]``) with a
+    ``storage_url`` and ``list_storage()`` (a ``tests.registry_bench.Registry``); ``dump`` is
+    the metadata regprune reads, ``api`` the same metadata served to the reference.
+    """
+
+    name: str
+    storage: Any
+    dump: Path
+    api: OpenShiftAPIServer
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.dump.read_text())["items"])
+
+
+def _extend_drift(drift: Drift, layouts: OciLayouts, tmp: Path) -> Path:
+    """More drift on top of ``tests.drift``: a deeper (invalid) repository name, a list's
+    child that lost both its layers, an Image whose manifest blob is gone, an unmanaged
+    Image (imported, its blobs live elsewhere) in a tag, and OCI manifests: one kept, with a
+    missing Image in its tag's history (position 1), one whose Image was deleted."""
+    registry, images = drift.registry, drift.images
+    push(registry, *layouts["tool"], "ns/deep/tool:1")
+    oci = push(registry, *layouts["base"], "ns/oci:1", format="oci")
+    push(registry, *layouts["app-v1"], "ns/oci:gone", format="oci")
+    arm64 = images["multi"].children[1]
+    for layer in arm64.layers:  # both of its own layers (31, 32): two blobs missing
+        delete_blob_from_storage(registry, layer.digest)
+    delete_blob_from_storage(registry, images["base"].digest)
+    assert drift.dump is not None
+    items = json.loads(drift.dump.read_text())["items"]
+    external = {
+        "apiVersion": "image.openshift.io/v1",
+        "kind": "Image",
+        "metadata": {"name": EXTERNAL_IMAGE, "annotations": {}},
+        "dockerImageReference": f"quay.io/example/app@{EXTERNAL_IMAGE}",
+        "dockerImageManifestMediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "dockerImageLayers": [{"name": EXTERNAL_LAYER, "size": 10, "mediaType": ""}],
+        "dockerImageMetadata": {"kind": "DockerImage", "apiVersion": "image.openshift.io/1.0"},
+    }
+    items.append(external)
+    items += oci.openshift_images(HOST)
+    items.append(imagestream("ns", "oci", {"1": [oci.digest, GHOST_OCI]}, HOST))
+    for item in items:
+        meta = item["metadata"]
+        if item["kind"] == "ImageStream" and (meta["namespace"], meta["name"]) == ("ns", "app"):
+            tags = {t["tag"]: [e["image"] for e in t["items"]] for t in item["status"]["tags"]}
+            tags["external"] = [EXTERNAL_IMAGE]
+            item.update(imagestream("ns", "app", tags, HOST))
+    return write_dump(tmp / "dump.json", items)
+
+
+def build_debian_scenario(
+    request: pytest.FixtureRequest,
+    layouts: OciLayouts,
+    tmp: Path,
+    stack: ExitStack,
+    s3: bool,
+) -> Scenario:
+    """The drift of ``tests.drift`` (+ :func:`_extend_drift`) pushed to distribution 2.8 on
+    a folder or on moto S3; the tests write the Images, the API server serves that dump."""
+    env: dict[str, str] = {}
+    storage = None
+    if s3:
+        moto: MotoServer = request.getfixturevalue("moto")
+        storage = S3Storage(moto, moto.create_bucket(f"refdiff-{tmp.name[-6:]}"), "/registry")
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": moto.endpoint_url,
+            "AWS_REGION": "us-east-1",
+        }
+    registry = stack.enter_context(Registry(tmp / "registry", s3=storage))
+    drift = build_drift(registry, layouts, tmp)
+    dump = _extend_drift(drift, layouts, tmp)
+    api = stack.enter_context(OpenShiftAPIServer())
+    load_dump(api, dump)
+    return Scenario("s3" if s3 else "fs", registry, dump, api, tmp, env)
+
+
+ScenarioBuilder = Callable[[pytest.FixtureRequest, OciLayouts, Path, ExitStack], Scenario]
+#: The scenarios compared, by test id. A builder returns a :class:`Scenario` whose storage
+#: and API it has filled (its cleanups go on the ExitStack). A scenario written by
+#: OpenShift's registry itself (its pushes create the Images in the API server) fits as
+#: another entry: its ``dump`` is then ``api.dump_list()`` written to a file.
+SCENARIOS: dict[str, ScenarioBuilder] = {
+    "fs": lambda request, layouts, tmp, stack: build_debian_scenario(
+        request, layouts, tmp, stack, s3=False
+    ),
+    "s3": lambda request, layouts, tmp, stack: build_debian_scenario(
+        request, layouts, tmp, stack, s3=True
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(SCENARIOS))
+def scenario(
+    request: pytest.FixtureRequest,
+    oci_layouts: OciLayouts,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Scenario]:
+    """One scenario of :data:`SCENARIOS` for the module's comparisons."""
+    tmp = tmp_path_factory.mktemp(f"refdiff-{request.param}")
+    with ExitStack() as stack:
+        yield SCENARIOS[request.param](request, oci_layouts, tmp, stack)
+
+
+# --------------------------------------------------------------------------- both sides
+
+
+def regprune(scenario: Scenario, command: str, name: str, *extra: str) -> dict[str, Any]:
+    """Run ``regprune <command>`` on the scenario; its JSON report."""
+    report = scenario.workdir / f"{name}.json"
+    args = [command, "--storage", scenario.storage.storage_url, "--metadata", str(scenario.dump)]
+    args += ["--out", str(scenario.workdir / name), "--report", str(report), *extra]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in scenario.env.items():
+            mp.setenv(key, value)
+        code = main(args)
+    assert code in (EXIT_OK, EXIT_FINDINGS), f"regprune {command} exited {code}"
+    return json.loads(report.read_text())
+
+
+@dataclass
+class Both:
+    """The results of both tools on one scenario."""
+
+    ref_prune: PruneResult
+    ref_database: RestoreResult
+    ref_storage: RestoreResult
+    plan: dict[str, Any]
+    check: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def both(scenario: Scenario, prefect_server: None) -> Both:
+    ref_prune = run_prune(scenario.storage, scenario.api, scenario.workdir)
+    ref_database = run_restore(scenario.storage, scenario.api, scenario.workdir, "check-database")
+    ref_storage = run_restore(scenario.storage, scenario.api, scenario.workdir, "check-storage")
+    plan = regprune(scenario, "prune", "plan", *NO_GRACE)
+    check = regprune(scenario, "check", "check")
+    return Both(ref_prune, ref_database, ref_storage, plan, check)
+
+
+# --------------------------------------------------------------------------- facts for rules
+
+
+@dataclass
+class Facts:
+    """What the rules read: the metadata and the storage listing."""
+
+    images: dict[str, dict[str, Any]]
+    #: (namespace, name) -> tag -> image digests (position order)
+    streams: dict[tuple[str, str], dict[str, list[str]]]
+    stored: set[str]
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> Facts:
+        images: dict[str, dict[str, Any]] = {}
+        streams: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for item in scenario.items():
+            if item["kind"] == "Image":
+                images[item["metadata"]["name"]] = item
+            else:
+                meta = item["metadata"]
+                streams[(meta["namespace"], meta["name"])] = {
+                    t["tag"]: [e["image"] for e in t.get("items", [])]
+                    for t in (item.get("status") or {}).get("tags") or []
+                }
+        return cls(images, streams, set(scenario.storage.list_storage()))
+
+    def scoped(self, namespace: str) -> Facts:
+        """The same storage, with only the streams of one namespace."""
+        streams = {key: tags for key, tags in self.streams.items() if key[0] == namespace}
+        return Facts(self.images, streams, self.stored)
+
+    def image_in_namespace(self, digest: str, namespace: str) -> bool:
+        """regprune's namespace scope of a cluster-scoped Image: a stream of the namespace
+        has it, or its ``dockerImageReference`` points into the namespace."""
+        reference = (self.images.get(digest) or {}).get("dockerImageReference", "")
+        parts = reference.split("/")
+        in_reference = len(parts) > 2 and parts[1] == namespace
+        in_streams = any(digest in ds for tags in self.streams.values() for ds in tags.values())
+        return in_reference or in_streams
+
+    def blob_stored(self, digest: str) -> bool:
+        hex_ = digest.removeprefix("sha256:")
+        return f"blobs/sha256/{hex_[:2]}/{hex_}/data" in self.stored
+
+    def children(self, digest: str) -> list[str]:
+        image = self.images.get(digest) or {}
+        return [m["digest"] for m in image.get("dockerImageManifests") or []]
+
+    def stream_history(self, repository: str) -> set[str]:
+        namespace, _, name = repository.partition("/")
+        return {d for ds in self.streams.get((namespace, name), {}).values() for d in ds}
+
+    def list_children_in_stream(self, repository: str) -> set[str]:
+        """Children of the manifest lists the repository's stream has."""
+        return {c for d in self.stream_history(repository) for c in self.children(d)}
+
+    def tag_events(self) -> Iterator[tuple[str, str, str, int, str]]:
+        """(namespace, name, tag, position, image) of every tag history item."""
+        for (namespace, name), tags in self.streams.items():
+            for tag, digests in tags.items():
+                for position, digest in enumerate(digests):
+                    yield namespace, name, tag, position, digest
+
+    def manifest_links(self) -> set[tuple[str, str]]:
+        """(repository, digest) of every manifest revision link in storage."""
+        links = set()
+        for key in self.stored:
+            head, sep, tail = key.partition("/_manifests/revisions/sha256/")
+            if sep and key.startswith("repositories/") and tail.endswith("/link"):
+                links.add((head.removeprefix("repositories/"), "sha256:" + tail[:64]))
+        return links
+
+
+@pytest.fixture(scope="module")
+def facts(scenario: Scenario, both: Both) -> Facts:
+    """Read after both tools ran (the dry runs change nothing)."""
+    return Facts.of(scenario)
+
+
+# --------------------------------------------------------------------------- the rules
+#
+# Each rule turns the reference's answer into the one regprune must give, for one category.
+# The names are the rows of docs/compared-with-reference.md.
+
+
+def rule_list_children_kept(links: set[tuple[str, str]], f: Facts) -> set[tuple[str, str]]:
+    """manifest-list children: the reference deletes the revision link of each child of a
+    list (children are in no tag history), which breaks a pull of the child by digest;
+    regprune keeps a child's link while its list is in the stream."""
+    return {(repo, d) for repo, d in links if d not in f.list_children_in_stream(repo)}
+
+
+def rule_dangling_manifest_links(
+    links: set[tuple[str, str]], f: Facts, repositories: set[str]
+) -> set[tuple[str, str]]:
+    """dangling manifest links: the reference's enumeration skips a revision link whose
+    manifest blob is gone (so it stays forever); regprune deletes it when the stream does
+    not have that image either."""
+    dangling = {
+        (repo, d)
+        for repo, d in f.manifest_links()
+        if repo not in repositories and not f.blob_stored(d) and d not in f.stream_history(repo)
+    }
+    return links | dangling
+
+
+def rule_lost_found(found: set[LostFound], f: Facts, ours_invalid: set[str]) -> set[LostFound]:
+    """lost-found: regprune proposes no candidate in a repository whose name cannot be an
+    ImageStream (the reference proposes ``/lonely`` and ``ns/deep/tool``, whose mapping the
+    API would refuse), and none for the children of a list the stream has (they are in the
+    stream through their list)."""
+    return {
+        c
+        for c in found
+        if f"{c.namespace}/{c.name}".strip("/") not in ours_invalid
+        and c.digest not in f.list_children_in_stream(f"{c.namespace}/{c.name}")
+    }
+
+
+def rule_invalid_manifests(
+    skipped: set[tuple[str, str, str]], f: Facts, repositories: set[str]
+) -> set[tuple[str, str]]:
+    """invalid manifests: the reference logs a stored manifest it cannot restore; regprune
+    lists the same, but not a child of a list the stream has (not a candidate: see
+    lost-found), and also a revision link whose manifest blob is gone (the reference's
+    enumeration skips it silently; see dangling manifest links)."""
+    expected = {(repo, d) for repo, d, _ in skipped if d not in f.list_children_in_stream(repo)}
+    return rule_dangling_manifest_links(expected, f, repositories)
+
+
+def _missing_image(message: str) -> bool:
+    return message.endswith("not found")
+
+
+def rule_broken_tags(
+    tags: set[BrokenTag], broken_images: dict[str, str], f: Facts
+) -> set[tuple[str, str, str, int, str, str]]:
+    """broken tags, every one: the reference checks each Image once across all streams and
+    reports only its first tag (``checkedImages``); regprune reports every tag history item
+    that cannot be pulled. A tag whose Image object is missing is a ``Broken image ... not
+    found`` line in the reference and a broken tag (kind ``image``) in regprune. A tag of a
+    manifest list whose child misses a blob is broken in regprune (the reference checks only
+    the list's own manifest blob)."""
+    missing_by_image: dict[str, set[str]] = {}
+    for tag in tags:
+        image = f.streams[(tag.namespace, tag.name)][tag.tag][tag.position]
+        missing_by_image.setdefault(image, set()).update(_named_missing(f, image, tag.missing))
+    for digest, message in broken_images.items():
+        if _missing_image(message):
+            missing_by_image.setdefault(digest, set()).add(digest)
+    child_missing = {
+        digest: _all_missing(f, digest)
+        for digest, message in broken_images.items()
+        if not _missing_image(message)
+    }
+    expected = set()
+    for namespace, name, tag, position, image in f.tag_events():
+        for missing in missing_by_image.get(image, ()):
+            expected.add((namespace, name, tag, position, image, missing))
+        for child in f.children(image):
+            for missing in child_missing.get(child, ()):
+                expected.add((namespace, name, tag, position, image, missing))
+    return expected
+
+
+def _all_missing(f: Facts, digest: str) -> set[str]:
+    """Every blob of an Image (manifest, config, layers) missing from storage."""
+    image = f.images[digest]
+    config = (image.get("dockerImageMetadata") or {}).get("Id")
+    layers = [layer["name"] for layer in image.get("dockerImageLayers") or []]
+    missing = {d for d in [digest, *([config] if config else []), *layers] if not f.blob_stored(d)}
+    assert missing, f"reference says {digest} is broken, but every blob is stored"
+    return missing
+
+
+def _named_missing(f: Facts, image: str, named: str | None) -> set[str]:
+    """every missing blob: the reference names the first blob missing (manifest, config,
+    layers in order) and stops; regprune lists every missing blob of the Image."""
+    everything = _all_missing(f, image)
+    assert named in everything, (image, named, everything)
+    return everything
+
+
+def rule_broken_images(
+    tags: set[BrokenTag], broken_images: dict[str, str], f: Facts
+) -> set[tuple[str, str]]:
+    """broken Images, tagged or not: the reference prints ``Broken image`` only for Images
+    no tag reached (a tagged one is a broken tag); regprune lists every broken managed Image
+    once, with the missing blob, and a missing Image object only as a broken tag."""
+    expected = {
+        (digest, missing)
+        for digest, message in broken_images.items()
+        if not _missing_image(message)
+        for missing in _all_missing(f, digest)
+    }
+    for tag in tags:
+        image = f.streams[(tag.namespace, tag.name)][tag.tag][tag.position]
+        expected |= {(image, missing) for missing in _named_missing(f, image, tag.missing)}
+    return expected
+
+
+# --------------------------------------------------------------------------- the comparisons
+
+
+def ours_links(plan: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(r["repository"], r["digest"]) for r in plan["manifest_links"]}
+
+
+def test_orphan_blobs_are_the_same(both: Both) -> None:
+    """No rule: with no grace period both delete exactly the blobs no Image references."""
+    assert {r["digest"] for r in both.plan["blobs"]} == both.ref_prune.blobs
+    assert both.ref_prune.blob_count == len(both.ref_prune.blobs)
+
+
+def test_repositories_are_the_same(both: Both) -> None:
+    """No rule on the set; the reasons differ in wording only: the reference calls a
+    one-segment name (``lonely``) a missing stream ``/lonely``, regprune an invalid name."""
+    ours = {r["repository"] for r in both.plan["repositories"]}
+    assert ours == both.ref_prune.repositories
+    reasons = {r["repository"]: r["reason"] for r in both.plan["repositories"]}
+    for repository in both.ref_prune.invalid_names:
+        assert reasons[repository] == "invalid-name"
+    for repository in both.ref_prune.imagestream_missing - both.ref_prune.invalid_names:
+        assert reasons[repository] in ("imagestream-missing", "invalid-name"), repository
+
+
+def test_manifest_links_differ_only_by_the_rules(both: Both, facts: Facts) -> None:
+    repositories = {r["repository"] for r in both.plan["repositories"]}
+    expected = rule_list_children_kept(both.ref_prune.manifest_links, facts)
+    expected = rule_dangling_manifest_links(expected, facts, repositories)
+    assert ours_links(both.plan) == expected
+    # and the rules matter on this scenario (else they would test nothing)
+    assert expected != both.ref_prune.manifest_links
+
+
+def test_regprune_only_categories_are_what_the_reference_leaves(both: Both, facts: Facts) -> None:
+    """dangling layer links and stale uploads: the reference has no such category (layer
+    links of deleted blobs stay, uploads are left to the registry's purging); regprune
+    deletes a layer link whose blob is gone or deleted, and uploads older than
+    --upload-max-age."""
+    deleted_or_gone = both.ref_prune.blobs
+    repositories = both.ref_prune.repositories
+    expected_layer_links = set()
+    uploads = set()
+    for key in facts.stored:
+        if not key.startswith("repositories/"):
+            continue
+        repo, sep, tail = key.removeprefix("repositories/").partition("/_layers/sha256/")
+        if sep and repo not in repositories:
+            digest = "sha256:" + tail[:64]
+            if digest in deleted_or_gone or not facts.blob_stored(digest):
+                expected_layer_links.add((repo, digest))
+        repo, sep, tail = key.removeprefix("repositories/").partition("/_uploads/")
+        if sep and repo not in repositories:
+            uploads.add((repo, tail.split("/")[0]))
+    assert {(r["repository"], r["digest"]) for r in both.plan["layer_links"]} == (
+        expected_layer_links
+    )
+    assert {(r["repository"], r["upload_id"]) for r in both.plan["uploads"]} == uploads
+    assert expected_layer_links and uploads
+
+
+def test_broken_tags_differ_only_by_the_rules(both: Both, facts: Facts) -> None:
+    expected = rule_broken_tags(
+        both.ref_database.broken_tags, both.ref_database.broken_images, facts
+    )
+    ours = {
+        (r["namespace"], r["name"], r["tag"], r["position"], r["image"], r["missing"])
+        for r in both.check["broken_imagestream_tags"]
+    }
+    assert ours == expected
+    assert len(ours) > len(both.ref_database.broken_tags)
+
+
+def test_broken_images_differ_only_by_the_rules(both: Both, facts: Facts) -> None:
+    expected = rule_broken_images(
+        both.ref_database.broken_tags, both.ref_database.broken_images, facts
+    )
+    ours = {(r["image"], r["missing"]) for r in both.check["broken_images"]}
+    assert ours == expected
+    # the unmanaged Image's blobs live elsewhere: neither tool calls it broken
+    assert EXTERNAL_IMAGE not in {d for d, _ in ours} | set(both.ref_database.broken_images)
+
+
+def test_lost_found_candidates_differ_only_by_the_rules(both: Both, facts: Facts) -> None:
+    invalid = {r["repository"] for r in both.plan["repositories"] if r["reason"] == "invalid-name"}
+    expected = rule_lost_found(both.ref_storage.lost_found, facts, invalid)
+    ours = {
+        LostFound(r["namespace"], r["name"], r["digest"], r["tag"])
+        for r in both.check["lost_found"]
+    }
+    assert ours == expected
+    assert expected != both.ref_storage.lost_found
+
+
+def test_invalid_manifests_differ_only_by_the_rules(both: Both, facts: Facts) -> None:
+    """A stored manifest that misses a blob is no lost-found candidate for either: the
+    reference logs ``invalid manifest``, regprune lists it."""
+    repositories = {r["repository"] for r in both.plan["repositories"]}
+    expected = rule_invalid_manifests(both.ref_storage.skipped_manifests, facts, repositories)
+    ours = {(r["repository"], r["digest"]) for r in both.check["invalid_manifests"]}
+    assert ours == expected
+
+
+def test_one_namespace_differs_only_by_the_rules(
+    scenario: Scenario, both: Both, facts: Facts
+) -> None:
+    """``-restore-namespace=ns`` next to ``check --namespace ns``: the same rules, plus the
+    namespace scope of Images: the reference checks the namespace's streams and then every
+    untagged Image of the cluster; regprune the Images the namespace's streams have or whose
+    reference points into it."""
+    namespace = "ns"
+    database = run_restore(
+        scenario.storage, scenario.api, scenario.workdir, "check-database", namespace
+    )
+    storage = run_restore(
+        scenario.storage, scenario.api, scenario.workdir, "check-storage", namespace
+    )
+    ours = regprune(scenario, "check", "check-ns", "--namespace", namespace)
+    scoped = facts.scoped(namespace)
+    tags = rule_broken_tags(database.broken_tags, database.broken_images, scoped)
+    assert {
+        (r["namespace"], r["name"], r["tag"], r["position"], r["image"], r["missing"])
+        for r in ours["broken_imagestream_tags"]
+    } == tags
+    images = {
+        (digest, missing)
+        for digest, missing in rule_broken_images(
+            database.broken_tags, database.broken_images, scoped
+        )
+        if scoped.image_in_namespace(digest, namespace)
+    }
+    assert {(r["image"], r["missing"]) for r in ours["broken_images"]} == images
+    invalid = {r["repository"] for r in both.plan["repositories"] if r["reason"] == "invalid-name"}
+    assert {
+        LostFound(r["namespace"], r["name"], r["digest"], r["tag"]) for r in ours["lost_found"]
+    } == rule_lost_found(storage.lost_found, facts, invalid)
+    assert all(c.namespace == namespace for c in storage.lost_found)
+
+
+def test_grace_period_keeps_young_blobs_the_reference_deletes(
+    scenario: Scenario, both: Both
+) -> None:
+    """grace period: the reference deletes every unreferenced blob, even one pushed a
+    second ago (its source has "TODO keep young blobs"); regprune keeps blobs younger than
+    --keep-younger-than (default 24h) and those a young manifest references. Same snapshot
+    as the 0s plan, default grace: every blob only the reference deletes is kept as young."""
+    report = scenario.workdir / "grace.json"
+    args = ["prune", "--snapshot", str(scenario.workdir / "plan"), "--report", str(report)]
+    assert main(args) == EXIT_OK
+    ours = {r["digest"] for r in json.loads(report.read_text())["blobs"]}
+    assert ours <= both.ref_prune.blobs
+    young = {
+        r["digest"]
+        for r in rows(
+            scenario.workdir / "plan" / "plan_blobs.parquet",
+            "SELECT digest FROM t WHERE kept_because = 'young'",
+        )
+    }
+    assert both.ref_prune.blobs - ours == young & both.ref_prune.blobs != set()
+
+
+def test_check_mode_is_both_checks(scenario: Scenario, both: Both) -> None:
+    """``-restore-mode=check`` is check-storage then check-database: the same findings."""
+    combined = run_restore(scenario.storage, scenario.api, scenario.workdir, "check")
+    assert combined.lost_found == both.ref_storage.lost_found
+    assert combined.broken_tags == both.ref_database.broken_tags
+    assert combined.broken_images == both.ref_database.broken_images
+
+
+# --------------------------------------------------------------------------- deleting
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_list_child_pulls_by_digest_after_regprune_and_not_after_the_reference(
+    oci_layouts: OciLayouts, tmp_path: Path
+) -> None:
+    """The same storage twice: a manifest list in its stream, its children Images of their
+    own. The reference's ``-prune=delete`` removes the children's revision links: a child no
+    longer pulls by digest (the list itself does not pull either, as it needs its children).
+    regprune's ``prune --confirm`` keeps them: both pull."""
+    require_reference()
+    outcomes: dict[str, tuple[bool, bool]] = {}
+    for tool in ("reference", "regprune"):
+        work = tmp_path / tool
+        with Registry(work / "registry") as registry, OpenShiftAPIServer() as api:
+            multi = push(registry, *oci_layouts["multi"], "ns/multi:latest")
+            items = [
+                *multi.openshift_images(HOST),
+                imagestream("ns", "multi", {"latest": [multi.digest]}, HOST),
+            ]
+            dump = write_dump(work / "dump.json", items)
+            load_dump(api, dump)
+            child = multi.children[0].digest
+            assert_pulls(registry, f"ns/multi@{child}")
+            if tool == "reference":
+                result = run_prune(registry, api, work, mode="delete")
+                assert ("ns/multi", child) in result.manifest_links
+            else:
+                args = ["prune", "--storage", registry.storage_url, "--metadata", str(dump)]
+                args += ["--out", str(work / "run"), "--confirm", *NO_GRACE]
+                assert main(args) == EXIT_OK
+            registry.restart()  # no cache in the way: what storage serves
+            outcomes[tool] = (
+                pull_ok(registry, f"ns/multi@{child}"),
+                pull_ok(registry, "ns/multi:latest"),
+            )
+    assert outcomes == {"reference": (False, False), "regprune": (True, True)}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_reference_leaves_dangling_layer_links_and_uploads(
+    oci_layouts: OciLayouts, tmp_path: Path
+) -> None:
+    """After the reference's ``-prune=delete`` the layer links of the blobs it deleted and
+    an unfinished upload are still in storage; after regprune's ``prune --confirm`` not."""
+    require_reference()
+    left: dict[str, list[str]] = {}
+    for tool in ("reference", "regprune"):
+        work = tmp_path / tool
+        with Registry(work / "registry") as registry, OpenShiftAPIServer() as api:
+            app = push(registry, *oci_layouts["app-v1"], "ns/app:v1")
+            v2 = push(registry, *oci_layouts["app-v2"], "ns/app:v2")
+            upload = start_upload(registry, "ns/app")
+            items = [
+                *v2.openshift_images(HOST),
+                imagestream("ns", "app", {"v2": [v2.digest]}, HOST),
+            ]
+            dump = write_dump(work / "dump.json", items)
+            load_dump(api, dump)
+            if tool == "reference":
+                run_prune(registry, api, work, mode="delete")
+            else:
+                args = ["prune", "--storage", registry.storage_url, "--metadata", str(dump)]
+                args += ["--out", str(work / "run"), "--confirm", *NO_GRACE]
+                assert main(args) == EXIT_OK
+            stored = registry.list_storage()
+            hex_ = app.layers[-1].digest.removeprefix("sha256:")
+            left[tool] = sorted(
+                key
+                for key in stored
+                if key == f"repositories/ns/app/_layers/sha256/{hex_}/link"
+                or key.startswith(f"repositories/ns/app/_uploads/{upload}/")
+            )
+            assert_pulls(registry, "ns/app:v2")
+    assert left["regprune"] == []
+    assert any("/_layers/" in key for key in left["reference"])
+    assert any("/_uploads/" in key for key in left["reference"])
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_list_whose_children_have_no_images_of_their_own(
+    oci_layouts: OciLayouts, tmp_path: Path
+) -> None:
+    """A manifest list in its stream whose children have no Image objects (an import or a
+    cluster that lost them): the reference keeps only what Images name, so it deletes every
+    blob of every child and the list no longer pulls; regprune reads the children's
+    manifests through the list and keeps their manifests, configs and layers: after its
+    ``prune --confirm`` the list still pulls. (Found by this comparison: regprune used to
+    keep the child manifests but plan their configs and layers.)"""
+    require_reference()
+    with Registry(tmp_path / "registry") as registry, OpenShiftAPIServer() as api:
+        multi = push(registry, *oci_layouts["multi"], "ns/multi:latest")
+        items = [
+            multi.openshift_image(HOST),
+            imagestream("ns", "multi", {"latest": [multi.digest]}, HOST),
+        ]
+        dump = write_dump(tmp_path / "dump.json", items)
+        load_dump(api, dump)
+        children = {
+            blob
+            for child in multi.children
+            for blob in (child.digest, child.config.digest, *(x.digest for x in child.layers))
+        }
+        reference = run_prune(registry, api, tmp_path)
+        assert reference.blobs == children
+        report = tmp_path / "plan.json"
+        args = ["prune", "--storage", registry.storage_url, "--metadata", str(dump)]
+        args += ["--out", str(tmp_path / "run"), "--report", str(report), *NO_GRACE]
+        assert main(args) == EXIT_OK
+        plan = json.loads(report.read_text())
+        assert {r["digest"] for r in plan["blobs"]} == set()
+        assert ours_links(plan) == set()
+        assert plan["layer_links"] == []
+        assert main([*args, "--confirm"]) == EXIT_OK
+        registry.restart()
+        assert_pulls(registry, "ns/multi:latest")
