@@ -979,6 +979,10 @@ class OpenShiftAPIServer:
     def _route(self, method: str, path: str) -> _Route:
         """Map (method, path) to a handler plus the RBAC attributes of the request."""
         parts = [unquote(p) for p in path.split("/") if p]
+        from tests.workloads_api import workloads_route  # workload lists live there
+
+        if (workload := workloads_route(self, method, parts)) is not None:
+            return workload
         match parts:
             case ["apis", "apps", "v1", "namespaces", ns, "deployments", name]:
                 if method not in ("GET", "PATCH"):
