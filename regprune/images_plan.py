@@ -133,9 +133,8 @@ class ImagesDatabase:
                 raise FileNotFoundError(
                     f"{path} is missing: not a snapshot taken for prune-images (with workloads)"
                 )
-            self.con.execute(
-                f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM read_parquet({sql_literal(path)})'
-            )
+            source = f"read_parquet({sql_literal(path)})"
+            self.con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM {source}')
         for name, value in variables.items():
             self.con.execute(f"SET VARIABLE {name} = ?", [value])
         self.con.execute(query_text("macros"))
@@ -148,9 +147,8 @@ class ImagesDatabase:
         result = self.con.execute(
             f'COPY (SELECT * FROM "{model}") TO {sql_literal(dest)} (FORMAT parquet)'
         ).fetchone()
-        self.con.execute(
-            f'CREATE OR REPLACE TEMP VIEW "{model}" AS SELECT * FROM read_parquet({sql_literal(dest)})'
-        )
+        source = f"read_parquet({sql_literal(dest)})"
+        self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{model}" AS SELECT * FROM {source}')
         return int(result[0]) if result else 0
 
     def records(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:

@@ -306,9 +306,9 @@ def oracle(data: dict[str, list[dict]], opts: PruneImagesSettings) -> tuple[dict
     for r in data["workload_references"]:
         if not r["counted"] or r["problem"]:
             continue
-        if r["kind"] == "Pod" and r["phase"] not in ("Running", "Pending") and not size_mode:
-            if r["created"] is not None and r["created"] < cutoff:
-                continue
+        old = not size_mode and r["created"] is not None and r["created"] < cutoff
+        if r["kind"] == "Pod" and r["phase"] not in ("Running", "Pending") and old:
+            continue
         key = (r["ref_namespace"], r["ref_name"])
         if r["digest"]:
             used_digests.add((*key, r["digest"]))
@@ -323,27 +323,29 @@ def oracle(data: dict[str, list[dict]], opts: PruneImagesSettings) -> tuple[dict
                 limits.get(lim["namespace"], lim["max_storage"]), lim["max_storage"]
             )
     streams = {(s["namespace"], s["name"]): s for s in data["imagestreams"]}
-    revisions = {}
-    for t in data["imagestream_tags"]:
+
+    def keep_revision(t: dict[str, Any]) -> bool:
         ns, name, tg, pos, img = t["namespace"], t["name"], t["tag"], t["position"], t["image"]
-        s = streams.get((ns, name))
-        if s is None or (opts.namespace and ns != opts.namespace):
-            continue
-        if young(s["created"]):
-            keep = True
-        elif young(t["created"]):
-            keep = True
-        elif pos == 0 and (ns, name, tg) in used_tags:
-            keep = True
-        elif img not in images:
-            keep = False
-        elif size_mode:
+        if young(streams[(ns, name)]["created"]) or young(t["created"]):
+            return True
+        if pos == 0 and (ns, name, tg) in used_tags:
+            return True
+        if img not in images:
+            return False
+        if size_mode:
             size, limit = sizes.get(img), limits.get(ns)
-            exceeds = size is not None and limit is not None and size > limit
-            keep = not exceeds or (ns, name, img) in used_digests
-        else:
-            keep = pos < keep_n or (ns, name, img) in used_digests
-        revisions[(ns, name, tg, pos)] = keep
+            if size is None or limit is None or size <= limit:
+                return True
+        elif pos < keep_n:
+            return True
+        return (ns, name, img) in used_digests
+
+    revisions = {
+        (t["namespace"], t["name"], t["tag"], t["position"]): keep_revision(t)
+        for t in data["imagestream_tags"]
+        if (t["namespace"], t["name"]) in streams
+        and (opts.namespace is None or t["namespace"] == opts.namespace)
+    }
     held = {
         t["image"]
         for t in data["imagestream_tags"]
@@ -460,7 +462,7 @@ OPTIONS = st.one_of(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=clusters(), opts=OPTIONS)
 def test_the_plan_is_the_oracles_and_never_removes_what_is_used_kept_or_young(
