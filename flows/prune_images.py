@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
 
 from regprune.flows.prune import UnsafePlan
 from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
+from regprune.images_execute import execute_images_plan
 from regprune.images_plan import PruneImagesSettings
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings
@@ -57,7 +58,10 @@ def snapshot_cluster(out_dir: Path, metadata: MetadataSource) -> dict[str, Any]:
     parts_dir.mkdir(parents=True)
     started = datetime.now(UTC)
     futures = submit_metadata_snapshot(metadata, str(parts_dir), workloads=True)
-    listings = [future.result() for future in futures]  # any failed list ends the run here
+    listings: list[dict[str, Any]] = []
+    for future in futures:  # any failed list ends the run here
+        result = future.result()
+        listings += result if isinstance(result, list) else [result]
     rows = merge_metadata_tables(listings, str(out_dir)) | merge_workload_tables(
         listings, str(out_dir)
     )
@@ -113,13 +117,13 @@ def prune_images_flow(
         snapshot: an existing prune-images snapshot folder instead of listing again.
         out: folder for the tables and results (default regprune-runs/prune-images-<time>).
         report: also write the report JSON to this path.
-        confirm: remove for real (not implemented yet: refused).
+        confirm: remove for real (needs the cluster, not a dump): the streams' revisions, then
+            the Images; the storage they free is the hard prune's to delete afterwards.
         duckdb: memory limit, spill directory and threads for the plan.
     """
-    if confirm:
+    if confirm and not (metadata or MetadataSource()).is_kube:
         raise UnsafeImagesPlan(
-            "prune-images --confirm is not implemented yet: run the dry run and apply its "
-            "report with oc adm prune images"
+            "prune-images --confirm changes the cluster: it needs --metadata kube, not a dump"
         )
     if snapshot:
         run_dir = Path(snapshot)
@@ -133,14 +137,29 @@ def prune_images_flow(
             print(f"Note: the API of {kind} is not served (404): none listed")
     planned = plan_images(str(run_dir), settings, now, duckdb)
     problems = planned["sanity"]["problems"]
+    summary = planned["summary"]
     mode = "refused" if problems else ("delete" if confirm else "dry-run")
-    effective = settings.effective()
+    if mode == "delete":
+        summary = {
+            **summary,
+            "executed": execute_images(str(run_dir), metadata or MetadataSource()),
+        }
     published = publish_images_report(
-        str(run_dir), mode, effective, planned["summary"], problems, report
+        str(run_dir), mode, settings.effective(), summary, problems, report
     )
     if problems:
         raise UnsafeImagesPlan(_refusal(run_dir, problems))
-    return {"run_dir": str(run_dir), "summary": planned["summary"], "text": published["text"]}
+    text = published["text"]
+    if "executed" in summary:
+        text += "\nExecuted: " + ", ".join(f"{k} {v}" for k, v in summary["executed"].items())
+    return {"run_dir": str(run_dir), "summary": summary, "text": text}
+
+
+@task(name="execute-prune-images")
+def execute_images(run_dir: str, metadata: MetadataSource) -> dict[str, int]:
+    """Tag revisions out of the streams' status (conflicts retried), then the Images deleted
+    (each re-checked against the streams as they are now): regprune/images_execute.py."""
+    return execute_images_plan(run_dir, metadata)
 
 
 def _refusal(run_dir: Path, problems: list[str]) -> str:

@@ -60,12 +60,11 @@ def submit_metadata_snapshot(
     if not workloads:
         return [list_cluster_objects.submit(source, plural, parts_dir) for plural in LISTED]
     from regprune.tasks.workload_snapshot import list_workloads
-    from regprune.workloads import LISTINGS
 
     return [
         list_cluster_objects.submit(source, "images", parts_dir, ("image_sizes",)),
         list_cluster_objects.submit(source, "imagestreams", parts_dir),
-        *(list_workloads.submit(source, listing.kind, parts_dir) for listing in LISTINGS),
+        list_workloads.submit(source, parts_dir),  # a list of listings
     ]
 
 

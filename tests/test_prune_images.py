@@ -175,3 +175,72 @@ def test_go_booleans_are_spelled_as_oc_spells_them() -> None:
     with pytest.raises(SystemExit) as exited:
         main(["prune-images", "--all=maybe"])
     assert exited.value.code == 2
+
+
+def test_stream_status_drops_planned_items_only_where_they_still_are() -> None:
+    from regprune.images_execute import prune_stream_status
+
+    a, b, c, n = (fake_digest(x) for x in "abcn")
+    stream = {
+        "metadata": {"name": "s", "resourceVersion": "7"},
+        "status": {
+            "tags": [
+                {"tag": "t", "items": [{"image": n}, {"image": a}, {"image": b}]},
+                {"tag": "u", "items": [{"image": c}]},
+                {"tag": "v", "items": [{"image": b}]},
+            ]
+        },
+    }
+    planned = [
+        {"tag": "t", "position": 1, "image": b},  # pushed over since: now at 2, still removed
+        {"tag": "t", "position": 2, "image": a},  # moved up to 1: kept
+        {"tag": "u", "position": 0, "image": c},  # the tag empties: dropped
+    ]
+    new, removed = prune_stream_status(stream, planned)
+    assert removed == 2
+    assert new["status"]["tags"] == [
+        {"tag": "t", "items": [{"image": n}, {"image": a}]},
+        {"tag": "v", "items": [{"image": b}]},
+    ]
+    assert new["metadata"]["resourceVersion"] == "7"  # a conflict is the server's to detect
+    assert stream["status"]["tags"][0]["items"][2] == {"image": b}  # the input is not changed
+
+
+def test_confirm_removes_revisions_and_images_and_keeps_what_is_held_again(
+    cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path
+) -> None:
+    api, d = cluster["api"], cluster["digests"]
+    out = tmp_path / "run"
+    code, _ = run(tmp_path, openshift_kubeconfig, "--keep-tag-revisions=1", "--out", str(out))
+    assert code == 0
+    # between plan and execution someone tags a planned image again: it must survive
+    api.add_imagestream("c", "again", {"x": [d[2]]}, created=OLD)
+    api.inject("PUT", r"/imagestreams/app/status", status=409, times=1)  # one conflict
+    code, report = run(
+        tmp_path,
+        openshift_kubeconfig,
+        "--snapshot",
+        str(out),
+        "--keep-tag-revisions=1",
+        "--confirm",
+    )
+    assert code == 0
+    assert report["mode"] == "delete"
+    items = {
+        t["tag"]: [i["image"] for i in t["items"]]
+        for t in api.imagestream("a", "app")["status"]["tags"]
+    }
+    assert items == {"latest": [d[0], d[4]], "v1": [d[5]]}
+    remaining = {i["metadata"]["name"] for i in api.images()}
+    assert remaining == {d[0], d[2], d[4], d[5]}
+    assert report["summary"]["executed"] == {
+        "Image:deleted": 2,
+        "Image:kept": 1,
+        "ImageStream:updated": 1,
+    }
+
+
+def test_confirm_needs_the_cluster(tmp_path: Path) -> None:
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps({"kind": "List", "items": []}))
+    assert main(["prune-images", "--metadata", str(dump), "--confirm"]) == 1
