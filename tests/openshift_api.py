@@ -1114,6 +1114,10 @@ class OpenShiftAPIServer:
     def _discovery(self, path: str) -> dict[str, Any] | None:
         """Just enough discovery for kubernetes.dynamic and ``oc api-resources``-style code."""
         path = path.rstrip("/") or "/"
+        from tests.workloads_api import workload_groups, workloads_discovery
+
+        if (found := workloads_discovery(path)) is not None:
+            return found
         group_version = {"groupVersion": API_VERSION, "version": VERSION}
         if path == "/version":
             return {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "platform": "linux/amd64"}
@@ -1133,7 +1137,11 @@ class OpenShiftAPIServer:
             "preferredVersion": group_version,
         }
         if path == "/apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [group, *workload_groups()],
+            }
         if path == f"/apis/{GROUP}":
             return {"kind": "APIGroup", "apiVersion": "v1", **group}
         if path == f"/apis/{GROUP}/{VERSION}":

@@ -113,3 +113,55 @@ def _list(
         ],
     }
     return _Response(200, json.dumps(body).encode())
+
+
+def _group_version(prefix: str) -> tuple[str, str] | None:
+    parts = prefix.split("/")
+    return (parts[1], parts[2]) if parts[0] == "apis" else None
+
+
+def workload_groups() -> list[dict[str, Any]]:
+    """APIGroup entries of the workload groups, for the server's ``/apis`` document."""
+    groups: dict[str, dict[str, Any]] = {}
+    for prefix, _, _ in RESOURCES.values():
+        found = _group_version(prefix)
+        if found:
+            name, version = found
+            entry = {"groupVersion": f"{name}/{version}", "version": version}
+            groups[name] = {"name": name, "versions": [entry], "preferredVersion": entry}
+    return list(groups.values())
+
+
+def workloads_discovery(path: str) -> dict[str, Any] | None:
+    """Discovery documents of the workload groups (``/apis/<group>[/<version>]``) and the core
+    resources in ``/api/v1``; None for any other path."""
+    path = path.rstrip("/")
+    if path == "/api/v1":
+        resources = [p for p, (prefix, _, _) in RESOURCES.items() if prefix == "api/v1"]
+        return _resource_list("v1", resources)
+    for group in workload_groups():
+        name, version = group["name"], group["preferredVersion"]["version"]
+        if path == f"/apis/{name}":
+            return {"kind": "APIGroup", "apiVersion": "v1", **group}
+        if path == f"/apis/{name}/{version}":
+            resources = [p for p, (prefix, _, _) in RESOURCES.items() if prefix == path[1:]]
+            return _resource_list(f"{name}/{version}", resources)
+    return None
+
+
+def _resource_list(group_version: str, plurals: list[str]) -> dict[str, Any]:
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": [
+            {
+                "name": plural,
+                "singularName": RESOURCES[plural][2].lower(),
+                "namespaced": True,
+                "kind": RESOURCES[plural][2],
+                "verbs": ["get", "list"],
+            }
+            for plural in plurals
+        ],
+    }
