@@ -28,7 +28,7 @@ from regprune.metadata import (
 
 _HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST = _HOST_COMPONENT + r"(?:\." + _HOST_COMPONENT + r")*(?::[0-9]+)?"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"  # RE2 has "[-]*": same language
 _NAME = r"(?:" + _HOST + r"/)?" + _COMPONENT + r"(?:/" + _COMPONENT + r")*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}"

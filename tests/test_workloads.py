@@ -269,3 +269,23 @@ def test_listing_from_the_api_is_paginated_and_404_means_no_such_api(
     assert list(list_workload_pages(clients, listing["CronJob"], source)) == [[]]
     with pytest.raises(ApiGroupMissing):
         list(list_workload_pages(clients, listing["Build"], source))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "image-registry.openshift-image-registry.svc:5000/b/App:1",
+        "reg.io/ns/" + "a-" * 40 + "B",
+        "a" * 5000 + "!",
+        "reg.io/" + "a_" * 2000 + "B",
+    ],
+)
+def test_a_failing_reference_is_rejected_in_linear_time(spec: str) -> None:
+    """RE2 (oc) never backtracks; Python's re would take exponential time on an ambiguous
+    pattern (the grammar's separator "[-]*" may be empty): a reference must not hang a run."""
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(InvalidReference):
+        parse_reference(spec)
+    assert time.monotonic() - started < 0.5
