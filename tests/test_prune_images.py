@@ -99,7 +99,8 @@ def test_a_dry_run_plans_what_oc_would_and_reports_why(
     assert report["images"] == [{"image": i, "reason": "unreferenced"} for i in sorted(d[1:4])]
     assert report["summary"]["revisions_kept_by_reason"] == {
         "in-use-by-digest": 1,
-        "within-keep-revisions": 2,
+        "in-use-by-tag": 1,
+        "within-keep-revisions": 1,
     }
     assert "Summary: would delete 3 image object(s), would delete 3 image stream tag item(s)" in (
         capsys.readouterr().out

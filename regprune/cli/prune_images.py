@@ -127,7 +127,10 @@ def run_prune_images(args: argparse.Namespace) -> int:
             ignore_invalid_refs=args.ignore_invalid_refs,
         )
     except ValidationError as exc:
-        raise UsageError(_validation_message(exc)) from exc
+        if all(error["loc"] for error in exc.errors()):
+            raise UsageError(_validation_message(exc)) from exc
+        message = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise UsageError(message) from exc
     metadata = MetadataSource(
         args.metadata, kubeconfig=args.kubeconfig, context=args.context, page_size=args.page_size
     )
