@@ -245,3 +245,40 @@ def test_confirm_needs_the_cluster(tmp_path: Path) -> None:
     dump = tmp_path / "dump.json"
     dump.write_text(json.dumps({"kind": "List", "items": []}))
     assert main(["prune-images", "--metadata", str(dump), "--confirm"]) == 1
+
+
+def test_only_prune_images_lists_workloads(
+    cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The hard prune's snapshot lists Images and ImageStreams only: it costs nothing more."""
+    api = cluster["api"]
+    storage = tmp_path / "registry" / "docker" / "registry" / "v2"
+    (storage / "blobs").mkdir(parents=True)
+    (storage / "repositories").mkdir()
+    code = main(
+        [
+            "snapshot",
+            "--storage",
+            str(tmp_path / "registry"),
+            "--kubeconfig",
+            str(openshift_kubeconfig),
+            "--out",
+            str(tmp_path / "snap"),
+            "--shards",
+            "1",
+        ]
+    )
+    assert code == 0
+    workload_paths = ("/pods", "/deployments", "/limitranges", "/builds", "/cronjobs")
+    listed = [r.path for r in api.requests if r.method == "GET"]
+    assert not [p for p in listed if p.endswith(workload_paths)]
+    assert any(p.endswith("/images") for p in listed)
+    code, _ = run(tmp_path, openshift_kubeconfig)
+    listed = [r.path for r in api.requests if r.method == "GET"]
+    assert {p.rsplit("/", 1)[1] for p in listed if p.endswith(workload_paths)} == {
+        "pods",
+        "deployments",
+        "limitranges",
+        "builds",
+        "cronjobs",
+    }
