@@ -8,6 +8,9 @@ DAG::
                  └─> merge tables ─> plan-prune-images (sql/images_*.sql) ─> sanity
                         ─> publish-prune-images-report
 
+    with confirm: -> execute-prune-images (streams' status, then Images)
+        -> with a storage: the hard prune (flows/prune.py) as a subflow, on what that freed
+
 A dump is read by one task instead of the listings. Every listing must complete: a workload
 list that fails fails the run before anything is planned, so nothing is removed on a partial
 view of what is in use. Dry run unless ``confirm``.
@@ -23,14 +26,14 @@ from typing import Any
 
 from prefect import flow, task
 
-from regprune.flows.prune import UnsafePlan
+from regprune.flows.prune import UnsafePlan, prune_flow
 from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
 from regprune.images_execute import execute_images_plan
 from regprune.images_plan import PruneImagesSettings
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.runners import ChosenTaskRunner
-from regprune.snapshots import SnapshotError
+from regprune.snapshots import SnapshotError, SnapshotSource
 from regprune.tables import SNAPSHOT_FILE
 from regprune.tasks.metadata_snapshot import merge_metadata_tables
 from regprune.tasks.prune_images import (
@@ -40,6 +43,7 @@ from regprune.tasks.prune_images import (
     publish_images_report,
 )
 from regprune.tasks.workload_snapshot import merge_workload_tables
+from regprune.units import Duration
 from regprune.version import tool_version
 
 CLUSTER_FILE = "cluster.json"
@@ -106,6 +110,10 @@ def prune_images_flow(
     report: str | None = None,
     confirm: bool = False,
     duckdb: DuckDBSettings | None = None,
+    hard_prune: SnapshotSource | None = None,
+    hard_prune_keep_younger_than: Duration = "24h",
+    registry_url: str | None = None,
+    registry_token_file: str | None = None,
 ) -> dict[str, Any]:
     """Plan what ``oc adm prune images`` removes — tag revisions and Images — with the reason
     for every kept one.
@@ -120,6 +128,12 @@ def prune_images_flow(
         confirm: remove for real (needs the cluster, not a dump): the streams' revisions, then
             the Images; the storage they free is the hard prune's to delete afterwards.
         duckdb: memory limit, spill directory and threads for the plan.
+        hard_prune: with confirm, the registry's storage (and this cluster): after the Images
+            are deleted, the hard prune (flows/prune.py) deletes what they freed — links and
+            blobs in batches, re-verified, audited, resumable — as a subflow of this run.
+        hard_prune_keep_younger_than: the hard prune's grace period on storage times.
+        registry_url: the running registry, for the hard prune's cache handling.
+        registry_token_file: its bearer token.
     """
     if confirm and not (metadata or MetadataSource()).is_kube:
         raise UnsafeImagesPlan(
@@ -152,7 +166,20 @@ def prune_images_flow(
     text = published["text"]
     if "executed" in summary:
         text += "\nExecuted: " + ", ".join(f"{k} {v}" for k, v in summary["executed"].items())
-    return {"run_dir": str(run_dir), "summary": summary, "text": text}
+    result = {"run_dir": str(run_dir), "summary": summary, "text": text}
+    if mode == "delete" and hard_prune is not None:
+        freed = prune_flow(
+            source=hard_prune,
+            out=str(run_dir / "hard-prune"),
+            keep_younger_than=hard_prune_keep_younger_than,
+            confirm=True,
+            duckdb=duckdb,
+            registry_url=registry_url,
+            registry_token_file=registry_token_file,
+        )
+        result["hard_prune"] = {"run_dir": freed["run_dir"], "summary": freed["summary"]}
+        result["text"] += "\nHard prune of the freed storage:\n" + freed["text"]
+    return result
 
 
 @task(name="execute-prune-images")

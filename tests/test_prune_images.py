@@ -282,3 +282,62 @@ def test_only_prune_images_lists_workloads(
         "builds",
         "cronjobs",
     }
+
+
+@pytest.mark.slow
+def test_confirm_hands_the_freed_storage_to_the_hard_prune(
+    openshift_api: OpenShiftAPIServer, openshift_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Revision 1 of a/app goes, its Image is deleted, then the hard prune deletes its blobs
+    and manifest link; everything of the kept Image stays."""
+    import hashlib
+    import os
+
+    from regprune.layout import V2_ROOT, blob_data_path, link_content, manifest_link_path
+
+    def digest_of(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    root = tmp_path / "registry"
+    images = {}
+    for name in ("keep", "gone"):
+        manifest, layer, config = (f"{name}-{part}".encode() for part in ("m", "l", "c"))
+        images[name] = [digest_of(manifest), digest_of(layer), digest_of(config)]
+        files = {blob_data_path(digest_of(b)): b for b in (manifest, layer, config)}
+        files[manifest_link_path("a/app", digest_of(manifest))] = link_content(digest_of(manifest))
+        for key, data in files.items():
+            path = root / V2_ROOT / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        openshift_api.add_image(
+            digest=digest_of(manifest),
+            repository="a/app",
+            layers=[(digest_of(layer), 6)],
+            config=digest_of(config),
+            created=OLD,
+        )
+    openshift_api.add_imagestream(
+        "a", "app", {"latest": [images["keep"][0], images["gone"][0]]}, created=OLD
+    )
+    old = OLD.timestamp()
+    for path in root.rglob("*"):
+        os.utime(path, (old, old))
+    code, report = run(
+        tmp_path,
+        openshift_kubeconfig,
+        "--keep-tag-revisions=1",
+        "--confirm",
+        "--storage",
+        str(root),
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert code == 0
+    assert [i["image"] for i in report["images"]] == [images["gone"][0]]
+    stored = {p.relative_to(root / V2_ROOT).as_posix() for p in root.rglob("*") if p.is_file()}
+    for digest in images["gone"]:
+        assert blob_data_path(digest) not in stored
+    assert manifest_link_path("a/app", images["gone"][0]) not in stored
+    for digest in images["keep"]:
+        assert blob_data_path(digest) in stored
+    assert manifest_link_path("a/app", images["keep"][0]) in stored

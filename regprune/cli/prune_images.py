@@ -37,7 +37,7 @@ def _bool_flag(parser: argparse.ArgumentParser, flag: str, default: bool, help: 
 
 
 def add_prune_images_parser(commands: Any) -> None:
-    from regprune.cli.main import add_metadata_arguments
+    from regprune.cli.main import add_metadata_arguments, add_storage_arguments
 
     parser = commands.add_parser(
         "prune-images",
@@ -48,6 +48,17 @@ def add_prune_images_parser(commands: Any) -> None:
         "--keep-younger-than and used by no workload. Same options and defaults as oc.",
     )
     add_metadata_arguments(parser)
+    add_storage_arguments(parser)
+    parser.add_argument(
+        "--hard-prune-keep-younger-than",
+        default="24h",
+        metavar="DURATION",
+        help="with --confirm and a storage: the grace period of the hard prune that deletes "
+        "what the deleted Images freed (default 24h)",
+    )
+    parser.add_argument(
+        "--registry-token-file", metavar="FILE", help="bearer token for --registry-url"
+    )
     parser.add_argument(
         "--keep-tag-revisions",
         type=go_int,
@@ -83,7 +94,13 @@ def add_prune_images_parser(commands: Any) -> None:
         True,
         "accepted for oc's CronJob arguments: storage is freed by 'regprune prune' afterwards",
     )
-    for flag in ("--registry-url", "--certificate-authority", "--num-workers"):
+    parser.add_argument(
+        "--registry-url",
+        metavar="URL",
+        help="the running registry: the hard prune removes layer links through it (clearing "
+        "its cache)",
+    )
+    for flag in ("--certificate-authority", "--num-workers"):
         parser.add_argument(flag, metavar="VALUE", help="accepted for oc's CronJob arguments")
     _bool_flag(parser, "--force-insecure", False, "accepted for oc's CronJob arguments")
     parser.add_argument(
@@ -101,7 +118,13 @@ def add_prune_images_parser(commands: Any) -> None:
 
 
 def run_prune_images(args: argparse.Namespace) -> int:
-    from regprune.cli.main import EXIT_OK, UsageError, _validation_message, duckdb_settings
+    from regprune.cli.main import (
+        EXIT_OK,
+        UsageError,
+        _validation_message,
+        duckdb_settings,
+        snapshot_source,
+    )
     from regprune.flows.prune_images import prune_images_flow
     from regprune.images_plan import PruneImagesSettings
     from regprune.metadata import MetadataSource
@@ -131,6 +154,14 @@ def run_prune_images(args: argparse.Namespace) -> int:
             raise UsageError(_validation_message(exc)) from exc
         message = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise UsageError(message) from exc
+    hard_prune = None
+    if args.storage or args.registry_config:
+        if not args.confirm:
+            raise UsageError("a storage goes with --confirm: it is where freed blobs are deleted")
+        if not args.prune_registry:
+            raise UsageError("--prune-registry=false: give no storage, nothing is deleted there")
+        args.shards = None
+        hard_prune = snapshot_source(args)
     metadata = MetadataSource(
         args.metadata, kubeconfig=args.kubeconfig, context=args.context, page_size=args.page_size
     )
@@ -142,6 +173,10 @@ def run_prune_images(args: argparse.Namespace) -> int:
         report=args.report,
         confirm=args.confirm,
         duckdb=duckdb_settings(args),
+        hard_prune=hard_prune,
+        hard_prune_keep_younger_than=args.hard_prune_keep_younger_than,
+        registry_url=args.registry_url,
+        registry_token_file=args.registry_token_file,
     )
     print(result["text"])
     print(f"Results: {result['run_dir']}")
