@@ -4,7 +4,7 @@ DAG::
 
     list images ─┐
     list streams ┤
-    list pods, rc, rs, deploy, dc, ds, sts, jobs, cronjobs, builds, bc, limitranges (one each)
+    list pods, rc, rs, deploy, dc, ds, sts, jobs, cronjobs, builds, bc, limitranges (one task)
                  └─> merge tables ─> plan-prune-images (sql/images_*.sql) ─> sanity
                         ─> publish-prune-images-report
 
