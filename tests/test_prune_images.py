@@ -38,6 +38,12 @@ def pod(ns: str, name: str, image: str, phase: str) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(autouse=True)
+def _run_folders_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs without --out go to regprune-runs/ of the working directory: keep it the test's."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def cluster(openshift_api: OpenShiftAPIServer) -> dict[str, Any]:
     """Stream a/app tag latest with 5 revisions; v1 used by tag; revision 4 used by digest."""
