@@ -50,11 +50,22 @@ from regprune.version import tool_version
 LISTED = ("images", "imagestreams")
 
 
-def submit_metadata_snapshot(source: MetadataSource, parts_dir: str) -> list[PrefectFuture]:
-    """Both listings run at once; a dump is one task."""
+def submit_metadata_snapshot(
+    source: MetadataSource, parts_dir: str, workloads: bool = False
+) -> list[PrefectFuture]:
+    """Both listings run at once; a dump is one task. With ``workloads`` (prune-images), the
+    workloads, LimitRanges and Image sizes too (the tables of ``WORKLOAD_TABLES``)."""
     if not source.is_kube:
-        return [read_metadata_dump.submit(source, parts_dir)]
-    return [list_cluster_objects.submit(source, plural, parts_dir) for plural in LISTED]
+        return [read_metadata_dump.submit(source, parts_dir, workloads)]
+    if not workloads:
+        return [list_cluster_objects.submit(source, plural, parts_dir) for plural in LISTED]
+    from regprune.tasks.workload_snapshot import list_workloads
+
+    return [
+        list_cluster_objects.submit(source, "images", parts_dir, ("image_sizes",)),
+        list_cluster_objects.submit(source, "imagestreams", parts_dir),
+        list_workloads.submit(source, parts_dir),  # a list of listings
+    ]
 
 
 def snapshot_storage(

@@ -109,6 +109,36 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("problem", pa.string()),
         ]
     ),
+    # what workloads use (only in a snapshot for prune-images: see WORKLOAD_TABLES)
+    "workload_references": pa.schema(
+        [
+            ("kind", pa.string()),
+            ("namespace", pa.string()),
+            ("name", pa.string()),
+            ("container", pa.string()),
+            ("field", pa.string()),
+            ("reference", pa.string()),
+            ("registry_host", pa.string()),
+            ("ref_namespace", pa.string()),
+            ("ref_name", pa.string()),
+            ("tag", pa.string()),
+            ("digest", pa.string()),
+            ("counted", pa.bool_()),
+            ("problem", pa.string()),
+            ("created", TIMESTAMP),
+            ("phase", pa.string()),
+        ]
+    ),
+    "limit_ranges": pa.schema(
+        [
+            ("namespace", pa.string()),
+            ("name", pa.string()),
+            ("position", pa.int32()),
+            ("max_storage", pa.int64()),
+            ("max_storage_raw", pa.string()),
+        ]
+    ),
+    "image_sizes": pa.schema([("image", pa.string()), ("size", pa.int64())]),
     # the audit trail of an executed plan (or a dry run): one row per action attempted
     "actions": pa.schema(
         [
@@ -170,6 +200,9 @@ METADATA_TABLES = (
 )
 
 SNAPSHOT_TABLES = (*METADATA_TABLES, *STORAGE_TABLES)
+WORKLOAD_TABLES = ("workload_references", "limit_ranges", "image_sizes")
+"""Written only when a snapshot is asked for workloads (prune-images): not in SNAPSHOT_TABLES,
+so the hard prune's snapshot lists nothing more and older snapshots stay readable."""
 
 # Sort keys make every snapshot byte-for-byte reproducible and easy to diff.
 SORT_KEYS: dict[str, tuple[str, ...]] = {
@@ -186,6 +219,18 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "imagestreams": ("namespace", "name"),
     "imagestream_tags": ("namespace", "name", "tag", "position"),
     "metadata_anomalies": ("kind", "namespace", "name", "problem"),
+    "workload_references": (
+        "ref_namespace",
+        "ref_name",
+        "kind",
+        "namespace",
+        "name",
+        "field",
+        "container",
+        "reference",
+    ),
+    "limit_ranges": ("namespace", "name", "position"),
+    "image_sizes": ("image",),
     "actions": ("phase", "action", "repository", "digest", "upload_id", "time"),
     "manifests": ("digest",),
     "manifest_references": ("digest", "kind", "position"),

@@ -26,6 +26,7 @@ from regprune.metadata import (
 from regprune.retries import retry_unless
 from regprune.tables import (
     METADATA_TABLES,
+    WORKLOAD_TABLES,
     TableWriters,
 )
 from regprune.tasks.storage_snapshot import merge_snapshot_tables
@@ -46,6 +47,11 @@ def _write(out: TableWriters, plural: str, obj: dict[str, Any]) -> None:
         out[table].append(**row)
     out[child_table].extend(children)
     out["metadata_anomalies"].extend(anomalies)
+    if plural == "images" and "image_sizes" in out.writers:  # a snapshot for prune-images
+        from regprune.workloads import image_size_row
+
+        if (size := image_size_row(obj)) is not None:
+            out["image_sizes"].append(**size)
 
 
 @task(
@@ -54,7 +60,9 @@ def _write(out: TableWriters, plural: str, obj: dict[str, Any]) -> None:
     retry_delay_seconds=10,
     retry_condition_fn=retry_unless(MetadataError),
 )
-def list_cluster_objects(source: MetadataSource, plural: str, parts_dir: str) -> dict[str, Any]:
+def list_cluster_objects(
+    source: MetadataSource, plural: str, parts_dir: str, extra_tables: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """List every ``images`` or ``imagestreams`` object, page by page, into Parquet parts.
 
     A 410 on a continue token restarts the list from the beginning (the parts written so far
@@ -63,7 +71,8 @@ def list_cluster_objects(source: MetadataSource, plural: str, parts_dir: str) ->
     table, child_table, _ = LISTINGS[plural]
     logger = get_run_logger()
     for restart in range(MAX_LIST_RESTARTS + 1):
-        out = TableWriters((table, child_table, "metadata_anomalies"), Path(parts_dir), plural)
+        tables = (table, child_table, "metadata_anomalies", *extra_tables)
+        out = TableWriters(tables, Path(parts_dir), plural)
         try:
             api = custom_objects_api(source)
             pages = objects = 0
@@ -90,9 +99,17 @@ def list_cluster_objects(source: MetadataSource, plural: str, parts_dir: str) ->
 
 
 @task(name="read-metadata-dump")
-def read_metadata_dump(source: MetadataSource, parts_dir: str) -> dict[str, Any]:
-    """Read an ``oc get images,imagestreams -A -o json`` dump (or a folder of them)."""
+def read_metadata_dump(
+    source: MetadataSource, parts_dir: str, workloads: bool = False
+) -> dict[str, Any]:
+    """Read an ``oc get images,imagestreams -A -o json`` dump (or a folder of them); with
+    ``workloads``, also the workloads and LimitRanges of ``oc get images,imagestreams,pods,...``
+    (:mod:`regprune.workloads`)."""
     tables = ("images", "image_blobs", "imagestreams", "imagestream_tags", "metadata_anomalies")
+    if workloads:
+        from regprune.tasks.workload_snapshot import write_workload_object
+
+        tables = (*tables, *WORKLOAD_TABLES)
     out = TableWriters(tables, Path(parts_dir), "dump")
     kinds: Counter[str] = Counter()
     try:
@@ -102,6 +119,8 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str) -> dict[str, Any]
                 _write(out, "images", obj)
             elif kind == "ImageStream":
                 _write(out, "imagestreams", obj)
+            elif workloads and write_workload_object(out, obj):
+                pass
             else:
                 meta = obj.get("metadata")
                 name = meta.get("name") if isinstance(meta, dict) else None
@@ -116,6 +135,10 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str) -> dict[str, Any]
         out.abort()
         raise
     counts = {"images": kinds["Image"], "imagestreams": kinds["ImageStream"]}
+    if workloads:
+        from regprune.workloads import WORKLOAD_KINDS
+
+        counts |= {k: kinds[k] for k in (*WORKLOAD_KINDS, "LimitRange")}
     return {"parts": out.close(), "objects": counts, "pages": 0}
 
 

@@ -1081,6 +1081,10 @@ class OpenShiftAPIServer:
     def _route(self, method: str, path: str) -> _Route:
         """Map (method, path) to a handler plus the RBAC attributes of the request."""
         parts = [unquote(p) for p in path.split("/") if p]
+        from tests.workloads_api import workloads_route  # workload lists live there
+
+        if (workload := workloads_route(self, method, parts)) is not None:
+            return workload
         match parts:
             case ["apis", "apps", "v1", "namespaces", ns, "deployments", name]:
                 if method not in ("GET", "PATCH"):
@@ -1247,6 +1251,10 @@ class OpenShiftAPIServer:
     def _discovery(self, path: str) -> dict[str, Any] | None:
         """Just enough discovery for kubernetes.dynamic and ``oc api-resources``-style code."""
         path = path.rstrip("/") or "/"
+        from tests.workloads_api import workload_groups, workloads_discovery
+
+        if (found := workloads_discovery(path)) is not None:
+            return found
         group_version = {"groupVersion": API_VERSION, "version": VERSION}
         if path == "/version":
             return {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "platform": "linux/amd64"}
@@ -1266,7 +1274,11 @@ class OpenShiftAPIServer:
             "preferredVersion": group_version,
         }
         if path == "/apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [group, *workload_groups()],
+            }
         if path == f"/apis/{GROUP}":
             return {"kind": "APIGroup", "apiVersion": "v1", **group}
         if path == f"/apis/{GROUP}/{VERSION}":

@@ -33,7 +33,7 @@ from regprune.models import (
     models_in_order,
     query_text,
 )
-from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, empty_table
+from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, WORKLOAD_TABLES, empty_table
 from regprune.warehouse import RUNS_SCHEMA, RUNS_TABLE
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -54,6 +54,7 @@ EXTRA_TABLES = {
     **{f"recheck_{table}": table for table in (*SNAPSHOT_TABLES, *MANIFEST_TABLES)},
     "actions": "actions",
     "completed_actions": "actions",
+    **{table: table for table in WORKLOAD_TABLES},  # a prune-images snapshot's
 }
 EXTRA_MODEL_OUTPUTS = {"recheck_plan_actions": "plan_actions"}
 """Outputs of a model run over other tables (the re-check's plan), given to a model as a table."""
@@ -278,6 +279,30 @@ _ONE_ROW: dict[str, list[list[dict[str, Any]]]] = {
             {"category": name, "action": action, "count": 0, "size": 0}
             for name in sorted(c.name for c in PLAN_CATEGORIES)
             for action in ("delete", "keep")
+        ]
+    ],
+    "images_sanity": [
+        [
+            {
+                "invalid_references": 0,
+                "image_anomalies": 0,
+                "images": 0,
+                "revisions": 0,
+                "problems": [],
+            }
+        ]
+    ],
+    "images_summary": [
+        [
+            {
+                "revisions": 0,
+                "revisions_removed": 0,
+                "streams_updated": 0,
+                "images": 0,
+                "images_deleted": 0,
+                "revisions_kept_by_reason": None,
+                "images_kept_by_reason": None,
+            }
         ]
     ],
 }

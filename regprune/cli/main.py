@@ -423,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="generator seed")
     demo.set_defaults(run=run_demo)
     add_sql_parser(commands)
+    from regprune.cli.prune_images import add_prune_images_parser
+
+    add_prune_images_parser(commands)
     return parser
 
 

@@ -1,0 +1,206 @@
+"""The prune-images flow: what ``oc adm prune images`` removes, planned in SQL.
+
+DAG::
+
+    list images ─┐
+    list streams ┤
+    list pods, rc, rs, deploy, dc, ds, sts, jobs, cronjobs, builds, bc, limitranges (one task)
+                 └─> merge tables ─> plan-prune-images (sql/images_*.sql) ─> sanity
+                        ─> publish-prune-images-report
+
+    with confirm: -> execute-prune-images (streams' status, then Images)
+        -> with a storage: the hard prune (flows/prune.py) as a subflow, on what that freed
+
+A dump is read by one task instead of the listings. Every listing must complete: a workload
+list that fails fails the run before anything is planned, so nothing is removed on a partial
+view of what is in use. Dry run unless ``confirm``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from regprune.flows.prune import UnsafePlan, prune_flow
+from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
+from regprune.images_execute import execute_images_plan
+from regprune.images_plan import PruneImagesSettings
+from regprune.metadata import MetadataSource
+from regprune.models import DuckDBSettings
+from regprune.runners import ChosenTaskRunner
+from regprune.snapshots import SnapshotError, SnapshotSource
+from regprune.tables import SNAPSHOT_FILE
+from regprune.tasks.metadata_snapshot import merge_metadata_tables
+from regprune.tasks.prune_images import (
+    INVALID_SHOWN,
+    invalid_references,
+    plan_images,
+    publish_images_report,
+)
+from regprune.tasks.workload_snapshot import merge_workload_tables
+from regprune.units import Duration
+from regprune.version import tool_version
+
+CLUSTER_FILE = "cluster.json"
+"""Written last by a prune-images snapshot (metadata and workloads, no storage)."""
+
+
+class UnsafeImagesPlan(UnsafePlan):
+    """The metadata cannot decide what prune-images removes: nothing is removed."""
+
+
+def snapshot_cluster(out_dir: Path, metadata: MetadataSource) -> dict[str, Any]:
+    """Images, ImageStreams, workloads and LimitRanges into ``out_dir`` as Parquet tables."""
+    parts_dir = out_dir / "_parts"
+    (out_dir / CLUSTER_FILE).unlink(missing_ok=True)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    parts_dir.mkdir(parents=True)
+    started = datetime.now(UTC)
+    futures = submit_metadata_snapshot(metadata, str(parts_dir), workloads=True)
+    listings: list[dict[str, Any]] = []
+    for future in futures:  # any failed list ends the run here
+        result = future.result()
+        listings += result if isinstance(result, list) else [result]
+    rows = merge_metadata_tables(listings, str(out_dir)) | merge_workload_tables(
+        listings, str(out_dir)
+    )
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    objects: dict[str, int] = {}
+    for listing in listings:
+        objects.update(listing["objects"])
+    summary = {
+        "tool": "regprune",
+        "version": tool_version(),
+        "metadata": metadata.display,
+        "metadata_started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "metadata_objects": objects,
+        "apis_missing": sorted(
+            kind for listing in listings if listing.get("missing") for kind in listing["objects"]
+        ),
+        "rows": rows,
+    }
+    (out_dir / CLUSTER_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def snapshot_started_at(run_dir: Path) -> datetime:
+    """When the listing of an existing snapshot started: the plan's "now"."""
+    for name in (CLUSTER_FILE, SNAPSHOT_FILE):
+        path = run_dir / name
+        if path.exists():
+            return datetime.fromisoformat(json.loads(path.read_text())["metadata_started_at"])
+    raise SnapshotError(
+        f"{run_dir} is not a complete prune-images snapshot (no {CLUSTER_FILE}); "
+        "take one with 'regprune prune-images --out DIR'"
+    )
+
+
+@flow(name="regprune-prune-images", log_prints=True, task_runner=ChosenTaskRunner())
+def prune_images_flow(
+    settings: PruneImagesSettings,
+    metadata: MetadataSource | None = None,
+    snapshot: str | None = None,
+    out: str | None = None,
+    report: str | None = None,
+    confirm: bool = False,
+    duckdb: DuckDBSettings | None = None,
+    hard_prune: SnapshotSource | None = None,
+    hard_prune_keep_younger_than: Duration = "24h",
+    registry_url: str | None = None,
+    registry_token_file: str | None = None,
+) -> dict[str, Any]:
+    """Plan what ``oc adm prune images`` removes — tag revisions and Images — with the reason
+    for every kept one.
+
+    Args:
+        settings: oc's options (keep_tag_revisions, keep_younger_than, prune_over_size_limit,
+            all_images, namespace, ignore_invalid_refs).
+        metadata: the cluster (kube) or a dump of images, streams, workloads and LimitRanges.
+        snapshot: an existing prune-images snapshot folder instead of listing again.
+        out: folder for the tables and results (default regprune-runs/prune-images-<time>).
+        report: also write the report JSON to this path.
+        confirm: remove for real (needs the cluster, not a dump): the streams' revisions, then
+            the Images; the storage they free is the hard prune's to delete afterwards.
+        duckdb: memory limit, spill directory and threads for the plan.
+        hard_prune: with confirm, the registry's storage (and this cluster): after the Images
+            are deleted, the hard prune (flows/prune.py) deletes what they freed — links and
+            blobs in batches, re-verified, audited, resumable — as a subflow of this run.
+        hard_prune_keep_younger_than: the hard prune's grace period on storage times.
+        registry_url: the running registry, for the hard prune's cache handling.
+        registry_token_file: its bearer token.
+    """
+    if confirm and not (metadata or MetadataSource()).is_kube:
+        raise UnsafeImagesPlan(
+            "prune-images --confirm changes the cluster: it needs --metadata kube, not a dump"
+        )
+    if snapshot:
+        run_dir = Path(snapshot)
+        now = snapshot_started_at(run_dir)
+    else:
+        run_dir = Path(out or new_run_folder("prune-images"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cluster = snapshot_cluster(run_dir, metadata or MetadataSource())
+        now = datetime.fromisoformat(cluster["metadata_started_at"])
+        for kind in cluster["apis_missing"]:
+            print(f"Note: the API of {kind} is not served (404): none listed")
+    planned = plan_images(str(run_dir), settings, now, duckdb)
+    problems = planned["sanity"]["problems"]
+    summary = planned["summary"]
+    mode = "refused" if problems else ("delete" if confirm else "dry-run")
+    if mode == "delete":
+        summary = {
+            **summary,
+            "executed": execute_images(str(run_dir), metadata or MetadataSource()),
+        }
+    published = publish_images_report(
+        str(run_dir), mode, settings.effective(), summary, problems, report
+    )
+    if problems:
+        raise UnsafeImagesPlan(_refusal(run_dir, problems))
+    text = published["text"]
+    if "executed" in summary:
+        text += "\nExecuted: " + ", ".join(f"{k} {v}" for k, v in summary["executed"].items())
+    result = {"run_dir": str(run_dir), "summary": summary, "text": text}
+    if mode == "delete" and hard_prune is not None:
+        freed = prune_flow(
+            source=hard_prune,
+            out=str(run_dir / "hard-prune"),
+            keep_younger_than=hard_prune_keep_younger_than,
+            confirm=True,
+            duckdb=duckdb,
+            registry_url=registry_url,
+            registry_token_file=registry_token_file,
+        )
+        result["hard_prune"] = {"run_dir": freed["run_dir"], "summary": freed["summary"]}
+        result["text"] += "\nHard prune of the freed storage:\n" + freed["text"]
+    return result
+
+
+@task(name="execute-prune-images")
+def execute_images(run_dir: str, metadata: MetadataSource) -> dict[str, int]:
+    """Tag revisions out of the streams' status (conflicts retried), then the Images deleted
+    (each re-checked against the streams as they are now): regprune/images_execute.py."""
+    return execute_images_plan(run_dir, metadata)
+
+
+def _refusal(run_dir: Path, problems: list[str]) -> str:
+    lines = ["refusing to prune images: " + "; ".join(problems) + " - no changes made"]
+    if "invalid-references" in problems:
+        invalid = invalid_references(run_dir)
+        lines.append("The following objects have invalid references:")
+        lines += [
+            f"  {r['kind']}/{r['name']} namespace={r['namespace']}: "
+            f"{r['field']} {r['container'] or ''}: invalid reference {r['reference']!r}: "
+            f"{r['problem']}"
+            for r in invalid[:INVALID_SHOWN]
+        ]
+        if len(invalid) > INVALID_SHOWN:
+            lines.append(f"  ... and {len(invalid) - INVALID_SHOWN} more (see the report)")
+        lines.append("Either fix the references or delete the objects, or --ignore-invalid-refs")
+    return "\n".join(lines)
