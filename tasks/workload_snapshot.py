@@ -16,8 +16,9 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from regprune.metadata import ListingRestart, MetadataError, MetadataSource
+from regprune.retries import retry_unless
 from regprune.tables import WORKLOAD_TABLES, TableWriters
-from regprune.tasks.metadata_snapshot import MAX_LIST_RESTARTS, _retry_unless_metadata_error
+from regprune.tasks.metadata_snapshot import MAX_LIST_RESTARTS
 from regprune.tasks.storage_snapshot import merge_snapshot_tables
 from regprune.workloads import (
     LISTINGS,
@@ -86,7 +87,7 @@ def _list_kind(
     name="list-workloads",
     retries=1,
     retry_delay_seconds=10,
-    retry_condition_fn=_retry_unless_metadata_error,
+    retry_condition_fn=retry_unless(MetadataError),
 )
 def list_workloads(source: MetadataSource, parts_dir: str) -> list[dict[str, Any]]:
     """Every workload kind and LimitRanges, LIST_THREADS lists at a time (one task: a dozen

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ OC = Path(os.environ.get("REGPRUNE_OC", "/work/shared/openshift-oc/oc"))
 OLD = datetime.now(UTC) - timedelta(days=3)
 YOUNG = datetime.now(UTC) - timedelta(minutes=5)
 HOST = "image-registry.openshift-image-registry.svc:5000"
+
+
+@pytest.fixture
+def tls_api() -> Iterator[OpenShiftAPIServer]:
+    """The image API over HTTPS: oc (Go's client) sends a kubeconfig's token only there."""
+    server = OpenShiftAPIServer(tls=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _require_oc_and_tls(server: OpenShiftAPIServer) -> None:
@@ -122,12 +133,12 @@ def oc_plan(api: OpenShiftAPIServer, kubeconfig: Path, *options: str) -> tuple[C
     ],
 )
 def test_regprune_removes_what_oc_removes(
-    openshift_api: OpenShiftAPIServer, tmp_path: Path, options: list[str]
+    tls_api: OpenShiftAPIServer, tmp_path: Path, options: list[str]
 ) -> None:
-    _require_oc_and_tls(openshift_api)
-    build_cluster(openshift_api)
-    kubeconfig = openshift_api.kubeconfig(tmp_path / "kubeconfig")
-    oc_streams, oc_images = oc_plan(openshift_api, kubeconfig, *options)
+    _require_oc_and_tls(tls_api)
+    build_cluster(tls_api)
+    kubeconfig = tls_api.kubeconfig(tmp_path / "kubeconfig")
+    oc_streams, oc_images = oc_plan(tls_api, kubeconfig, *options)
     report = tmp_path / "report.json"
     code = main(
         ["prune-images", "--kubeconfig", str(kubeconfig), "--report", str(report), *options]
