@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 from prefect import task
 
+from regprune import progress
 from regprune.layout import (
     blob_data_path,
     layer_link_path,
@@ -180,6 +181,7 @@ class _Batch:
         for item, targets in ready:
             errors = [outcome[key] for key in targets if outcome.get(key)]
             self.record(item, FAILED if errors else DONE, errors[0] if errors else None)
+        progress.advance("delete", len(items), sum(item.get("size") or 0 for item, _ in ready))
 
 
 @task(name="execute-batch", retries=2, retry_delay_seconds=[5, 30])

@@ -14,6 +14,7 @@ from prefect import task
 from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
+from regprune import progress
 from regprune.metadata import (
     ListingRestart,
     MetadataError,
@@ -85,6 +86,7 @@ def list_cluster_objects(source: MetadataSource, plural: str, parts_dir: str) ->
                 for obj in page:
                     objects += 1
                     _write(out, plural, obj)
+                progress.advance("metadata", len(page))
         except ListingRestart:
             out.abort()
             logger.warning(

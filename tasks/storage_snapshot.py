@@ -21,6 +21,7 @@ from prefect import task
 from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
+from regprune import progress
 from regprune.layout import (
     BLOBS_PREFIX,
     LINK_SIZE,
@@ -169,6 +170,7 @@ def _listings(storage: Storage, prefixes: list[str]) -> Iterator[pa.Table]:
     rows = 0
     for prefix in prefixes:
         listing = storage.list_files(prefix)
+        progress.advance("walk", listing.num_rows, pc.sum(listing["size"]).as_py() or 0)
         gathered.append(listing)
         rows += listing.num_rows
         if rows >= LISTING_ROWS:

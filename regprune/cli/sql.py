@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import duckdb
-
-from regprune.warehouse import Warehouse, WarehouseError, connect_snapshot, connect_warehouse
+if TYPE_CHECKING:  # DuckDB is imported when a query runs: `regprune --help` stays quick
+    import duckdb
 
 FORMATS = ("table", "csv", "json", "parquet")
 PROMPT, CONTINUATION = "regprune> ", "     ...> "
@@ -30,6 +29,8 @@ EXIT_OK, EXIT_FAILURE = 0, 1
 
 def warehouse_url(text: str) -> str:
     """argparse type for ``--warehouse``: a bad URL is a usage error before anything runs."""
+    from regprune.warehouse import Warehouse, WarehouseError
+
     try:
         Warehouse(text)
     except WarehouseError as exc:
@@ -64,7 +65,10 @@ def add_sql_parser(commands: Any) -> None:
 
 
 def run_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
     from regprune.cli.main import UsageError  # cli imports this module: import at call time
+    from regprune.warehouse import WarehouseError
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet writes a file: give --output FILE")
@@ -80,6 +84,8 @@ def run_sql(args: argparse.Namespace) -> int:
                 repl(con, views, sys.stdout)
             else:
                 print_views(con, sys.stdout)
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): main() stops quietly
     except (WarehouseError, duckdb.Error, OSError) as exc:
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -87,6 +93,8 @@ def run_sql(args: argparse.Namespace) -> int:
 
 
 def open_views(con: duckdb.DuckDBPyConnection, warehouse: str | None, snapshot: str | None) -> int:
+    from regprune.warehouse import WarehouseError, connect_snapshot, connect_warehouse
+
     names = connect_warehouse(warehouse, con) if warehouse else connect_snapshot(str(snapshot), con)
     if not names:
         raise WarehouseError(f"no complete run in the warehouse at {warehouse}")
@@ -184,6 +192,8 @@ def print_views(con: duckdb.DuckDBPyConnection, out: TextIO) -> None:
 def repl(con: duckdb.DuckDBPyConnection, views: int, out: TextIO) -> None:
     """A small prompt: statements end with ';', '.tables' lists the views, '.quit' leaves."""
     import readline  # noqa: F401  (line editing and history for input())
+
+    import duckdb
 
     out.write(f"regprune sql: {views} views. End statements with ';'. .tables, .quit\n")
     pending: list[str] = []
