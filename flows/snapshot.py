@@ -25,7 +25,7 @@ from prefect.futures import PrefectFuture
 from regprune import progress
 from regprune.metadata import MetadataSource
 from regprune.runners import ChosenTaskRunner
-from regprune.snapshots import SnapshotSource, read_snapshot_summary
+from regprune.snapshots import SnapshotSource, new_run_folder, read_snapshot_summary
 from regprune.storage import (
     StorageSpec,
 )
@@ -157,14 +157,6 @@ def snapshot_flow(out: str, source: SnapshotSource, warehouse: str | None = None
     if warehouse:
         publish_to_warehouse(str(out_dir), warehouse, "snapshot")
     return str(out_dir)
-
-
-DEFAULT_RUNS = Path("regprune-runs")
-
-
-def new_run_folder(kind: str, base: Path = DEFAULT_RUNS) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return str(base / f"{kind}-{stamp}")
 
 
 def snapshot_for_run(

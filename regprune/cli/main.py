@@ -171,17 +171,32 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def new_run_folder(kind: str) -> str:
-    from regprune.flows.snapshot import new_run_folder as folder
+    from regprune.snapshots import new_run_folder as folder
 
     return folder(kind)
 
 
 def begin(args: argparse.Namespace, run_dir: str | Path) -> None:
-    """Just before a flow runs: its log file, and the Prefect server (waited for)."""
+    """The command line is valid: the run's log file, and a Prefect server if none runs
+    (started in the background while the flows are imported; see :func:`ready`)."""
+    from prefect.settings import PREFECT_API_URL
+
     from regprune.cli.output import configure_logging
 
     args.log_file = Path(run_dir) / LOG_FILE
     args.undo_logging = configure_logging(args.output_mode, args.log_file)
+    if args.api_url:
+        progress.phase(f"Prefect server: {args.api_url.removesuffix('/api')}")
+    elif not PREFECT_API_URL.value():
+        progress.phase(
+            "Starting a temporary Prefect server (seconds; a minute on the first run). "
+            + START_SERVER_HINT
+        )
+        args.server_start = ServerStart()
+
+
+def ready(args: argparse.Namespace) -> None:
+    """Just before the first flow runs: the Prefect server answers."""
     server: ServerStart | None = getattr(args, "server_start", None)
     if server is not None:
         server.wait()
@@ -198,12 +213,14 @@ def print_json(data: Any) -> None:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    from regprune.flows.snapshot import snapshot_flow
     from regprune.snapshots import read_snapshot_summary
 
     source = snapshot_source(args)
     out = args.out or new_run_folder("snapshot")
     begin(args, out)
+    from regprune.flows.snapshot import snapshot_flow
+
+    ready(args)
     snapshot_flow(out=out, source=source, warehouse=args.warehouse)
     summary = read_snapshot_summary(out)
     if args.output_mode.json:
@@ -268,7 +285,6 @@ def duckdb_settings(args: argparse.Namespace) -> DuckDBSettings:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from regprune.flows.prune import prune_flow
     from regprune.tasks.registry_restart import parse_deployment
     from regprune.units import parse_duration
 
@@ -306,6 +322,9 @@ def run_prune(args: argparse.Namespace) -> int:
         run_dir = inputs["out"] = new_run_folder("prune")
     json_report(args, inputs, run_dir)
     begin(args, run_dir)
+    from regprune.flows.prune import prune_flow
+
+    ready(args)
     result = prune_flow(
         keep_younger_than=args.keep_younger_than,
         upload_max_age=args.upload_max_age,
@@ -324,8 +343,6 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from regprune.flows.check import check_flow
-
     if args.confirm and not args.recover:
         raise UsageError("--confirm goes with --recover: it creates the lost-found tags")
     if args.recover and args.confirm and args.metadata != "kube":
@@ -356,6 +373,9 @@ def run_check(args: argparse.Namespace) -> int:
         run_dir = inputs["out"] = new_run_folder("check")
     json_report(args, inputs, run_dir)
     begin(args, run_dir)
+    from regprune.flows.check import check_flow
+
+    ready(args)
     result = check_flow(
         namespace=args.namespace,
         recover=args.recover,
@@ -384,9 +404,10 @@ def finish(args: argparse.Namespace, inputs: dict[str, Any], result: dict[str, A
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    begin(args, args.out)
     from regprune.flows.demo import demo_flow
 
-    begin(args, args.out)
+    ready(args)
     result = demo_flow(out=args.out, seed=args.seed)
     if args.output_mode.json:
         reports = {
@@ -637,6 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.output_mode = output = output_mode(args)
+    args.api_url = api_url
     run: Callable[[argparse.Namespace], int] = args.run
     display = None
     try:
@@ -646,16 +668,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         display = make_display(output)
         progress.attach(display)
-        from prefect.settings import PREFECT_API_URL
-
-        if api_url:
-            display.phase(f"Prefect server: {api_url.removesuffix('/api')}")
-        elif not PREFECT_API_URL.value():
-            display.phase(
-                "Starting a temporary Prefect server (seconds; a minute on the first run). "
-                + START_SERVER_HINT
-            )
-            args.server_start = ServerStart()
         from regprune.runners import use_task_runner
 
         with use_task_runner(task_runner_settings(args)):
