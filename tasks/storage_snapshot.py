@@ -170,7 +170,8 @@ def _listings(storage: Storage, prefixes: list[str]) -> Iterator[pa.Table]:
     rows = 0
     for prefix in prefixes:
         listing = storage.list_files(prefix)
-        progress.advance("walk", listing.num_rows, pc.sum(listing["size"]).as_py() or 0)
+        files = listing["problem"].null_count  # not folders (or odd entries)
+        progress.advance("walk", files, pc.sum(listing["size"]).as_py() or 0)
         gathered.append(listing)
         rows += listing.num_rows
         if rows >= LISTING_ROWS:

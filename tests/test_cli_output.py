@@ -117,10 +117,15 @@ def test_default_output_is_phases_progress_and_summary(
 
 @pytest.mark.slow
 def test_verbose_streams_prefect_logs_on_stderr_and_keeps_stdout_clean(
-    prefect_server: None, demo: dict[str, str], tmp_path: Path
+    prefect_server: None,
+    demo: dict[str, str],
+    default_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    result = regprune(*prune_args(demo, tmp_path / "run"), "-v")
+    _, earlier = default_run
+    result = regprune(*prune_args(demo, earlier.parent / "verbose"), "-v")
     assert result.returncode == 0, result.stderr
+    # the walk is estimated from the earlier snapshot of the same storage beside it
+    assert re.search(r"^  [\d,]+ of ~[\d,]+ objects, ", result.stdout, re.M), result.stdout
     assert PREFECT_LOG_LINE.search(result.stderr)
     assert "Finished in state Completed()" in result.stderr
     assert "Would delete 70 blobs" in result.stdout.splitlines()

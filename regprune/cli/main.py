@@ -195,6 +195,51 @@ def begin(args: argparse.Namespace, run_dir: str | Path) -> None:
         args.server_start = ServerStart()
 
 
+WALKED_TABLES = ("blobs", "layer_links", "manifest_links", "tags", "tag_index")
+"""One listed file per row; an upload is about three files (data, startedat, hashstates)."""
+
+
+def previous_rows(storage: str, warehouse: str | None, out: str | None) -> dict[str, int] | None:
+    """Row counts of the newest earlier snapshot of ``storage``: from the warehouse, else
+    from the run folders under regprune-runs/ or beside ``out``."""
+    if warehouse:
+        import duckdb
+
+        from regprune.warehouse import connect_warehouse
+
+        with duckdb.connect() as con:
+            if "runs" in connect_warehouse(warehouse, con):
+                found = con.execute(
+                    "SELECT snapshot_json FROM runs WHERE storage = ? "
+                    "ORDER BY snapshot_date DESC, run DESC LIMIT 1",
+                    [storage],
+                ).fetchone()
+                if found:
+                    return json.loads(found[0]).get("rows")
+    from regprune.snapshots import DEFAULT_RUNS
+
+    folders = {DEFAULT_RUNS, *([Path(out).parent] if out else [])}
+    summaries = [path for folder in folders for path in folder.glob("*/snapshot.json")]
+    for summary in sorted(summaries, key=lambda p: p.stat().st_mtime, reverse=True)[:50]:
+        data = json.loads(summary.read_text())
+        if data.get("storage") == storage:
+            return data.get("rows")
+    return None
+
+
+def expect_walk(args: argparse.Namespace, source: SnapshotSource | None, out: str) -> None:
+    """Progress estimates the walk's end from the previous snapshot of the same storage."""
+    if source is None or not (source.storage or source.registry_config):
+        return
+    try:
+        rows = previous_rows(source.storage_spec().display, args.warehouse, out)
+    except Exception:  # an estimate only: a run never fails for it
+        rows = None
+    if rows:
+        files = sum(int(rows.get(t, 0)) for t in WALKED_TABLES) + 3 * int(rows.get("uploads", 0))
+        progress.expect("walk", files)
+
+
 def ready(args: argparse.Namespace) -> None:
     """Just before the first flow runs: the Prefect server answers."""
     server: ServerStart | None = getattr(args, "server_start", None)
@@ -218,6 +263,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
     source = snapshot_source(args)
     out = args.out or new_run_folder("snapshot")
     begin(args, out)
+    expect_walk(args, source, out)
     from regprune.flows.snapshot import snapshot_flow
 
     ready(args)
@@ -322,6 +368,8 @@ def run_prune(args: argparse.Namespace) -> int:
         run_dir = inputs["out"] = new_run_folder("prune")
     json_report(args, inputs, run_dir)
     begin(args, run_dir)
+    if not (args.resume or inputs.get("snapshot")):
+        expect_walk(args, inputs["source"], run_dir)
     from regprune.flows.prune import prune_flow
 
     ready(args)
@@ -373,6 +421,8 @@ def run_check(args: argparse.Namespace) -> int:
         run_dir = inputs["out"] = new_run_folder("check")
     json_report(args, inputs, run_dir)
     begin(args, run_dir)
+    if not inputs.get("snapshot"):
+        expect_walk(args, inputs["source"], run_dir)
     from regprune.flows.check import check_flow
 
     ready(args)

@@ -68,11 +68,12 @@ def _configured(name: str, profile: dict[str, Any]) -> bool:
     return name in os.environ or name in profile
 
 
-def server_listening(host: str, port: int, timeout: float = 0.3) -> bool:
-    """A Prefect API answers on host:port (a connect, then its health endpoint)."""
+def server_listening(host: str, port: int, timeout: float = 0.5, answer_within: float = 8) -> bool:
+    """A Prefect API answers on host:port: a connect (refused at once where nothing listens),
+    then its health endpoint (a busy server may take seconds: starting another takes more)."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as conn:
-            conn.settimeout(timeout * 3)
+            conn.settimeout(answer_within)
             conn.sendall(f"GET /api/health HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
             answer = conn.recv(64)
     except OSError:
