@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--server", action="store_true", help="start a Prefect server first")
     parser.add_argument("--api-url", action="store_true", help="set PREFECT_API_URL to it")
+    parser.add_argument("--port", type=int, help="a Prefect server already running here")
     parser.add_argument("--demo", default=None, help="demo folder (default: a temporary one)")
     args = parser.parse_args()
 
@@ -100,8 +101,8 @@ def main() -> None:
     env["PREFECT_HOME"] = str(work_dir / "prefect-home")
     server = None
     try:
-        if args.server:
-            server, port = start_server(env)
+        if args.server or args.port:
+            server, port = (None, args.port) if args.port else start_server(env)
             env["PREFECT_SERVER_API_PORT"] = str(port)
             if args.api_url:
                 env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
