@@ -116,6 +116,28 @@ def test_default_output_is_phases_progress_and_summary(
 
 
 @pytest.mark.slow
+def test_progress_reaches_the_prefect_ui_as_artifacts(
+    default_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    assert default_run[0].returncode == 0
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(
+                    any_=["regprune-walk-progress", "regprune-manifests-progress"]
+                )
+            )
+        )
+    assert {a.key for a in artifacts} == {"regprune-walk-progress", "regprune-manifests-progress"}
+    walks = [a for a in artifacts if a.key == "regprune-walk-progress"]
+    assert all(a.type == "progress" and a.data == 100 for a in walks), walks
+    assert any("objects" in (a.description or "") for a in walks)
+
+
+@pytest.mark.slow
 def test_verbose_streams_prefect_logs_on_stderr_and_keeps_stdout_clean(
     prefect_server: None,
     demo: dict[str, str],
