@@ -40,19 +40,31 @@ def ensure_demo(regprune: str, folder: Path, env: dict[str, str]) -> tuple[str, 
     return str(folder / "registry"), str(folder / "metadata.json")
 
 
-def timed_run(command: list[str], parts: Path, env: dict[str, str]) -> tuple[float, float, int]:
-    """Seconds until ``parts`` exists, seconds until the command ends, and its exit code."""
+def timed_run(
+    command: list[str], parts: Path, env: dict[str, str]
+) -> tuple[float, float, float, int]:
+    """Seconds until ``parts`` exists, seconds until the command ends, the CPU seconds it
+    used (its own and its children's: on a busy machine the steadier figure), its exit code."""
     started = time.monotonic()
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     work = None
-    while process.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
         if work is None and parts.exists():
             work = time.monotonic() - started
         time.sleep(0.005)
     total = time.monotonic() - started
-    return (work if work is not None else float("nan")), total, process.returncode
+    cpu = usage.ru_utime + usage.ru_stime
+    return (
+        (work if work is not None else float("nan")),
+        total,
+        cpu,
+        os.waitstatus_to_exitcode(status),
+    )
 
 
 def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
@@ -122,14 +134,19 @@ def main() -> None:
                 "--out",
                 str(out),
             ]
-            work, total, code = timed_run(command, out / "_parts", env)
-            results.append((work, total))
-            print(f"run {i}: work starts {work:.2f} s, ends {total:.2f} s (exit {code})")
+            work, total, cpu, code = timed_run(command, out / "_parts", env)
+            results.append((work, total, cpu))
+            print(
+                f"run {i}: work starts {work:.2f} s, ends {total:.2f} s, "
+                f"{cpu:.2f} CPU s (exit {code})"
+            )
         later = results[1:] if len(results) > 1 else results
         print(
             f"median of runs 2..{len(results)}: work starts "
-            f"{statistics.median(w for w, _ in later):.2f} s, ends "
-            f"{statistics.median(t for _, t in later):.2f} s"
+            f"{statistics.median(r[0] for r in later):.2f} s, ends "
+            f"{statistics.median(r[1] for r in later):.2f} s, "
+            f"{statistics.median(r[2] for r in later):.2f} CPU s; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
     finally:
         if server is not None:

@@ -31,6 +31,7 @@ ARTIFACT_INTERVAL = 2.0
 """Seconds between updates of a Prefect progress artifact (each is an API call)."""
 
 logger = logging.getLogger("regprune")
+logger.addHandler(logging.NullHandler())  # a library: the application decides where logs go
 
 
 @dataclass
