@@ -1,8 +1,9 @@
 """``regprune sql``: DuckDB over the warehouse (every run) or over one snapshot folder.
 
 Each table is a view: over a warehouse ``<table>`` spans every complete run with its
-``snapshot_date`` and ``run`` columns, and ``latest.<table>`` is the newest run that has
-the table; over a snapshot folder both names are that folder's table. A query on
+``snapshot_date`` and ``run`` columns, ``latest.<table>`` is the newest run alone (empty
+where that run lacks the table) and ``latest_<command>.<table>`` the newest run of a command;
+over a snapshot folder ``<table>`` and ``latest.<table>`` are that folder's table. A query on
 ``latest.`` views therefore runs unchanged on either.
 """
 
@@ -46,7 +47,8 @@ def add_sql_parser(commands: Any) -> None:
         description="Open DuckDB with one view per table and run QUERY (or, without QUERY, "
         "an interactive prompt; the list of views when input is not a terminal). Over a "
         "warehouse, <table> spans every run (columns snapshot_date, run) and "
-        "latest.<table> is the newest run that has it.",
+        "latest.<table> is the newest run alone (latest_prune.<table>, latest_check.<table>: "
+        "the newest run of that command).",
     )
     sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run (DuckDB dialect)")
     source = sql.add_mutually_exclusive_group(required=True)
@@ -186,7 +188,10 @@ def print_views(con: duckdb.DuckDBPyConnection, out: TextIO) -> None:
     width = max(len(name) for name, _ in main)
     out.write("".join(f"{name.ljust(width)}  {cols}\n" for name, cols in main))
     if any(schema == "latest" for schema, _, _ in rows):
-        out.write("(each also as latest.<name>: over a warehouse, the newest run that has it)\n")
+        out.write(
+            "(each also as latest.<name>: over a warehouse the newest run alone, and as "
+            "latest_<command>.<name>: the newest run of that command)\n"
+        )
 
 
 def repl(con: duckdb.DuckDBPyConnection, views: int, out: TextIO) -> None:
