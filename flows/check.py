@@ -20,6 +20,7 @@ from typing import Any
 
 from prefect import flow
 
+from regprune import progress
 from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings
@@ -113,6 +114,7 @@ def check_flow(
     if confirm:
         check_recovery_target(run_dir, cluster)
     (Path(run_dir) / RESULTS_FILE).unlink(missing_ok=True)  # a report shows this run's only
+    progress.phase("Checking tags, images and stored manifests")
     digests = find_inconsistencies(run_dir, namespace, duckdb)
     parts_dir = str(Path(run_dir) / "_parts")
     parts = read_manifests_in_batches(run_storage(run_dir, source), digests, parts_dir)
@@ -121,7 +123,14 @@ def check_flow(
     if recover:
         plan = plan_recovery(run_dir, registry_host, duckdb)
         if confirm:
-            recover_lost_found(run_dir, plan, cluster, recover_rate)
+            with progress.activity(
+                "restore",
+                f"Restoring {plan['count']:,} lost-found tags",
+                expected=plan["count"],
+                unit="tags",
+            ):
+                recover_lost_found(run_dir, plan, cluster, recover_rate)
+    progress.phase("Writing the report")
     published = publish_check_report(run_dir, report)
     if warehouse:
         settings = {"namespace": namespace, "recover": recover, "confirm": confirm}

@@ -21,6 +21,7 @@ from typing import Any
 
 from prefect import flow
 
+from regprune import progress
 from regprune.flows.execute import execute_plan
 from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
@@ -110,6 +111,7 @@ def prune_flow(
         unknown = find_unknown_manifests(run_dir, keep_younger_than, duckdb)
         parts_dir = str(Path(run_dir) / "_parts")
         manifests = read_manifests_in_batches(run_storage(run_dir, source), unknown, parts_dir)
+        progress.phase("Planning the hard prune")
         plan_hard_prune(run_dir, manifests, keep_younger_than, upload_max_age, duckdb)
         shutil.rmtree(parts_dir, ignore_errors=True)
     settings = {
@@ -124,21 +126,28 @@ def prune_flow(
             "--force executes the plan anyway"
         )
     for problem in problems:
-        print(f"Warning: {problem}")
+        progress.warning(problem)
     deleting = bool(confirm or resume)
-    execute_plan(
-        run_dir,
-        run_storage(run_dir, source),
-        keep_younger_than,
-        upload_max_age,
-        registry_url,
-        registry_token_file,
-        force_unlock,
-        dry_run=not deleting,
+    title = (
+        "Deleting (3 phases, each object re-read first)"
+        if deleting
+        else "Listing what would be deleted (the same 3 phases, nothing deleted)"
     )
+    with progress.activity("delete", title):
+        execute_plan(
+            run_dir,
+            run_storage(run_dir, source),
+            keep_younger_than,
+            upload_max_age,
+            registry_url,
+            registry_token_file,
+            force_unlock,
+            dry_run=not deleting,
+        )
     if deleting and restart_registry:
         restart_registry_task(cluster_of_run(run_dir, source), restart_registry)
     mode = "delete" if deleting else "dry-run"
+    progress.phase("Writing the report")
     published = publish_prune_report(run_dir, mode, settings, report)
     if warehouse:
         publish_to_warehouse(run_dir, warehouse, "prune", {"mode": mode, **settings})

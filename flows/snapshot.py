@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture
 
+from regprune import progress
 from regprune.metadata import MetadataSource
 from regprune.runners import ChosenTaskRunner
-from regprune.snapshots import SnapshotSource, read_snapshot_summary
+from regprune.snapshots import SnapshotSource, new_run_folder, read_snapshot_summary
 from regprune.storage import (
     StorageSpec,
 )
@@ -74,15 +75,18 @@ def snapshot_storage(
     """Walk blob and repository shards in parallel; with ``links_only``, only the layer and
     manifest links (what the re-verification before deleting compares): no blob walk, no
     tag or upload file read."""
-    shards = plan_storage_shards(spec, shard_tasks)
-    blob_groups = [] if links_only else shards.blob_groups
-    futures = [
-        walk_blob_shard.submit(spec, group, parts_dir, i) for i, group in enumerate(blob_groups)
-    ] + [
-        walk_repository_shard.submit(spec, group, parts_dir, i, links_only)
-        for i, group in enumerate(shards.repository_groups)
-    ]
-    wait(futures)
+    title = f"Re-reading the links in {spec.display}" if links_only else f"Walking {spec.display}"
+    # the previous snapshot's count (regprune/cli) estimates a full walk, not the links alone
+    with progress.activity("walk", title, expected=0 if links_only else None) as walking:
+        shards = plan_storage_shards(spec, shard_tasks)
+        blob_groups = [] if links_only else shards.blob_groups
+        futures = [
+            walk_blob_shard.submit(spec, group, parts_dir, i) for i, group in enumerate(blob_groups)
+        ] + [
+            walk_repository_shard.submit(spec, group, parts_dir, i, links_only)
+            for i, group in enumerate(shards.repository_groups)
+        ]
+        progress.wait_for(futures, walking)
     parts = [future.result() for future in futures]
     if shards.stray_files:
         parts.append(record_stray_files(shards.stray_files, parts_dir))
@@ -114,14 +118,22 @@ def snapshot_flow(out: str, source: SnapshotSource, warehouse: str | None = None
     started = time.monotonic()
 
     metadata_started_at = datetime.now(UTC)
-    metadata_tasks = submit_metadata_snapshot(metadata, str(parts_dir))
     if metadata.is_kube:  # listed before the walk starts; a dump is fixed, read meanwhile
+        with progress.activity(
+            "metadata", f"Listing images and imagestreams of {metadata.display}", unit="objects"
+        ) as listing_all:
+            metadata_tasks = submit_metadata_snapshot(metadata, str(parts_dir))
+            progress.wait_for(metadata_tasks, listing_all)
         for listing in metadata_tasks:
             listing.result()  # a failed listing ends the run here, before any walking
+    else:
+        progress.phase(f"Reading the metadata dump {metadata.display}")
+        metadata_tasks = submit_metadata_snapshot(metadata, str(parts_dir))
     metadata_merged = merge_metadata_tables.submit(metadata_tasks, str(out_dir))
     storage_started_at = datetime.now(UTC)
     storage_parts = snapshot_storage(spec, str(parts_dir), source.shard_tasks)
 
+    progress.phase("Writing the snapshot tables")
     counts = merge_snapshot_tables(storage_parts, str(out_dir), STORAGE_TABLES)
     listings = [listing.result() for listing in metadata_tasks]  # a bad dump fails here
     counts = metadata_merged.result() | counts
@@ -156,14 +168,6 @@ def snapshot_flow(out: str, source: SnapshotSource, warehouse: str | None = None
     if warehouse:
         publish_to_warehouse(str(out_dir), warehouse, "snapshot")
     return str(out_dir)
-
-
-DEFAULT_RUNS = Path("regprune-runs")
-
-
-def new_run_folder(kind: str, base: Path = DEFAULT_RUNS) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return str(base / f"{kind}-{stamp}")
 
 
 def snapshot_for_run(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
+from regprune import progress
 from regprune.storage import StorageSpec
 
 LOCK_KEY = "_regprune/lock"
@@ -215,7 +216,9 @@ class StorageLock:
             if holder is None or not holder.is_gone():
                 raise StorageLocked(self._held_message(holder, found))
             if self.lock.read() == found:
-                print(f"Taking over the lock of {holder.describe()}: that process is gone")
+                progress.warning(
+                    f"Taking over the lock of {holder.describe()}: that process is gone"
+                )
                 self.lock.remove()
         raise StorageLocked(
             f"the lock {self.lock.where} of {self.spec.display} kept changing hands while "
@@ -228,7 +231,7 @@ class StorageLock:
         if self.lock.read() == self.holder.encode():
             self.lock.remove()
         else:
-            print(f"The lock {self.lock.where} is no longer this run's: left in place")
+            progress.warning(f"The lock {self.lock.where} is no longer this run's: left in place")
 
     def _remove_existing(self, why: str) -> None:
         found = self.lock.read()
@@ -236,7 +239,7 @@ class StorageLock:
             return
         holder = LockHolder.decode(found)
         who = holder.describe() if holder else "unreadable content"
-        print(f"Lock {self.lock.where} of {who} {why}")
+        progress.warning(f"Lock {self.lock.where} of {who} {why}")
         self.lock.remove()
 
     def _held_message(self, holder: LockHolder | None, found: bytes) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +103,11 @@ class SnapshotSource(BaseModel):
             context=self.context,
             page_size=self.page_size,
         )
+
+
+DEFAULT_RUNS = Path("regprune-runs")
+
+
+def new_run_folder(kind: str, base: Path = DEFAULT_RUNS) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return str(base / f"{kind}-{stamp}")

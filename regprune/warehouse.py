@@ -270,18 +270,35 @@ class WarehouseCatalog:
 
 def connect_warehouse(url: str, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
     """Views over every complete run: ``<table>`` (all runs, with ``snapshot_date`` and ``run``
-    columns) and ``latest.<table>`` (the newest run that has that table). Returns the names."""
+    columns); ``latest.<table>``, the newest run alone; and ``latest_<command>.<table>``, the
+    newest run of that command (``latest_prune.plan_namespaces``). A view of one run never
+    mixes runs: a table that run lacks (``plan_*`` of a check) is empty. Returns the names."""
     warehouse = Warehouse(url)
     con = con if con is not None else duckdb.connect()
     if not warehouse.is_local:
         con.register_filesystem(warehouse.filesystem())  # httpfs is not needed (nor fetched)
     catalog = WarehouseCatalog(warehouse)
-    con.execute("CREATE SCHEMA IF NOT EXISTS latest")
+    tables = catalog.tables()
     names = []
-    for table, published in catalog.tables().items():
+    for table, published in tables.items():
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {_select_runs(published)}')
-        con.execute(f'CREATE OR REPLACE VIEW latest."{table}" AS {_select_runs(published[-1:])}')
         names.append(table)
+    if not names:
+        return names
+    newest = {"latest": max((f.snapshot_date, f.run) for f in catalog.files)}
+    if RUNS_TABLE in tables:
+        for command, date, run in con.execute(
+            f'SELECT command, snapshot_date::VARCHAR, run FROM "{RUNS_TABLE}" QUALIFY '
+            "row_number() OVER (PARTITION BY command ORDER BY snapshot_date DESC, run DESC) = 1"
+        ).fetchall():
+            if command and re.fullmatch(r"[a-z]+", command):
+                newest[f"latest_{command}"] = (date, run)
+    for schema, key in newest.items():
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for table, published in tables.items():
+            of_run = [f for f in published if (f.snapshot_date, f.run) == key]
+            select = _select_runs(of_run or published[-1:]) + ("" if of_run else " LIMIT 0")
+            con.execute(f'CREATE OR REPLACE VIEW {schema}."{table}" AS {select}')
     return names
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 from prefect import task
 
+from regprune import progress
 from regprune.layout import (
     blob_data_path,
     layer_link_path,
@@ -224,6 +225,7 @@ class _Batch:
                     status = FAILED
                     errors = [f"deleted, but the registry cache may still claim it: {error}"]
             self.record(item, status, errors[0] if errors else None, targets)
+        progress.advance("delete", len(items), sum(item.get("size") or 0 for item, _ in ready))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prefect import task
 
+from regprune import progress
 from regprune.layout import blob_data_path
 from regprune.manifests import MANIFEST_TABLES, MAX_MANIFEST_BYTES, ManifestError, parse_manifest
 from regprune.storage import StorageSpec, open_storage
@@ -25,10 +26,16 @@ def read_manifests_in_batches(
     spec: StorageSpec, digests: list[str], parts_dir: str
 ) -> list[dict[str, str]]:
     """Fan the reads out as parallel task runs of ``MANIFEST_BATCH`` manifests each."""
-    futures = [
-        read_manifests.submit(spec, digests[i : i + MANIFEST_BATCH], parts_dir, n)
-        for n, i in enumerate(range(0, len(digests), MANIFEST_BATCH))
-    ]
+    if not digests:
+        return []
+    with progress.activity(
+        "manifests", f"Reading {len(digests):,} manifests", expected=len(digests), unit="manifests"
+    ) as reading:
+        futures = [
+            read_manifests.submit(spec, digests[i : i + MANIFEST_BATCH], parts_dir, n)
+            for n, i in enumerate(range(0, len(digests), MANIFEST_BATCH))
+        ]
+        progress.wait_for(futures, reading)
     return [future.result() for future in futures]
 
 
@@ -39,6 +46,11 @@ def read_manifests(spec: StorageSpec, digests: list[str], parts_dir: str, batch:
     out = TableWriters(MANIFEST_TABLES, Path(parts_dir), f"manifests-{batch:04d}")
     try:
         contents = storage.read_many([blob_data_path(d) for d in digests])
+        progress.advance(
+            "manifests",
+            len(digests),
+            sum(len(c) for c in contents.values() if isinstance(c, bytes)),
+        )
         for digest in digests:
             data = contents.get(blob_data_path(digest))
             _record(out, digest, data)

@@ -13,6 +13,7 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
+from regprune import progress
 from regprune.metadata import (
     ListingRestart,
     MetadataError,
@@ -81,6 +82,7 @@ def list_cluster_objects(
                 for obj in page:
                     objects += 1
                     _write(out, plural, obj)
+                progress.advance("metadata", len(page))
         except ListingRestart:
             out.abort()
             logger.warning(

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
+from regprune import progress
 from regprune.metadata import (
     GROUP,
     LAYERS_ORDER_ANNOTATION,
@@ -381,6 +382,7 @@ def recover_batch(
         if api is not None:
             api.api_client.close()
     part = write_results(results, Path(parts_dir) / f"results-{offset:09d}.parquet")
+    progress.advance("restore", len(results))
     return {
         "results": str(part),
         "not_restored": [_key(r) for r in results if r["status"] != "added"],

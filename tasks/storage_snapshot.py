@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from prefect import task
 from prefect.logging import get_run_logger
 
+from regprune import progress
 from regprune.layout import (
     BLOBS_PREFIX,
     LINK_SIZE,
@@ -157,6 +158,8 @@ def _listings(storage: Storage, prefixes: list[str]) -> Iterator[pa.Table]:
     rows = 0
     for prefix in prefixes:
         listing = storage.list_files(prefix)
+        files = listing["problem"].null_count  # not folders (or odd entries)
+        progress.advance("walk", files, pc.sum(listing["size"]).as_py() or 0)
         gathered.append(listing)
         rows += listing.num_rows
         if rows >= LISTING_ROWS:

@@ -418,6 +418,31 @@ def test_views_span_complete_runs_and_latest_is_the_newest(tmp_path: Path) -> No
         assert latest == [(newer["run"], 5)]
 
 
+def test_latest_is_one_run_even_when_the_newest_prune_is_older_than_the_newest_check(
+    tmp_path: Path,
+) -> None:
+    """latest.<table> is the newest run alone: a table it lacks is empty, never an older
+    run's; latest_<command>.<table> is the newest run of that command."""
+    warehouse = str(tmp_path / "wh")
+    pruned = tiny_run(tmp_path / "a", JAN, [10, 20])
+    pq.write_table(
+        pa.table({"namespace": ["ns"], "size": [30]}), pruned / "plan_namespaces.parquet"
+    )
+    prune = publish_run(pruned, warehouse, "prune")
+    check = publish_run(tiny_run(tmp_path / "b", JAN + WEEK, [5]), warehouse, "check")
+    with duckdb.connect() as con:
+        connect_warehouse(warehouse, con)
+        assert con.execute("SELECT run, size FROM latest.blobs").fetchall() == [(check["run"], 5)]
+        assert con.execute("SELECT * FROM latest.plan_namespaces").fetchall() == []
+        assert con.execute("SELECT run, command FROM latest.runs").fetchall() == [
+            (check["run"], "check")
+        ]
+        prune_views = "SELECT DISTINCT run FROM latest_prune.{}"
+        for table in ("blobs", "plan_namespaces", "runs"):
+            assert con.execute(prune_views.format(table)).fetchall() == [(prune["run"],)]
+        assert con.execute("SELECT run FROM latest_check.blobs").fetchall() == [(check["run"],)]
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -2,31 +2,39 @@
 
 Exit codes: 0 success (and, for ``check``, consistent), 1 failure, 2 bad usage,
 3 ``check`` found broken references or lost-found candidates.
+
+Prefect and the flows are imported only once the command line is read and the environment
+is prepared (regprune/cli/output.py): Prefect reads its settings when imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
+from regprune import progress
+from regprune.cli.output import LOG_FILE, START_SERVER_HINT, Output, prepare_environment
 from regprune.cli.sql import add_sql_parser, warehouse_url
-from regprune.flows.prune import UnsafePlan
-from regprune.lock import StorageLocked
-from regprune.metadata import MetadataError
-from regprune.models import DuckDBSettings
-from regprune.runners import TaskRunnerSettings, use_task_runner
-from regprune.snapshots import SnapshotError, SnapshotSource
-from regprune.storage import StorageConfigError, parse_storage_option
-from regprune.tasks.registry_restart import parse_deployment
-from regprune.units import parse_duration
-from regprune.version import tool_version
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from regprune.models import DuckDBSettings
+    from regprune.runners import TaskRunnerSettings
+    from regprune.snapshots import SnapshotSource
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
+EXIT_MEANING = {
+    EXIT_FAILURE: "exit 1: the run failed",
+    EXIT_USAGE: "exit 2: bad usage",
+}
+DEFAULT_RECOVER_RATE = 10.0  # tasks/recovery.py's default, checked by tests/test_cli_output.py
 
 
 class UsageError(Exception):
@@ -101,6 +109,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def task_runner_settings(args: argparse.Namespace) -> TaskRunnerSettings:
     """--task-runner / --dask-address; commands without them take the environment's choice."""
+    from pydantic import ValidationError
+
+    from regprune.runners import TaskRunnerSettings
+
     try:
         return TaskRunnerSettings.choose(
             getattr(args, "task_runner", None), getattr(args, "dask_address", None)
@@ -110,6 +122,8 @@ def task_runner_settings(args: argparse.Namespace) -> TaskRunnerSettings:
 
 
 def storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    from regprune.storage import parse_storage_option
+
     options: dict[str, Any] = {}
     for text in args.storage_option:
         key, value = parse_storage_option(text)
@@ -123,6 +137,10 @@ def check_storage_choice(args: argparse.Namespace) -> None:
 
 
 def snapshot_source(args: argparse.Namespace) -> SnapshotSource:
+    from pydantic import ValidationError
+
+    from regprune.snapshots import SnapshotSource
+
     check_storage_choice(args)
     try:
         return SnapshotSource(
@@ -152,10 +170,118 @@ def _validation_message(exc: ValidationError) -> str:
     )
 
 
+def new_run_folder(kind: str) -> str:
+    from regprune.snapshots import new_run_folder as folder
+
+    return folder(kind)
+
+
+def begin(args: argparse.Namespace, run_dir: str | Path) -> None:
+    """The command line is valid: the run's log file, and a Prefect server if none runs
+    (started in the background while the flows are imported; see :func:`ready`)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from regprune.cli.output import configure_logging
+
+    args.log_file = Path(run_dir) / LOG_FILE
+    args.undo_logging = configure_logging(args.output_mode, args.log_file)
+    if args.api_url:
+        progress.phase(f"Prefect server: {args.api_url.removesuffix('/api')}")
+    elif not PREFECT_API_URL.value():
+        progress.phase(
+            "Starting a temporary Prefect server (seconds; a minute on the first run). "
+            + START_SERVER_HINT
+        )
+        args.server_start = ServerStart()
+
+
+WALKED_TABLES = ("blobs", "layer_links", "manifest_links", "tags", "tag_index")
+"""One listed file per row; an upload is about three files (data, startedat, hashstates)."""
+
+
+def previous_rows(storage: str, warehouse: str | None, out: str | None) -> dict[str, int] | None:
+    """Row counts of the newest earlier snapshot of ``storage``: from the warehouse, else
+    from the run folders under regprune-runs/ or beside ``out``."""
+    if warehouse:
+        import duckdb
+
+        from regprune.warehouse import connect_warehouse
+
+        with duckdb.connect() as con:
+            if "runs" in connect_warehouse(warehouse, con):
+                found = con.execute(
+                    "SELECT snapshot_json FROM runs WHERE storage = ? "
+                    "ORDER BY snapshot_date DESC, run DESC LIMIT 1",
+                    [storage],
+                ).fetchone()
+                if found:
+                    return json.loads(found[0]).get("rows")
+    from regprune.snapshots import DEFAULT_RUNS
+
+    folders = {DEFAULT_RUNS, *([Path(out).parent] if out else [])}
+    summaries = [path for folder in folders for path in folder.glob("*/snapshot.json")]
+    for summary in sorted(summaries, key=lambda p: p.stat().st_mtime, reverse=True)[:50]:
+        data = json.loads(summary.read_text())
+        if data.get("storage") == storage:
+            return data.get("rows")
+    return None
+
+
+def expect_walk(args: argparse.Namespace, source: SnapshotSource | None, out: str) -> None:
+    """Progress estimates the walk's end from the previous snapshot of the same storage."""
+    if source is None or not (source.storage or source.registry_config):
+        return
+    try:
+        rows = previous_rows(source.storage_spec().display, args.warehouse, out)
+    except Exception:  # an estimate only: a run never fails for it
+        rows = None
+    if rows:
+        files = sum(int(rows.get(t, 0)) for t in WALKED_TABLES) + 3 * int(rows.get("uploads", 0))
+        progress.expect("walk", files)
+
+
+def ready(args: argparse.Namespace) -> None:
+    """Just before the first flow runs: the Prefect server answers."""
+    server: ServerStart | None = getattr(args, "server_start", None)
+    if server is not None:
+        server.wait()
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A line of the result for a person (not with --quiet or --output json)."""
+    if args.output_mode.human:
+        print(text, flush=True)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str), flush=True)
+
+
 def run_snapshot(args: argparse.Namespace) -> int:
+    from regprune.snapshots import read_snapshot_summary
+
+    source = snapshot_source(args)
+    out = args.out or new_run_folder("snapshot")
+    begin(args, out)
+    expect_walk(args, source, out)
     from regprune.flows.snapshot import snapshot_flow
 
-    snapshot_flow(out=args.out, source=snapshot_source(args), warehouse=args.warehouse)
+    ready(args)
+    snapshot_flow(out=out, source=source, warehouse=args.warehouse)
+    summary = read_snapshot_summary(out)
+    if args.output_mode.json:
+        print_json(summary)
+    rows = summary["rows"]
+    say(
+        args,
+        f"Snapshot of {summary['storage']} + {summary['metadata']}: {rows['blobs']:,} blobs, "
+        f"{rows['repositories']:,} repositories, {rows['images']:,} images, "
+        f"{rows['imagestreams']:,} imagestreams in {summary['duration_seconds']} s",
+    )
+    say(
+        args,
+        f"Tables: {out}" + (f" (and the warehouse {args.warehouse})" if args.warehouse else ""),
+    )
     return EXIT_OK
 
 
@@ -194,6 +320,10 @@ def analysis_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def duckdb_settings(args: argparse.Namespace) -> DuckDBSettings:
+    from pydantic import ValidationError
+
+    from regprune.models import DuckDBSettings
+
     try:
         return DuckDBSettings(memory_limit=args.memory_limit, temp_directory=args.temp_directory)
     except ValidationError as exc:
@@ -201,7 +331,8 @@ def duckdb_settings(args: argparse.Namespace) -> DuckDBSettings:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from regprune.flows.prune import prune_flow
+    from regprune.tasks.registry_restart import parse_deployment
+    from regprune.units import parse_duration
 
     for flag, value in (
         ("--keep-younger-than", args.keep_younger_than),
@@ -232,6 +363,16 @@ def run_prune(args: argparse.Namespace) -> int:
         }
     else:
         inputs = analysis_inputs(args)
+    run_dir = args.resume or inputs.get("snapshot") or inputs.get("out")
+    if not run_dir:
+        run_dir = inputs["out"] = new_run_folder("prune")
+    json_report(args, inputs, run_dir)
+    begin(args, run_dir)
+    if not (args.resume or inputs.get("snapshot")):
+        expect_walk(args, inputs["source"], run_dir)
+    from regprune.flows.prune import prune_flow
+
+    ready(args)
     result = prune_flow(
         keep_younger_than=args.keep_younger_than,
         upload_max_age=args.upload_max_age,
@@ -244,15 +385,12 @@ def run_prune(args: argparse.Namespace) -> int:
         force_unlock=args.force_unlock,
         **inputs,
     )
-    print(result["text"])
-    print(f"Results: {result['run_dir']}")
+    finish(args, inputs, result)
     failed = result["summary"].get("failed", 0)
     return EXIT_FAILURE if failed else EXIT_OK
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from regprune.flows.check import check_flow
-
     if args.confirm and not args.recover:
         raise UsageError("--confirm goes with --recover: it creates the lost-found tags")
     if args.recover and args.confirm and args.metadata != "kube":
@@ -270,12 +408,24 @@ def run_check(args: argparse.Namespace) -> int:
         )
     inputs = analysis_inputs(args)
     if args.recover and inputs["source"] is None:  # --snapshot alone: the cluster to write to
+        from regprune.snapshots import SnapshotSource
+
         inputs["source"] = SnapshotSource(
             metadata=args.metadata,
             kubeconfig=args.kubeconfig,
             context=args.context,
             page_size=args.page_size,
         )
+    run_dir = inputs.get("snapshot") or inputs.get("out")
+    if not run_dir:
+        run_dir = inputs["out"] = new_run_folder("check")
+    json_report(args, inputs, run_dir)
+    begin(args, run_dir)
+    if not inputs.get("snapshot"):
+        expect_walk(args, inputs["source"], run_dir)
+    from regprune.flows.check import check_flow
+
+    ready(args)
     result = check_flow(
         namespace=args.namespace,
         recover=args.recover,
@@ -285,23 +435,47 @@ def run_check(args: argparse.Namespace) -> int:
         warehouse=args.warehouse,
         **inputs,
     )
-    print(result["text"])
-    print(f"Results: {result['run_dir']}")
+    finish(args, inputs, result)
     return EXIT_FINDINGS if result["findings"] else EXIT_OK
 
 
+def json_report(args: argparse.Namespace, inputs: dict[str, Any], run_dir: str) -> None:
+    """With --output json the report JSON is printed: written to the run folder if no
+    --report names a file."""
+    if args.output_mode.json and not inputs.get("report"):
+        inputs["report"] = str(Path(run_dir) / "report.json")
+
+
+def finish(args: argparse.Namespace, inputs: dict[str, Any], result: dict[str, Any]) -> None:
+    if args.output_mode.json:
+        print(Path(inputs["report"]).read_text(), end="", flush=True)
+    say(args, result["text"])
+    say(args, f"Results: {result['run_dir']}")
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    begin(args, args.out)
     from regprune.flows.demo import demo_flow
 
+    ready(args)
     result = demo_flow(out=args.out, seed=args.seed)
-    print(f"Demo registry: {result['storage']}  metadata: {result['metadata']}\n")
-    print("== regprune prune (dry-run, grace period 24h)")
-    print(result["prune"]["text"])
-    print("\n== regprune check")
-    print(result["check"]["text"])
-    print("\n== against the generator's ground truth")
-    print("\n".join(result["agreement"]))
-    print(f"\nTables and results: {result['run_dir']} (query them with DuckDB, see README)")
+    if args.output_mode.json:
+        reports = {
+            name: json.loads((Path(args.out) / f"{name}.json").read_text())
+            for name in ("prune", "check")
+        }
+        print_json({**reports, "agreement": result["agreement"], "run_dir": result["run_dir"]})
+    for text in (
+        f"Demo registry: {result['storage']}  metadata: {result['metadata']}\n",
+        "== regprune prune (dry-run, grace period 24h)",
+        result["prune"]["text"],
+        "\n== regprune check",
+        result["check"]["text"],
+        "\n== against the generator's ground truth",
+        "\n".join(result["agreement"]),
+        f"\nTables and results: {result['run_dir']} (query them with DuckDB, see README)",
+    ):
+        say(args, text)
     return EXIT_OK if all("matches" in line for line in result["agreement"]) else EXIT_FAILURE
 
 
@@ -311,7 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep an OpenShift integrated registry's storage and its image metadata "
         "consistent: snapshot, hard prune, check, recover.",
     )
+    from regprune.version import tool_version
+
     parser.add_argument("--version", action="version", version=f"regprune {tool_version()}")
+    add_output_arguments(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     snapshot = commands.add_parser(
@@ -320,7 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_arguments(snapshot)
     add_metadata_arguments(snapshot)
     add_run_arguments(snapshot)
-    snapshot.add_argument("--out", required=True, metavar="DIR", help="folder for the tables")
+    snapshot.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for the tables (default: regprune-runs/snapshot-<time>)",
+    )
+    add_output_arguments(snapshot)
     snapshot.set_defaults(run=run_snapshot)
 
     prune = commands.add_parser(
@@ -379,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove the storage's lock (_regprune/lock) left by a run that died elsewhere",
     )
+    add_output_arguments(prune)
     prune.set_defaults(run=run_prune)
 
     check = commands.add_parser(
@@ -405,8 +588,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="host in the restored Images' dockerImageReference (default: the host most "
         "managed Images name)",
     )
-    from regprune.tasks.recovery import DEFAULT_RECOVER_RATE
-
     check.add_argument(
         "--recover-rate",
         type=float,
@@ -414,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PER_SECOND",
         help=f"API requests per second while recovering (default {DEFAULT_RECOVER_RATE:g})",
     )
+    add_output_arguments(check)
     check.set_defaults(run=run_check)
 
     demo = commands.add_parser(
@@ -421,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="regprune-demo", metavar="DIR", help="demo folder")
     demo.add_argument("--seed", type=int, default=0, help="generator seed")
+    add_output_arguments(demo)
     demo.set_defaults(run=run_demo)
     add_sql_parser(commands)
     from regprune.cli.prune_images import add_prune_images_parser
@@ -429,38 +612,152 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ServerStart:
+    """Prefect's temporary server, started in a thread while the command imports the flows
+    (both take seconds); :meth:`wait` before the first flow runs."""
+
+    def __init__(self) -> None:
+        # imported here, in the main thread: two threads importing Prefect at once can meet
+        # its circular imports half done
+        from prefect.server.api.server import SubprocessASGIServer
+
+        self.server = SubprocessASGIServer()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._start, name="prefect-server", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.server.start()
+        except BaseException as exc:  # raised again in wait(), in the main thread
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """-v, -q, --debug, --output: accepted before and after the command's name."""
+    default: Any = {} if top else {"default": argparse.SUPPRESS}
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also stream Prefect's log lines (stderr); they always go to the run folder's "
+        f"{LOG_FILE}",
+        **default,
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="nothing on stdout: the exit code tells",
+        **default,
+    )
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        help="tracebacks with errors (also REGPRUNE_DEBUG=1)",
+        **default,
+    )
+    group.add_argument(
+        "--output",
+        choices=("text", "json"),
+        help="'json': the report JSON (snapshot: snapshot.json) alone on stdout",
+        **({"default": "text"} if top else default),
+    )
+
+
+def output_mode(args: argparse.Namespace) -> Output:
+    return Output(
+        verbose=args.verbose,
+        quiet=args.quiet,
+        json=args.output == "json",
+        debug=args.debug or os.environ.get("REGPRUNE_DEBUG", "") not in ("", "0"),
+    )
+
+
+KNOWN_FAILURES = {
+    "StorageConfigError",
+    "MetadataError",
+    "SnapshotError",
+    "StorageLocked",
+    "UnsafePlan",
+    "WarehouseError",
+    "RecoveryError",
+}
+"""Errors whose message says it all: printed without their type."""
+
+
+def error_line(exc: BaseException, log_file: Path | None, debug: bool) -> str:
+    """The one line a failed run prints: what, and what the exit code means."""
+    what = str(exc) or type(exc).__name__
+    known = type(exc).__name__ in KNOWN_FAILURES or isinstance(exc, FileNotFoundError)
+    if not known:
+        what = f"{type(exc).__name__}: {what}"
+    notes = [EXIT_MEANING[EXIT_FAILURE]]
+    if log_file is not None and log_file.exists():
+        notes.append(f"log: {log_file}")
+    if not debug:
+        notes.append("--debug for a traceback")
+    return f"regprune: error: {what} ({'; '.join(notes)})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    api_url = prepare_environment()  # before anything imports Prefect
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.output_mode = output = output_mode(args)
+    args.api_url = api_url
     run: Callable[[argparse.Namespace], int] = args.run
+    display = None
     try:
+        if args.command == "sql":
+            return run(args)
+        from regprune.cli.output import make_display
+
+        display = make_display(output)
+        progress.attach(display)
+        from regprune.runners import use_task_runner
+
         with use_task_runner(task_runner_settings(args)):
             return run(args)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (
-        StorageConfigError,
-        MetadataError,
-        SnapshotError,
-        FileNotFoundError,
-        StorageLocked,
-        UnsafePlan,
-    ) as exc:
-        print(f"regprune: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("regprune: interrupted", file=sys.stderr)
+        print("regprune: interrupted (exit 130)", file=sys.stderr)
         return 130
-    except Exception as exc:  # the run's logs keep the traceback; the terminal gets one line
-        if os.environ.get("REGPRUNE_DEBUG"):
-            raise
-        print(
-            f"regprune: error: {type(exc).__name__}: {exc} (REGPRUNE_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+    except Exception as exc:  # the run's log keeps the traceback; the terminal gets one line
+        if display is not None:
+            display.close()
+        if output.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(error_line(exc, getattr(args, "log_file", None), output.debug), file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        if display is not None:
+            display.close()
+        progress.attach(None)
+        undo = getattr(args, "undo_logging", None)
+        if undo is not None and argv is not None:  # called in-process (tests): as it was
+            undo()
+
+
+def quiet_broken_pipe() -> int:
+    """stdout's reader left (``regprune ... | head``): stop without a word. stdout points at
+    /dev/null from here on, so the interpreter's final flush does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
 
 
 if __name__ == "__main__":

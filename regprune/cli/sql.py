@@ -1,8 +1,9 @@
 """``regprune sql``: DuckDB over the warehouse (every run) or over one snapshot folder.
 
 Each table is a view: over a warehouse ``<table>`` spans every complete run with its
-``snapshot_date`` and ``run`` columns, and ``latest.<table>`` is the newest run that has
-the table; over a snapshot folder both names are that folder's table. A query on
+``snapshot_date`` and ``run`` columns, ``latest.<table>`` is the newest run alone (empty
+where that run lacks the table) and ``latest_<command>.<table>`` the newest run of a command;
+over a snapshot folder ``<table>`` and ``latest.<table>`` are that folder's table. A query on
 ``latest.`` views therefore runs unchanged on either.
 """
 
@@ -17,11 +18,10 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import duckdb
-
-from regprune.warehouse import Warehouse, WarehouseError, connect_snapshot, connect_warehouse
+if TYPE_CHECKING:  # DuckDB is imported when a query runs: `regprune --help` stays quick
+    import duckdb
 
 FORMATS = ("table", "csv", "json", "parquet")
 PROMPT, CONTINUATION = "regprune> ", "     ...> "
@@ -30,6 +30,8 @@ EXIT_OK, EXIT_FAILURE = 0, 1
 
 def warehouse_url(text: str) -> str:
     """argparse type for ``--warehouse``: a bad URL is a usage error before anything runs."""
+    from regprune.warehouse import Warehouse, WarehouseError
+
     try:
         Warehouse(text)
     except WarehouseError as exc:
@@ -45,7 +47,8 @@ def add_sql_parser(commands: Any) -> None:
         description="Open DuckDB with one view per table and run QUERY (or, without QUERY, "
         "an interactive prompt; the list of views when input is not a terminal). Over a "
         "warehouse, <table> spans every run (columns snapshot_date, run) and "
-        "latest.<table> is the newest run that has it.",
+        "latest.<table> is the newest run alone (latest_prune.<table>, latest_check.<table>: "
+        "the newest run of that command).",
     )
     sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run (DuckDB dialect)")
     source = sql.add_mutually_exclusive_group(required=True)
@@ -64,7 +67,10 @@ def add_sql_parser(commands: Any) -> None:
 
 
 def run_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
     from regprune.cli.main import UsageError  # cli imports this module: import at call time
+    from regprune.warehouse import WarehouseError
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet writes a file: give --output FILE")
@@ -80,6 +86,8 @@ def run_sql(args: argparse.Namespace) -> int:
                 repl(con, views, sys.stdout)
             else:
                 print_views(con, sys.stdout)
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): main() stops quietly
     except (WarehouseError, duckdb.Error, OSError) as exc:
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -87,6 +95,8 @@ def run_sql(args: argparse.Namespace) -> int:
 
 
 def open_views(con: duckdb.DuckDBPyConnection, warehouse: str | None, snapshot: str | None) -> int:
+    from regprune.warehouse import WarehouseError, connect_snapshot, connect_warehouse
+
     names = connect_warehouse(warehouse, con) if warehouse else connect_snapshot(str(snapshot), con)
     if not names:
         raise WarehouseError(f"no complete run in the warehouse at {warehouse}")
@@ -178,12 +188,17 @@ def print_views(con: duckdb.DuckDBPyConnection, out: TextIO) -> None:
     width = max(len(name) for name, _ in main)
     out.write("".join(f"{name.ljust(width)}  {cols}\n" for name, cols in main))
     if any(schema == "latest" for schema, _, _ in rows):
-        out.write("(each also as latest.<name>: over a warehouse, the newest run that has it)\n")
+        out.write(
+            "(each also as latest.<name>: over a warehouse the newest run alone, and as "
+            "latest_<command>.<name>: the newest run of that command)\n"
+        )
 
 
 def repl(con: duckdb.DuckDBPyConnection, views: int, out: TextIO) -> None:
     """A small prompt: statements end with ';', '.tables' lists the views, '.quit' leaves."""
     import readline  # noqa: F401  (line editing and history for input())
+
+    import duckdb
 
     out.write(f"regprune sql: {views} views. End statements with ';'. .tables, .quit\n")
     pending: list[str] = []
