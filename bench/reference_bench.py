@@ -116,8 +116,9 @@ class Comparison:
     list_children: int
 
     def explained(self) -> bool:
-        """Every difference is one of docs/compared-with-reference.md's rows for a prune
-        without young objects: list children kept (and dangling links regprune adds)."""
+        """Every difference is a row of the README's "Compared with OpenShift's own hard
+        prune" for a prune without young objects: list children kept (and dangling links
+        regprune adds)."""
         return (
             self.same_blobs
             and self.same_repositories

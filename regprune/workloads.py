@@ -3,7 +3,7 @@
 ``oc adm prune images`` keeps the tag revisions and Images that Pods, controllers, Jobs and Builds
 reference; this module turns those objects into rows of ``workload_references``,
 ``limit_ranges`` and ``image_sizes`` (schemas in :mod:`regprune.tables`). A reference is parsed
-exactly as oc does (``docs/prune-images-rules.md``, "Parsing an image reference"); one that does
+exactly as oc does (``sql/prune-images-rules.md``, "Parsing an image reference"); one that does
 not parse becomes a row with its ``problem`` and a ``metadata_anomalies`` row, never an
 exception: whether it stops the prune is the plan's decision (``--ignore-invalid-refs``).
 """

@@ -1,5 +1,5 @@
 -- images_held: Images a remaining tag revision holds, as oc decides before deleting Images
--- (docs/prune-images-rules.md, "Images"): every image of a kept revision of any stream, and
+-- (sql/prune-images-rules.md, "Images"): every image of a kept revision of any stream, and
 -- the child manifests of a held manifest list (one level, as oc). A stream out of --namespace
 -- scope is not in images_tag_revisions, but Images are not deleted then at all.
 -- One row per Image a remaining revision holds (image); held_by is one example (ns/name:tag

@@ -1,4 +1,4 @@
--- images_plan: what prune-images does with every Image (docs/prune-images-rules.md,
+-- images_plan: what prune-images does with every Image (sql/prune-images-rules.md,
 -- "Images"); the first rule that applies decides. Kept reasons:
 --   'namespace-mode'     --namespace given: Images are never deleted (as oc);
 --   'held-by-revision'   a remaining tag revision holds it;

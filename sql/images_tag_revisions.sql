@@ -1,6 +1,6 @@
 -- images_tag_revisions: what prune-images does with every tag revision (status.tags[].items[],
 -- position 0 = newest) of every ImageStream in scope (--namespace: that namespace only), in
--- oc's order of rules (docs/prune-images-rules.md, "Tag revisions"); the first rule that
+-- oc's order of rules (sql/prune-images-rules.md, "Tag revisions"); the first rule that
 -- applies decides. Kept reasons:
 --   'stream-young'          the stream was created after the cutoff (or at an unknown time);
 --   'young'                 the revision was created after the cutoff (or at an unknown time);

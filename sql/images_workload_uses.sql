@@ -1,5 +1,5 @@
 -- images_workload_uses: the image references that protect something in prune-images, as oc
--- counts them (docs/prune-images-rules.md, "Which references count"): parsed references that
+-- counts them (sql/prune-images-rules.md, "Which references count"): parsed references that
 -- name host/ns/name (any host), of every workload kind; a Pod only while Running or Pending,
 -- or when it was created at or after the cutoff (with --prune-over-size-limit every Pod, as oc
 -- has no cutoff then; a Pod of unknown age counts). Builds' ImageStreamTag/ImageStreamImage

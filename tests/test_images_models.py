@@ -1,5 +1,5 @@
 """The prune-images plan (``sql/images_*.sql``): given tables, expect decisions — one test per
-rule of docs/prune-images-rules.md — and a hypothesis property against an independent plain
+rule of sql/prune-images-rules.md — and a hypothesis property against an independent plain
 Python oracle of oc's algorithm: nothing a workload references, nothing within the kept
 revisions, nothing young is removed."""
 
@@ -293,7 +293,7 @@ def test_revisions_without_any_image_refuse_the_plan(snap) -> None:
 
 
 def oracle(data: dict[str, list[dict]], opts: PruneImagesSettings) -> tuple[dict, dict]:
-    """oc's algorithm (prune.go), written plainly from docs/prune-images-rules.md, plus
+    """oc's algorithm (prune.go), written plainly from sql/prune-images-rules.md, plus
     regprune's stricter digest rule for Images."""
     size_mode = opts.prune_over_size_limit
     cutoff = NOW - opts.grace

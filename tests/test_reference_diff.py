@@ -4,10 +4,10 @@ On one drifted registry (storage + API), the reference (``dockerregistry -prune=
 ``-restore-mode=check-database|check-storage``, see ``tests/reference.py``) and regprune
 (``prune`` dry run and ``check``) each name what they would delete and what is broken. The
 expected regprune result is the reference's result adjusted by the named rules below — each a
-deliberate difference documented in ``docs/compared-with-reference.md`` — so any other
-difference fails a test. The rules read their inputs from the metadata and the storage listing
-only (never from how the scenario was built), so the scenario is a parameter: today the
-Debian registry writes the tree and the tests write the Images; a scenario written by
+deliberate difference documented in the README ("Compared with OpenShift's own hard prune") —
+so any other difference fails a test. The rules read their inputs from the metadata and the
+storage listing only (never from how the scenario was built), so the scenario is a parameter:
+today the Debian registry writes the tree and the tests write the Images; a scenario written by
 OpenShift's registry itself plugs in as another ``build_*`` function.
 
 Grace periods are off on regprune's side (``--keep-younger-than 0s --upload-max-age 0s``):
@@ -298,7 +298,7 @@ def facts(scenario: Scenario, both: Both) -> Facts:
 # --------------------------------------------------------------------------- the rules
 #
 # Each rule turns the reference's answer into the one regprune must give, for one category.
-# The names are the rows of docs/compared-with-reference.md.
+# The names are the rows of the README's table "Compared with OpenShift's own hard prune".
 
 
 def rule_list_children_kept(links: set[tuple[str, str]], f: Facts) -> set[tuple[str, str]]:

@@ -1,5 +1,5 @@
 """Workload references, LimitRanges and Image sizes as rows (``regprune.workloads``): parsed as
-``oc adm prune images`` parses them (docs/prune-images-rules.md), from a dump and from the API
+``oc adm prune images`` parses them (sql/prune-images-rules.md), from a dump and from the API
 test server, and never a traceback for a reference that does not parse."""
 
 from __future__ import annotations
