@@ -14,6 +14,7 @@ Every outcome is a row of ``images_actions.parquet``.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,8 +129,8 @@ def execute_images_plan(run_dir: str, source: MetadataSource) -> dict[str, int]:
             continue
         try:
             call_with_retries(
-                lambda image=image: api.delete_cluster_custom_object(
-                    GROUP, VERSION, "images", image
+                functools.partial(
+                    api.delete_cluster_custom_object, GROUP, VERSION, "images", image
                 ),
                 f"delete image {image}",
                 source.max_retries,

@@ -179,7 +179,10 @@ def _parsed(name: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     and strings do not count, a CTE is told apart from a table, and nothing can drift from
     what the query really reads. ``json_serialize_sql`` only parses: it needs no tables."""
     with duckdb.connect() as con:
-        [text] = con.execute("SELECT json_serialize_sql(?)", [query_text(name)]).fetchone()
+        row = con.execute("SELECT json_serialize_sql(?)", [query_text(name)]).fetchone()
+    if row is None:
+        raise ModelGraphError(f"sql/{name}.sql: DuckDB's parser returned nothing")
+    text = row[0]
     tree = json.loads(text)
     if tree.get("error"):
         raise ModelGraphError(f"sql/{name}.sql cannot be parsed: {tree.get('error_message')}")

@@ -284,7 +284,7 @@ def _build_rows(
 # --- LimitRanges and Image sizes ---------------------------------------------------------------
 
 _QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))([a-zA-Z]*|[eE][+-]?\d+)")
-_SUFFIXES = {
+_SUFFIXES: dict[str, int | Decimal] = {
     "": 1,
     "Ki": 2**10,
     "Mi": 2**20,
@@ -315,7 +315,7 @@ def parse_quantity(value: Any) -> Decimal:
     match = _QUANTITY.fullmatch(value.strip())
     if match is None:
         raise ValueError(f"not a quantity: {value!r}")
-    number, suffix = match.groups()
+    number, suffix = match.group(1), match.group(2)
     try:
         amount = Decimal(number)
         if suffix[:1] in ("e", "E") and len(suffix) > 1:

@@ -107,7 +107,13 @@ def read_metadata_dump(
     """Read an ``oc get images,imagestreams -A -o json`` dump (or a folder of them); with
     ``workloads``, also the workloads and LimitRanges of ``oc get images,imagestreams,pods,...``
     (:mod:`regprune.workloads`)."""
-    tables = ("images", "image_blobs", "imagestreams", "imagestream_tags", "metadata_anomalies")
+    tables: tuple[str, ...] = (
+        "images",
+        "image_blobs",
+        "imagestreams",
+        "imagestream_tags",
+        "metadata_anomalies",
+    )
     if workloads:
         from regprune.tasks.workload_snapshot import write_workload_object
 
@@ -145,6 +151,7 @@ def read_metadata_dump(
 
 
 @task(name="merge-metadata-tables")
-def merge_metadata_tables(listings: list[dict[str, Any]], out: str) -> dict[str, int]:
-    """The cluster's tables, merged while storage is still being walked."""
+def merge_metadata_tables(listings: list[Any], out: str) -> dict[str, int]:
+    """The cluster's tables, merged while storage is still being walked (``listings``: the
+    listing tasks' results, or their futures, which Prefect resolves)."""
     return merge_snapshot_tables.fn([lst["parts"] for lst in listings], out, METADATA_TABLES)

@@ -89,7 +89,7 @@ def execution_outcome(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Per category: done (or, in a dry run, would_delete), skipped, failed, the bytes and
     files removed (or that would be) and the reasons (sql/execution_summary)."""
     run = Path(run_dir)
-    outcome = {
+    outcome: dict[str, dict[str, Any]] = {
         c: {"done": 0, "would_delete": 0, "skipped": 0, "failed": 0, "bytes": 0, "files": 0}
         | {"reasons": []}
         for c in CATEGORIES

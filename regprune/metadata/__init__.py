@@ -172,13 +172,15 @@ def image_rows(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict], 
     return row, blobs, anomalies
 
 
-def _manifest_text(obj: dict[str, Any], anomalies: list[dict], owner: tuple) -> Any:
+def _manifest_text(
+    obj: dict[str, Any], anomalies: list[dict], owner: tuple[str, str | None, Any]
+) -> Any:
     """The parsed ``dockerImageManifest`` text, None when absent; a text that does not parse
     is an anomaly (the Image then is not read in full, which stops a deletion)."""
     text = obj.get("dockerImageManifest")
     if not isinstance(text, str) or not text:
         return None
-    from regprune.tasks.manifests import ManifestError, parse_manifest
+    from regprune.manifests import ManifestError, parse_manifest
 
     try:
         return parse_manifest(text.encode())
