@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from regprune.layout import (
     upload_dir,
 )
 from regprune.storage import DryRunStorage, Storage, StorageObject, StorageSpec, open_storage
-from regprune.tables import SCHEMAS, TableWriter
+from regprune.tables import TableWriter
 
 DONE, WOULD_DELETE, SKIPPED, FAILED = "done", "would-delete", "skipped", "failed"
 BATCH_SIZE = 1000
@@ -57,6 +57,8 @@ QUEUE_SCHEMA = pa.schema(
     ]
 )
 """The columns of sql/execution_queue.sql that a batch reads."""
+AUDIT_FROM_QUEUE = ("phase", "action", "repository", "digest", "upload_id", "size")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 QUEUE_ORDER = ("shard", "action", "repository", "digest", "upload_id")
 """The order batches are cut in (tasks/execution.py build_execution_queue counts on it)."""
 
@@ -125,9 +127,7 @@ class _Batch:
     actions are built for the whole batch at once (regprune/layout.py bulk functions) and
     the outcome is written as one Arrow table: per action, only the checks stay Python."""
 
-    def __init__(
-        self, settings: ExecutionSettings, storage: Storage, audit: TableWriter | _AuditPart
-    ):
+    def __init__(self, settings: ExecutionSettings, storage: Storage, audit: TableWriter):
         self.settings = settings
         self.storage = storage
         self.audit = audit
@@ -144,23 +144,23 @@ class _Batch:
         self._rows.append((item, status, reason, files))
 
     def write_records(self) -> None:
-        """The batch's outcomes, as one table in the audit part."""
+        """The batch's outcomes, as columns into the audit part (one call, not one a row)."""
         rows, self._rows = self._rows, []
         if not rows:
             return
         now = datetime.now(UTC)
-        columns = {
-            "run_id": [self.settings.run_id] * len(rows),
-            **{
-                name: [item.get(name) for item, *_ in rows]
-                for name in ("phase", "action", "repository", "digest", "upload_id", "size")
-            },
-            "status": [status for _, status, _, _ in rows],
-            "reason": [reason for _, _, reason, _ in rows],
-            "time": [now] * len(rows),
-            "files": [files for *_, files in rows],
-        }
-        self.audit.write_table(pa.table(columns, schema=SCHEMAS["actions"]))
+        micros = (now - EPOCH) // timedelta(microseconds=1)  # TIMESTAMP, without a conversion a row
+        items = [item for item, *_ in rows]
+        self.audit.write_columns(
+            {
+                "run_id": [self.settings.run_id] * len(rows),
+                **{name: [item.get(name) for item in items] for name in AUDIT_FROM_QUEUE},
+                "status": [status for _, status, _, _ in rows],
+                "reason": [reason for _, _, reason, _ in rows],
+                "time": [micros] * len(rows),
+                "files": [files for *_, files in rows],
+            }
+        )
 
     def targets(self, item: dict[str, Any]) -> list[str]:
         """The files this action removes: blob and link actions come with theirs
@@ -334,12 +334,12 @@ def execute_batches(settings: ExecutionSettings, queue: str, batches: list[Batch
         storage = DryRunStorage(storage)
     queued = _queued(queue, sorted({batch.shard for batch in batches}))
     parts: list[str] = []
-    audit: _AuditPart | None = None
+    audit: TableWriter | None = None
     recorded, opened = 0, 0.0
     try:
         for batch in batches:
             if audit is None:
-                audit = _AuditPart(Path(settings.audit_dir) / f"{batch.name}.parquet")
+                audit = TableWriter("actions", Path(settings.audit_dir) / f"{batch.name}.parquet")
                 recorded, opened = 0, time.monotonic()
             rows = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
             _Batch(settings, storage, audit).run(rows)
@@ -384,34 +384,6 @@ def _queued(queue: str, shards: list[str]) -> dict[str, list[dict[str, Any]]]:
     for row in queue_rows(table.take(wanted)):
         out.setdefault(str(row["shard"]), []).append(row)
     return out
-
-
-class _AuditPart:
-    """An audit part written as few, large row groups: batches' tables are kept until
-    PART_ROWS or the part closes (a batch of links is often a handful of rows)."""
-
-    def __init__(self, path: Path):
-        self.writer = TableWriter("actions", path)
-        self.tables: list[pa.Table] = []
-        self.rows = 0
-
-    def write_table(self, table: pa.Table) -> None:
-        self.tables.append(table)
-        self.rows += table.num_rows
-        if self.rows >= PART_ACTIONS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.tables:
-            self.writer.write_table(pa.concat_tables(self.tables))
-        self.tables, self.rows = [], 0
-
-    def close(self) -> Path:
-        self._flush()
-        return self.writer.close()
-
-    def abort(self) -> None:
-        self.writer.abort()
 
 
 def read_token(path: str | None) -> str | None:
