@@ -131,7 +131,7 @@ def _bulk_hex(digests: pa.Array) -> pa.Array:
     not one, as the per-key function does."""
     digests = _one_chunk(digests)
     valid = pc.fill_null(pc.match_substring_regex(digests, f"^{_DIGEST.pattern}$"), False)
-    if not pc.all(valid).as_py():
+    if not pc.all(valid, min_count=0).as_py():
         bad = pc.filter(digests, pc.invert(valid))[0].as_py()
         raise LayoutError(f"not a sha256 digest: {bad!r}")
     return pc.utf8_slice_codeunits(digests, len("sha256:"))
