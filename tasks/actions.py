@@ -124,8 +124,8 @@ class ExecutionSettings:
 
 class _Batch:
     """One batch: resolve targets, re-verify, delete, record. The files of blob and link
-    actions are built for the whole batch at once (regprune/layout.py bulk functions) and
-    the outcome is written as one Arrow table: per action, only the checks stay Python."""
+    actions come built in bulk with the rows (queue_rows) and the outcomes go into the audit
+    part as columns, once per batch: per action, only the checks stay Python."""
 
     def __init__(self, settings: ExecutionSettings, storage: Storage, audit: TableWriter):
         self.settings = settings
