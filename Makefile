@@ -19,6 +19,7 @@ test:  ## every test, the end-to-end ones too (what CI runs; see .ci/run for the
 lint:  ## ruff (lint + format check) and sqlfluff over sql/
 	ruff check .
 	ruff format --check .
+	sqlfluff lint sql/
 
 typecheck:  ## mypy over the package as installed (regprune, regprune.flows, regprune.tasks)
 	.ci/typecheck

@@ -123,6 +123,73 @@ def upload_startedat_path(repository: str, upload_id: str) -> str:
     return upload_dir(repository, upload_id) + "startedat"
 
 
+# --- meaning -> path, many at once (the executor's files of a batch of actions) ------------
+
+
+def _bulk_hex(digests: pa.Array) -> pa.Array:
+    """:func:`digest_hex` of every digest; raises :class:`LayoutError` on the first that is
+    not one, as the per-key function does."""
+    digests = _one_chunk(digests)
+    valid = pc.fill_null(pc.match_substring_regex(digests, f"^{_DIGEST.pattern}$"), False)
+    if not pc.all(valid, min_count=0).as_py():
+        bad = pc.filter(digests, pc.invert(valid))[0].as_py()
+        raise LayoutError(f"not a sha256 digest: {bad!r}")
+    return pc.utf8_slice_codeunits(digests, len("sha256:"))
+
+
+def _join(*parts: str | pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def blob_data_paths(digests: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """:func:`blob_data_path` of every digest."""
+    hex_ = _bulk_hex(digests)
+    return _join(BLOBS_PREFIX, pc.utf8_slice_codeunits(hex_, 0, 2), "/", hex_, "/data")
+
+
+def layer_link_paths(
+    repositories: pa.Array | pa.ChunkedArray, digests: pa.Array | pa.ChunkedArray
+) -> pa.Array:
+    """:func:`layer_link_path` of every (repository, digest)."""
+    return _join(
+        REPOSITORIES_PREFIX,
+        _one_chunk(repositories),
+        "/_layers/sha256/",
+        _bulk_hex(digests),
+        "/link",
+    )
+
+
+def manifest_link_paths(
+    repositories: pa.Array | pa.ChunkedArray, digests: pa.Array | pa.ChunkedArray
+) -> pa.Array:
+    """:func:`manifest_link_path` of every (repository, digest)."""
+    return _join(
+        REPOSITORIES_PREFIX,
+        _one_chunk(repositories),
+        "/_manifests/revisions/sha256/",
+        _bulk_hex(digests),
+        "/link",
+    )
+
+
+def tag_index_link_paths(
+    repositories: pa.Array | pa.ChunkedArray,
+    tags: pa.Array | pa.ChunkedArray,
+    digests: pa.Array | pa.ChunkedArray,
+) -> pa.Array:
+    """:func:`tag_index_link_path` of every (repository, tag, digest)."""
+    return _join(
+        REPOSITORIES_PREFIX,
+        _one_chunk(repositories),
+        "/_manifests/tags/",
+        _one_chunk(tags),
+        "/index/sha256/",
+        _bulk_hex(digests),
+        "/link",
+    )
+
+
 def link_content(digest: str) -> bytes:
     """The bytes distribution writes into every link file."""
     digest_hex(digest)

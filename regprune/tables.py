@@ -255,6 +255,16 @@ class TableWriter:
         if len(self._columns[self.schema.names[0]]) >= self.batch_rows:
             self._flush()
 
+    def write_columns(self, columns: Mapping[str, list[Any]]) -> None:
+        """Rows given as columns of equal length (a column left out is null): one call for
+        many rows (the executor records a batch at once)."""
+        count = len(next(iter(columns.values()), []))
+        for name, column in self._columns.items():
+            given = columns.get(name)
+            column.extend(given if given is not None else [None] * count)
+        if len(self._columns[self.schema.names[0]]) >= self.batch_rows:
+            self._flush()
+
     def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
             self.append(**row)

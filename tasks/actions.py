@@ -14,32 +14,54 @@ re-read is a request; the dry run takes the snapshot as current) and clears no r
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from prefect import task
 
 from regprune import progress
 from regprune.layout import (
     blob_data_path,
-    layer_link_path,
-    manifest_link_path,
+    blob_data_paths,
+    layer_link_paths,
+    manifest_link_paths,
     repository_dir,
-    tag_index_link_path,
+    tag_index_link_paths,
     upload_dir,
 )
-from regprune.models import fetch_records
 from regprune.storage import DryRunStorage, Storage, StorageObject, StorageSpec, open_storage
-from regprune.tables import TableWriter, sql_literal
+from regprune.tables import TableWriter
 
 DONE, WOULD_DELETE, SKIPPED, FAILED = "done", "would-delete", "skipped", "failed"
 BATCH_SIZE = 1000
+QUEUE_SCHEMA = pa.schema(
+    [
+        ("phase", pa.int32()),
+        ("action", pa.string()),
+        ("repository", pa.string()),
+        ("digest", pa.string()),
+        ("upload_id", pa.string()),
+        ("size", pa.int64()),
+        ("shard", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("blob_repositories", pa.list_(pa.string())),
+        ("skip_reason", pa.string()),
+    ]
+)
+"""The columns of sql/execution_queue.sql that a batch reads."""
+AUDIT_FROM_QUEUE = ("phase", "action", "repository", "digest", "upload_id", "size")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+QUEUE_ORDER = ("shard", "action", "repository", "digest", "upload_id")
+"""The order batches are cut in (tasks/execution.py build_execution_queue counts on it)."""
 
 
 @dataclass(frozen=True)
@@ -102,13 +124,16 @@ class ExecutionSettings:
 
 
 class _Batch:
-    """One batch: resolve targets, re-verify, delete, record."""
+    """One batch: resolve targets, re-verify, delete, record. The files of blob and link
+    actions come built in bulk with the rows (queue_rows) and the outcomes go into the audit
+    part as columns, once per batch: per action, only the checks stay Python."""
 
     def __init__(self, settings: ExecutionSettings, storage: Storage, audit: TableWriter):
         self.settings = settings
         self.storage = storage
         self.audit = audit
         self.done = WOULD_DELETE if settings.dry_run else DONE
+        self._rows: list[tuple[dict[str, Any], str, str | None, list[str] | None]] = []
 
     def record(
         self,
@@ -117,39 +142,40 @@ class _Batch:
         reason: str | None = None,
         files: list[str] | None = None,
     ) -> None:
-        self.audit.append(
-            run_id=self.settings.run_id,
-            phase=item["phase"],
-            action=item["action"],
-            repository=item.get("repository"),
-            digest=item.get("digest"),
-            upload_id=item.get("upload_id"),
-            size=item.get("size"),
-            status=status,
-            reason=reason,
-            time=datetime.now(UTC),
-            files=files,
+        self._rows.append((item, status, reason, files))
+
+    def write_records(self) -> None:
+        """The batch's outcomes, as columns into the audit part (one call, not one a row)."""
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        now = datetime.now(UTC)
+        micros = (now - EPOCH) // timedelta(microseconds=1)  # TIMESTAMP, without a conversion a row
+        items = [item for item, *_ in rows]
+        self.audit.write_columns(
+            {
+                "run_id": [self.settings.run_id] * len(rows),
+                **{name: [item.get(name) for item in items] for name in AUDIT_FROM_QUEUE},
+                "status": [status for _, status, _, _ in rows],
+                "reason": [reason for _, _, reason, _ in rows],
+                "time": [micros] * len(rows),
+                "files": [files for *_, files in rows],
+            }
         )
 
     def targets(self, item: dict[str, Any]) -> list[str]:
-        """The files this action removes (paths from the layout module only)."""
-        action, repository, digest = item["action"], item.get("repository"), item.get("digest")
-        if action == "delete_blob":
-            return [blob_data_path(digest)]
-        if action == "delete_manifest_link":
-            tags = item.get("tags") or []
-            return [manifest_link_path(repository, digest)] + [
-                tag_index_link_path(repository, tag, digest) for tag in tags
-            ]
-        if action == "delete_layer_link":
-            return [layer_link_path(repository, digest)]
-        if action == "delete_repository":
+        """The files this action removes: blob and link actions come with theirs
+        (``planned_files``, built in bulk); a repository or upload is listed now."""
+        if item.get("files") is not None:
+            return item["files"]
+        if item["action"] == "delete_repository":
             # only its own _layers, _manifests and _uploads: a repository nested in its folder
             # (ns/app inside ns) is another repository, judged on its own
-            own = repository_dir(repository) + "_"
-            walked = self.storage.walk(repository_dir(repository))
+            own = repository_dir(item["repository"]) + "_"
+            walked = self.storage.walk(repository_dir(item["repository"]))
             return [obj.key for obj in walked if obj.key.startswith(own)]
-        return [obj.key for obj in self.storage.walk(upload_dir(repository, item["upload_id"]))]
+        walked = self.storage.walk(upload_dir(item["repository"], item["upload_id"]))
+        return [obj.key for obj in walked]
 
     def verify(
         self,
@@ -168,7 +194,7 @@ class _Batch:
             return "its blob exists (again)"
         return None
 
-    def clear_registry_cache(self, item: dict[str, Any]) -> str | None:
+    def clear_registry_cache(self, item: dict[str, Any], targets: list[str]) -> str | None:
         """Unlink through the registry before the bytes go, so its cache forgets them."""
         registry = self.settings.registry
         if registry is None:
@@ -178,7 +204,7 @@ class _Batch:
         elif item["action"] == "delete_repository":
             pairs = [
                 (item["repository"], f"sha256:{key.rsplit('/', 2)[-2]}")
-                for key in self.targets(item)
+                for key in targets
                 if "/_layers/sha256/" in key and key.endswith("/link")
             ]
         else:
@@ -198,7 +224,10 @@ class _Batch:
 
     def run(self, items: list[dict[str, Any]]) -> None:
         """Re-read the whole batch at once (on S3 one listing of its common folder, not a
-        request per object), then delete what is still as planned in one call."""
+        request per object), then delete what is still as planned in one call. ``items``:
+        rows of the queue as :func:`queue_rows` gives them (dicts may leave columns out)."""
+        if any("files" not in item for item in items):
+            items = queue_rows(_as_queue(items))
         pending: list[tuple[dict[str, Any], list[str]]] = []
         for item in items:
             if item.get("skip_reason"):
@@ -210,7 +239,9 @@ class _Batch:
         blobs = self.reread([blob_data_path(d) for d in linked])
         ready: list[tuple[dict[str, Any], list[str]]] = []
         for item, targets in pending:
-            reason = self.verify(item, targets, stats, blobs) or self.clear_registry_cache(item)
+            reason = self.verify(item, targets, stats, blobs) or self.clear_registry_cache(
+                item, targets
+            )
             if reason:
                 self.record(item, SKIPPED, reason)
             else:
@@ -226,6 +257,54 @@ class _Batch:
                     errors = [f"deleted, but the registry cache may still claim it: {error}"]
             self.record(item, status, errors[0] if errors else None, targets)
         progress.advance("delete", len(items), sum(item.get("size") or 0 for item, _ in ready))
+        self.write_records()
+
+
+def planned_files(batch: pa.Table) -> list[list[str] | None]:
+    """The files each blob or link action of ``batch`` removes, built for all at once with
+    the layout module's bulk functions (one Python call per action costs more than the dry
+    run's work); None for a repository or upload (listed when its batch runs) and for an
+    action already skipped."""
+    files: list[list[str] | None] = [None] * batch.num_rows
+    todo = pc.invert(pc.fill_null(pc.is_valid(batch["skip_reason"]), False))
+    for action, paths in (
+        ("delete_blob", lambda t: blob_data_paths(t["digest"])),
+        ("delete_manifest_link", lambda t: manifest_link_paths(t["repository"], t["digest"])),
+        ("delete_layer_link", lambda t: layer_link_paths(t["repository"], t["digest"])),
+    ):
+        rows = pc.indices_nonzero(pc.and_(pc.equal(batch["action"], action), todo)).to_pylist()
+        if not rows:
+            continue
+        chosen = batch.take(rows)
+        for row, path in zip(rows, paths(chosen).to_pylist(), strict=True):
+            files[row] = [path]
+        if action == "delete_manifest_link":
+            tags = chosen["tags"].combine_chunks()
+            parents = pc.list_parent_indices(tags)
+            tagged = tag_index_link_paths(
+                pc.take(chosen["repository"], parents),
+                pc.list_flatten(tags),
+                pc.take(chosen["digest"], parents),
+            )
+            for parent, path in zip(parents.to_pylist(), tagged.to_pylist(), strict=True):
+                files[rows[parent]].append(path)
+    return files
+
+
+def queue_rows(batch: pa.Table) -> list[dict[str, Any]]:
+    """Rows of the queue as a batch runs them: dicts with their ``files`` (planned_files)."""
+    rows = batch.to_pylist()
+    for row, files in zip(rows, planned_files(batch), strict=True):
+        row["files"] = files
+    return rows
+
+
+def _as_queue(items: list[dict[str, Any]]) -> pa.Table:
+    """Queue rows given as dicts (columns left out are null), as a batch table."""
+    return pa.Table.from_pylist(
+        [{name: item.get(name) for name in QUEUE_SCHEMA.names} for item in items],
+        schema=QUEUE_SCHEMA,
+    )
 
 
 @dataclass(frozen=True)
@@ -264,9 +343,9 @@ def execute_batches(settings: ExecutionSettings, queue: str, batches: list[Batch
             if audit is None:
                 audit = TableWriter("actions", Path(settings.audit_dir) / f"{batch.name}.parquet")
                 recorded, opened = 0, time.monotonic()
-            items = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
-            _Batch(settings, storage, audit).run(items)
-            recorded += len(items)
+            rows = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
+            _Batch(settings, storage, audit).run(rows)
+            recorded += len(rows)
             if recorded >= PART_ACTIONS or time.monotonic() - opened >= PART_SECONDS:
                 parts.append(str(audit.close()))
                 audit = None
@@ -279,19 +358,32 @@ def execute_batches(settings: ExecutionSettings, queue: str, batches: list[Batch
     return parts
 
 
+_read_lock = threading.Lock()
+_last_read: tuple[tuple[str, int, int], pa.Table] | None = None
+
+
+def _read_queue(queue: str) -> pa.Table:
+    """The whole queue file in batch order, read once per process and phase: the phase's
+    tasks run in threads of one process (each would otherwise read and sort it again)."""
+    global _last_read
+    status = Path(queue).stat()
+    key = (queue, status.st_mtime_ns, status.st_size)
+    with _read_lock:
+        if _last_read is None or _last_read[0] != key:
+            _last_read = None  # let the previous phase's queue go before reading this one
+            table = pq.read_table(queue, columns=QUEUE_SCHEMA.names).cast(QUEUE_SCHEMA)
+            table = table.sort_by([(name, "ascending") for name in QUEUE_ORDER])
+            _last_read = (key, table.combine_chunks())
+        return _last_read[1]
+
+
 def _queued(queue: str, shards: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The queued actions of ``shards``, per shard in the order batches are cut."""
-    with duckdb.connect() as con:
-        rows = fetch_records(
-            con.execute(
-                f"SELECT * FROM read_parquet({sql_literal(queue)}) "
-                "WHERE list_contains(?, shard) "
-                "ORDER BY shard, action, repository, digest, upload_id",
-                [shards],
-            )
-        )
+    """The queued actions of ``shards`` (queue_rows), per shard in the order batches are
+    cut."""
+    table = _read_queue(queue)
+    wanted = pc.indices_nonzero(pc.is_in(table["shard"], pa.array(shards, pa.string())))
     out: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in queue_rows(table.take(wanted)):
         out.setdefault(str(row["shard"]), []).append(row)
     return out
 

@@ -9,6 +9,7 @@ writes, then parsed back.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -455,3 +456,49 @@ def test_bulk_classification_takes_the_fast_path_for_real_keys(
     monkeypatch.setattr(layout, "_repository_row", refuse)
     kinds = classify_repository_keys(pa.array(keys))["kind"].to_pylist()
     assert kinds == ["layer_link", "manifest_link", "tag_current", "tag_index", "upload_startedat"]
+
+
+_DIGESTS = st.one_of(
+    st.sampled_from([DIGEST, f"sha256:{OTHER_HEX}"]),
+    st.sampled_from([None, HEX, f"sha256:{HEX.upper()}", f"sha512:{HEX}", DIGEST[:-1], "sha256:"]),
+)
+_NAMES = st.one_of(st.sampled_from(REPOSITORIES), st.text(min_size=1, max_size=12))
+
+
+def _per_key(build: Any, *columns: list[Any]) -> list[str] | str:
+    """The per-key builder over every row, or the problem of the first row it refuses."""
+    try:
+        return [build(*row) for row in zip(*columns, strict=True)]
+    except LayoutError as exc:
+        return str(exc)
+
+
+def _bulk(build: Any, *columns: list[Any]) -> list[str] | str:
+    try:
+        return build(*(pa.array(column, pa.string()) for column in columns)).to_pylist()
+    except LayoutError as exc:
+        return str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_NAMES, st.text(max_size=8), st.one_of(st.just(DIGEST), _DIGESTS)),
+        max_size=20,
+    )
+)
+def test_bulk_paths_equal_the_per_key_paths(rows: list[tuple[str, str, str | None]]) -> None:
+    """The executor builds a batch's files with the bulk builders: every path must be the
+    per-key builder's, and a bad digest refused with the same problem."""
+    repositories = [repository for repository, _, _ in rows]
+    tags = [tag for _, tag, _ in rows]
+    digests = [digest for _, _, digest in rows]
+    assert _bulk(layout.blob_data_paths, digests) == _per_key(blob_data_path, digests)
+    for bulk, per_key in (
+        (layout.layer_link_paths, layer_link_path),
+        (layout.manifest_link_paths, manifest_link_path),
+    ):
+        assert _bulk(bulk, repositories, digests) == _per_key(per_key, repositories, digests)
+    assert _bulk(layout.tag_index_link_paths, repositories, tags, digests) == _per_key(
+        tag_index_link_path, repositories, tags, digests
+    )

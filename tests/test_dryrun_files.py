@@ -1,0 +1,46 @@
+"""The dry run lists exactly the files ``--confirm`` deletes: both run the same executor over
+the same snapshot (only the storage's last call differs), so what the dry run's audit trail
+says would go must be what goes, file by file, and the dry run itself must touch nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from regprune.cli.main import EXIT_OK, main
+from regprune.demo.synthetic import SyntheticSpec, generate
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
+
+
+def audit_files(run: Path, status: str) -> list[str]:
+    rows = pq.read_table(run / "actions.parquet").to_pylist()
+    return [key for row in rows if row["status"] == status for key in row["files"] or []]
+
+
+def test_the_dry_run_lists_what_confirm_deletes(tmp_path: Path) -> None:
+    registry, metadata, run = tmp_path / "registry", tmp_path / "metadata.json", tmp_path / "run"
+    generate(registry, SyntheticSpec.demo(seed=3), metadata)
+    v2 = registry / "docker" / "registry" / "v2"
+    before = files_under(v2)
+    base = ["prune", "--keep-younger-than", "24h", "--upload-max-age", "1h"]
+
+    dry = ["--storage", str(registry), "--metadata", str(metadata), "--out", str(run)]
+    assert main([*base, *dry]) == EXIT_OK
+    would = audit_files(run, "would-delete")
+    assert files_under(v2) == before, "the dry run changed the storage"
+    assert would, "the demo registry has garbage: the dry run must list some files"
+    assert len(would) == len(set(would)), "a file listed twice"
+    kinds = {key.split("/")[0] for key in would}
+    assert kinds == {"blobs", "repositories"}
+
+    assert main([*base, "--snapshot", str(run), "--confirm"]) == EXIT_OK
+    deleted = before - files_under(v2)
+    assert set(would) == deleted
+    assert set(audit_files(run, "done")) == set(would)
