@@ -66,7 +66,7 @@ def recheck(
     listed = [listing.result() for listing in listings]
     walked = snapshot_storage(spec, str(parts), None, links_only=True)
     tables = (*(METADATA_TABLES if metadata.is_kube else ()), *RECHECKED_STORAGE)
-    merge_snapshot_tables([lst["parts"] for lst in listed] + walked, str(folder), tables)
+    merge_snapshot_tables([listing.parts for listing in listed] + walked, str(folder), tables)
     reread = {table: folder / f"{table}.parquet" for table in tables}
     for table in RECHECKED_STORAGE:
         overlay(table, reread[table], Path(run_dir) / f"{table}.parquet")

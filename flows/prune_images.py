@@ -30,7 +30,7 @@ from regprune.flows.prune import UnsafePlan, prune_flow
 from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
 from regprune.images_execute import execute_images_plan
 from regprune.images_plan import PruneImagesSettings
-from regprune.metadata import MetadataSource
+from regprune.metadata import Listed, MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotError, SnapshotSource
@@ -62,7 +62,7 @@ def snapshot_cluster(out_dir: Path, metadata: MetadataSource) -> dict[str, Any]:
     parts_dir.mkdir(parents=True)
     started = datetime.now(UTC)
     futures = submit_metadata_snapshot(metadata, str(parts_dir), workloads=True)
-    listings: list[dict[str, Any]] = []
+    listings: list[Listed] = []
     for future in futures:  # any failed list ends the run here
         result = future.result()
         listings += result if isinstance(result, list) else [result]
@@ -72,7 +72,7 @@ def snapshot_cluster(out_dir: Path, metadata: MetadataSource) -> dict[str, Any]:
     shutil.rmtree(parts_dir, ignore_errors=True)
     objects: dict[str, int] = {}
     for listing in listings:
-        objects.update(listing["objects"])
+        objects.update(listing.objects)
     summary = {
         "tool": "regprune",
         "version": tool_version(),
@@ -81,7 +81,7 @@ def snapshot_cluster(out_dir: Path, metadata: MetadataSource) -> dict[str, Any]:
         "finished_at": datetime.now(UTC).isoformat(),
         "metadata_objects": objects,
         "apis_missing": sorted(
-            kind for listing in listings if listing.get("missing") for kind in listing["objects"]
+            kind for listing in listings if listing.missing for kind in listing.objects
         ),
         "rows": rows,
     }

@@ -140,7 +140,7 @@ def snapshot_flow(out: str, source: SnapshotSource, warehouse: str | None = None
     shutil.rmtree(parts_dir, ignore_errors=True)
     objects: dict[str, int] = {}
     for listing in listings:
-        objects.update(listing["objects"])
+        objects.update(listing.objects)
     summary = {
         "tool": "regprune",
         "version": tool_version(),

@@ -17,6 +17,9 @@ import pyarrow.parquet as pq
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 SNAPSHOT_FILE = "snapshot.json"
+
+TableParts = dict[str, str]
+"""What a task wrote: the path of its Parquet part of each table (merged by merge_parts)."""
 """Written last by a snapshot: a folder without it is not a complete snapshot."""
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -327,7 +330,7 @@ class TableWriters:
     def __getitem__(self, table: str) -> TableWriter:
         return self.writers[table]
 
-    def close(self) -> dict[str, str]:
+    def close(self) -> TableParts:
         return {t: str(w.close()) for t, w in self.writers.items()}
 
     def abort(self) -> None:

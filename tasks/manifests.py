@@ -17,7 +17,7 @@ from regprune import progress
 from regprune.layout import blob_data_path
 from regprune.manifests import MANIFEST_TABLES, MAX_MANIFEST_BYTES, ManifestError, parse_manifest
 from regprune.storage import StorageSpec, open_storage
-from regprune.tables import TableWriters
+from regprune.tables import TableParts, TableWriters
 
 MANIFEST_BATCH = 200
 
@@ -40,7 +40,7 @@ def read_manifests_in_batches(
 
 
 @task(name="read-manifests", retries=2, retry_delay_seconds=[2, 10])
-def read_manifests(spec: StorageSpec, digests: list[str], parts_dir: str, batch: int) -> dict:
+def read_manifests(spec: StorageSpec, digests: list[str], parts_dir: str, batch: int) -> TableParts:
     """Read, verify and parse a batch of manifest blobs into two Parquet parts."""
     storage = open_storage(spec)
     out = TableWriters(MANIFEST_TABLES, Path(parts_dir), f"manifests-{batch:04d}")

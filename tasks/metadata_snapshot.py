@@ -15,6 +15,7 @@ from prefect.logging import get_run_logger
 
 from regprune import progress
 from regprune.metadata import (
+    Listed,
     ListingRestart,
     MetadataError,
     MetadataSource,
@@ -63,7 +64,7 @@ def _write(out: TableWriters, plural: str, obj: dict[str, Any]) -> None:
 )
 def list_cluster_objects(
     source: MetadataSource, plural: str, parts_dir: str, extra_tables: tuple[str, ...] = ()
-) -> dict[str, Any]:
+) -> Listed:
     """List every ``images`` or ``imagestreams`` object, page by page, into Parquet parts.
 
     A 410 on a continue token restarts the list from the beginning (the parts written so far
@@ -93,7 +94,7 @@ def list_cluster_objects(
             out.abort()
             raise
         logger.info("listed %d %s in %d pages", objects, plural, pages)
-        return {"parts": out.close(), "objects": {plural: objects}, "pages": pages}
+        return Listed(out.close(), {plural: objects}, pages)
     raise MetadataError(
         f"list of {plural} kept expiring (410 Gone {MAX_LIST_RESTARTS + 1} times): the cluster "
         "changes faster than it can be listed; try a larger --page-size"
@@ -101,9 +102,7 @@ def list_cluster_objects(
 
 
 @task(name="read-metadata-dump")
-def read_metadata_dump(
-    source: MetadataSource, parts_dir: str, workloads: bool = False
-) -> dict[str, Any]:
+def read_metadata_dump(source: MetadataSource, parts_dir: str, workloads: bool = False) -> Listed:
     """Read an ``oc get images,imagestreams -A -o json`` dump (or a folder of them); with
     ``workloads``, also the workloads and LimitRanges of ``oc get images,imagestreams,pods,...``
     (:mod:`regprune.workloads`)."""
@@ -147,11 +146,11 @@ def read_metadata_dump(
         from regprune.workloads import WORKLOAD_KINDS
 
         counts |= {k: kinds[k] for k in (*WORKLOAD_KINDS, "LimitRange")}
-    return {"parts": out.close(), "objects": counts, "pages": 0}
+    return Listed(out.close(), dict(counts))
 
 
 @task(name="merge-metadata-tables")
 def merge_metadata_tables(listings: list[Any], out: str) -> dict[str, int]:
     """The cluster's tables, merged while storage is still being walked (``listings``: the
     listing tasks' results, or their futures, which Prefect resolves)."""
-    return merge_snapshot_tables.fn([lst["parts"] for lst in listings], out, METADATA_TABLES)
+    return merge_snapshot_tables.fn([listing.parts for listing in listings], out, METADATA_TABLES)

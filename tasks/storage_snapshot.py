@@ -47,6 +47,7 @@ from regprune.storage import (
 from regprune.tables import (
     METADATA_TABLES,
     SNAPSHOT_TABLES,
+    TableParts,
     TableWriters,
     merge_parts,
 )
@@ -117,7 +118,9 @@ def plan_storage_shards(spec: StorageSpec, shard_tasks: int | None = None) -> St
 
 
 @task(name="walk-blob-shard", retries=2, retry_delay_seconds=[2, 10])
-def walk_blob_shard(spec: StorageSpec, prefixes: list[str], parts_dir: str, shard: int) -> dict:
+def walk_blob_shard(
+    spec: StorageSpec, prefixes: list[str], parts_dir: str, shard: int
+) -> TableParts:
     """Record every ``blobs/sha256/<2hex>/<hex>/data`` below the given prefix folders."""
     storage = open_storage(spec)
     out = TableWriters(BLOB_TABLES, Path(parts_dir), f"blobs-{shard:04d}")
@@ -358,7 +361,7 @@ def walk_repository_shard(
 
 
 @task(name="record-stray-files")
-def record_stray_files(stray: list[tuple[str, str]], parts_dir: str) -> dict:
+def record_stray_files(stray: list[tuple[str, str]], parts_dir: str) -> TableParts:
     out = TableWriters(("storage_anomalies",), Path(parts_dir), "stray")
     for path, problem in stray:
         out["storage_anomalies"].append(path=path, problem=problem)

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
-from regprune.metadata import ListingRestart, MetadataError, MetadataSource
+from regprune.metadata import Listed, ListingRestart, MetadataError, MetadataSource
 from regprune.retries import retry_unless
 from regprune.tables import WORKLOAD_TABLES, TableWriters
 from regprune.tasks.metadata_snapshot import MAX_LIST_RESTARTS
@@ -49,9 +49,7 @@ def write_workload_object(out: TableWriters, obj: dict[str, Any]) -> bool:
     return True
 
 
-def _list_kind(
-    source: MetadataSource, listing: Listing, parts_dir: str, logger: Any
-) -> dict[str, Any]:
+def _list_kind(source: MetadataSource, listing: Listing, parts_dir: str, logger: Any) -> Listed:
     """List every object of one workload kind (or LimitRanges), page by page; a 410 restarts
     it, a 404 of an OpenShift-only group is "none"."""
     kind = listing.kind
@@ -70,7 +68,7 @@ def _list_kind(
             out.abort()
             logger.info("%s: the API is not served (404): none listed", kind)
             out = TableWriters(tables, Path(parts_dir), f"workloads-{kind}")
-            return {"parts": out.close(), "objects": {kind: 0}, "pages": 0, "missing": True}
+            return Listed(out.close(), {kind: 0}, missing=True)
         except ListingRestart:
             out.abort()
             logger.warning("list of %s expired mid-way (410 Gone); restarting (%d)", kind, restart)
@@ -79,7 +77,7 @@ def _list_kind(
             out.abort()
             raise
         logger.info("listed %d %s in %d pages", objects, kind, pages)
-        return {"parts": out.close(), "objects": {kind: objects}, "pages": pages}
+        return Listed(out.close(), {kind: objects}, pages)
     raise MetadataError(f"list of {kind} kept expiring (410 Gone): try a larger --page-size")
 
 
@@ -89,7 +87,7 @@ def _list_kind(
     retry_delay_seconds=10,
     retry_condition_fn=retry_unless(MetadataError),
 )
-def list_workloads(source: MetadataSource, parts_dir: str) -> list[dict[str, Any]]:
+def list_workloads(source: MetadataSource, parts_dir: str) -> list[Listed]:
     """Every workload kind and LimitRanges, LIST_THREADS lists at a time (one task: a dozen
     small tasks cost more in orchestration than the lists take). Any list that fails fails
     the task: the run stops before anything is planned."""
@@ -102,7 +100,7 @@ def list_workloads(source: MetadataSource, parts_dir: str) -> list[dict[str, Any
 
 
 @task(name="merge-workload-tables")
-def merge_workload_tables(listings: list[dict[str, Any]], out: str) -> dict[str, int]:
+def merge_workload_tables(listings: list[Any], out: str) -> dict[str, int]:
     """``workload_references``, ``limit_ranges``, ``image_sizes`` of a prune-images snapshot."""
-    parts = [lst["parts"] for lst in listings if "parts" in lst]
+    parts = [listing.parts for listing in listings]
     return merge_snapshot_tables.fn(parts, out, WORKLOAD_TABLES)

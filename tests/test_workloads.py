@@ -242,16 +242,16 @@ def test_a_dump_with_workloads_fills_the_workload_tables(tmp_path: Path) -> None
     dump = tmp_path / "dump.json"
     dump.write_text(json.dumps({"kind": "List", "items": items}))
     result = read_metadata_dump.fn(MetadataSource(str(dump)), str(tmp_path / "parts"), True)
-    parts = result["parts"]
+    parts = result.parts
     assert rows(parts["image_sizes"]) == [{"image": D1, "size": 1234}]
     assert [r["digest"] for r in rows(parts["workload_references"])] == [D1]
     assert [r["max_storage"] for r in rows(parts["limit_ranges"])] == [1024]
     assert rows(parts["metadata_anomalies"]) == []
-    assert result["objects"]["Pod"] == 1
+    assert result.objects["Pod"] == 1
     # without workloads the same dump is read as before: other kinds are anomalies
     plain = read_metadata_dump.fn(MetadataSource(str(dump)), str(tmp_path / "plain"))
-    assert "workload_references" not in plain["parts"]
-    assert {r["kind"] for r in rows(plain["parts"]["metadata_anomalies"])} == {"Pod", "LimitRange"}
+    assert "workload_references" not in plain.parts
+    assert {r["kind"] for r in rows(plain.parts["metadata_anomalies"])} == {"Pod", "LimitRange"}
 
 
 def test_listing_from_the_api_is_paginated_and_404_means_no_such_api(

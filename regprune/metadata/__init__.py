@@ -43,6 +43,17 @@ class MetadataError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Listed:
+    """What one listing task read: its Parquet part of each table, the objects it read per
+    kind and the pages it took; ``missing`` when the API does not serve that kind at all."""
+
+    parts: dict[str, str]
+    objects: dict[str, int]
+    pages: int = 0
+    missing: bool = False
+
+
+@dataclass(frozen=True)
 class MetadataSource:
     """``kube`` (with optional kubeconfig and context) or a dump file / folder of dumps."""
 
