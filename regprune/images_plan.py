@@ -11,22 +11,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from regprune.models import DuckDBSettings, fetch_records, query_text
-from regprune.tables import METADATA_TABLES, WORKLOAD_TABLES, sql_literal
+from regprune.models import DuckDBSettings, SnapshotDatabase
+from regprune.tables import METADATA_TABLES, WORKLOAD_TABLES
 from regprune.units import Duration, parse_duration
 
-IMAGES_MODELS = (
-    "images_workload_uses",
-    "images_tag_revisions",
-    "images_held",
-    "images_plan",
-    "images_summary",
-    "images_sanity",
-)
-"""In dependency order: each reads only tables and models before it."""
+IMAGES_MODELS = ("images_workload_uses", "images_plan", "images_summary", "images_sanity")
+"""What prune-images reads; the models these read come with them (regprune.models)."""
 IMAGES_OUTPUTS = ("images_tag_revisions", "images_plan")
 IMAGES_TABLES = (*METADATA_TABLES, *WORKLOAD_TABLES)
 
@@ -108,8 +100,8 @@ class PruneImagesSettings(BaseModel):
         }
 
 
-class ImagesDatabase:
-    """DuckDB over the tables of a prune-images snapshot (metadata and workloads only)."""
+class ImagesDatabase(SnapshotDatabase):
+    """DuckDB over a prune-images snapshot: metadata and workloads, no storage tables."""
 
     def __init__(
         self,
@@ -117,51 +109,14 @@ class ImagesDatabase:
         variables: dict[str, Any],
         settings: DuckDBSettings | None = None,
     ):
-        self.dir = Path(snapshot_dir)
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
-        settings = settings or DuckDBSettings()
-        if settings.memory_limit:
-            self.con.execute(f"SET memory_limit = {sql_literal(settings.memory_limit)}")
-        if settings.temp_directory:
-            self.con.execute(f"SET temp_directory = {sql_literal(settings.temp_directory)}")
-        if settings.threads:
-            self.con.execute(f"SET threads = {int(settings.threads)}")
-        for table in IMAGES_TABLES:
-            path = self.dir / f"{table}.parquet"
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"{path} is missing: not a snapshot taken for prune-images (with workloads)"
-                )
-            source = f"read_parquet({sql_literal(path)})"
-            self.con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM {source}')
-        for name, value in variables.items():
-            self.con.execute(f"SET VARIABLE {name} = ?", [value])
-        self.con.execute(query_text("macros"))
-        for model in IMAGES_MODELS:
-            body = query_text(model).strip().rstrip(";")
-            self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{model}" AS {body}')
-
-    def write(self, model: str, dest: Path) -> int:
-        """Materialize a model as Parquet and read it back from there from now on."""
-        result = self.con.execute(
-            f'COPY (SELECT * FROM "{model}") TO {sql_literal(dest)} (FORMAT parquet)'
-        ).fetchone()
-        source = f"read_parquet({sql_literal(dest)})"
-        self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{model}" AS SELECT * FROM {source}')
-        return int(result[0]) if result else 0
-
-    def records(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        return fetch_records(self.con.execute(query, params or []))
-
-    def close(self) -> None:
-        self.con.close()
-
-    def __enter__(self) -> ImagesDatabase:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(
+            snapshot_dir,
+            variables,
+            settings,
+            tables=IMAGES_TABLES,
+            kind="a snapshot taken for prune-images (with workloads)",
+        )
+        self.define(*IMAGES_MODELS)
 
 
 def plan_prune_images(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -278,8 +279,13 @@ class SnapshotDatabase:
         variables: dict[str, Any],
         settings: DuckDBSettings | None = None,
         extra_tables: dict[str, Path] | None = None,
+        tables: Sequence[str] = SNAPSHOT_TABLES,
+        kind: str = "a snapshot folder",
     ):
+        """``tables``: the snapshot tables the folder must hold (``kind`` names such a
+        folder in the error when one is missing)."""
         self.snapshot_dir = Path(snapshot_dir)
+        self.kind = kind
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         settings = settings or DuckDBSettings()
@@ -289,7 +295,7 @@ class SnapshotDatabase:
             self.con.execute(f"SET temp_directory = {sql_literal(settings.temp_directory)}")
         if settings.threads:
             self.con.execute(f"SET threads = {int(settings.threads)}")
-        for table in SNAPSHOT_TABLES:
+        for table in tables:
             self.attach(table, self.snapshot_dir / f"{table}.parquet")
         for table, path in (extra_tables or {}).items():
             self.attach(table, path)
@@ -299,7 +305,7 @@ class SnapshotDatabase:
 
     def attach(self, table: str, path: Path) -> None:
         if not path.exists():
-            raise FileNotFoundError(f"snapshot table {path} is missing: is this a snapshot folder?")
+            raise FileNotFoundError(f"snapshot table {path} is missing: is this {self.kind}?")
         self.con.execute(
             f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM read_parquet({sql_literal(path)})'
         )

@@ -21,15 +21,14 @@ from typing import Any
 import yaml
 
 from regprune.layout import is_digest
+from regprune.manifests import IMAGE_MEDIA_TYPES
 from regprune.retries import backoff
 
 GROUP = "image.openshift.io"
 VERSION = "v1"
 MANAGED_ANNOTATION = "openshift.io/image.managed"
 LAYERS_ORDER_ANNOTATION = "image.openshift.io/dockerLayersOrder"
-SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_TYPES_WITH_CONFIG = frozenset({SCHEMA2, OCI_MANIFEST})
+MEDIA_TYPES_WITH_CONFIG = IMAGE_MEDIA_TYPES  # schema 2 and OCI manifests name a config blob
 RETRY_BASE_SECONDS = 0.5
 """First backoff delay of a retried API call; it doubles per attempt (with jitter) up to
 ``RETRY_MAX_SECONDS``. Module-level so tests (and impatient operators) can shorten it."""
