@@ -17,6 +17,7 @@ the reference has none, and young objects would mask differences.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
 from tests.conftest import imagestream, rows, write_dump
 from tests.drift import HOST, Drift, build_drift, delete_blob_from_storage
 from tests.openshift_api import OpenShiftAPIServer
+from tests.openshift_registry import require_openshift_registry, start_openshift_registry, stop_pair
 from tests.reference import (
     BrokenTag,
     LostFound,
@@ -48,6 +50,7 @@ from tests.registry_bench import (
     pull_ok,
     push,
     start_upload,
+    upload_blob_without_manifest,
 )
 
 pytestmark = [pytest.mark.slow]
@@ -123,6 +126,21 @@ def _extend_drift(drift: Drift, layouts: OciLayouts, tmp: Path) -> Path:
     return write_dump(tmp / "dump.json", items)
 
 
+def _s3_storage(
+    request: pytest.FixtureRequest, tmp: Path, prefix: str
+) -> tuple[S3Storage, dict[str, str]]:
+    """A bucket of the session's moto S3, and the environment regprune reads it with."""
+    moto: MotoServer = request.getfixturevalue("moto")
+    storage = S3Storage(moto, moto.create_bucket(f"{prefix}-{tmp.name[-6:]}"), "/registry")
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL": moto.endpoint_url,
+        "AWS_REGION": "us-east-1",
+    }
+    return storage, env
+
+
 def build_debian_scenario(
     request: pytest.FixtureRequest,
     layouts: OciLayouts,
@@ -132,23 +150,80 @@ def build_debian_scenario(
 ) -> Scenario:
     """The drift of ``tests.drift`` (+ :func:`_extend_drift`) pushed to distribution 2.8 on
     a folder or on moto S3; the tests write the Images, the API server serves that dump."""
-    env: dict[str, str] = {}
-    storage = None
-    if s3:
-        moto: MotoServer = request.getfixturevalue("moto")
-        storage = S3Storage(moto, moto.create_bucket(f"refdiff-{tmp.name[-6:]}"), "/registry")
-        env = {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_ENDPOINT_URL": moto.endpoint_url,
-            "AWS_REGION": "us-east-1",
-        }
+    storage, env = _s3_storage(request, tmp, "refdiff") if s3 else (None, {})
     registry = stack.enter_context(Registry(tmp / "registry", s3=storage))
     drift = build_drift(registry, layouts, tmp)
     dump = _extend_drift(drift, layouts, tmp)
     api = stack.enter_context(OpenShiftAPIServer())
     load_dump(api, dump)
     return Scenario("s3" if s3 else "fs", registry, dump, api, tmp, env)
+
+
+def copy_repository(registry: Registry, source: str, target: str) -> None:
+    """Write ``source``'s links (not its uploads) into storage as repository ``target``: a
+    repository no push could create, e.g. a name OpenShift's registry refuses."""
+    prefix = f"repositories/{source}/"
+    for rel in registry.list_storage():
+        if not rel.startswith(prefix) or "/_uploads/" in rel:
+            continue
+        dest = f"repositories/{target}/{rel.removeprefix(prefix)}"
+        if registry.storage_root is not None:
+            registry.path(dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(registry.path(rel), registry.path(dest))
+        else:
+            assert registry.s3 is not None
+            bucket = registry.s3.bucket
+            registry.s3.moto.client().copy_object(
+                Bucket=bucket, Key=registry.key(dest), CopySource=f"{bucket}/{registry.key(rel)}"
+            )
+
+
+def build_openshift_scenario(
+    request: pytest.FixtureRequest,
+    layouts: OciLayouts,
+    tmp: Path,
+    stack: ExitStack,
+    s3: bool,
+) -> Scenario:
+    """Pushes through OpenShift's own registry (its Images and ImageStreams are the ones it
+    recorded in the HTTPS API server: single images, shared layers, a manifest list whose
+    children it took by digest, OCI manifests), then drift: Images and an ImageStream
+    deleted through the API, blobs deleted from storage, unfinished uploads, repositories
+    with invalid names written into storage. The reference runs against that same API."""
+    require_openshift_registry()
+    storage, env = _s3_storage(request, tmp, "osdiff") if s3 else (None, {})
+    registry = start_openshift_registry(tmp / "openshift", s3=storage)
+    stack.callback(stop_pair, registry)
+    api = registry.api
+    images = {
+        "app-v1": push(registry, *layouts["app-v1"], "ns/app:v1"),
+        "app-v2": push(registry, *layouts["app-v2"], "ns/app:v2"),
+        "multi": push(registry, *layouts["multi"], "ns/multi:latest"),
+        "tool": push(registry, *layouts["tool"], "gone/tool:1.0"),
+        "base": push(registry, *layouts["base"], "ns/other:old"),
+        "oci": push(registry, *layouts["tool"], "ns/oci:1", format="oci"),
+        "oci-gone": push(registry, *layouts["app-v1"], "ns/oci:gone", format="oci"),
+    }
+    push(registry, *layouts["app-v2"], "ns/other:latest")  # layers shared across streams
+    push(registry, *layouts["app-v2"], "ns/broken:x")
+    # drift in the cluster: Images deleted (their tags stay), a whole stream deleted
+    for name in ("app-v1", "tool", "oci-gone"):
+        assert api.delete_image(images[name].digest)
+    assert api.delete_imagestream("gone", "tool")
+    # drift in storage: blobs gone, unfinished pushes, names no push could write
+    delete_blob_from_storage(registry, images["app-v2"].layers[2].digest)
+    for layer in images["multi"].children[1].layers:
+        delete_blob_from_storage(registry, layer.digest)
+    delete_blob_from_storage(registry, images["base"].digest)
+    upload_blob_without_manifest(registry, "ns/app", b"an abandoned push")
+    start_upload(registry, "ns/app")
+    start_upload(registry, "ns/multi")
+    copy_repository(registry, "ns/other", "lonely")
+    copy_repository(registry, "ns/app", "ns/deep/tool")
+    dump = tmp / "dump.json"
+    dump.write_text(json.dumps(api.dump_list()))
+    name = "openshift-s3" if s3 else "openshift-fs"
+    return Scenario(name, registry, dump, api, tmp, env)
 
 
 ScenarioBuilder = Callable[[pytest.FixtureRequest, OciLayouts, Path, ExitStack], Scenario]
@@ -161,6 +236,12 @@ SCENARIOS: dict[str, ScenarioBuilder] = {
         request, layouts, tmp, stack, s3=False
     ),
     "s3": lambda request, layouts, tmp, stack: build_debian_scenario(
+        request, layouts, tmp, stack, s3=True
+    ),
+    "openshift-fs": lambda request, layouts, tmp, stack: build_openshift_scenario(
+        request, layouts, tmp, stack, s3=False
+    ),
+    "openshift-s3": lambda request, layouts, tmp, stack: build_openshift_scenario(
         request, layouts, tmp, stack, s3=True
     ),
 }
@@ -336,13 +417,21 @@ def rule_lost_found(found: set[LostFound], f: Facts, ours_invalid: set[str]) -> 
 
 
 def rule_invalid_manifests(
-    skipped: set[tuple[str, str, str]], f: Facts, repositories: set[str]
+    skipped: set[tuple[str, str, str]],
+    f: Facts,
+    repositories: set[str],
+    ours_invalid: set[str],
 ) -> set[tuple[str, str]]:
     """invalid manifests: the reference logs a stored manifest it cannot restore; regprune
-    lists the same, but not a child of a list the stream has (not a candidate: see
-    lost-found), and also a revision link whose manifest blob is gone (the reference's
-    enumeration skips it silently; see dangling manifest links)."""
-    expected = {(repo, d) for repo, d, _ in skipped if d not in f.list_children_in_stream(repo)}
+    lists the same, but not a child of a list the stream has and none in a repository whose
+    name cannot be an ImageStream (neither is a candidate: see lost-found), and also a
+    revision link whose manifest blob is gone (the reference's enumeration skips it
+    silently; see dangling manifest links)."""
+    expected = {
+        (repo, d)
+        for repo, d, _ in skipped
+        if d not in f.list_children_in_stream(repo) and repo.strip("/") not in ours_invalid
+    }
     return rule_dangling_manifest_links(expected, f, repositories)
 
 
@@ -515,7 +604,10 @@ def test_invalid_manifests_differ_only_by_the_rules(both: Both, facts: Facts) ->
     """A stored manifest that misses a blob is no lost-found candidate for either: the
     reference logs ``invalid manifest``, regprune lists it."""
     repositories = {r["repository"] for r in both.plan["repositories"]}
-    expected = rule_invalid_manifests(both.ref_storage.skipped_manifests, facts, repositories)
+    invalid = {r["repository"] for r in both.plan["repositories"] if r["reason"] == "invalid-name"}
+    expected = rule_invalid_manifests(
+        both.ref_storage.skipped_manifests, facts, repositories, invalid
+    )
     ours = {(r["repository"], r["digest"]) for r in both.check["invalid_manifests"]}
     assert ours == expected
 
