@@ -6,9 +6,10 @@ On one drifted registry (storage + API), the reference (``dockerregistry -prune=
 expected regprune result is the reference's result adjusted by the named rules below — each a
 deliberate difference documented in ``docs/compared-with-reference.md`` — so any other
 difference fails a test. The rules read their inputs from the metadata and the storage listing
-only (never from how the scenario was built), so the scenario is a parameter: today the
-Debian registry writes the tree and the tests write the Images; a scenario written by
-OpenShift's registry itself plugs in as another ``build_*`` function.
+only (never from how the scenario was built), so the scenario is a parameter: in ``fs`` and
+``s3`` the Debian registry writes the tree and the tests write the Images; in
+``openshift-fs`` and ``openshift-s3`` OpenShift's registry itself writes the tree and its
+pushes record the Images and ImageStreams in the API server the reference then reads.
 
 Grace periods are off on regprune's side (``--keep-younger-than 0s --upload-max-age 0s``):
 the reference has none, and young objects would mask differences.
@@ -228,9 +229,8 @@ def build_openshift_scenario(
 
 ScenarioBuilder = Callable[[pytest.FixtureRequest, OciLayouts, Path, ExitStack], Scenario]
 #: The scenarios compared, by test id. A builder returns a :class:`Scenario` whose storage
-#: and API it has filled (its cleanups go on the ExitStack). A scenario written by
-#: OpenShift's registry itself (its pushes create the Images in the API server) fits as
-#: another entry: its ``dump`` is then ``api.dump_list()`` written to a file.
+#: and API it has filled (its cleanups go on the ExitStack). In the ``openshift-*`` ones the
+#: registry's pushes create the Images in the API server and ``dump`` is ``api.dump_list()``.
 SCENARIOS: dict[str, ScenarioBuilder] = {
     "fs": lambda request, layouts, tmp, stack: build_debian_scenario(
         request, layouts, tmp, stack, s3=False
