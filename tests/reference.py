@@ -162,9 +162,10 @@ def reference_config(target: Any, path: Path) -> Path:
 
 
 def reference_env(api: ApiSource, server_addr: str = SERVER_ADDR) -> dict[str, str]:
-    """The reference's environment: the API over plain HTTP with a bearer token (client-go
-    sends a kubeconfig token only over TLS, ``OPENSHIFT_MASTER``/``BEARER_TOKEN`` work over
-    HTTP), its own address, info-level logs, no CA bundle (the S3 driver panics on one)."""
+    """The reference's environment: the API with a bearer token (client-go sends a kubeconfig
+    token only over TLS, ``OPENSHIFT_MASTER``/``BEARER_TOKEN`` work over HTTP; over HTTPS the
+    server's ``ca_pem`` goes in ``OPENSHIFT_CA_DATA``), its own address, info-level logs, no
+    CA bundle (the S3 driver panics on one)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -178,6 +179,9 @@ def reference_env(api: ApiSource, server_addr: str = SERVER_ADDR) -> dict[str, s
             "REGISTRY_LOG_LEVEL": "info",
         }
     )
+    ca_pem = getattr(api, "ca_pem", None)
+    if ca_pem:  # an HTTPS API server (the one OpenShift's registry uses): trust its certificate
+        env["OPENSHIFT_CA_DATA"] = ca_pem.decode()
     return env
 
 
