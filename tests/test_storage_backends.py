@@ -388,3 +388,70 @@ def test_a_delete_that_keeps_failing_is_reported_and_kept(
     assert code != EXIT_OK
     assert prune.get("executed", {}).get("blobs", {}).get("done", 0) == 0
     assert made.kept() == before
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def recover(source: Source, url: str, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``check --recover --confirm`` against an API server holding the dump's objects (a
+    fresh one: recovery writes to it); the report and the tags the server holds afterwards."""
+    api = OpenShiftAPIServer().start()
+    try:
+        streams = []
+        for item in json.loads(source.dump.read_text())["items"]:
+            if item["kind"] == "Image":
+                api.add_image(item)
+            else:
+                namespace, name = item["metadata"]["namespace"], item["metadata"]["name"]
+                tags = {
+                    t["tag"]: [i["image"] for i in t["items"]]
+                    for t in item["status"].get("tags", [])
+                }
+                api.add_imagestream(namespace, name, tags)
+                streams.append((namespace, name))
+        kubeconfig = api.kubeconfig(out.parent / f"{out.name}-kubeconfig")
+        report = out.parent / f"{out.name}.json"
+        args = ["check", "--storage", url, "--metadata", "kube", "--kubeconfig", str(kubeconfig)]
+        code = main([*args, "--out", str(out), "--report", str(report), "--recover", "--confirm"])
+        assert code in (EXIT_OK, EXIT_FINDINGS), code
+        tags = {}
+        for namespace, name in [*streams, ("gone", "tool")]:
+            stream = api.imagestream(namespace, name)
+            if stream is not None:
+                tags[f"{namespace}/{name}"] = sorted(
+                    (t["tag"], tuple(i["image"] for i in t["items"]))
+                    for t in stream["status"].get("tags") or []
+                )
+        return json.loads(report.read_text()), tags
+    finally:
+        api.stop()
+
+
+@pytest.fixture(scope="module")
+def folder_recovery(
+    source: Source, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("folder-recovery")
+    root = tmp / "storage"
+    shutil.copytree(source.root, root, symlinks=True)
+    report, tags = recover(source, str(root), tmp / "recover")
+    assert [r for r in report["recovered"] if r["status"] != "added"] == []
+    assert len(report["recovered"]) > 0
+    return report, tags
+
+
+def test_recovery_matches_the_folder(
+    backend: Backend,
+    source: Source,
+    folder_recovery: tuple[dict[str, Any], dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """``check --recover --confirm`` restores the same images and tags from each backend as
+    from the folder (it reads the manifests through the backend)."""
+    report, tags = recover(source, backend.url, tmp_path / "recover")
+    expected_report, expected_tags = folder_recovery
+    assert canonical({"recovered": report["recovered"]}) == canonical(
+        {"recovered": expected_report["recovered"]}
+    )
+    assert tags == expected_tags
