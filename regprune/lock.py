@@ -21,7 +21,7 @@ import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlparse
 
 from regprune.storage import StorageSpec
@@ -189,11 +189,11 @@ class CloudLockObject:
     def __init__(self, spec: StorageSpec):
         from regprune.storage import open_storage
 
-        self.storage: Any = open_storage(spec)
+        self.storage = open_storage(spec)
         self.where = self.storage.lock_where(LOCK_KEY)
 
     def create(self, data: bytes) -> bool:
-        return bool(self.storage.lock_create(LOCK_KEY, data)) and self.read() == data
+        return self.storage.lock_create(LOCK_KEY, data) and self.read() == data
 
     def read(self) -> bytes | None:
         return self.storage.lock_read(LOCK_KEY)
