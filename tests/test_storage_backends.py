@@ -455,3 +455,37 @@ def test_recovery_matches_the_folder(
         {"recovered": expected_report["recovered"]}
     )
     assert tags == expected_tags
+
+
+# --------------------------------------------------------------------------- Azure forms
+
+
+def test_an_azure_container_with_both_name_forms_is_reported_not_merged(
+    azurite: Any, source: Source, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half the tree as ``/docker/...`` (OpenShift's registry), half as ``docker/...``
+    (distribution v3): the slash form is read and deleted; every object of the other form is
+    an anomaly, never read as a registry file and never deleted."""
+    from regprune.storage import StorageSpec, open_storage
+    from regprune.storage.azure import _FORMS
+
+    for name, value in azurite.env.items():
+        monkeypatch.setenv(name, value)
+    bucket = azurite.create_bucket(_bucket())
+    copied = copy_registry_tree(source.root, azurite, bucket, azure_form="mixed")
+    plain = {rel for rel, key in copied.keys.items() if not key.startswith("/")}
+    assert plain and len(plain) < len(copied.keys)
+    _FORMS.clear()
+    storage = open_storage(StorageSpec(f"az://{bucket}"))
+    walked = list(storage.walk(""))
+    files = {obj.key for obj in walked if obj.problem is None}
+    odd = {obj.key: obj.problem for obj in walked if obj.problem is not None}
+    assert files == {rel.removeprefix(V2 + "/") for rel in copied.keys if rel not in plain}
+    assert set(odd) == plain
+    assert all(problem and "other Azure form" in problem for problem in odd.values())
+    # deleting touches the form in use only
+    some = sorted(files)[0]
+    assert storage.delete_many([some]) == {some: None}
+    left = set(azurite.list_keys(bucket))
+    assert f"/{V2}/{some}" not in left
+    assert {key for key in left if not key.startswith("/")} == plain

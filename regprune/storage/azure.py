@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,6 +38,9 @@ from regprune.storage.s3 import _common_folder
 
 DELETE_BATCH = 256  # a Blob batch request takes at most 256 sub-requests
 READ_THREADS = 8
+FORM_CACHE_SECONDS = 600.0
+_FORMS: dict[tuple[str, str], tuple[str, bool, float]] = {}
+"""(container URL, plain prefix) -> (prefix in use, both forms present, when found)."""
 OTHER_FORM = (
     "blob name in the other Azure form ({found} beside {used}): a container written by two "
     "registries; not read, not deleted"
@@ -65,12 +69,19 @@ class AzureStorage(Storage):
     @property
     def prefix(self) -> str:
         """The name prefix of the form this container uses (``/docker/...`` or ``docker/...``),
-        found with one small listing per form."""
+        found with one small listing per form, and remembered by the process for a while (a
+        run opens the storage once per task)."""
         with self._lock:
             if self._prefix is None:
-                present = [form for form in self.forms if self._any(form)]
-                self._prefix = present[0] if present else self.forms[0]
-                self.both_forms = len(present) == 2
+                where = (self.container.url, self.forms[1])
+                cached = _FORMS.get(where)
+                if cached is None or time.monotonic() - cached[2] > FORM_CACHE_SECONDS:
+                    present = [form for form in self.forms if self._any(form)]
+                    found = present[0] if present else self.forms[0]
+                    cached = (found, len(present) == 2, time.monotonic())
+                    if present:
+                        _FORMS[where] = cached
+                self._prefix, self.both_forms = cached[0], cached[1]
             return self._prefix
 
     @property
