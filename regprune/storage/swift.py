@@ -39,7 +39,10 @@ from regprune.storage.s3 import _common_folder
 
 DELETE_BATCH = 10_000  # the bulk middleware's default max_deletes_per_request
 THREADS = 8
-_EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+_TOKENS: dict[tuple[str, str | None, str], tuple[str, str]] = {}
+"""(auth URL, user, container) -> (storage URL, token): one authentication per process, not
+one per task and thread; never written anywhere."""
+_TOKENS_LOCK = threading.Lock()
 
 
 class SwiftStorage(Storage):
@@ -63,7 +66,16 @@ class SwiftStorage(Storage):
         """One connection per thread (a swiftclient Connection is not thread-safe)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._client.Connection(**_connection_settings(self.spec.options))
+            settings = _connection_settings(self.spec.options)
+            where = (settings["authurl"], settings["user"], self.container)
+            with _TOKENS_LOCK:
+                cached = _TOKENS.get(where)
+            if cached:  # the token another connection of this process got (a 401 renews it)
+                settings["preauthurl"], settings["preauthtoken"] = cached
+            conn = self._client.Connection(**settings)
+            if not cached:
+                with _TOKENS_LOCK:
+                    _TOKENS[where] = conn.get_auth()
             self._local.conn = conn
         return conn
 
