@@ -183,8 +183,32 @@ class S3LockObject:
         self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key)
 
 
+class CloudLockObject:
+    """GCS (``ifGenerationMatch=0``), Azure (``If-None-Match: *``) and Swift
+    (``If-None-Match: *``): the backend writes only if absent; read back as on S3."""
+
+    def __init__(self, spec: StorageSpec):
+        from regprune.storage import open_storage
+
+        self.storage = open_storage(spec)
+        self.where = self.storage.lock_where(LOCK_KEY)
+
+    def create(self, data: bytes) -> bool:
+        return self.storage.lock_create(LOCK_KEY, data) and self.read() == data
+
+    def read(self) -> bytes | None:
+        return self.storage.lock_read(LOCK_KEY)
+
+    def remove(self) -> None:
+        self.storage.lock_remove(LOCK_KEY)
+
+
 def lock_object(spec: StorageSpec) -> LockObject:
-    return S3LockObject(spec) if spec.scheme == "s3" else LocalLockObject(spec)
+    if spec.scheme == "s3":
+        return S3LockObject(spec)
+    if spec.scheme == "file":
+        return LocalLockObject(spec)
+    return CloudLockObject(spec)
 
 
 class StorageLock:

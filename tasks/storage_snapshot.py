@@ -81,7 +81,7 @@ def default_shard_tasks(spec: StorageSpec) -> int:
     """S3 answers each listing after a network round trip, so many listings in flight pay;
     a local walk is system calls, and more walkers than cores only contend in the kernel
     (16 threads on 2 cores walked 2.3x slower than 2: bench/RESULTS.md)."""
-    return S3_SHARD_TASKS if spec.scheme == "s3" else os.cpu_count() or 1
+    return S3_SHARD_TASKS if spec.scheme != "file" else os.cpu_count() or 1
 
 
 def _groups(prefixes: Sequence[str], count: int) -> list[list[str]]:

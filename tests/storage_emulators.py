@@ -895,13 +895,15 @@ class _Front:
                 self.send_response(status)
                 for key, value in headers:
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                if not any(key.lower() == "content-length" for key, _ in headers):
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -934,6 +936,8 @@ class _Front:
                 status, reply_headers, data = resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
             status, reply_headers, data = exc.code, exc.headers, exc.read()
+        if method == "HEAD":  # the object's length (a DLO's whole size), not the body's 0
+            hop = hop - {"content-length"}
         kept_reply = [(k, v) for k, v in reply_headers.items() if k.lower() not in hop]
         return status, kept_reply, data
 

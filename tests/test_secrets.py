@@ -196,3 +196,80 @@ def test_no_secret_reaches_any_output(
 
     found = {name: leaks(text, secret_values) for name, text in outputs.items()}
     assert {name: names for name, names in found.items() if names} == {}
+
+
+def test_no_cloud_storage_credential_reaches_any_output(
+    registry_fs: Registry,
+    oci_layouts: OciLayouts,
+    azurite: Any,
+    swift_aio: Any,
+    tmp_path: Path,
+) -> None:
+    """The Azure account key (given as the operator gives it, ``REGISTRY_STORAGE_AZURE_
+    ACCOUNTKEY`` over a registry config without it) and the Swift password (``OS_PASSWORD``
+    of an RC file) are used by a ``prune --confirm`` and appear in no output."""
+    from tests.storage_emulators import AZURITE_ACCOUNT, AZURITE_KEY, copy_registry_tree
+
+    drift = build_drift(registry_fs, oci_layouts, tmp_path)
+    assert drift.dump is not None and registry_fs.storage_root is not None
+    secret_values = {"Azure account key": AZURITE_KEY, "Swift password": swift_aio.env["ST_KEY"]}
+    container = azurite.create_bucket(f"secrets-{os.urandom(4).hex()}")
+    copy_registry_tree(registry_fs.storage_root, azurite, container)
+    swift_container = swift_aio.create_bucket(f"secrets-{os.urandom(4).hex()}")
+    copy_registry_tree(registry_fs.storage_root, swift_aio, swift_container)
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  azure:\n"
+        f"    accountname: {AZURITE_ACCOUNT}\n    container: {container}\n"
+        f"    serviceurl: {azurite.endpoint}\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OS_", "ST_"))}
+    base |= {
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_LOGGING_LEVEL": "DEBUG",
+    }
+    with get_client(sync_client=True) as client:
+        known = {run.id for run in client.read_flow_runs(limit=200)}
+    outputs: dict[str, str | bytes] = {}
+    for name, storage, env in (
+        (
+            "azure",
+            ["--registry-config", str(config)],
+            {**base, "REGISTRY_STORAGE_AZURE_ACCOUNTKEY": AZURITE_KEY},
+        ),
+        (
+            "swift",
+            ["--storage", f"swift://{swift_container}"],
+            {**base, **{k: v for k, v in swift_aio.env.items() if k.startswith("OS_")}},
+        ),
+    ):
+        run = cli(
+            "prune",
+            *storage,
+            "--metadata",
+            str(drift.dump),
+            "--out",
+            str(tmp_path / name),
+            "--report",
+            str(tmp_path / f"{name}.json"),
+            "--keep-younger-than",
+            "0s",
+            "--confirm",
+            env=env,
+        )
+        assert run.returncode == EXIT_OK, run.stderr[-3000:]
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["executed"]["blobs"]["done"] > 0  # the credentials were used
+        outputs[f"{name} stdout"] = run.stdout
+        outputs[f"{name} stderr"] = run.stderr
+    for path in [p for p in tmp_path.rglob("*") if p.is_file() and p != config]:
+        outputs[str(path)] = path.read_bytes()
+        if path.suffix == ".parquet":
+            outputs[f"{path} (values)"] = parquet_text(path)
+    with get_client(sync_client=True) as client:
+        runs = [run for run in client.read_flow_runs(limit=200) if run.id not in known]
+    assert len(runs) >= 4  # two prunes and their snapshots
+    for n, record in enumerate(prefect_records(runs)):
+        outputs[f"prefect record {n}"] = record
+    found = {name: leaks(text, secret_values) for name, text in outputs.items()}
+    assert {name: names for name, names in found.items() if names} == {}

@@ -257,14 +257,14 @@ def test_unsupported_storage_driver(tmp_path: Path, capsys: pytest.CaptureFixtur
     """The registry config decides the driver; the message lists the ones regprune reads."""
     config = tmp_path / "config.yml"
     config.write_text(
-        "version: 0.1\nstorage:\n  gcs: {bucket: b, keyfile: /k.json}\n  delete: {enabled: true}\n"
+        "version: 0.1\nstorage:\n  oss: {bucket: b, accesskeyid: x}\n  delete: {enabled: true}\n"
     )
     dump = write_dump(tmp_path / "dump.json", [])
     args = ["snapshot", "--registry-config", str(config), "--metadata", str(dump)]
     assert main([*args, "--out", str(tmp_path / "snap")]) == 1
     err = capsys.readouterr().err
-    assert "unsupported storage driver" in err and "gcs" in err
-    assert "supports filesystem and s3" in err
+    assert "unsupported storage driver" in err and "oss" in err
+    assert "supports filesystem, s3, gcs, azure, swift" in err
 
 
 def test_credentials_as_storage_options_are_refused(

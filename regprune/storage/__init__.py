@@ -1,5 +1,7 @@
 """Where the registry keeps its bytes, behind one interface (``base.Storage``) with one backend
-per kind of storage, as distribution's ``driver`` packages: ``local`` (a folder) and ``s3``.
+per kind of storage, as distribution's ``driver`` packages: ``local`` (a folder), ``s3``, ``gcs``,
+``azure`` and ``swift`` (those three import their client libraries only when opened: extras
+``regprune[gcs]``, ``regprune[azure]``, ``regprune[swift]``).
 ``config`` turns a URL or the registry's config.yml into a :class:`StorageSpec` and opens it.
 
 A :class:`StorageSpec` is plain data (picklable), so a task on any worker can reopen the storage;
@@ -19,6 +21,7 @@ from regprune.storage.base import (
 )
 from regprune.storage.config import (
     SUPPORTED_DRIVERS,
+    URL_FORMS,
     check_options_hold_no_secrets,
     open_storage,
     parse_storage_option,
@@ -34,6 +37,7 @@ __all__ = [
     "LISTED_STAT_MIN_DEPTH",
     "LISTING_SCHEMA",
     "SUPPORTED_DRIVERS",
+    "URL_FORMS",
     "DryRunStorage",
     "LocalStorage",
     "S3Storage",

@@ -112,6 +112,24 @@ class Storage:
         error. Never raises for one key: the caller records every outcome."""
         raise NotImplementedError
 
+    # The storage lock (regprune/lock.py) on backends without a LockObject of their own:
+    # ``key`` is relative to the root (beside ``docker/``), not to ``docker/registry/v2``.
+
+    def lock_create(self, key: str, data: bytes) -> bool:
+        """Write ``data`` only if ``key`` does not exist (a conditional write); False if it
+        does."""
+        raise NotImplementedError
+
+    def lock_read(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def lock_remove(self, key: str) -> None:
+        raise NotImplementedError
+
+    def lock_where(self, key: str) -> str:
+        """Where the lock lives, for messages (a URL without credentials)."""
+        raise NotImplementedError
+
 
 def listing_table(objects: Sequence[StorageObject]) -> pa.Table:
     return pa.Table.from_pylist(

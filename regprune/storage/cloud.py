@@ -1,0 +1,66 @@
+"""What the GCS, Azure and Swift backends share: lazy client imports that name the extra to
+install, and one retry loop around each service's bulk delete."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+from regprune.retries import backoff
+from regprune.storage.base import StorageConfigError
+
+DELETE_ATTEMPTS = 6
+DELETE_BACKOFF_SECONDS = 0.5
+DELETE_BACKOFF_MAX_SECONDS = 20.0
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import a client library that only one backend needs, or say which extra brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise StorageConfigError(
+            f"this storage needs {module.split('.')[0]} ({exc}): pip install 'regprune[{extra}]'"
+        ) from exc
+
+
+BatchSender = Callable[[list[str]], dict[str, str | None]]
+"""Sends one bulk delete; per key None (deleted, or already gone) or why it failed. Raises
+when the whole request failed (throttled, a server error, a reset connection)."""
+
+
+def delete_in_batches(
+    keys: Sequence[str],
+    batch_size: int,
+    send: BatchSender,
+    transient: tuple[type[BaseException], ...],
+    backoff_seconds: Callable[[], float] = lambda: DELETE_BACKOFF_SECONDS,
+) -> dict[str, str | None]:
+    """Every key through ``send`` in batches of ``batch_size``; a failed request and the keys
+    an answer reports failed are retried with backoff, then reported, never counted as done."""
+    out: dict[str, str | None] = {}
+    for start in range(0, len(keys), batch_size):
+        pending = list(dict.fromkeys(keys[start : start + batch_size]))
+        for attempt in range(DELETE_ATTEMPTS):
+            last = attempt == DELETE_ATTEMPTS - 1
+            try:
+                answer = send(pending)
+            except transient as exc:
+                if last:
+                    out.update({key: f"{type(exc).__name__}: {exc}" for key in pending})
+                    break
+                time.sleep(backoff(attempt, backoff_seconds(), DELETE_BACKOFF_MAX_SECONDS))
+                continue
+            failed = {k: answer.get(k, "no answer for this key") for k in pending}
+            failed = {k: v for k, v in failed.items() if v is not None}
+            out.update({k: None for k in pending if k not in failed})
+            pending = list(failed)
+            if not pending:
+                break
+            if last:
+                out.update(failed)
+            else:
+                time.sleep(backoff(attempt, backoff_seconds(), DELETE_BACKOFF_MAX_SECONDS))
+    return out
