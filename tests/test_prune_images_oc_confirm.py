@@ -27,8 +27,8 @@ from tests.workloads_api import add_workload
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 OPTIONS = ["--keep-tag-revisions=2", "--keep-younger-than=0s"]
-HISTORIES = {"ns1/app:latest": 5, "ns1/app:v1": 1, "ns2/tool:1.0": 3}
-"""Tag -> pushes (a new image each time): histories of depth 5, 1 and 3."""
+HISTORIES = {"ns1/app:latest": 5, "ns1/app:v1": 1, "ns2/tool:1.0": 3, "ns2/web:latest": 4}
+"""Tag -> pushes (a new image each time): histories of depth 5, 1, 3 and 4."""
 
 
 @dataclass
@@ -113,6 +113,9 @@ def test_oc_and_regprune_confirm_remove_the_same(
         for ref in cluster.used:
             assert_pulls(cluster.registry, ref)
 
+    stored_before = blobs(by_oc.registry)
+    assert stored_before == blobs(by_regprune.registry)
+
     kubeconfig = by_oc.registry.api.kubeconfig(tmp_path / "oc-kubeconfig")
     done = subprocess.run(
         [
@@ -155,8 +158,14 @@ def test_oc_and_regprune_confirm_remove_the_same(
     # Depth 5 keeps 2 revisions; revisions 0 and 1 are used by workloads by digest, which
     # keeps the revisions as well as their Images (oc: in use by digest): only app[2] goes.
     # tool keeps 2 of 3 and tool[0] is used by digest: nothing goes.
-    assert images_removed == {app[2]}, done.stdout
-    assert revisions_removed == {("ns1/app", "latest", app[2])}, done.stdout
+    # web, used by nothing, loses its 2 oldest revisions and their Images.
+    web = by_oc.pushed["ns2/web:latest"]
+    assert images_removed == {app[2], web[0], web[1]}, done.stdout
+    assert revisions_removed == {
+        ("ns1/app", "latest", app[2]),
+        ("ns2/web", "latest", web[0]),
+        ("ns2/web", "latest", web[1]),
+    }, done.stdout
     assert tool[0] in by_oc.images()
     assert before[0] - by_regprune.images() == images_removed
     assert before[1] - by_regprune.revisions() == revisions_removed
@@ -166,4 +175,17 @@ def test_oc_and_regprune_confirm_remove_the_same(
             assert_pulls(cluster.registry, ref)
         for tag in HISTORIES:
             assert_pulls(cluster.registry, tag)
-        assert not pull_ok(cluster.registry, f"ns1/app@{app[2]}")
+        for repo, digest in (("ns1/app", app[2]), ("ns2/web", web[0]), ("ns2/web", web[1])):
+            assert not pull_ok(cluster.registry, f"{repo}@{digest}")
+    # What is left in the storage: oc deleted through the registry's API, regprune's hard
+    # prune in the storage; the blobs left are the same: the 3 manifests, their 3 configs and
+    # their 3 own layers (the base layer is shared with kept Images).
+    left = blobs(by_oc.registry)
+    assert len(stored_before - left) == 9, sorted(stored_before - left)
+    assert left == blobs(by_regprune.registry)
+
+
+def blobs(registry: OpenShiftRegistry) -> set[str]:
+    return {
+        key for key in registry.list_storage() if key.startswith("blobs/") and key.endswith("/data")
+    }
