@@ -91,6 +91,11 @@ def clusters(
     tmp_path_factory: pytest.TempPathFactory, layouts: dict[str, list[Path]]
 ) -> Iterator[tuple[Cluster, Cluster]]:
     """Two identical clusters: one for oc, one for regprune."""
+    if not OC.exists():
+        pytest.skip(
+            f"oc not found at {OC} (set REGPRUNE_OC); build it as "
+            "/work/shared/openshift-oc/README.md says"
+        )
     made: list[Cluster] = []
     try:
         for name in ("oc", "regprune"):
