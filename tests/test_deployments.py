@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import duckdb
 import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -278,7 +279,12 @@ def test_deployments_are_registered_as_the_file_says(
 ) -> None:
     spec = yaml.safe_load(PREFECT_FILE.read_text())
     for entry in spec["deployments"]:
-        flow_name = {"prune_flow": "prune", "check_flow": "check", "snapshot_flow": "snapshot"}
+        flow_name = {
+            "prune_flow": "prune",
+            "check_flow": "check",
+            "snapshot_flow": "snapshot",
+            "nightly_gc_flow": "nightly-gc",
+        }
         flow = "regprune-" + flow_name[entry["entrypoint"].rsplit(":", 1)[1]]
         deployment = client.read_deployment_by_name(f"{flow}/{entry['name']}")
         assert deployment.work_pool_name == POOL
@@ -301,6 +307,18 @@ def test_deployments_are_registered_as_the_file_says(
     [schedule] = gc.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 3 * * *", "UTC")
     assert gc.parameters["confirm"] is False
+
+    whole = client.read_deployment_by_name("regprune-nightly-gc/nightly-image-gc")
+    assert whole.global_concurrency_limit is not None
+    assert whole.global_concurrency_limit.limit == 1
+    [schedule] = whole.schedules
+    assert schedule.schedule.cron == "0 3 * * *"
+    assert not schedule.active  # on instead of nightly-gc's, never beside it
+    assert whole.parameters["confirm"] is False
+    assert (whole.parameters["keep_tag_revisions"], whole.parameters["keep_younger_than"]) == (
+        3,
+        "60m",
+    )
 
     pool = client.read_work_pool(f"{POOL}-kubernetes")
     assert pool.base_job_template == json.loads(K8S_TEMPLATE.read_text())
@@ -368,6 +386,36 @@ def test_two_gc_runs_never_overlap(
         (finished(client, run_id, deployed) for run_id in runs), key=lambda r: r.start_time
     )
     assert first.end_time <= second.start_time
+
+
+@pytest.mark.usefixtures("worker")
+def test_the_whole_nightly_gc_is_one_run_and_a_dry_run_by_default(
+    deployed: PrefectServer, client: SyncPrefectClient, cluster: Cluster, tmp_path: Path
+) -> None:
+    """prune-images lists workloads too (no role of deployments/rbac grants that yet)."""
+    cluster.api.allow(None)
+    out = tmp_path / "run"
+    run_id = run_button(
+        client,
+        "regprune-nightly-gc/nightly-image-gc",
+        {"source": cluster.source(), "out": str(out), "hard_prune_keep_younger_than": "0s"},
+    )
+    run = finished(client, run_id, deployed)
+    assert run.parameters["confirm"] is False
+    assert run.parameters["keep_tag_revisions"] == 3
+    assert (out / "prune-images" / "cluster.json").exists()
+    planned = duckdb.sql(
+        f"SELECT digest FROM '{out / 'hard-prune' / 'plan_blobs.parquet'}' WHERE action = 'delete'"
+    ).fetchall()
+    deleted = {digest for (digest,) in planned}
+    assert {cluster.orphan_blob, cluster.lost.digest} <= deleted
+    assert not deleted & (cluster.app_v1.blob_digests() | cluster.tool.blob_digests())
+    assert (cluster.registry.path(blob_data_path(cluster.orphan_blob))).exists()
+    assert {image["metadata"]["name"] for image in cluster.api.images()} == {
+        cluster.app_v1.digest,
+        cluster.app_v2.digest,
+        cluster.tool.digest,
+    }
 
 
 @pytest.mark.usefixtures("worker")
