@@ -142,6 +142,11 @@ class _Batch:
         reason: str | None = None,
         files: list[str] | None = None,
     ) -> None:
+        """Keep an outcome for write_records; ``files`` are the objects it removed (or would),
+        without the folders a local walk also names (empty ones are removed with their
+        repository; object stores have none), so the trail reads alike on every storage."""
+        if files is not None:
+            files = [key for key in files if not key.endswith("/")]
         self._rows.append((item, status, reason, files))
 
     def write_records(self) -> None:
