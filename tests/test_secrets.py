@@ -17,6 +17,7 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
     FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
@@ -72,20 +74,40 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def flow_runs_started_since(since: datetime) -> list[Any]:
+    """Every flow run created after ``since``, read page by page: the session's Prefect server
+    holds hundreds of runs by now, and a single ``limit=200`` page sorted by id is a random
+    sample of them."""
+    runs: list[Any] = []
+    after = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since))
+    with get_client(sync_client=True) as client:
+        while batch := client.read_flow_runs(flow_run_filter=after, limit=200, offset=len(runs)):
+            runs += batch
+    return runs
+
+
 def prefect_records(flow_runs: list[Any]) -> list[str]:
     """The flow runs (with their parameters), their task runs, logs and artifacts, as JSON."""
     ids = [run.id for run in flow_runs]
     out = [run.model_dump_json() for run in flow_runs]
     with get_client(sync_client=True) as client:
         of_runs = FlowRunFilter(id=FlowRunFilterId(any_=ids))
-        out += [t.model_dump_json() for t in client.read_task_runs(flow_run_filter=of_runs)]
+        task_runs: list[Any] = []
+        while batch := client.read_task_runs(
+            flow_run_filter=of_runs, limit=200, offset=len(task_runs)
+        ):
+            task_runs += batch
+        out += [t.model_dump_json() for t in task_runs]
         logs, read = LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), 0
         while batch := client.read_logs(log_filter=logs, limit=200, offset=read):
             out += [log.model_dump_json() for log in batch]
             read += len(batch)
         assert read > 0, "no logs to search: the test would prove nothing"
         artifacts = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
-        out += [a.model_dump_json() for a in client.read_artifacts(artifact_filter=artifacts)]
+        read = 0
+        while batch := client.read_artifacts(artifact_filter=artifacts, limit=200, offset=read):
+            out += [a.model_dump_json() for a in batch]
+            read += len(batch)
     return out
 
 
@@ -134,8 +156,7 @@ def test_no_secret_reaches_any_output(
         env.pop("AWS_PROFILE", None)
         common = ["--storage", registry_s3.storage_url, "--metadata", "kube"]
         common += ["--kubeconfig", str(kubeconfig), "--warehouse", str(tmp_path / "warehouse")]
-        with get_client(sync_client=True) as client:
-            known = {run.id for run in client.read_flow_runs(limit=200)}
+        since = datetime.now(UTC)
         prune = cli(
             "prune",
             *common,
@@ -185,8 +206,7 @@ def test_no_secret_reaches_any_output(
     assert any(p.name == "snapshot.json" for p in written)
     assert any(p.name == "report.html" for p in written)
 
-    with get_client(sync_client=True) as client:
-        runs = [run for run in client.read_flow_runs(limit=200) if run.id not in known]
+    runs = flow_runs_started_since(since)
     assert len(runs) >= 4  # prune, check and their snapshots
     for n, record in enumerate(prefect_records(runs)):
         outputs[f"prefect record {n}"] = record
@@ -228,8 +248,7 @@ def test_no_cloud_storage_credential_reaches_any_output(
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "PREFECT_LOGGING_LEVEL": "DEBUG",
     }
-    with get_client(sync_client=True) as client:
-        known = {run.id for run in client.read_flow_runs(limit=200)}
+    since = datetime.now(UTC)
     outputs: dict[str, str | bytes] = {}
     for name, storage, env in (
         (
@@ -266,8 +285,7 @@ def test_no_cloud_storage_credential_reaches_any_output(
         outputs[str(path)] = path.read_bytes()
         if path.suffix == ".parquet":
             outputs[f"{path} (values)"] = parquet_text(path)
-    with get_client(sync_client=True) as client:
-        runs = [run for run in client.read_flow_runs(limit=200) if run.id not in known]
+    runs = flow_runs_started_since(since)
     assert len(runs) >= 4  # two prunes and their snapshots
     for n, record in enumerate(prefect_records(runs)):
         outputs[f"prefect record {n}"] = record
