@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,17 @@ def prune_args(demo: dict[str, str], out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def before_default_run() -> datetime:
+    """When the default run began: its flow runs are those the Prefect server has since."""
+    return datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
 def default_run(
-    prefect_server: None, demo: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    prefect_server: None,
+    demo: dict[str, str],
+    before_default_run: datetime,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("runs") / "default"
     return regprune(*prune_args(demo, out)), out
@@ -118,19 +128,13 @@ def test_default_output_is_phases_progress_and_summary(
 @pytest.mark.slow
 def test_progress_reaches_the_prefect_ui_as_artifacts(
     default_run: tuple[subprocess.CompletedProcess[str], Path],
+    before_default_run: datetime,
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from tests.prefect_runs import artifacts_of, flow_runs_started_since
 
     assert default_run[0].returncode == 0
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(
-                    any_=["regprune-walk-progress", "regprune-manifests-progress"]
-                )
-            )
-        )
+    keys = ["regprune-walk-progress", "regprune-manifests-progress"]
+    artifacts = artifacts_of(flow_runs_started_since(before_default_run), keys)
     assert {a.key for a in artifacts} == {"regprune-walk-progress", "regprune-manifests-progress"}
     walks = [a for a in artifacts if a.key == "regprune-walk-progress"]
     assert all(a.type == "progress" and a.data == 100 for a in walks), walks

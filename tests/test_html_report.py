@@ -10,6 +10,7 @@ import subprocess
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class Runs:
     check: Path
     warehouse: Path
     truths: dict[Path, PruneTruth]
+    started: datetime
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Runs
     registry into a folder of its own."""
     base = tmp_path_factory.mktemp("report")
     warehouse = base / "warehouse"
+    started = datetime.now(UTC)
     truths = {}
     specs = {"first": SyntheticSpec.demo(seed=3), "second": SyntheticSpec(namespaces=4, seed=4)}
     for name, spec in specs.items():
@@ -62,7 +65,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Runs
     source = ["--storage", str(base / "second-storage"), "--metadata", str(base / "second.json")]
     check = ["check", *source, "--out", str(base / "check"), "--warehouse", str(warehouse)]
     assert main(check) in (EXIT_OK, EXIT_FINDINGS)
-    return Runs(base / "first", base / "second", base / "check", warehouse, truths)
+    return Runs(base / "first", base / "second", base / "check", warehouse, truths, started)
 
 
 # --- reading what Chromium shows -------------------------------------------------------------
@@ -294,13 +297,11 @@ def test_check_report_shows_findings_and_the_prune_trend(runs: Runs, tmp_path: P
 
 
 def test_report_is_linked_as_a_prefect_artifact(runs: Runs) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from tests.prefect_runs import artifacts_of, flow_runs_started_since
 
-    with get_client(sync_client=True) as client:
-        for command, folder in (("prune", runs.second), ("check", runs.check)):
-            key = ArtifactFilterKey(any_=[f"regprune-{command}-report"])
-            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
-            links = {artifact.data for artifact in artifacts}
-            expected = (folder / "report.html").resolve().as_uri()
-            assert any(expected in str(link) for link in links), links
+    flow_runs = flow_runs_started_since(runs.started)
+    for command, folder in (("prune", runs.second), ("check", runs.check)):
+        artifacts = artifacts_of(flow_runs, [f"regprune-{command}-report"])
+        links = {artifact.data for artifact in artifacts}
+        expected = (folder / "report.html").resolve().as_uri()
+        assert any(expected in str(link) for link in links), links

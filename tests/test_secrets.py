@@ -28,7 +28,6 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     FlowRunFilter,
-    FlowRunFilterExpectedStartTime,
     FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
@@ -38,6 +37,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK
 from tests.drift import build_drift
 from tests.openshift_api import OpenShiftAPIServer
+from tests.prefect_runs import flow_runs_started_since
 from tests.registry_bench import MotoServer, OciLayouts, Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -72,18 +72,6 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         timeout=600,
         stdin=subprocess.DEVNULL,
     )
-
-
-def flow_runs_started_since(since: datetime) -> list[Any]:
-    """Every flow run created after ``since``, read page by page: the session's Prefect server
-    holds hundreds of runs by now, and a single ``limit=200`` page sorted by id is a random
-    sample of them."""
-    runs: list[Any] = []
-    after = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since))
-    with get_client(sync_client=True) as client:
-        while batch := client.read_flow_runs(flow_run_filter=after, limit=200, offset=len(runs)):
-            runs += batch
-    return runs
 
 
 def prefect_records(flow_runs: list[Any]) -> list[str]:
