@@ -30,8 +30,9 @@ from regprune.flows.prune import UnsafePlan, prune_flow
 from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
 from regprune.images_execute import execute_images_plan
 from regprune.images_plan import PruneImagesSettings
-from regprune.metadata import Listed, MetadataSource
+from regprune.metadata import Listed, MetadataError, MetadataSource
 from regprune.models import DuckDBSettings
+from regprune.permissions import PRUNE_IMAGES, READ_METADATA, denied
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotError, SnapshotSource
 from regprune.tables import SNAPSHOT_FILE
@@ -139,6 +140,8 @@ def prune_images_flow(
         raise UnsafeImagesPlan(
             "prune-images --confirm changes the cluster: it needs --metadata kube, not a dump"
         )
+    if (metadata or MetadataSource()).is_kube:
+        require_access(metadata or MetadataSource(), listing=not snapshot, confirm=confirm)
     if snapshot:
         run_dir = Path(snapshot)
         now = snapshot_started_at(run_dir)
@@ -180,6 +183,24 @@ def prune_images_flow(
         result["hard_prune"] = {"run_dir": freed["run_dir"], "summary": freed["summary"]}
         result["text"] += "\nHard prune of the freed storage:\n" + freed["text"]
     return result
+
+
+def require_access(source: MetadataSource, listing: bool, confirm: bool) -> None:
+    """Refuse before listing or changing anything when the API denies a grant this run uses
+    (regprune/permissions.py): one error naming every missing one, instead of a 403 halfway."""
+    verbs = ({"list"} if listing or confirm else set()) | (
+        {"get", "update", "delete"} if confirm else set()
+    )
+    if not verbs:
+        return
+    missing = denied(source, (READ_METADATA, PRUNE_IMAGES), verbs)
+    if missing:
+        raise MetadataError(
+            f"forbidden: prune-images{' --confirm' if confirm else ''} needs "
+            f"{', '.join(missing)}, which the API does not grant this user (the ClusterRoles "
+            f"{READ_METADATA.name} and {PRUNE_IMAGES.name} of deployments/rbac/ do) "
+            "- no changes made"
+        )
 
 
 @task(name="execute-prune-images")

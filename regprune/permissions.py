@@ -8,10 +8,19 @@ needing more than the manifests give.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from regprune.metadata import MetadataSource
 
 IMAGE_GROUP = "image.openshift.io"
+CORE_GROUP = ""
 APPS_GROUP = "apps"
+BATCH_GROUP = "batch"
+OPENSHIFT_APPS_GROUP = "apps.openshift.io"
+BUILD_GROUP = "build.openshift.io"
 READ_VERBS = ("get", "list", "watch")
 SERVICE_ACCOUNT = "regprune"
 SERVICE_ACCOUNT_NAMESPACE = "regprune"
@@ -67,4 +76,77 @@ RESTART_REGISTRY = Role(
 template) of the registry after deleting, so its blob cache forgets deleted blobs. The
 manifest names OpenShift's own registry; edit both names for another one."""
 
-ROLES = (READ_METADATA, RECOVER, RESTART_REGISTRY)
+PRUNE_IMAGES = Role(
+    "regprune-prune-images",
+    (
+        # what uses an image: every list of regprune/workloads.py LISTINGS, cluster-wide
+        Grant(CORE_GROUP, "pods", ("list",)),
+        Grant(CORE_GROUP, "replicationcontrollers", ("list",)),
+        Grant(CORE_GROUP, "limitranges", ("list",)),
+        Grant(APPS_GROUP, "replicasets", ("list",)),
+        Grant(APPS_GROUP, "deployments", ("list",)),
+        Grant(APPS_GROUP, "daemonsets", ("list",)),
+        Grant(APPS_GROUP, "statefulsets", ("list",)),
+        Grant(BATCH_GROUP, "jobs", ("list",)),
+        Grant(BATCH_GROUP, "cronjobs", ("list",)),
+        Grant(OPENSHIFT_APPS_GROUP, "deploymentconfigs", ("list",)),
+        Grant(BUILD_GROUP, "builds", ("list",)),
+        Grant(BUILD_GROUP, "buildconfigs", ("list",)),
+        # --confirm (regprune/images_execute.py): PUT .../imagestreams/<name>/status, then
+        # DELETE /images/<name>; the stream's fresh GET is READ_METADATA's
+        Grant(IMAGE_GROUP, "imagestreams/status", ("update",)),
+        Grant(IMAGE_GROUP, "images", ("delete",)),
+    ),
+)
+"""``prune-images`` and the nightly GC, on top of READ_METADATA: list what uses images, and with
+``--confirm`` take tag revisions out of the streams' status and delete Images."""
+
+ROLES = (READ_METADATA, RECOVER, RESTART_REGISTRY, PRUNE_IMAGES)
+
+
+def grant_label(grant: Grant, verb: str) -> str:
+    """``verb resource.group`` as the apiserver names it (the core group has no suffix)."""
+    return f"{verb} {grant.resource}" + (f".{grant.group}" if grant.group else "")
+
+
+def denied(
+    source: MetadataSource, roles: Iterable[Role], verbs: Iterable[str] | None = None
+) -> list[str]:
+    """The grants of ``roles`` (only ``verbs`` of them, if given) the API server denies to the
+    caller, asked with SelfSubjectAccessReviews (which every authenticated user may create):
+    a run can refuse, naming them all, before it reads or changes anything."""
+    from kubernetes import client
+
+    from regprune.metadata import call_with_retries, custom_objects_api
+
+    api = client.AuthorizationV1Api(custom_objects_api(source).api_client)
+    wanted = None if verbs is None else set(verbs)
+    missing = []
+    for role in roles:
+        for grant in role.grants:
+            resource, _, subresource = grant.resource.partition("/")
+            for verb in grant.verbs:
+                if wanted is not None and verb not in wanted:
+                    continue
+                for name in grant.names or (None,):
+                    attributes = client.V1ResourceAttributes(
+                        group=grant.group,
+                        resource=resource,
+                        subresource=subresource or None,
+                        verb=verb,
+                        name=name,
+                        namespace=role.namespace,
+                    )
+                    review = client.V1SelfSubjectAccessReview(
+                        spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+                    )
+                    answer = call_with_retries(
+                        lambda review=review: api.create_self_subject_access_review(
+                            review, _request_timeout=source.request_timeout
+                        ),
+                        f"review access to {grant_label(grant, verb)}",
+                        source.max_retries,
+                    )
+                    if not answer.status.allowed:
+                        missing.append(grant_label(grant, verb) + (f" {name}" if name else ""))
+    return missing

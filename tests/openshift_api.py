@@ -421,6 +421,7 @@ class _Route:
     namespace: str | None
     name: str | None
     handler: Callable[[dict[str, str], Any], _Response]
+    group: str | None = None  # None: image.openshift.io (apps for deployments)
 
 
 # --------------------------------------------------------------------------------------------
@@ -716,6 +717,18 @@ class OpenShiftAPIServer:
         """
         with self._lock:
             self._allowed = None if verbs is None else frozenset(tuple(v) for v in verbs)
+
+    def allow_roles(self, *roles: Any) -> None:
+        """Restrict RBAC to what these ``regprune.permissions`` roles grant (what the manifests
+        of deployments/rbac/ bind; this model has no API groups nor resource names)."""
+        self.allow(
+            {
+                (verb, grant.resource) + ((role.namespace,) if role.namespace else ())
+                for role in roles
+                for grant in role.grants
+                for verb in grant.verbs
+            }
+        )
 
     def expire_continue_tokens(self) -> None:
         """Simulate etcd compaction: every outstanding continue token now gets 410 Expired."""
@@ -1228,8 +1241,11 @@ class OpenShiftAPIServer:
         if self._permits(allowed, route.verb, route.resource, route.namespace):
             return
         base = route.resource.split("/")[0]
-        group = "apps" if base == "deployments" else GROUP
-        subject = f'{base}.{group} "{route.name}"' if route.name else f"{base}.{group}"
+        group = route.group
+        if group is None:
+            group = "apps" if base == "deployments" else GROUP
+        qualified = f"{base}.{group}" if group else base  # the core group has no suffix
+        subject = f'{qualified} "{route.name}"' if route.name else qualified
         scope = (
             f'in the namespace "{route.namespace}"'
             if route.namespace is not None

@@ -13,12 +13,14 @@ from kubernetes.client import ApiClient
 from prefect.utilities.templating import apply_values, find_placeholders
 
 from regprune.permissions import (
+    PRUNE_IMAGES,
     READ_METADATA,
     ROLES,
     SERVICE_ACCOUNT,
     SERVICE_ACCOUNT_NAMESPACE,
     Role,
 )
+from regprune.workloads import LISTINGS
 
 DEPLOYMENTS = Path(__file__).resolve().parents[1] / "deployments"
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding")
@@ -84,13 +86,42 @@ def test_roles_grant_exactly_what_the_code_needs() -> None:
         assert grants_in(doc["rules"]) == grants_of(role), role.name
 
 
-def test_only_recovery_and_the_registry_restart_write() -> None:
-    """Snapshot, prune and check never write to the cluster; the two roles that do are
-    separate, so a cluster can leave them out, and none of them deletes anything."""
+def test_only_recovery_the_registry_restart_and_prune_images_write() -> None:
+    """Snapshot, prune and check never write to the cluster; the roles that do are separate,
+    so a cluster can leave them out, and only prune-images deletes (Images, nothing else)."""
     verbs = {role.name: {verb for grant in role.grants for verb in grant.verbs} for role in ROLES}
     assert verbs[READ_METADATA.name] == {"get", "list", "watch"}
     for name, granted in verbs.items():
-        assert not granted & {"delete", "deletecollection", "update", "*"}, name
+        assert "*" not in granted and "deletecollection" not in granted, name
+        if name != PRUNE_IMAGES.name:
+            assert not granted & {"delete", "update"}, name
+    writes = {
+        (grant.group, grant.resource, verb)
+        for grant in PRUNE_IMAGES.grants
+        for verb in grant.verbs
+        if verb != "list"
+    }
+    assert writes == {
+        ("image.openshift.io", "imagestreams/status", "update"),
+        ("image.openshift.io", "images", "delete"),
+    }
+
+
+def test_prune_images_lists_exactly_what_the_workload_snapshot_lists() -> None:
+    """Every list of regprune/workloads.py, with its API group, and nothing more."""
+    typed_groups = {"core": "", "apps": "apps", "batch": "batch"}
+    listed = set()
+    for listing in LISTINGS:
+        if listing.api == "custom":
+            listed.add((listing.group, listing.method))
+        else:  # list_replica_set_for_all_namespaces -> replicasets
+            words = listing.method.removeprefix("list_").removesuffix("_for_all_namespaces")
+            listed.add((typed_groups[listing.api], words.replace("_", "") + "s"))
+    lists = {
+        (grant.group, grant.resource) for grant in PRUNE_IMAGES.grants if "list" in grant.verbs
+    }
+    assert lists == listed
+    assert all(grant.verbs == ("list",) for grant in PRUNE_IMAGES.grants if "list" in grant.verbs)
 
 
 def test_each_role_is_bound_to_the_service_account() -> None:

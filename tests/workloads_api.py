@@ -83,6 +83,7 @@ def workloads_route(server: OpenShiftAPIServer, method: str, parts: list[str]) -
             namespace,
             None,
             lambda query, body, p=plural, ns=namespace: _list(server, p, ns, query),
+            group=_group_version(prefix)[0] if _group_version(prefix) else "",
         )
     return None
 
