@@ -16,6 +16,8 @@ import pytest
 from regprune.flows.nightly_gc import nightly_gc_flow
 from regprune.flows.prune import UnsafePlan
 from regprune.layout import V2_ROOT, blob_data_path, link_content, manifest_link_path
+from regprune.metadata import MetadataError
+from regprune.permissions import PRUNE_IMAGES, READ_METADATA
 from regprune.snapshots import SnapshotSource
 from tests.openshift_api import OpenShiftAPIServer
 
@@ -63,6 +65,15 @@ def test_nightly_gc_prunes_images_then_the_storage_they_freed(
     )
     before = stored(root)
 
+    # the service account of deployments/rbac/ without prune-images.yaml: refused, untouched
+    openshift_api.allow_roles(READ_METADATA)
+    with pytest.raises(MetadataError, match=r"needs list pods, .*regprune-prune-images"):
+        nightly_gc_flow(source=source, confirm=True, out=str(tmp_path / "refused"))
+    assert stored(root) == before
+    assert openshift_api.image(images["gone"][0]) is not None
+    assert not (tmp_path / "refused" / "hard-prune").exists()
+
+    openshift_api.allow_roles(READ_METADATA, PRUNE_IMAGES)  # what deployments/rbac/ grants
     dry = nightly_gc_flow(source=source, keep_tag_revisions=2, out=str(tmp_path / "dry"))
     assert dry["prune_images"]["summary"]["images_deleted"] == 1, dry["text"]
     assert stored(root) == before

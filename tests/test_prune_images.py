@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from regprune.cli.main import main
+from regprune.permissions import PRUNE_IMAGES, READ_METADATA, Role, grant_label
 from tests.openshift_api import OpenShiftAPIServer, fake_digest
-from tests.workloads_api import RESOURCES, add_workload
+from tests.workloads_api import add_workload
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -79,6 +80,7 @@ def test_a_dry_run_plans_what_oc_would_and_reports_why(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path, capsys
 ) -> None:
     d = cluster["digests"]
+    cluster["api"].allow_roles(READ_METADATA, PRUNE_IMAGES)  # what deployments/rbac/ grants
     out = tmp_path / "run"
     code, report = run(
         tmp_path,
@@ -122,8 +124,8 @@ def test_a_dry_run_plans_what_oc_would_and_reports_why(
 def test_a_workload_list_that_fails_means_nothing_is_planned(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path, capsys
 ) -> None:
-    allowed = {("list", plural) for plural in RESOURCES if plural != "deployments"}
-    cluster["api"].allow(allowed | {("list", "images"), ("list", "imagestreams")})
+    """Granted, but the list answers 403 anyway (a binding removed meanwhile, say)."""
+    cluster["api"].inject("GET", r"/apis/apps/v1/deployments$", status=403, times=None)
     out = tmp_path / "run"
     code, report = run(tmp_path, openshift_kubeconfig, "--out", str(out))
     assert code == 1
@@ -217,6 +219,7 @@ def test_confirm_removes_revisions_and_images_and_keeps_what_is_held_again(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path
 ) -> None:
     api, d = cluster["api"], cluster["digests"]
+    api.allow_roles(READ_METADATA, PRUNE_IMAGES)  # what deployments/rbac/ grants
     out = tmp_path / "run"
     code, _ = run(tmp_path, openshift_kubeconfig, "--keep-tag-revisions=1", "--out", str(out))
     assert code == 0
@@ -245,6 +248,64 @@ def test_confirm_removes_revisions_and_images_and_keeps_what_is_held_again(
         "Image:kept": 1,
         "ImageStream:updated": 1,
     }
+
+
+LISTS_ONLY = Role(PRUNE_IMAGES.name, tuple(g for g in PRUNE_IMAGES.grants if g.verbs == ("list",)))
+"""The prune-images role without its two writes."""
+
+
+@pytest.mark.parametrize(
+    ("roles", "confirm", "missing"),
+    [
+        pytest.param(
+            (READ_METADATA,),
+            False,
+            [grant_label(g, "list") for g in LISTS_ONLY.grants],
+            id="dry-run-without-the-role",
+        ),
+        pytest.param(
+            (READ_METADATA,),
+            True,
+            [grant_label(g, v) for g in PRUNE_IMAGES.grants for v in g.verbs],
+            id="confirm-without-the-role",
+        ),
+        pytest.param(
+            (READ_METADATA, LISTS_ONLY),
+            True,
+            ["update imagestreams/status.image.openshift.io", "delete images.image.openshift.io"],
+            id="confirm-without-the-writes",
+        ),
+    ],
+)
+def test_without_the_prune_images_role_one_error_names_what_is_missing_and_nothing_changes(
+    cluster: dict[str, Any],
+    openshift_kubeconfig: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    roles: tuple[Role, ...],
+    confirm: bool,
+    missing: list[str],
+) -> None:
+    api = cluster["api"]
+    api.allow_roles(*roles)
+    images, stream = api.images(), api.imagestream("a", "app")
+    flags = ["--keep-tag-revisions=1", "--out", str(tmp_path / "run")]
+    code, report = run(tmp_path, openshift_kubeconfig, *flags, *(["--confirm"] if confirm else []))
+    err = capsys.readouterr().err
+    assert code == 1 and report is None
+    (line,) = [line for line in err.splitlines() if line.startswith("regprune: error:")]
+    assert line.startswith(
+        f"regprune: error: forbidden: prune-images{' --confirm' if confirm else ''} needs "
+        + ", ".join(missing)
+        + ", which the API does not grant"
+    ), line
+    assert "regprune-prune-images" in line and "no changes made" in line
+    assert "Traceback" not in err
+    # refused before anything was listed, planned or changed
+    assert api.images() == images and api.imagestream("a", "app") == stream
+    assert not [r for r in api.requests if r.method in ("PUT", "DELETE", "PATCH")]
+    assert not [r for r in api.requests if r.method == "GET" and "/pods" in r.path]
+    assert not (tmp_path / "run" / "images_plan.parquet").exists()
 
 
 def test_confirm_needs_the_cluster(tmp_path: Path) -> None:
