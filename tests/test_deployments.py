@@ -38,7 +38,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from regprune.layout import blob_data_path
-from regprune.permissions import READ_METADATA, RECOVER, Role
+from regprune.permissions import PRUNE_IMAGES, READ_METADATA, RECOVER, Role
 from tests.openshift_api import OpenShiftAPIServer
 from tests.registry_bench import (
     PushedImage,
@@ -392,8 +392,8 @@ def test_two_gc_runs_never_overlap(
 def test_the_whole_nightly_gc_is_one_run_and_a_dry_run_by_default(
     deployed: PrefectServer, client: SyncPrefectClient, cluster: Cluster, tmp_path: Path
 ) -> None:
-    """prune-images lists workloads too (no role of deployments/rbac grants that yet)."""
-    cluster.api.allow(None)
+    """prune-images lists workloads too: regprune-prune-images grants that."""
+    cluster.allow(READ_METADATA, PRUNE_IMAGES)
     out = tmp_path / "run"
     run_id = run_button(
         client,
