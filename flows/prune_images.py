@@ -13,7 +13,9 @@ DAG::
 
 A dump is read by one task instead of the listings. Every listing must complete: a workload
 list that fails fails the run before anything is planned, so nothing is removed on a partial
-view of what is in use. Dry run unless ``confirm``.
+view of what is in use. Dry run unless ``confirm``. Before any of it, from the cluster, the
+API is asked whether it grants what this run uses (regprune/permissions.py): a missing grant
+stops the run there, named.
 """
 
 from __future__ import annotations
