@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -199,6 +201,10 @@ def test_the_dry_run_says_its_hard_prune_is_projected(nightly: NightlyRuns) -> N
     assert "Hard prune (projected from prune-images' plan):" in dry["text"]
     assert "Projected from prune-images' plan" in dry["text"]
     assert "Would delete 3 blobs" in dry["text"], dry["text"]
+    html = (Path(dry["hard_prune"]["run_dir"]) / "report.html").read_text()
+    assert "Projected from prune-images&#x27; plan" in html
+    confirmed = Path(nightly.done["hard_prune"]["run_dir"]) / "report.html"
+    assert "Projected" not in confirmed.read_text()
 
 
 def test_a_projected_plan_refuses_to_delete(nightly: NightlyRuns) -> None:
@@ -208,6 +214,30 @@ def test_a_projected_plan_refuses_to_delete(nightly: NightlyRuns) -> None:
     with pytest.raises(UnsafePlan, match="dry run's report only"):
         prune_flow(source=nightly.source, resume=nightly.dry["hard_prune"]["run_dir"])
     assert stored(nightly.root) == nightly.after
+
+
+@pytest.mark.parametrize("deleting", [["--confirm"], ["--resume", "run"]])
+def test_the_cli_refuses_a_projection_that_would_delete(
+    tmp_path: Path, deleting: list[str]
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regprune.cli.main",
+            "prune",
+            "--storage",
+            str(tmp_path),
+            "--project-images-plan",
+            str(tmp_path),
+            *deleting,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--project-images-plan is for a dry run's report only" in result.stderr
 
 
 def test_nightly_gc_needs_the_cluster_and_the_storage(tmp_path: Path) -> None:
