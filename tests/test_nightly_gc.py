@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from regprune.layout import (
     link_content,
     manifest_link_path,
 )
+from regprune.models import is_projected
 from regprune.snapshots import SnapshotSource
 from regprune.tables import sql_literal
 from tests.openshift_api import OpenShiftAPIServer
@@ -214,6 +216,20 @@ def test_a_projected_plan_refuses_to_delete(nightly: NightlyRuns) -> None:
     with pytest.raises(UnsafePlan, match="dry run's report only"):
         prune_flow(source=nightly.source, resume=nightly.dry["hard_prune"]["run_dir"])
     assert stored(nightly.root) == nightly.after
+
+
+def test_a_projected_folder_planned_again_without_the_option_plans_over_the_snapshot(
+    nightly: NightlyRuns, tmp_path: Path
+) -> None:
+    """--snapshot of a projected run folder (e.g. before --confirm) reads the snapshot's own
+    tables again: the Images the dry run's cluster still had keep their blobs and links."""
+    folder = tmp_path / "again"
+    shutil.copytree(nightly.dry["hard_prune"]["run_dir"], folder)
+    assert is_projected(folder)
+    again = prune_flow(source=nightly.source, snapshot=str(folder))
+    assert not is_projected(folder)
+    assert "projected_from" not in again["summary"]
+    assert planned_files(str(folder)) == set()
 
 
 @pytest.mark.parametrize("deleting", [["--confirm"], ["--resume", "run"]])
