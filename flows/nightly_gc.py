@@ -9,9 +9,12 @@ DAG::
 
 One run, so the hard prune plans only after the Images are gone (it snapshots the cluster
 after them) and a deployment's ``concurrency_limit: 1`` keeps two nights from overlapping.
-A dry run unless ``confirm``: then neither step changes anything, and the hard prune's plan
-still counts the Images prune-images would remove as kept (a prune that cannot prove an
-object is garbage keeps it).
+A dry run unless ``confirm``: then neither step changes anything, and the hard prune plans
+over the cluster as prune-images' plan would leave it (``project_images_plan``: the Images it
+deletes absent, the tag revisions it removes gone from the histories, sql/projected_*.sql), so
+the dry run names the links and blobs the confirmed run frees; its report and summary say the
+numbers are projected. The confirmed run never projects: it snapshots the cluster after
+prune-images really deleted, and plans over that (a projected plan refuses to delete).
 """
 
 from __future__ import annotations
@@ -90,8 +93,10 @@ def nightly_gc_flow(
         duckdb=duckdb,
         registry_url=registry_url,
         registry_token_file=registry_token_file,
+        project_images_plan=None if confirm else images["run_dir"],
     )
-    text = "Prune images:\n" + images["text"] + "\nHard prune:\n" + storage["text"]
+    projected = " (projected from prune-images' plan)" if not confirm else ""
+    text = "Prune images:\n" + images["text"] + f"\nHard prune{projected}:\n" + storage["text"]
     print(text)
     return {
         "run_dir": str(run_dir),

@@ -11,6 +11,10 @@ DAG::
 
 Dry-run is the default: the plan is executed against a storage that only records what would
 go (actions.parquet, status would-delete); --confirm deletes.
+
+``project_images_plan`` (a dry run only): before planning, project-prune-images-plan
+(sql/projected_*.sql) lays prune-images' plan over the snapshot's Images and tag histories,
+so the plan says what a hard prune after that plan's execution would delete.
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ from regprune import progress
 from regprune.flows.execute import execute_plan
 from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
-from regprune.models import DuckDBSettings
+from regprune.models import DuckDBSettings, is_projected
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, metadata_of_snapshot
-from regprune.tasks.analysis import check_plan_sanity, find_unknown_manifests, plan_hard_prune
+from regprune.tasks.analysis import (
+    check_plan_sanity,
+    clear_projection,
+    find_unknown_manifests,
+    plan_hard_prune,
+)
+from regprune.tasks.analysis import project_images_plan as project_images_plan_task
 from regprune.tasks.html_report import write_html_report
 from regprune.tasks.manifests import read_manifests_in_batches
 from regprune.tasks.registry_restart import restart_registry as restart_registry_task
@@ -49,6 +59,14 @@ def cache_handling(registry_url: str | None, restart_registry: str | None) -> li
 
 class UnsafePlan(RuntimeError):
     """This metadata cannot be trusted to decide deletions in this storage (see --force)."""
+
+
+PROJECTED_REFUSAL = (
+    "refusing to delete: {what} is planned over the cluster as prune-images' plan would leave "
+    "it, but its Images and tag revisions still exist, so it would delete blobs and links they "
+    "use. A projection is a dry run's report only: run prune-images --confirm, then the hard "
+    "prune on a new snapshot"
+)
 
 
 def cluster_of_run(run_dir: str, source: SnapshotSource | None) -> MetadataSource:
@@ -76,6 +94,7 @@ def prune_flow(
     warehouse: str | None = None,
     force: bool = False,
     force_unlock: bool = False,
+    project_images_plan: str | None = None,
 ) -> dict[str, Any]:
     """Plan a hard prune: what no Image or ImageStream keeps, older than the grace period.
 
@@ -101,13 +120,26 @@ def prune_flow(
         force: execute the plan even when the metadata looks unfit to decide deletions in
             this storage (empty, of another registry, Images not readable in full).
         force_unlock: remove the storage's lock (regprune/lock.py) left by a run that died.
+        project_images_plan: a prune-images run folder: plan over the cluster as its plan
+            would leave it (its Images deleted, its tag revisions removed), so a dry run
+            reports what the hard prune after prune-images --confirm frees. Refused with
+            confirm or resume: those Images still exist.
     """
     parse_duration(keep_younger_than)
     parse_duration(upload_max_age)
+    if project_images_plan and (confirm or resume):
+        raise UnsafePlan(PROJECTED_REFUSAL.format(what="a hard prune with project_images_plan"))
+    projection = None
     if resume:
         run_dir = resume
+        if is_projected(run_dir):
+            raise UnsafePlan(PROJECTED_REFUSAL.format(what=f"the plan of {run_dir}"))
     else:
         run_dir = snapshot_for_run("prune", snapshot, source, out)
+        if project_images_plan:
+            projection = project_images_plan_task(run_dir, project_images_plan, duckdb)
+        else:
+            clear_projection(run_dir)
         unknown = find_unknown_manifests(run_dir, keep_younger_than, duckdb)
         parts_dir = str(Path(run_dir) / "_parts")
         manifests = read_manifests_in_batches(run_storage(run_dir, source), unknown, parts_dir)
@@ -118,6 +150,7 @@ def prune_flow(
         "keep_younger_than": keep_younger_than,
         "upload_max_age": upload_max_age,
         "registry_cache": cache_handling(registry_url, restart_registry),
+        **({"projected_from": projection} if projection else {}),
     }
     problems = check_plan_sanity(run_dir, duckdb)
     if problems and (confirm or resume) and not force:
@@ -128,6 +161,8 @@ def prune_flow(
     for problem in problems:
         progress.warning(problem)
     deleting = bool(confirm or resume)
+    if deleting and is_projected(run_dir):
+        raise UnsafePlan(PROJECTED_REFUSAL.format(what=f"the plan of {run_dir}"))
     title = (
         "Deleting (3 phases, each object re-read first)"
         if deleting

@@ -53,6 +53,17 @@ CHECK_OUTPUTS = (
     "check_lost_found",
     "check_invalid_manifests",
 )
+PROJECTED_TABLES = {
+    "images": "projected_images",
+    "image_blobs": "projected_image_blobs",
+    "imagestream_tags": "projected_imagestream_tags",
+}
+"""Cluster tables a hard prune's dry run can plan over as prune-images' plan would leave them
+(flows/prune.py project_images_plan): table -> the model that projects it."""
+PROJECTION_FILE = "projection.json"
+"""Written into a run folder whose plan is projected (its PROJECTED_TABLES models written
+beside the snapshot's tables): while it is there, the folder's database reads those models'
+files under the tables' names, and nothing executes the folder's plan for real."""
 MACROS = "macros"
 """sql/macros.sql: the shared macros, not a model."""
 
@@ -270,6 +281,12 @@ class DuckDBSettings(BaseModel):
     )
 
 
+def is_projected(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether the plan of ``run_dir`` is over the cluster as prune-images' plan would leave
+    it (a dry run's report only: see PROJECTION_FILE)."""
+    return (Path(run_dir) / PROJECTION_FILE).exists()
+
+
 class SnapshotDatabase:
     """A DuckDB connection over one snapshot folder."""
 
@@ -281,9 +298,11 @@ class SnapshotDatabase:
         extra_tables: dict[str, Path] | None = None,
         tables: Sequence[str] = SNAPSHOT_TABLES,
         kind: str = "a snapshot folder",
+        projected: bool = True,
     ):
         """``tables``: the snapshot tables the folder must hold (``kind`` names such a
-        folder in the error when one is missing)."""
+        folder in the error when one is missing). A folder with a PROJECTION_FILE reads its
+        projected tables instead of the snapshot's (``projected=False``: the snapshot's)."""
         self.snapshot_dir = Path(snapshot_dir)
         self.kind = kind
         self.con = duckdb.connect()
@@ -295,8 +314,10 @@ class SnapshotDatabase:
             self.con.execute(f"SET temp_directory = {sql_literal(settings.temp_directory)}")
         if settings.threads:
             self.con.execute(f"SET threads = {int(settings.threads)}")
+        projection = projected and is_projected(self.snapshot_dir)
         for table in tables:
-            self.attach(table, self.snapshot_dir / f"{table}.parquet")
+            model = PROJECTED_TABLES.get(table) if projection else None
+            self.attach(table, self.snapshot_dir / f"{model or table}.parquet")
         for table, path in (extra_tables or {}).items():
             self.attach(table, path)
         for name, value in variables.items():

@@ -7,6 +7,7 @@ next to the snapshot.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -20,6 +21,8 @@ from regprune.models import (
     LOST_FOUND_MODELS,
     PLAN_INTERMEDIATES,
     PLAN_OUTPUTS,
+    PROJECTED_TABLES,
+    PROJECTION_FILE,
     UNKNOWN_MANIFEST_MODELS,
     DuckDBSettings,
     SnapshotDatabase,
@@ -64,6 +67,54 @@ def plan_hard_prune(
     extra = merge_manifest_parts(manifest_parts, Path(snapshot_dir), "young")
     with SnapshotDatabase(snapshot_dir, variables, settings, extra) as db:
         return write_plan(db, Path(snapshot_dir))
+
+
+IMAGES_PLAN_TABLES = ("images_plan", "images_tag_revisions")
+"""What a projection reads of a prune-images run folder (its plan's Parquet)."""
+
+
+class ProjectionError(ValueError):
+    """The folder given to project from holds no prune-images plan."""
+
+
+@task(name="project-prune-images-plan")
+def project_images_plan(
+    snapshot_dir: str, images_run_dir: str, settings: DuckDBSettings | None = None
+) -> dict[str, Any]:
+    """Write the snapshot's cluster tables as prune-images' plan in ``images_run_dir`` would
+    leave them (sql/projected_*.sql) and PROJECTION_FILE, so the hard prune plans over them;
+    returns what the projection removed. For a dry run's report only."""
+    out = Path(snapshot_dir)
+    (out / PROJECTION_FILE).unlink(missing_ok=True)
+    plan = {table: Path(images_run_dir) / f"{table}.parquet" for table in IMAGES_PLAN_TABLES}
+    missing = [str(path) for path in plan.values() if not path.exists()]
+    if missing:
+        raise ProjectionError(
+            f"{images_run_dir} holds no prune-images plan ({', '.join(missing)} missing): "
+            "give the run folder of a prune-images run that planned"
+        )
+    with SnapshotDatabase(out, {}, settings, plan, projected=False) as db:
+        db.define(*PROJECTED_TABLES.values())
+        removed = {
+            table: db.records(f'SELECT count(*) AS n FROM "{table}"')[0]["n"]
+            - db.write(model, out / f"{model}.parquet")
+            for table, model in PROJECTED_TABLES.items()
+        }
+    projection = {
+        "images_plan": str(images_run_dir),
+        "images_deleted": removed["images"],
+        "revisions_removed": removed["imagestream_tags"],
+    }
+    (out / PROJECTION_FILE).write_text(json.dumps(projection, indent=2) + "\n")
+    return projection
+
+
+def clear_projection(snapshot_dir: str) -> None:
+    """Plan over the snapshot's own tables again (a folder projected before, reused)."""
+    out = Path(snapshot_dir)
+    (out / PROJECTION_FILE).unlink(missing_ok=True)
+    for model in PROJECTED_TABLES.values():
+        (out / f"{model}.parquet").unlink(missing_ok=True)
 
 
 def write_plan(db: SnapshotDatabase, out: Path) -> dict[str, int]:

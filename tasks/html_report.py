@@ -8,6 +8,7 @@ warehouse, the prune runs before it) and decides nothing.
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +19,15 @@ from prefect import task
 from prefect.artifacts import create_link_artifact
 
 from regprune.categories import CHECK_FINDINGS, PLAN_CATEGORIES
-from regprune.models import DuckDBSettings, SnapshotDatabase, query_text
+from regprune.models import (
+    PROJECTION_FILE,
+    DuckDBSettings,
+    SnapshotDatabase,
+    is_projected,
+    query_text,
+)
 from regprune.snapshots import read_snapshot_summary
+from regprune.tasks.reports import projection_text
 from regprune.units import format_bytes
 from regprune.warehouse import connect_warehouse
 
@@ -128,6 +136,8 @@ class ReportData:
     findings: dict[str, int] | None
     trend: list[TrendPoint] | None
     """None without a warehouse; empty when the warehouse has no prune run."""
+    projection: dict[str, Any] | None = None
+    """A plan over the cluster as prune-images' plan would leave it (PROJECTION_FILE)."""
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -223,8 +233,18 @@ def read_report_data(
                 for table in FINDINGS
             }
     trend = read_trend(warehouse) if warehouse else None
+    projection = json.loads((run / PROJECTION_FILE).read_text()) if is_projected(run) else None
     return ReportData(
-        command, run_dir, snapshot, namespaces, blob_bytes, plan, deletions, findings, trend
+        command,
+        run_dir,
+        snapshot,
+        namespaces,
+        blob_bytes,
+        plan,
+        deletions,
+        findings,
+        trend,
+        projection,
     )
 
 
@@ -497,6 +517,11 @@ def render_report(data: ReportData) -> str:
         f"{_e(snap.get('metadata'))}</p>",
         f"<p class='meta'>Snapshot started {_e(snap.get('metadata_started_at'))} · run folder "
         f"{_e(data.run_dir)} · regprune {_e(snap.get('version'))}</p>",
+        *(
+            [f"<p class='note'><strong>{_e(projection_text(data.projection))}</strong></p>"]
+            if data.projection
+            else []
+        ),
         _cards(data),
         "<h2>Storage by namespace</h2>",
         "<p class='note'>A blob shared by several namespaces is split evenly between them, so "

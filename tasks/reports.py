@@ -55,6 +55,8 @@ def prune_summary(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> d
         summary["files"] = sum(e["files"] for e in executed.values())
         if mode == "delete":
             summary["bytes_freed"] = executed["blobs"]["bytes"]
+    if settings.get("projected_from"):
+        summary["projected_from"] = settings["projected_from"]
     return {"executed": executed, "mode": mode, "settings": settings, "summary": summary}
 
 
@@ -121,7 +123,8 @@ def prune_summary_text(report: dict[str, Any]) -> str:
         return _deleted_text(report)
     summary = report["summary"]
     verb = "Would delete" if report["mode"] == "dry-run" else "Deleted"
-    lines = [f"{verb} {summary[c]['delete']} {c.replace('_', ' ')}" for c in CATEGORIES]
+    lines = [projection_text(summary["projected_from"])] if "projected_from" in summary else []
+    lines += [f"{verb} {summary[c]['delete']} {c.replace('_', ' ')}" for c in CATEGORIES]
     freed = "Would free up" if report["mode"] == "dry-run" else "Freed up"
     lines.append(f"{freed} {format_bytes(summary['bytes_freed'])} of disk space")
     if "files" in summary:
@@ -131,6 +134,15 @@ def prune_summary_text(report: dict[str, Any]) -> str:
         grace = report["settings"].get("keep_younger_than")
         lines.append(f"Kept, younger than {grace}: " + ", ".join(young))
     return "\n".join(lines)
+
+
+def projection_text(projection: dict[str, Any]) -> str:
+    """The first line of a projected dry run: its numbers assume prune-images' plan done."""
+    return (
+        "Projected from prune-images' plan ({images_plan}): these numbers assume its "
+        "{images_deleted} Image(s) deleted and {revisions_removed} tag revision(s) removed, "
+        "which this dry run did not do"
+    ).format(**projection)
 
 
 def _deleted_text(report: dict[str, Any]) -> str:
@@ -180,11 +192,12 @@ def publish_prune_report(
         full = prune_report(report, run_dir)
         Path(report_path).write_text(json.dumps(full, indent=2, default=str) + "\n")
     text = prune_summary_text(report)
+    projected = "projected_from" in report["summary"]
     get_run_logger().info("%s", text)
     create_markdown_artifact(
         key="regprune-prune-summary",
-        markdown=f"# Hard prune ({mode})\n\nResults in `{run_dir}`\n\n"
-        + "\n".join(f"- {line}" for line in text.splitlines()),
+        markdown=f"# Hard prune ({mode}{', projected' if projected else ''})\n\n"
+        f"Results in `{run_dir}`\n\n" + "\n".join(f"- {line}" for line in text.splitlines()),
         description="What the hard prune deletes and frees",
     )
     create_table_artifact(

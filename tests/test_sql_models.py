@@ -355,6 +355,83 @@ def test_stream_history_is_every_history_item_and_the_children_of_its_lists(run:
     )
 
 
+def test_projected_images_lack_the_images_prune_images_plans_to_delete(run: Any) -> None:
+    given = {
+        "images": table("image managed", (A, True), (B, True), (C, None)),
+        # C is no row of the plan (an Image created since it was made): it stays
+        "images_plan": table(
+            "image action reason", (A, "delete", "unreferenced"), (B, "keep", "young")
+        ),
+    }
+    assert pick(run("projected_images", **given), "image managed") == [(B, True), (C, None)]
+
+
+def test_projected_image_blobs_keep_only_the_references_of_kept_images(run: Any) -> None:
+    given = {
+        "image_blobs": image_blobs(
+            (A, A, "manifest", 0),
+            (A, L1, "layer", 0),
+            (A, CFG, "config", 0),
+            (B, B, "manifest", 0),
+            (B, L1, "layer", 0),  # shared with the deleted A: kept through B's row
+        ),
+        "images_plan": table("image action", (A, "delete"), (B, "keep")),
+    }
+    rows = run("projected_image_blobs", **given)
+    assert pick(rows, "image digest kind") == [(B, B, "manifest"), (B, L1, "layer")]
+
+
+def test_projected_imagestream_tags_drop_the_removed_revisions_at_or_below_their_place(
+    run: Any,
+) -> None:
+    items = table(
+        "namespace name tag position image",
+        ("ns", "app", "latest", 0, digest("new")),  # pushed since the plan: C moved down
+        ("ns", "app", "latest", 1, A),
+        ("ns", "app", "latest", 2, B),  # planned at 1, now 2: still removed
+        ("ns", "app", "latest", 3, C),  # planned at 3: removed
+        ("ns", "app", "v1", 0, C),  # C under another tag: not planned, stays
+        ("ns", "other", "latest", 3, C),  # another stream: stays
+        ("ns", "up", "latest", 0, C),  # planned at 2, moved up to 0: kept, as the executor does
+        ("ns", "app", None, 0, C),  # an anomalous tag is never removed
+    )
+    removals = table(
+        "namespace name tag position image action reason",
+        ("ns", "app", "latest", 1, B, "remove", "old-revision"),
+        ("ns", "app", "latest", 3, C, "remove", "old-revision"),
+        ("ns", "app", "latest", 0, A, "keep", "within-keep-revisions"),
+        ("ns", "up", "latest", 2, C, "remove", "old-revision"),
+    )
+    rows = run("projected_imagestream_tags", imagestream_tags=items, images_tag_revisions=removals)
+    assert pick(rows, "namespace name tag position image") == sorted(
+        [
+            ("ns", "app", "latest", 0, digest("new")),
+            ("ns", "app", "latest", 1, A),
+            ("ns", "app", "v1", 0, C),
+            ("ns", "other", "latest", 3, C),
+            ("ns", "up", "latest", 0, C),
+            ("ns", "app", None, 0, C),
+        ],
+        key=repr,
+    )
+
+
+def test_the_projection_feeds_the_hard_prunes_own_rules(run: Any) -> None:
+    """Over the projected tables the plan's keep_set and stream_history lose what the deleted
+    Image and the removed revision held, and nothing else (the rules are not restated)."""
+    given_blobs = image_blobs((A, A, "manifest", 0), (A, L1, "layer", 0), (B, B, "manifest", 0))
+    plan = table("image action", (A, "delete"), (B, "keep"))
+    projected = run("projected_image_blobs", image_blobs=given_blobs, images_plan=plan)
+    assert pick(run("keep_set", image_blobs=projected), "digest") == [(B,)]
+    tags = table(
+        "namespace name tag position image", ("ns", "app", "t", 0, B), ("ns", "app", "t", 1, A)
+    )
+    removals = table("namespace name tag position image action", ("ns", "app", "t", 1, A, "remove"))
+    kept = run("projected_imagestream_tags", imagestream_tags=tags, images_tag_revisions=removals)
+    history = run("stream_history", imagestream_tags=kept, image_blobs=projected)
+    assert pick(history, "namespace name digest") == [("ns", "app", B)]
+
+
 def test_unreferenced_blobs_are_the_blobs_no_image_references(run: Any) -> None:
     blobs = table("digest size modified", (A, 1, OLD), (B, 2, OLD), (C, 3, None))
     rows = run("unreferenced_blobs", blobs=blobs, keep_set=table("digest", (A,), (A,)))

@@ -347,6 +347,11 @@ def run_prune(args: argparse.Namespace) -> int:
     for flag, given in (("--force", args.force), ("--force-unlock", args.force_unlock)):
         if given and not (args.confirm or args.resume):
             raise UsageError(f"{flag} goes with --confirm or --resume")
+    if args.project_images_plan and (args.confirm or args.resume):
+        raise UsageError(
+            "--project-images-plan is for a dry run's report only (the Images of that plan "
+            "still exist): not with --confirm or --resume"
+        )
     if args.restart_registry:
         try:
             parse_deployment(args.restart_registry)
@@ -383,6 +388,7 @@ def run_prune(args: argparse.Namespace) -> int:
         warehouse=args.warehouse,
         force=args.force,
         force_unlock=args.force_unlock,
+        project_images_plan=args.project_images_plan,
         **inputs,
     )
     finish(args, inputs, result)
@@ -560,6 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force-unlock",
         action="store_true",
         help="remove the storage's lock (_regprune/lock) left by a run that died elsewhere",
+    )
+    prune.add_argument(
+        "--project-images-plan",
+        metavar="RUN_DIR",
+        help="a dry run only: plan over the cluster as the prune-images plan in RUN_DIR would "
+        "leave it (its Images deleted, its tag revisions removed)",
     )
     add_output_arguments(prune)
     prune.set_defaults(run=run_prune)
