@@ -75,7 +75,7 @@ SERVER_ADDR = "image-registry.openshift-image-registry.svc:5000"
 TIMEOUT = 600.0
 
 PruneMode = Literal["check", "delete"]
-RestoreMode = Literal["check", "check-database", "check-storage"]
+RestoreMode = Literal["check", "check-database", "check-storage", "recover"]
 
 
 class ReferenceError(RuntimeError):
@@ -186,13 +186,22 @@ def reference_env(api: ApiSource, server_addr: str = SERVER_ADDR) -> dict[str, s
 
 
 def _run(
-    args: list[str], target: Any, api: ApiSource, workdir: Path, binary: Path | None
+    args: list[str],
+    target: Any,
+    api: ApiSource,
+    workdir: Path,
+    binary: Path | None,
+    env: Mapping[str, str] | None = None,
+    server_addr: str = SERVER_ADDR,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the binary; ``env`` adds what a storage driver reads from its environment (the GCS
+    emulator's ``STORAGE_EMULATOR_HOST``), ``server_addr`` is the host a restored Image's
+    ``dockerImageReference`` names."""
     binary = binary or require_reference()
     config = reference_config(target, Path(workdir) / "reference-config.yml")
     return subprocess.run(
         [str(binary), *args, str(config)],
-        env=reference_env(api),
+        env={**reference_env(api, server_addr), **(env or {})},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -409,12 +418,16 @@ def run_restore(
     mode: RestoreMode = "check",
     namespace: str | None = None,
     binary: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    server_addr: str = SERVER_ADDR,
 ) -> RestoreResult:
-    """Run ``dockerregistry -restore-mode=<mode> -experimental`` (never ``recover``)."""
+    """Run ``dockerregistry -restore-mode=<mode> -experimental``. ``recover`` creates an
+    ImageStreamMapping per lost-found manifest in ``api`` (it stops at the first one the API
+    refuses); the check modes change nothing."""
     args = [f"-restore-mode={mode}", "-experimental"]
     if namespace:
         args.append(f"-restore-namespace={namespace}")
-    proc = _run(args, target, api, workdir, binary)
+    proc = _run(args, target, api, workdir, binary, env, server_addr)
     result = parse_restore_output(proc.stdout, proc.stderr, proc.returncode)
     if proc.returncode != 0 or result.errors:
         raise ReferenceError(
