@@ -1037,7 +1037,7 @@ class GcsDownloadProxy:
 
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GCS_DOWNLOAD_HOST)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -1084,7 +1084,7 @@ class GcsDownloadProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            def do_CONNECT(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_CONNECT(self) -> None:
                 if self.path.split(":")[0] != GCS_DOWNLOAD_HOST:
                     self._reply(403, [], b"only storage.googleapis.com")
                     return
@@ -1096,7 +1096,7 @@ class GcsDownloadProxy:
                 self.wfile = self.connection.makefile("wb")
                 self.close_connection = False  # go on with the requests inside the tunnel
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 if self.path.split("?")[0] != "/token":
@@ -1105,7 +1105,7 @@ class GcsDownloadProxy:
                 token = {"access_token": "emulator", "token_type": "Bearer", "expires_in": 3600}
                 self._reply(200, [("Content-Type", "application/json")], json.dumps(token).encode())
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 proxy.forwarded.append(self.path)
                 headers = {k: v for k, v in self.headers.items() if k.lower() == "range"}
                 request = urllib.request.Request(proxy.emulator.endpoint + self.path, None, headers)

@@ -36,13 +36,14 @@ from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
 from tests.openshift_api import OpenShiftAPIServer
 from tests.reference import (
     LostFound,
+    ReferenceError,
     RestoreResult,
     load_dump,
     require_reference,
     run_restore,
 )
 from tests.registry_bench import OciLayouts
-from tests.storage_emulators import copy_registry_tree, uploaded_blobs
+from tests.storage_emulators import GcsDownloadProxy, copy_registry_tree, uploaded_blobs
 from tests.test_reference_diff import (
     Facts,
     Scenario,
@@ -155,6 +156,8 @@ class Backend:
 
     kind: str
     emulator: Any
+    #: GCS: what lets the reference's driver read object data (see GcsDownloadProxy)
+    proxy: GcsDownloadProxy | None = None
 
     def copy(self, root: Path) -> str:
         """A new bucket holding the tree at ``root`` (Swift: every uploaded blob a DLO)."""
@@ -167,13 +170,25 @@ class Backend:
         return f"{SCHEME[self.kind]}://{bucket}"
 
     def reference_storage(self, bucket: str) -> tuple[dict[str, Any], dict[str, str]]:
-        section, env = self.emulator.reference_storage(bucket)
+        target = self.proxy or self.emulator
+        section, env = target.reference_storage(bucket)
         return dict(section), dict(env)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return Backend(request.param, request.getfixturevalue(EMULATOR_FIXTURE[request.param]))
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    emulator = request.getfixturevalue(EMULATOR_FIXTURE[request.param])
+    if request.param != "gcs":
+        yield Backend(request.param, emulator)
+        return
+    # The GCS driver reads blobs from storage.googleapis.com itself: through the proxy
+    proxy = GcsDownloadProxy(emulator, tmp_path_factory.mktemp("gcs-proxy")).start()
+    try:
+        yield Backend(request.param, emulator, proxy)
+    finally:
+        proxy.stop()
 
 
 # --------------------------------------------------------------------------- check
@@ -261,6 +276,8 @@ class Created:
     tags: set[tuple[str, str, str, str]]
     streams: set[tuple[str, str]]
     images: dict[str, dict[str, Any]]
+    #: the same Images as the API server stores them (after the apiserver's image strategy)
+    stored: dict[str, dict[str, Any]]
 
 
 def created(api: OpenShiftAPIServer, before: dict[str, Any]) -> Created:
@@ -286,12 +303,11 @@ def created(api: OpenShiftAPIServer, before: dict[str, Any]) -> Created:
         for t in stream["status"].get("tags") or []:
             for event in t.get("items") or []:
                 tags.add((*key, t["tag"], event["image"]))
-    images = {
-        i["metadata"]["name"]: api.image_as_sent(i["metadata"]["name"]) or {}
-        for i in api.images()
-        if i["metadata"]["name"] not in old_images
+    stored = {
+        i["metadata"]["name"]: i for i in api.images() if i["metadata"]["name"] not in old_images
     }
-    return Created(tags - old_tags, streams, images)
+    images = {digest: api.image_as_sent(digest) or {} for digest in stored}
+    return Created(tags - old_tags, streams, images, stored)
 
 
 @dataclass
@@ -366,12 +382,66 @@ IMAGE_FIELDS = (
 
 def test_restored_images_are_the_ones_the_reference_sends(recoveries: Recoveries) -> None:
     """Each Image regprune created carries what the reference's Image for the same manifest
-    carries: reference, media type, layers, manifest and config texts, annotations."""
-    ref, ours = recoveries.reference.images, recoveries.ours.images
-    assert set(ours) <= set(ref)
-    assert ours
-    for digest, image in ours.items():
-        theirs = ref[digest]
+    carries: reference, media type, layers, manifest and config texts, annotations; and the
+    cluster stores the same Image for both, with the metadata the apiserver derives from the
+    texts (Size, Architecture, Os, Created, Config). (Found by this comparison: regprune sent
+    only ``dockerImageMetadata.Id``, so a restored Image had no Size, which the LimitRange
+    check of prune-images reads, and no platform.)"""
+    ref, ours = recoveries.reference, recoveries.ours
+    assert set(ours.images) <= set(ref.images)
+    assert ours.images
+    for digest, image in ours.images.items():
+        theirs = ref.images[digest]
         for name in IMAGE_FIELDS:
             assert image.get(name) == theirs.get(name), (digest, name)
         assert image["metadata"].get("annotations") == theirs["metadata"].get("annotations")
+        stored, theirs_stored = ours.stored[digest], ref.stored[digest]
+        for name in (*IMAGE_FIELDS, "dockerImageMetadata", "dockerImageManifests"):
+            assert stored.get(name) == theirs_stored.get(name), (digest, name)
+        assert stored["dockerImageMetadata"].get("Size")
+
+
+def test_the_reference_recovery_stops_at_a_mapping_the_api_refuses(
+    source: Source, tmp_path: Path
+) -> None:
+    """On the whole tree (with ``lonely`` and ``ns/deep/tool``, whose names no ImageStream
+    can hold) the reference's ``recover`` dies at the first mapping the API refuses
+    (``log.Fatalf``: the stream ``deep/tool`` is no DNS subdomain), so the repositories after
+    it are never restored and ``check-database`` never runs; regprune proposes nothing in
+    such a repository and restores everything else. The driver plays no part: on the folder.
+    """
+    f = source.facts
+    with ExitStack() as stack:
+        api = source.api(stack)
+        with pytest.raises(ReferenceError) as stopped:
+            run_restore(
+                source.scenario.storage,
+                api,
+                tmp_path / "ref",
+                "recover",
+                server_addr=source.registry_host,
+            )
+        before = json.loads(source.scenario.dump.read_text())
+        reference = created(api, before)
+        root = tmp_path / "storage"
+        shutil.copytree(source.root, root, symlinks=True)
+        api = source.api(stack)
+        args = ["check", "--storage", str(root), "--metadata", "kube", "--kubeconfig"]
+        args += [str(api.kubeconfig(tmp_path / "kubeconfig")), "--out", str(tmp_path / "ours")]
+        args += ["--recover", "--confirm", "--registry-host", source.registry_host]
+        report = regprune_report(args, tmp_path / "ours.json", {})
+        ours = created(api, before)
+    assert "Storage failed" in str(stopped.value) and "ns/deep/tool" in str(stopped.value)
+    # the reference restores what its check proposes in the repositories before the refused
+    # one (storage is walked in name order), and nothing after it
+    proposed = {(c.namespace, c.name, c.tag, c.digest) for c in source.folder_check.lost_found}
+    before_stop = {c for c in proposed if f"{c[0]}/{c[1]}" < "ns/deep/tool"}
+    assert reference.tags == before_stop
+    assert any(f"{c[0]}/{c[1]}" > "ns/deep/tool" for c in proposed - reference.tags)
+    # regprune restores every candidate its check names (the reference's, by the rules)
+    expected = {
+        (c.namespace, c.name, c.tag, c.digest)
+        for c in rule_lost_found(source.folder_check.lost_found, f, source.invalid)
+    }
+    assert ours.tags == expected and expected
+    assert all(r["status"] == "added" for r in report["recovered"])
