@@ -359,19 +359,22 @@ def _blob_text(data: bytes | Exception | None, digest: str) -> str | None:
 
 
 def attach_texts(rows: list[dict[str, Any]], spec: StorageSpec) -> None:
-    """Add each row's manifest and config as text (``manifest_text``, ``config_text``), read
-    from storage, so its Image is the one a push creates. A blob that cannot be read as it
-    was when checked leaves the row in the metadata form (``dockerImageMetadata.Id``)."""
+    """Add each single manifest's text and its config's (``manifest_text``, ``config_text``),
+    read from storage, so its Image is the one a push creates. Lists keep their child
+    manifests only (the apiserver derives nothing else from a list's text). A blob that cannot
+    be read as it was when checked leaves the row in the metadata form
+    (``dockerImageMetadata.Id``)."""
+    singles = [row for row in rows if not row["is_list"]]
     wanted = {
         blob_data_path(digest): digest
-        for row in rows
+        for row in singles
         for digest in (row["digest"], row["config_digest"])
         if digest
     }
     if not wanted:
         return
     contents = open_storage(spec).read_many(list(wanted))
-    for row in rows:
+    for row in singles:
         manifest = _blob_text(contents.get(blob_data_path(row["digest"])), row["digest"])
         config = None
         if row["config_digest"]:
