@@ -22,6 +22,9 @@ What the reference does (read from its source at the pinned commit, and checked 
 - ``-restore-mode=check-storage``: for each repository's manifest revision that its stream
   does not have, prints ``Would add image ... with tag "lost-found-<hex>"`` when the manifest
   and every blob it references are intact (else it logs an error and goes on).
+- ``-restore-mode=recover``: the same walk, creating each such ``ImageStreamMapping`` (and a
+  missing ImageStream) in the API, then ``check-database``; the first mapping the API refuses
+  ends the run (``log.Fatalf``), so later repositories are not restored.
 
 The binary is found at ``$REGPRUNE_OPENSHIFT_REGISTRY`` or at ``../shared/openshift-registry/
 dockerregistry`` next to the checkout (or any parent of it); where absent, :func:`require_reference`
