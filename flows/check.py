@@ -26,6 +26,7 @@ from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource
+from regprune.storage import StorageSpec
 from regprune.tasks.analysis import find_inconsistencies, verify_lost_manifests
 from regprune.tasks.html_report import write_html_report
 from regprune.tasks.manifests import read_manifests_in_batches
@@ -44,7 +45,11 @@ from regprune.tasks.warehouse import publish_to_warehouse
 
 
 def recover_lost_found(
-    run_dir: str, plan: dict[str, Any], cluster: MetadataSource, rate: float
+    run_dir: str,
+    plan: dict[str, Any],
+    cluster: MetadataSource,
+    rate: float,
+    storage: StorageSpec | None = None,
 ) -> str:
     """Create the mappings batch after batch; after a 401/403 the rest is recorded as skipped
     and the recovery fails with the API's message (which names the missing permission)."""
@@ -56,7 +61,7 @@ def recover_lost_found(
     added = 0
     for offset in range(0, plan["count"], RECOVER_BATCH):
         batch = recover_batch(
-            cluster, plan["path"], offset, rate, not_restored, stopped, str(parts_dir)
+            cluster, plan["path"], offset, rate, not_restored, stopped, str(parts_dir), storage
         )
         parts.append(batch["results"])
         not_restored += batch["not_restored"]
@@ -129,7 +134,9 @@ def check_flow(
                 expected=plan["count"],
                 unit="tags",
             ):
-                recover_lost_found(run_dir, plan, cluster, recover_rate)
+                recover_lost_found(
+                    run_dir, plan, cluster, recover_rate, run_storage(run_dir, source)
+                )
     progress.phase("Writing the report")
     published = publish_check_report(run_dir, report)
     if warehouse:

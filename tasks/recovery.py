@@ -10,6 +10,7 @@ would fail the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from regprune import progress
+from regprune.layout import blob_data_path
 from regprune.metadata import (
     GROUP,
     LAYERS_ORDER_ANNOTATION,
@@ -36,6 +38,7 @@ from regprune.metadata import (
 )
 from regprune.models import DuckDBSettings, SnapshotDatabase, fetch_records
 from regprune.snapshots import read_snapshot_summary
+from regprune.storage import StorageSpec, open_storage
 from regprune.tables import sql_literal
 
 RECOVER_MODEL = "recover_images"
@@ -90,7 +93,14 @@ def image_for(row: Mapping[str, Any]) -> dict[str, Any]:
         "dockerImageManifestMediaType": row["media_type"],
         "dockerImageMetadataVersion": "1.0",
     }
-    if row["config_digest"]:
+    if row.get("manifest_text"):
+        # What a push sends (and the reference's recover): the texts, from which the
+        # apiserver derives dockerImageMetadata (Size, Architecture, Os, Created, Config) and
+        # which it drops, as manifestBlobStored says.
+        image["dockerImageManifest"] = row["manifest_text"]
+        if row.get("config_text"):
+            image["dockerImageConfig"] = row["config_text"]
+    elif row["config_digest"]:
         image["dockerImageMetadata"] = {
             "kind": "DockerImage",
             "apiVersion": DOCKER_IMAGE_METADATA_API_VERSION,
@@ -338,6 +348,42 @@ def _result(row: Mapping[str, Any], status: str, error: str | None) -> dict[str,
     }
 
 
+def _blob_text(data: bytes | Exception | None, digest: str) -> str | None:
+    """A stored blob's text when it is there and matches its digest, else None."""
+    if not isinstance(data, bytes) or f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def attach_texts(rows: list[dict[str, Any]], spec: StorageSpec) -> None:
+    """Add each single manifest's text and its config's (``manifest_text``, ``config_text``),
+    read from storage, so its Image is the one a push creates. Lists keep their child
+    manifests only (the apiserver derives nothing else from a list's text). A blob that cannot
+    be read as it was when checked leaves the row in the metadata form
+    (``dockerImageMetadata.Id``)."""
+    singles = [row for row in rows if not row["is_list"]]
+    wanted = {
+        blob_data_path(digest): digest
+        for row in singles
+        for digest in (row["digest"], row["config_digest"])
+        if digest
+    }
+    if not wanted:
+        return
+    contents = open_storage(spec).read_many(list(wanted))
+    for row in singles:
+        manifest = _blob_text(contents.get(blob_data_path(row["digest"])), row["digest"])
+        config = None
+        if row["config_digest"]:
+            path = blob_data_path(row["config_digest"])
+            config = _blob_text(contents.get(path), row["config_digest"])
+        if manifest is not None and (config is not None or not row["config_digest"]):
+            row["manifest_text"], row["config_text"] = manifest, config
+
+
 def read_plan_rows(images_path: str, offset: int, limit: int) -> list[dict[str, Any]]:
     with duckdb.connect() as con:
         return fetch_records(
@@ -366,14 +412,18 @@ def recover_batch(
     not_restored: list[str],
     stopped: str | None,
     parts_dir: str,
+    storage: StorageSpec | None = None,
 ) -> dict[str, Any]:
     """Create the mappings of rows ``offset``..``offset + RECOVER_BATCH`` of the plan.
 
     Returns the results part, the candidates not restored (lists whose children are among
     them are skipped later) and, after a 401/403, why the recovery stopped. Once stopped,
-    every row is recorded as skipped without a call.
+    every row is recorded as skipped without a call. With ``storage`` each Image carries its
+    manifest and config texts (see :func:`attach_texts`).
     """
     rows = read_plan_rows(images_path, offset, RECOVER_BATCH)
+    if storage is not None and not stopped:
+        attach_texts(rows, storage)
     api = None if stopped else custom_objects_api(cluster)
     try:
         creator = MappingCreator(api, RateLimiter(rate), cluster, stopped)

@@ -22,6 +22,9 @@ What the reference does (read from its source at the pinned commit, and checked 
 - ``-restore-mode=check-storage``: for each repository's manifest revision that its stream
   does not have, prints ``Would add image ... with tag "lost-found-<hex>"`` when the manifest
   and every blob it references are intact (else it logs an error and goes on).
+- ``-restore-mode=recover``: the same walk, creating each such ``ImageStreamMapping`` (and a
+  missing ImageStream) in the API, then ``check-database``; the first mapping the API refuses
+  ends the run (``log.Fatalf``), so later repositories are not restored.
 
 The binary is found at ``$REGPRUNE_OPENSHIFT_REGISTRY`` or at ``../shared/openshift-registry/
 dockerregistry`` next to the checkout (or any parent of it); where absent, :func:`require_reference`
@@ -75,7 +78,7 @@ SERVER_ADDR = "image-registry.openshift-image-registry.svc:5000"
 TIMEOUT = 600.0
 
 PruneMode = Literal["check", "delete"]
-RestoreMode = Literal["check", "check-database", "check-storage"]
+RestoreMode = Literal["check", "check-database", "check-storage", "recover"]
 
 
 class ReferenceError(RuntimeError):
@@ -186,13 +189,22 @@ def reference_env(api: ApiSource, server_addr: str = SERVER_ADDR) -> dict[str, s
 
 
 def _run(
-    args: list[str], target: Any, api: ApiSource, workdir: Path, binary: Path | None
+    args: list[str],
+    target: Any,
+    api: ApiSource,
+    workdir: Path,
+    binary: Path | None,
+    env: Mapping[str, str] | None = None,
+    server_addr: str = SERVER_ADDR,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the binary; ``env`` adds what a storage driver reads from its environment (the GCS
+    emulator's ``STORAGE_EMULATOR_HOST``), ``server_addr`` is the host a restored Image's
+    ``dockerImageReference`` names."""
     binary = binary or require_reference()
     config = reference_config(target, Path(workdir) / "reference-config.yml")
     return subprocess.run(
         [str(binary), *args, str(config)],
-        env=reference_env(api),
+        env={**reference_env(api, server_addr), **(env or {})},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -409,12 +421,16 @@ def run_restore(
     mode: RestoreMode = "check",
     namespace: str | None = None,
     binary: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    server_addr: str = SERVER_ADDR,
 ) -> RestoreResult:
-    """Run ``dockerregistry -restore-mode=<mode> -experimental`` (never ``recover``)."""
+    """Run ``dockerregistry -restore-mode=<mode> -experimental``. ``recover`` creates an
+    ImageStreamMapping per lost-found manifest in ``api`` (it stops at the first one the API
+    refuses); the check modes change nothing."""
     args = [f"-restore-mode={mode}", "-experimental"]
     if namespace:
         args.append(f"-restore-namespace={namespace}")
-    proc = _run(args, target, api, workdir, binary)
+    proc = _run(args, target, api, workdir, binary, env, server_addr)
     result = parse_restore_output(proc.stdout, proc.stderr, proc.returncode)
     if proc.returncode != 0 or result.errors:
         raise ReferenceError(

@@ -57,6 +57,7 @@ __all__ = [
     "REFERENCE_BIN",
     "AzuriteEmulator",
     "CopiedTree",
+    "GcsDownloadProxy",
     "GcsEmulator",
     "GcsPagingFront",
     "ReferenceServer",
@@ -995,6 +996,163 @@ class GcsPagingFront(_Front):
             page["nextPageToken"] = base64.urlsafe_b64encode(last.encode()).decode()
         self.pages.append((params.get("prefix", ""), len(page["items"]), bool(token)))
         return 200, [("Content-Type", "application/json")], json.dumps(page).encode()
+
+
+#: Where distribution's GCS driver reads object data from, whatever STORAGE_EMULATOR_HOST says.
+GCS_DOWNLOAD_HOST = "storage.googleapis.com"
+
+
+class GcsDownloadProxy:
+    """Lets OpenShift's registry read object data from the GCS emulator.
+
+    Why: distribution's GCS driver lists and stats through the storage client (which honours
+    ``STORAGE_EMULATOR_HOST``) but reads a blob (``Reader``: manifests, configs) with its own
+    ``GET https://storage.googleapis.com/<bucket>/<key>`` and an OAuth2 token from the key
+    file's ``token_uri``. This proxy, given to the binary as ``HTTPS_PROXY`` (Go never proxies
+    127.0.0.1, so the emulator and the API are reached directly), answers ``CONNECT
+    storage.googleapis.com:443`` with TLS under a certificate it made (trusted through
+    ``SSL_CERT_FILE``) and forwards each request inside to the emulator, which serves
+    ``/<bucket>/<key>`` with ``Range``; it also serves ``POST /token`` (a dummy access token).
+    Any other CONNECT is refused: nothing leaves the machine.
+    """
+
+    def __init__(self, emulator: GcsEmulator, workdir: Path) -> None:
+        self.emulator = emulator
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cert_path = self.workdir / "storage-googleapis.pem"
+        self.key_path = self.workdir / "storage-googleapis.key"
+        self.keyfile = self.workdir / "service-account.json"
+        self.forwarded: list[str] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    def _make_certificate(self) -> None:
+        """A self-signed CA certificate naming the download host (its own trust anchor)."""
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GCS_DOWNLOAD_HOST)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(GCS_DOWNLOAD_HOST)]), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        self.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    def start(self) -> GcsDownloadProxy:
+        import ssl
+
+        self._make_certificate()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_path, self.key_path)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def do_CONNECT(self) -> None:
+                if self.path.split(":")[0] != GCS_DOWNLOAD_HOST:
+                    self._reply(403, [], b"only storage.googleapis.com")
+                    return
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                self.connection = context.wrap_socket(self.connection, server_side=True)
+                self.rfile = self.connection.makefile("rb")
+                self.wfile = self.connection.makefile("wb")
+                self.close_connection = False  # go on with the requests inside the tunnel
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                if self.path.split("?")[0] != "/token":
+                    self._reply(404, [], b"")
+                    return
+                token = {"access_token": "emulator", "token_type": "Bearer", "expires_in": 3600}
+                self._reply(200, [("Content-Type", "application/json")], json.dumps(token).encode())
+
+            def do_GET(self) -> None:
+                proxy.forwarded.append(self.path)
+                headers = {k: v for k, v in self.headers.items() if k.lower() == "range"}
+                request = urllib.request.Request(proxy.emulator.endpoint + self.path, None, headers)
+                try:
+                    with _OPENER.open(request, timeout=60) as resp:
+                        status, reply, data = resp.status, resp.headers, resp.read()
+                except urllib.error.HTTPError as exc:
+                    status, reply, data = exc.code, exc.headers, exc.read()
+                kept = [
+                    (k, v)
+                    for k, v in reply.items()
+                    if k.lower() in ("content-type", "content-range", "etag", "last-modified")
+                ]
+                self._reply(status, kept, data)
+
+            do_HEAD = do_GET
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        account = _service_account_json()
+        account["token_uri"] = f"{self.url}/token"
+        self.keyfile.write_text(json.dumps(account))
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def reference_storage(self, bucket: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The ``storage.gcs`` section and environment that read ``bucket`` in full."""
+        section = {"gcs": {"bucket": bucket, "keyfile": str(self.keyfile)}}
+        env = {
+            "STORAGE_EMULATOR_HOST": f"127.0.0.1:{self.emulator.port}",
+            "HTTPS_PROXY": self.url,
+            "https_proxy": self.url,
+            "SSL_CERT_FILE": str(self.cert_path),
+        }
+        return section, env
 
 
 def _review(path: str) -> bytes:

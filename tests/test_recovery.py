@@ -27,13 +27,15 @@ from regprune.layout import (
     link_content,
     manifest_link_path,
 )
-from regprune.manifests import DOCKER_V1, parse_manifest
+from regprune.manifests import DOCKER_V1, DOCKER_V2, parse_manifest
+from regprune.storage import StorageSpec
 from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, empty_table
 from regprune.tasks.recovery import (
     RECOVER_THREADS,
     RESULTS_FILE,
     RateLimiter,
     RecoveryError,
+    attach_texts,
     image_for,
     mapping_for,
     plan_recovery,
@@ -45,6 +47,8 @@ from tests.registry_bench import PushedImage, Registry, push
 HOST = DEFAULT_REGISTRY_HOST
 MAPPINGS = r"/imagestreammappings$"
 SCHEMA1_LAYER = "application/vnd.docker.container.image.rootfs.diff+x-gtar"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 READ_GRANTS = {("list", "images"), ("list", "imagestreams")}
 RECOVERY_GRANTS = READ_GRANTS | {("create", "imagestreammappings"), ("create", "imagestreams")}
 
@@ -153,6 +157,59 @@ def test_image_of_a_schema1_manifest(tmp_path: Path) -> None:
     ]
     assert "dockerImageMetadata" not in image
     assert "dockerImageManifests" not in image
+
+
+def test_an_image_carries_its_stored_manifest_and_config_as_text(tmp_path: Path) -> None:
+    """As a push and the reference's recover send it: the texts, no dockerImageMetadata (the
+    apiserver derives it, Size included). A blob that no longer matches its digest leaves
+    the row in the metadata form (``Id`` only) rather than sending the wrong text."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {}}).encode()
+    layer = digest_of(b"a layer")
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_V2,
+            "config": {
+                "mediaType": DOCKER_CONFIG,
+                "size": len(config),
+                "digest": digest_of(config),
+            },
+            "layers": [{"mediaType": DOCKER_LAYER, "size": 7, "digest": layer}],
+        }
+    ).encode()
+    root = tmp_path / "storage"
+    for data in (manifest, config):
+        path = root / V2_ROOT / blob_data_path(digest_of(data))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    bad_config = digest_of(b"another config")
+    path = root / V2_ROOT / blob_data_path(bad_config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not what its digest says")
+    row = {
+        "namespace": "ns",
+        "name": "app",
+        "repository": "ns/app",
+        "digest": digest_of(manifest),
+        "tag": lost_found(digest_of(manifest)),
+        "media_type": DOCKER_V2,
+        "layer_order": "ascending",
+        "is_list": False,
+        "docker_image_reference": f"registry.example:5000/ns/app@{digest_of(manifest)}",
+        "config_digest": digest_of(config),
+        "layers": [{"digest": layer, "size": 7, "media_type": DOCKER_LAYER}],
+        "manifests": [],
+        "missing_children": [],
+    }
+    rows_ = [dict(row), {**row, "config_digest": bad_config}]
+    attach_texts(rows_, StorageSpec(str(root)))
+    image = image_for(rows_[0])
+    assert image["dockerImageManifest"] == manifest.decode()
+    assert image["dockerImageConfig"] == config.decode()
+    assert "dockerImageMetadata" not in image
+    fallback = image_for(rows_[1])
+    assert "dockerImageManifest" not in fallback and "dockerImageConfig" not in fallback
+    assert fallback["dockerImageMetadata"]["Id"] == bad_config
 
 
 def test_rate_limiter_spaces_calls_over_threads() -> None:
@@ -506,12 +563,19 @@ def test_schema1_manifest_is_restored_into_a_new_stream(
     code = main([*args, "--out", str(tmp_path / "run"), "--registry-host", "r.example"])
     assert code == EXIT_OK
     [image] = openshift_api.images()
-    assert image["metadata"]["annotations"]["image.openshift.io/dockerLayersOrder"] == (
-        "descending"
-    )
-    assert [(layer["name"], layer["size"]) for layer in image["dockerImageLayers"]] == [
+    # sent newest first (fsLayers order, "descending") with the manifest text, as a push is:
+    # the apiserver puts them in ascending order
+    sent = openshift_api.image_as_sent(image["metadata"]["name"])
+    assert sent is not None
+    assert sent["metadata"]["annotations"]["image.openshift.io/dockerLayersOrder"] == ("descending")
+    assert [(layer["name"], layer["size"]) for layer in sent["dockerImageLayers"]] == [
         (digest_of(b"top layer"), len(b"top layer")),
         (digest_of(b"base layer"), len(b"base layer")),
+    ]
+    assert image["metadata"]["annotations"]["image.openshift.io/dockerLayersOrder"] == ("ascending")
+    assert [layer["name"] for layer in image["dockerImageLayers"]] == [
+        digest_of(b"base layer"),
+        digest_of(b"top layer"),
     ]
     assert tag_images(openshift_api, "legacy", "app") == {
         lost_found(image["metadata"]["name"]): [image["metadata"]["name"]]
