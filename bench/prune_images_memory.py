@@ -1,0 +1,160 @@
+"""Bench: where ``regprune prune-images`` (dry run, end to end) spends its memory.
+
+    python bench/prune_images_memory.py --prefect-api-url http://127.0.0.1:PORT/api \
+        --images 100000 [--repeat 3] [--memray OUT.bin] [--keep DIR]
+
+The cluster of bench/prune_images_oc.py (streams of one tag x 10 revisions, one Pod per 10
+streams) is served by the HTTPS API test server in this process; regprune runs as a child. Its
+RSS is sampled every 0.1 s and every Prefect task run's start and end are taken from its log,
+so the peak is named by the task that was running. Prints one JSON line per run: wall time,
+peak RSS (wait4), and the peak RSS seen during each task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+
+from prune_images_oc import OPTIONS, populate  # noqa: E402
+
+from tests.openshift_api import OpenShiftAPIServer  # noqa: E402
+
+TASK_LINE = re.compile(r"Task run '([^']+)' - (Created task run|Finished in state|Beginning)")
+
+
+def run_once(
+    kubeconfig: Path, folder: Path, api_url: str | None, memray: str | None
+) -> dict[str, object]:
+    """One ``regprune prune-images`` child: its time, peak RSS and the peak per task."""
+    regprune = str(Path(sys.executable).with_name("regprune"))
+    command = [regprune, "prune-images", "--kubeconfig", str(kubeconfig), *OPTIONS]
+    command += ["--report", str(folder / "report.json"), "--out", str(folder / "run")]
+    if memray:
+        command = [
+            sys.executable,
+            "-m",
+            "memray",
+            "run",
+            "-f",
+            "-o",
+            memray,
+            regprune,
+            *command[1:],
+        ]
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "DEBUG"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
+    samples: list[tuple[float, int]] = []
+    events: list[tuple[float, str, str]] = []
+    lines: list[str] = []
+    marks: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            marks.append((time.monotonic() - started, line.strip()[:110]))
+            if m := TASK_LINE.search(line):
+                name = re.sub(r"-[0-9a-f]{3}$", "", m.group(1))
+                events.append((time.monotonic() - started, name, m.group(2)))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    ps = psutil.Process(proc.pid)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            break
+        try:
+            rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)])
+        except psutil.Error:
+            continue
+        samples.append((time.monotonic() - started, rss))
+        time.sleep(0.1)
+    reader.join(5)
+    (folder.parent / "bench-mem-last.log").write_text("".join(lines))
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit("regprune failed:\n" + "".join(lines[-40:]))
+    open_at: dict[str, float] = {}
+    spans: list[tuple[str, float, float]] = []
+    for t, name, what in events:
+        if what != "Finished in state":
+            open_at.setdefault(name, t)
+        elif name in open_at:
+            spans.append((name, open_at.pop(name), t))
+    per_task = {
+        name: round(max((r for t, r in samples if a <= t <= b), default=0) / 2**20)
+        for name, a, b in spans
+    }
+    peak_at, peak = max(samples, key=lambda s: s[1], default=(0.0, 0))
+    running = [n for n, a, b in spans if a <= peak_at <= b]
+    timeline = []
+    previous = 0.0
+    for t, text in marks:
+        if "Task run" in text or "Flow run" in text or "Results:" in text:
+            seen = [r for s, r in samples if previous <= s <= t]
+            timeline.append((round(t, 1), round(max(seen, default=0) / 2**20), text[29:]))
+            previous = t
+    seen = [r for s, r in samples if s >= previous]
+    timeline.append((round(elapsed, 1), round(max(seen, default=0) / 2**20), "exit"))
+    report = json.loads((folder / "report.json").read_text())
+    return {
+        "seconds": round(elapsed, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "sampled_peak_mib": round(peak / 2**20),
+        "peak_at_s": round(peak_at, 1),
+        "running_at_peak": running,
+        "per_task_peak_mib": per_task,
+        "timeline": timeline,
+        "removed": [len(report["tag_revisions"]), len(report["images"])],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, nargs="+", default=[20000])
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--prefect-api-url")
+    parser.add_argument("--memray", help="also record the run with memray to this file")
+    parser.add_argument("--keep", help="copy the last run's tables to this folder")
+    args = parser.parse_args()
+    for images in args.images:
+        api = OpenShiftAPIServer(tls=True).start()
+        try:
+            populate(api, images)
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
+                    folder = Path(tmp)
+                    kubeconfig = api.kubeconfig(folder / "kubeconfig")
+                    result = run_once(kubeconfig, folder, args.prefect_api_url, args.memray)
+                    if args.keep:
+                        subprocess.run(["rm", "-rf", args.keep], check=True)
+                        subprocess.run(["cp", "-r", str(folder / "run"), args.keep], check=True)
+                print(json.dumps({"images": images, "load": os.getloadavg(), **result}), flush=True)
+        finally:
+            api.stop()
+
+
+if __name__ == "__main__":
+    main()
