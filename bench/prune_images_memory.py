@@ -5,7 +5,7 @@
 
 The cluster of bench/prune_images_oc.py (streams of one tag x 10 revisions, one Pod per 10
 streams) is served by the HTTPS API test server in this process; regprune runs as a child. Its
-RSS is sampled every 0.1 s and every Prefect task run's start and end are taken from its log,
+RSS is sampled every 0.02 s and every Prefect task run's start and end are taken from its log,
 so the peak is named by the task that was running. Prints one JSON line per run: wall time,
 peak RSS (wait4), and the peak RSS seen during each task.
 """
@@ -86,11 +86,11 @@ def run_once(
             proc.returncode = os.waitstatus_to_exitcode(status)
             break
         try:
-            rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)])
+            rss = ps.memory_info().rss
         except psutil.Error:
             continue
         samples.append((time.monotonic() - started, rss))
-        time.sleep(0.1)
+        time.sleep(0.02)
     reader.join(5)
     (folder.parent / "bench-mem-last.log").write_text("".join(lines))
     elapsed = time.monotonic() - started

@@ -269,6 +269,15 @@ class DuckDBSettings(BaseModel):
         None, ge=1, le=1024, description="DuckDB threads. Default: one per CPU core."
     )
 
+    def apply(self, con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> None:
+        """Set these limits on ``con``; ``memory_limit``: the cap when none is set here."""
+        if limit := self.memory_limit or memory_limit:
+            con.execute(f"SET memory_limit = {sql_literal(limit)}")
+        if self.temp_directory:
+            con.execute(f"SET temp_directory = {sql_literal(self.temp_directory)}")
+        if self.threads:
+            con.execute(f"SET threads = {int(self.threads)}")
+
 
 class SnapshotDatabase:
     """A DuckDB connection over one snapshot folder."""
@@ -288,13 +297,7 @@ class SnapshotDatabase:
         self.kind = kind
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
-        settings = settings or DuckDBSettings()
-        if settings.memory_limit:
-            self.con.execute(f"SET memory_limit = {sql_literal(settings.memory_limit)}")
-        if settings.temp_directory:
-            self.con.execute(f"SET temp_directory = {sql_literal(settings.temp_directory)}")
-        if settings.threads:
-            self.con.execute(f"SET threads = {int(settings.threads)}")
+        (settings or DuckDBSettings()).apply(self.con)
         for table in tables:
             self.attach(table, self.snapshot_dir / f"{table}.parquet")
         for table, path in (extra_tables or {}).items():
