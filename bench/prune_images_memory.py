@@ -37,11 +37,18 @@ TASK_LINE = re.compile(r"Task run '([^']+)' - (Created task run|Finished in stat
 
 
 def run_once(
-    kubeconfig: Path, folder: Path, api_url: str | None, memray: str | None
+    kubeconfig: Path,
+    folder: Path,
+    api_url: str | None,
+    memray: str | None,
+    pythonpath: str | None = None,
 ) -> dict[str, object]:
-    """One ``regprune prune-images`` child: its time, peak RSS and the peak per task."""
+    """One ``regprune prune-images`` child: its time, peak RSS and the peak per task;
+    ``pythonpath``: another regprune first on the path (an older commit, exported)."""
     regprune = str(Path(sys.executable).with_name("regprune"))
-    command = [regprune, "prune-images", "--kubeconfig", str(kubeconfig), *OPTIONS]
+    main = "import sys; from regprune.cli.main import main; sys.exit(main())"
+    start = [sys.executable, "-c", main] if pythonpath else [regprune]
+    command = [*start, "prune-images", "--kubeconfig", str(kubeconfig), *OPTIONS]
     command += ["--report", str(folder / "report.json"), "--out", str(folder / "run")]
     if memray:
         command = [
@@ -56,6 +63,8 @@ def run_once(
             *command[1:],
         ]
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "DEBUG"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     if api_url:
         env["PREFECT_API_URL"] = api_url
     started = time.monotonic()
@@ -137,21 +146,39 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--prefect-api-url")
     parser.add_argument("--memray", help="also record the run with memray to this file")
-    parser.add_argument("--keep", help="copy the last run's tables to this folder")
+    parser.add_argument("--keep", help="copy each variant's last tables to this folder/VARIANT")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=PYTHONPATH",
+        help="also run a regprune found on PYTHONPATH (e.g. an older commit exported with "
+        "git archive, flows/ tasks/ sql/ under regprune/); runs alternate, one cluster",
+    )
     args = parser.parse_args()
     for images in args.images:
         api = OpenShiftAPIServer(tls=True).start()
         try:
             populate(api, images)
+            variants = [tuple(v.split("=", 1)) for v in args.variant] + [("this", None)]
             for _ in range(args.repeat):
-                with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
-                    folder = Path(tmp)
-                    kubeconfig = api.kubeconfig(folder / "kubeconfig")
-                    result = run_once(kubeconfig, folder, args.prefect_api_url, args.memray)
-                    if args.keep:
-                        subprocess.run(["rm", "-rf", args.keep], check=True)
-                        subprocess.run(["cp", "-r", str(folder / "run"), args.keep], check=True)
-                print(json.dumps({"images": images, "load": os.getloadavg(), **result}), flush=True)
+                for name, path in variants:
+                    with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
+                        folder = Path(tmp)
+                        kubeconfig = api.kubeconfig(folder / "kubeconfig")
+                        result = run_once(
+                            kubeconfig, folder, args.prefect_api_url, args.memray, path
+                        )
+                        if args.keep:
+                            keep = Path(args.keep) / name
+                            subprocess.run(["rm", "-rf", str(keep)], check=True)
+                            keep.parent.mkdir(parents=True, exist_ok=True)
+                            subprocess.run(["cp", "-r", str(folder / "run"), str(keep)], check=True)
+                            (keep / "report.json").write_bytes(
+                                (folder / "report.json").read_bytes()
+                            )
+                    row = {"images": images, "variant": name, "load": os.getloadavg(), **result}
+                    print(json.dumps(row), flush=True)
         finally:
             api.stop()
 
