@@ -72,6 +72,8 @@ def run_once(
         command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
     )
     samples: list[tuple[float, int]] = []
+    children: dict[str, int] = {}  # child processes of the run: their peak RSS seen (MiB)
+    high_water: list[tuple[float, int]] = []  # VmHWM: the process's own peak, never missed
     events: list[tuple[float, str, str]] = []
     lines: list[str] = []
     marks: list[tuple[float, str]] = []
@@ -96,9 +98,20 @@ def run_once(
             break
         try:
             rss = ps.memory_info().rss
-        except psutil.Error:
+            status_text = Path(f"/proc/{proc.pid}/status").read_text()
+        except (psutil.Error, OSError):
             continue
+        if not (found := re.search(r"VmHWM:\s+(\d+)", status_text)):
+            continue  # exited, not yet reaped
+        hwm = int(found.group(1)) * 1024
         samples.append((time.monotonic() - started, rss))
+        try:
+            for child in ps.children(recursive=True):
+                key = " ".join(child.cmdline())[:120]
+                children[key] = max(children.get(key, 0), child.memory_info().rss >> 20)
+        except psutil.Error:
+            pass
+        high_water.append((time.monotonic() - started, hwm))
         time.sleep(0.02)
     reader.join(5)
     (folder.parent / "bench-mem-last.log").write_text("".join(lines))
@@ -123,7 +136,9 @@ def run_once(
     for t, text in marks:
         if "Task run" in text or "Flow run" in text or "Results:" in text:
             seen = [r for s, r in samples if previous <= s <= t]
-            timeline.append((round(t, 1), round(max(seen, default=0) / 2**20), text[29:]))
+            hwm = max((h for s, h in high_water if s <= t), default=0)
+            mib = (round(max(seen, default=0) / 2**20), round(hwm / 2**20))
+            timeline.append((round(t, 1), *mib, text[29:]))
             previous = t
     seen = [r for s, r in samples if s >= previous]
     timeline.append((round(elapsed, 1), round(max(seen, default=0) / 2**20), "exit"))
@@ -132,6 +147,8 @@ def run_once(
         "seconds": round(elapsed, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024),
         "sampled_peak_mib": round(peak / 2**20),
+        "children_mib": children,
+        "own_peak_mib": round(max((h for _, h in high_water), default=0) / 2**20),
         "peak_at_s": round(peak_at, 1),
         "running_at_peak": running,
         "per_task_peak_mib": per_task,
