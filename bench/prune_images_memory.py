@@ -1,7 +1,7 @@
 """Bench: where ``regprune prune-images`` (dry run, end to end) spends its memory.
 
     python bench/prune_images_memory.py --prefect-api-url http://127.0.0.1:PORT/api \
-        --images 100000 [--repeat 3] [--memray OUT.bin] [--keep DIR]
+        --images 100000 [--repeat 3] [--keep DIR]
 
 The cluster of bench/prune_images_oc.py (streams of one tag x 10 revisions, one Pod per 10
 streams) is served by the HTTPS API test server in this process; regprune runs as a child. Its
@@ -41,7 +41,6 @@ def run_once(
     kubeconfig: Path,
     folder: Path,
     api_url: str | None,
-    memray: str | None,
     pythonpath: str | None = None,
 ) -> dict[str, object]:
     """One ``regprune prune-images`` child: its time, peak RSS and the peak per task;
@@ -51,18 +50,6 @@ def run_once(
     start = [sys.executable, "-c", main] if pythonpath else [regprune]
     command = [*start, "prune-images", "--kubeconfig", str(kubeconfig), *OPTIONS]
     command += ["--report", str(folder / "report.json"), "--out", str(folder / "run")]
-    if memray:
-        command = [
-            sys.executable,
-            "-m",
-            "memray",
-            "run",
-            "-f",
-            "-o",
-            memray,
-            regprune,
-            *command[1:],
-        ]
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "DEBUG"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
@@ -115,7 +102,6 @@ def run_once(
         high_water.append((time.monotonic() - started, hwm))
         time.sleep(0.02)
     reader.join(5)
-    (folder.parent / "bench-mem-last.log").write_text("".join(lines))
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         raise SystemExit("regprune failed:\n" + "".join(lines[-40:]))
@@ -165,7 +151,6 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[20000])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--prefect-api-url")
-    parser.add_argument("--memray", help="also record the run with memray to this file")
     parser.add_argument("--keep", help="copy each variant's last tables to this folder/VARIANT")
     parser.add_argument(
         "--variant",
@@ -186,9 +171,7 @@ def main() -> None:
                     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
                         folder = Path(tmp)
                         kubeconfig = api.kubeconfig(folder / "kubeconfig")
-                        result = run_once(
-                            kubeconfig, folder, args.prefect_api_url, args.memray, path
-                        )
+                        result = run_once(kubeconfig, folder, args.prefect_api_url, path)
                         if args.keep:
                             keep = Path(args.keep) / name
                             subprocess.run(["rm", "-rf", str(keep)], check=True)
