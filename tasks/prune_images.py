@@ -106,18 +106,24 @@ def write_images_report(
     if problems:
         tail = {"problems": problems, "invalid_references": invalid_references(run)}
     lists = {"tag_revisions": REVISIONS_REMOVED, "images": IMAGES_DELETED}
-    with path.open("w", encoding="utf-8") as out:
-        out.write("{")
-        for key, value in head.items():
-            out.write(f"\n  {json.dumps(key)}: {_nested(value)},")
-        for number, (key, (table, query)) in enumerate(lists.items()):
-            out.write(f"\n  {json.dumps(key)}: ")
-            _write_list(out, [] if refused else _record_batches(run / table, query))
-            out.write("," if tail or number < len(lists) - 1 else "")
-        for number, (key, value) in enumerate(tail.items()):
-            out.write(f"\n  {json.dumps(key)}: {_nested(value)}")
-            out.write("," if number < len(tail) - 1 else "")
-        out.write("\n}\n")
+    part = path.with_name(path.name + ".part")  # renamed when complete: no half a report
+    try:
+        with part.open("w", encoding="utf-8") as out:
+            out.write("{")
+            for key, value in head.items():
+                out.write(f"\n  {json.dumps(key)}: {_nested(value)},")
+            for number, (key, (table, query)) in enumerate(lists.items()):
+                out.write(f"\n  {json.dumps(key)}: ")
+                _write_list(out, [] if refused else _record_batches(run / table, query))
+                out.write("," if tail or number < len(lists) - 1 else "")
+            for number, (key, value) in enumerate(tail.items()):
+                out.write(f"\n  {json.dumps(key)}: {_nested(value)}")
+                out.write("," if number < len(tail) - 1 else "")
+            out.write("\n}\n")
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    part.replace(path)
 
 
 def _nested(value: Any, depth: int = 1) -> str:

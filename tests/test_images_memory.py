@@ -84,6 +84,7 @@ def test_the_streamed_report_is_the_json_dump_of_the_whole_report(
     write_images_report(path, run_dir, mode, SETTINGS, SUMMARY, problems)
     whole = images_report(run_dir, mode, SETTINGS, SUMMARY, problems)
     assert path.read_text() == json.dumps(whole, indent=2, default=str) + "\n"
+    assert [f.name for f in tmp_path.iterdir()] == ["report.json"]  # no part left behind
     written = json.loads(path.read_text())
     assert len(written["tag_revisions"]) == (0 if mode == "refused" else 4)
     assert len(written["images"]) == (0 if mode == "refused" else 3)
