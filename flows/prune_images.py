@@ -57,8 +57,11 @@ class UnsafeImagesPlan(UnsafePlan):
     """The metadata cannot decide what prune-images removes: nothing is removed."""
 
 
-def snapshot_cluster(out_dir: Path, metadata: MetadataSource) -> dict[str, Any]:
-    """Images, ImageStreams, workloads and LimitRanges into ``out_dir`` as Parquet tables."""
+def snapshot_cluster(
+    out_dir: Path, metadata: MetadataSource, duckdb: DuckDBSettings | None = None
+) -> dict[str, Any]:
+    """Images, ImageStreams, workloads and LimitRanges into ``out_dir`` as Parquet tables
+    (merged within ``duckdb``'s limits)."""
     parts_dir = out_dir / "_parts"
     (out_dir / CLUSTER_FILE).unlink(missing_ok=True)
     shutil.rmtree(parts_dir, ignore_errors=True)
@@ -69,8 +72,8 @@ def snapshot_cluster(out_dir: Path, metadata: MetadataSource) -> dict[str, Any]:
     for future in futures:  # any failed list ends the run here
         result = future.result()
         listings += result if isinstance(result, list) else [result]
-    rows = merge_metadata_tables(listings, str(out_dir)) | merge_workload_tables(
-        listings, str(out_dir)
+    rows = merge_metadata_tables(listings, str(out_dir), duckdb) | merge_workload_tables(
+        listings, str(out_dir), duckdb
     )
     shutil.rmtree(parts_dir, ignore_errors=True)
     objects: dict[str, int] = {}
@@ -150,7 +153,7 @@ def prune_images_flow(
     else:
         run_dir = Path(out or new_run_folder("prune-images"))
         run_dir.mkdir(parents=True, exist_ok=True)
-        cluster = snapshot_cluster(run_dir, metadata or MetadataSource())
+        cluster = snapshot_cluster(run_dir, metadata or MetadataSource(), duckdb)
         now = datetime.fromisoformat(cluster["metadata_started_at"])
         for kind in cluster["apis_missing"]:
             print(f"Note: the API of {kind} is not served (404): none listed")

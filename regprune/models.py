@@ -280,6 +280,15 @@ class DuckDBSettings(BaseModel):
         None, ge=1, le=1024, description="DuckDB threads. Default: one per CPU core."
     )
 
+    def apply(self, con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> None:
+        """Set these limits on ``con``; ``memory_limit``: the cap when none is set here."""
+        if limit := self.memory_limit or memory_limit:
+            con.execute(f"SET memory_limit = {sql_literal(limit)}")
+        if self.temp_directory:
+            con.execute(f"SET temp_directory = {sql_literal(self.temp_directory)}")
+        if self.threads:
+            con.execute(f"SET threads = {int(self.threads)}")
+
 
 def is_projected(run_dir: str | os.PathLike[str]) -> bool:
     """Whether the plan of ``run_dir`` is over the cluster as prune-images' plan would leave
@@ -307,13 +316,7 @@ class SnapshotDatabase:
         self.kind = kind
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
-        settings = settings or DuckDBSettings()
-        if settings.memory_limit:
-            self.con.execute(f"SET memory_limit = {sql_literal(settings.memory_limit)}")
-        if settings.temp_directory:
-            self.con.execute(f"SET temp_directory = {sql_literal(settings.temp_directory)}")
-        if settings.threads:
-            self.con.execute(f"SET threads = {int(settings.threads)}")
+        (settings or DuckDBSettings()).apply(self.con)
         projection = projected and is_projected(self.snapshot_dir)
         for table in tables:
             model = PROJECTED_TABLES.get(table) if projection else None

@@ -25,6 +25,7 @@ from regprune.metadata import (
     list_pages,
     read_dump_objects,
 )
+from regprune.models import DuckDBSettings
 from regprune.retries import retry_unless
 from regprune.tables import (
     METADATA_TABLES,
@@ -150,7 +151,10 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str, workloads: bool =
 
 
 @task(name="merge-metadata-tables")
-def merge_metadata_tables(listings: list[Any], out: str) -> dict[str, int]:
+def merge_metadata_tables(
+    listings: list[Any], out: str, duckdb: DuckDBSettings | None = None
+) -> dict[str, int]:
     """The cluster's tables, merged while storage is still being walked (``listings``: the
     listing tasks' results, or their futures, which Prefect resolves)."""
-    return merge_snapshot_tables.fn([listing.parts for listing in listings], out, METADATA_TABLES)
+    parts = [listing.parts for listing in listings]
+    return merge_snapshot_tables.fn(parts, out, METADATA_TABLES, duckdb)

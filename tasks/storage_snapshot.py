@@ -35,6 +35,7 @@ from regprune.layout import (
     parse_blob_key,
     split_repository,
 )
+from regprune.models import DuckDBSettings
 from regprune.retries import retry_unless
 from regprune.storage import (
     EMPTY_FOLDER,
@@ -416,12 +417,16 @@ def _batches(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
 
 @task(name="merge-snapshot-tables")
 def merge_snapshot_tables(
-    parts: list[dict[str, str]], out: str, tables: tuple[str, ...] = SNAPSHOT_TABLES
+    parts: list[dict[str, str]],
+    out: str,
+    tables: tuple[str, ...] = SNAPSHOT_TABLES,
+    duckdb: DuckDBSettings | None = None,
 ) -> dict[str, int]:
-    """One sorted Parquet file per table; metadata rows are de-duplicated (overlapping dumps)."""
+    """One sorted Parquet file per table; metadata rows are de-duplicated (overlapping dumps).
+    ``duckdb``: the run's limits for the merges (default: MERGE_MEMORY_LIMIT)."""
     counts = {}
     for table in tables:
         files = [p[table] for p in parts if table in p]
         dest = Path(out) / f"{table}.parquet"
-        counts[table] = merge_parts(table, files, dest, distinct=table in METADATA_TABLES)
+        counts[table] = merge_parts(table, files, dest, table in METADATA_TABLES, duckdb)
     return counts

@@ -16,6 +16,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from regprune.metadata import Listed, ListingRestart, MetadataError, MetadataSource
+from regprune.models import DuckDBSettings
 from regprune.retries import retry_unless
 from regprune.tables import WORKLOAD_TABLES, TableWriters
 from regprune.tasks.metadata_snapshot import MAX_LIST_RESTARTS
@@ -100,7 +101,9 @@ def list_workloads(source: MetadataSource, parts_dir: str) -> list[Listed]:
 
 
 @task(name="merge-workload-tables")
-def merge_workload_tables(listings: list[Any], out: str) -> dict[str, int]:
+def merge_workload_tables(
+    listings: list[Any], out: str, duckdb: DuckDBSettings | None = None
+) -> dict[str, int]:
     """``workload_references``, ``limit_ranges``, ``image_sizes`` of a prune-images snapshot."""
     parts = [listing.parts for listing in listings]
-    return merge_snapshot_tables.fn(parts, out, WORKLOAD_TABLES)
+    return merge_snapshot_tables.fn(parts, out, WORKLOAD_TABLES, duckdb)
