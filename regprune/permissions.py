@@ -8,6 +8,7 @@ needing more than the manifests give.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -140,10 +141,13 @@ def denied(
                     review = client.V1SelfSubjectAccessReview(
                         spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
                     )
+                    ask = functools.partial(
+                        api.create_self_subject_access_review,
+                        review,
+                        _request_timeout=source.request_timeout,
+                    )
                     answer = call_with_retries(
-                        lambda review=review: api.create_self_subject_access_review(
-                            review, _request_timeout=source.request_timeout
-                        ),
+                        ask,
                         f"review access to {grant_label(grant, verb)}",
                         source.max_retries,
                     )
