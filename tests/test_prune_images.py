@@ -301,6 +301,8 @@ def test_without_the_prune_images_role_one_error_names_what_is_missing_and_nothi
     ), line
     assert "regprune-prune-images" in line and "no changes made" in line
     assert "Traceback" not in err
+    # Prefect's log lines (the flow's exception) are in the run folder's log, as every command's
+    assert "Encountered exception" in (tmp_path / "run" / "regprune.log").read_text()
     # refused before anything was listed, planned or changed
     assert api.images() == images and api.imagestream("a", "app") == stream
     assert not [r for r in api.requests if r.method in ("PUT", "DELETE", "PATCH")]

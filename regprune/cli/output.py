@@ -126,10 +126,14 @@ def prepare_environment() -> str | None:
 def configure_logging(output: Output, log_file: Path | None) -> Callable[[], None]:
     """Prefect's console handler stays only with ``--verbose``; every Prefect log line also
     goes to ``log_file`` (the run folder's regprune.log). Returns what undoes it."""
-    import prefect  # noqa: F401  (sets up Prefect's logging, which is changed here)
+    from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.formatters import PrefectFormatter
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    # Prefect configures its handlers once per process, on the first import of prefect.main
+    # (lazily, e.g. by `from prefect import flow`); done later, it would put back the console
+    # handler removed here
+    ensure_logging_setup()
     internal = logging.getLogger("prefect._internal")
     saved = [(owner, list(owner.handlers)) for owner in (logging.getLogger(), internal)]
     if not output.verbose:

@@ -122,10 +122,14 @@ def run_prune_images(args: argparse.Namespace) -> int:
         EXIT_OK,
         UsageError,
         _validation_message,
+        begin,
         duckdb_settings,
+        finish,
+        json_report,
+        new_run_folder,
+        ready,
         snapshot_source,
     )
-    from regprune.flows.prune_images import prune_images_flow
     from regprune.images_plan import PruneImagesSettings
     from regprune.metadata import MetadataSource
     from regprune.units import parse_duration
@@ -165,12 +169,21 @@ def run_prune_images(args: argparse.Namespace) -> int:
     metadata = MetadataSource(
         args.metadata, kubeconfig=args.kubeconfig, context=args.context, page_size=args.page_size
     )
+    # the run folder: a new snapshot's, or the one planned again; its regprune.log takes
+    # Prefect's log lines, as every command's does
+    run_dir = args.snapshot or args.out or new_run_folder("prune-images")
+    inputs = {"report": args.report}
+    json_report(args, inputs, run_dir)
+    begin(args, run_dir)
+    from regprune.flows.prune_images import prune_images_flow
+
+    ready(args)
     result = prune_images_flow(
         settings=settings,
         metadata=metadata,
         snapshot=args.snapshot,
-        out=args.out,
-        report=args.report,
+        out=None if args.snapshot else run_dir,
+        report=inputs["report"],
         confirm=args.confirm,
         duckdb=duckdb_settings(args),
         hard_prune=hard_prune,
@@ -178,6 +191,5 @@ def run_prune_images(args: argparse.Namespace) -> int:
         registry_url=args.registry_url,
         registry_token_file=args.registry_token_file,
     )
-    print(result["text"])
-    print(f"Results: {result['run_dir']}")
+    finish(args, inputs, result)
     return EXIT_OK
