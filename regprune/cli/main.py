@@ -682,6 +682,7 @@ def output_mode(args: argparse.Namespace) -> Output:
 
 KNOWN_FAILURES = {
     "StorageConfigError",
+    "StorageListingError",
     "MetadataError",
     "SnapshotError",
     "StorageLocked",
