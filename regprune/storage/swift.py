@@ -82,22 +82,29 @@ class SwiftStorage(Storage):
         return conn
 
     def _listing(self, prefix: str, delimiter: str | None = None) -> list[dict[str, Any]]:
-        """Every page of a listing (swiftclient follows the markers and retries each page);
-        one that still fails stops the walk with the container and prefix."""
-        try:
-            _, objects = self.conn.get_container(
-                self.container,
-                prefix=prefix,
-                delimiter=delimiter,
-                limit=LIST_PAGE,
-                full_listing=True,
-            )
-        except (self._client.ClientException, OSError) as exc:
-            status = getattr(exc, "http_status", None)
-            raise listing_failed(
-                "Swift", f"swift://{self.container}/{prefix}", status, exc
-            ) from exc
-        return objects
+        """Every page of a listing, following the markers here: swiftclient's
+        ``full_listing`` retries the listing as a whole, so on a long listing each failed
+        page would start it over from the first page and spend the retries of all of them.
+        A page that still fails stops the walk with the container and prefix."""
+        objects: list[dict[str, Any]] = []
+        marker = ""
+        while True:
+            try:
+                _, page = self.conn.get_container(
+                    self.container,
+                    prefix=prefix,
+                    delimiter=delimiter,
+                    marker=marker,
+                    limit=LIST_PAGE,
+                )
+            except (self._client.ClientException, OSError) as exc:
+                status = getattr(exc, "http_status", None)
+                where = f"swift://{self.container}/{prefix}"
+                raise listing_failed("Swift", where, status, exc) from exc
+            if not page:  # an empty page ends it, as full_listing does (a short one may not)
+                return objects
+            objects += page
+            marker = page[-1].get("name", page[-1].get("subdir"))
 
     def check_root(self) -> None:
         try:
