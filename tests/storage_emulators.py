@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import importlib.util
 import json
 import os
@@ -247,8 +248,21 @@ class GcsEmulator:
         self.filesystem().pipe_file(f"{bucket}/{key}", data)
 
     def put_objects(self, bucket: str, objects: dict[str, bytes]) -> None:
-        """Write many objects concurrently (gcsfs batches the coroutines)."""
-        self.filesystem().pipe({f"{bucket}/{key}": data for key, data in objects.items()})
+        """Write many objects: one media upload each on one kept-alive connection (about a
+        millisecond an object; gcsfs' ``pipe`` took 0.15 s to 0.8 s an object here)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        path = f"/upload/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o?uploadType=media"
+        try:
+            for key, data in objects.items():
+                name = urllib.parse.quote(key, safe="")
+                headers = {"Content-Type": "application/octet-stream"}
+                conn.request("POST", f"{path}&name={name}", body=data, headers=headers)
+                answer = conn.getresponse()
+                reply = answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"upload of {key} answered {answer.status}: {reply[:200]!r}")
+        finally:
+            conn.close()
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Every key under ``prefix``, sorted, through gcsfs (a flat listing to the end)."""
