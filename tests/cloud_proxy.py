@@ -114,32 +114,32 @@ class CloudFaultProxy(S3FaultProxy):
     def _multipart_fail(
         self, target: str, headers: dict[str, str], body: bytes, fault: Fault
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """GCS and Azure batches: ``DELETE <path> HTTP/1.1`` a part; answers in that order."""
+        """GCS and Azure batches: ``DELETE <path> HTTP/1.1`` a part, answers in that order. A
+        failing part's path gets another last character: the body keeps its length (Azure
+        signs the batch's Content-Length), the part names no object (or fails its signature),
+        and its answer becomes a 503."""
         requests = re.findall(rb"DELETE (\S+) HTTP/1\.1", body)
-        failing = [
-            i
-            for i, path in enumerate(requests)
-            if fault.keys.encode() in unquote(path.decode()).encode()
-        ]
-        fault.keys_failed += [unquote(requests[i].decode()) for i in failing]
+        failing = {i for i, path in enumerate(requests) if fault.keys in unquote(path.decode())}
+        fault.keys_failed += [unquote(requests[i].decode()) for i in sorted(failing)]
         count = iter(range(len(requests)))
 
         def point_away(match: re.Match[bytes]) -> bytes:
-            if next(count) in failing:
-                return b"DELETE " + match.group(1) + quote(ABSENT).encode() + b" HTTP/1.1"
-            return match.group(0)
+            if next(count) not in failing:
+                return match.group(0)
+            path = match.group(1)
+            other = b"Y" if path.endswith(b"Z") else b"Z"
+            return b"DELETE " + path[:-1] + other + b" HTTP/1.1"
 
         data = re.sub(rb"DELETE (\S+) HTTP/1\.1", point_away, body)
-        headers = {**headers, "Content-Length": str(len(data))}
         status, answer_headers, answer = self.forward("POST", target, headers, data)
         if not 200 <= status < 300 or not failing:
             return status, answer_headers, answer
         statuses = iter(range(len(requests)))
 
         def fail(match: re.Match[bytes]) -> bytes:
-            return (
-                b"HTTP/1.1 503 Service Unavailable" if next(statuses) in failing else match.group(0)
-            )
+            if next(statuses) in failing:
+                return b"HTTP/1.1 503 Service Unavailable"
+            return match.group(0)
 
-        answer = re.sub(rb"HTTP/1\.1 \d{3} [A-Za-z ]*", fail, answer)
+        answer = re.sub(rb"HTTP/1\.1 \d{3}[^\r\n]*", fail, answer)
         return status, answer_headers, answer
