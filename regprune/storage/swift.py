@@ -202,8 +202,9 @@ class SwiftStorage(Storage):
         return out
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
-        """``?bulk-delete`` requests of up to 10,000 names: each DLO's manifest, then its
-        segments (found with a HEAD and a listing). A key counts as done when it and its
+        """``?bulk-delete`` requests of up to 10,000 names: the keys (each DLO's manifest),
+        then the segments of the manifests that went (found with a HEAD and a listing), so a
+        manifest that failed to go keeps its data. A key counts as done when it and its
         segments are gone; a manifest naming segments outside this storage's prefix, or
         where the registry's files live, is not deleted."""
         out: dict[str, str | None] = {}
