@@ -118,7 +118,12 @@ def plan_storage_shards(spec: StorageSpec, shard_tasks: int | None = None) -> St
     )
 
 
-@task(name="walk-blob-shard", retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="walk-blob-shard",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless(StorageConfigError),  # a 403 stays a 403
+)
 def walk_blob_shard(
     spec: StorageSpec, prefixes: list[str], parts_dir: str, shard: int
 ) -> TableParts:
@@ -342,7 +347,12 @@ class _RepositoryShardWalker:
             )
 
 
-@task(name="walk-repository-shard", retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="walk-repository-shard",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless(StorageConfigError),  # a 403 stays a 403
+)
 def walk_repository_shard(
     spec: StorageSpec, prefixes: list[str], parts_dir: str, shard: int, links_only: bool = False
 ) -> dict:

@@ -8,6 +8,9 @@ failed and does not delete them. Each fault fires for the next ``times`` matchin
 (None: for ever); :attr:`S3FaultProxy.log` keeps every request with what happened to it.
 
 Standard library only, plus boto3 to call moto for a partially failed ``DeleteObjects``.
+The hooks :meth:`S3FaultProxy.classify`, :meth:`S3FaultProxy.continued`,
+:meth:`S3FaultProxy.error` and :meth:`S3FaultProxy.fail_keys` are what another service's
+proxy overrides (tests/cloud_proxy.py: GCS, Azure Blob, Swift).
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 Operation = Literal["list", "delete_objects", "get", "head", "put", "delete", "other"]
-FaultKind = Literal["slowdown", "internal", "reset", "reset_after", "fail_keys"]
+FaultKind = Literal["slowdown", "internal", "forbidden", "reset", "reset_after", "fail_keys"]
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 ERRORS = {
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
+    "forbidden": (403, "AccessDenied", "Access Denied"),
 }
 
 
@@ -38,16 +42,29 @@ ERRORS = {
 class Fault:
     """What to do with the next ``times`` requests of one operation."""
 
-    operation: Operation
+    operation: str
     kind: FaultKind
     times: int | None = 1
     keys: str = ""
     """For ``fail_keys``: keys containing this text are reported failed (not deleted)."""
+    where: str = ""
+    """Only requests whose path and query contain this text."""
+    continued: bool | None = None
+    """True: only requests that continue a listing (a page after the first); False: only
+    first pages; None: any."""
+    after: int = 0
+    """Let this many matching requests through before firing."""
     fired: int = 0
+    seen: int = 0
     keys_failed: list[str] = field(default_factory=list)
 
-    def take(self) -> bool:
+    def take(self, target: str, continued: bool) -> bool:
+        if self.where not in target or self.continued not in (None, continued):
+            return False
         if self.times is not None and self.fired >= self.times:
+            return False
+        self.seen += 1
+        if self.seen <= self.after:
             return False
         self.fired += 1
         return True
@@ -55,7 +72,7 @@ class Fault:
 
 @dataclass(frozen=True)
 class Logged:
-    operation: Operation
+    operation: str
     method: str
     path: str
     outcome: str
@@ -111,10 +128,16 @@ class S3FaultProxy:
         self.stop()
 
     def inject(
-        self, operation: Operation, kind: FaultKind, times: int | None = 1, keys: str = ""
+        self,
+        operation: str,
+        kind: FaultKind,
+        times: int | None = 1,
+        keys: str = "",
+        **match: Any,
     ) -> Fault:
-        """Faults are tried in the order injected; a request fires at most one."""
-        fault = Fault(operation, kind, times, keys)
+        """Faults are tried in the order injected; a request fires at most one. ``match``:
+        the :class:`Fault` fields ``where``, ``continued`` and ``after``."""
+        fault = Fault(operation, kind, times, keys, **match)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -124,7 +147,7 @@ class S3FaultProxy:
             self.faults.clear()
             self.log.clear()
 
-    def count(self, operation: Operation, outcome: str | None = None) -> int:
+    def count(self, operation: str, outcome: str | None = None) -> int:
         with self._lock:
             return sum(
                 1
@@ -132,16 +155,41 @@ class S3FaultProxy:
                 if entry.operation == operation and (outcome is None or entry.outcome == outcome)
             )
 
-    def _fault_for(self, operation: Operation) -> Fault | None:
+    def _fault_for(self, operation: str, target: str, continued: bool) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.operation == operation and fault.take():
+                if fault.operation == operation and fault.take(target, continued):
                     return fault
         return None
 
-    def _record(self, operation: Operation, method: str, path: str, outcome: str) -> None:
+    def _record(self, operation: str, method: str, path: str, outcome: str) -> None:
         with self._lock:
             self.log.append(Logged(operation, method, path, outcome))
+
+    # ---- what a proxy for another service overrides
+
+    def classify(self, method: str, path: str, query: dict[str, list[str]]) -> str:
+        """The operation a request is (what faults are injected on)."""
+        return operation_of(method, path, query)
+
+    def continued(self, query: dict[str, list[str]]) -> bool:
+        """Whether a listing request asks for a page after the first."""
+        return "continuation-token" in query or "marker" in query
+
+    def error(self, kind: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The answer of an error fault, in the service's own error format."""
+        status, code, message = ERRORS[kind]
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message><RequestId>s3-fault-proxy</RequestId></Error>"
+        ).encode()
+        return status, [("Content-Type", "application/xml")], body
+
+    def fail_keys(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, fault: Fault
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """A bulk delete where the keys containing ``fault.keys`` fail and stay."""
+        return self._delete_some(urlsplit(target).path, body, fault)
 
     def forward(
         self, method: str, target: str, headers: dict[str, str], body: bytes
@@ -155,6 +203,34 @@ class S3FaultProxy:
             return answer.status, answer.getheaders(), answer.read()
         finally:
             connection.close()
+
+    def _delete_some(
+        self, path: str, body: bytes, fault: Fault
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """DeleteObjects where the keys containing ``fault.keys`` fail (and stay)."""
+        request = ElementTree.fromstring(body)
+        keys = [e.text or "" for e in request.iter(f"{{{S3_NS}}}Key")]
+        keys += [e.text or "" for e in request.iter("Key")]
+        quiet = any((e.text or "").lower() == "true" for e in request.iter(f"{{{S3_NS}}}Quiet"))
+        failing = [k for k in keys if fault.keys in k]
+        passing = [k for k in keys if fault.keys not in k]
+        fault.keys_failed += failing
+        if passing:
+            self.moto_client().delete_objects(
+                Bucket=path.strip("/"), Delete={"Objects": [{"Key": k} for k in passing]}
+            )
+        parts = [] if quiet else [f"<Deleted><Key>{escape(k)}</Key></Deleted>" for k in passing]
+        parts += [
+            f"<Error><Key>{escape(k)}</Key><Code>InternalError</Code>"
+            "<Message>We encountered an internal error. Please try again.</Message></Error>"
+            for k in failing
+        ]
+        answer = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="{S3_NS}">'
+            + "".join(parts)
+            + "</DeleteResult>"
+        ).encode()
+        return 200, [("Content-Type", "application/xml")], answer
 
     def moto_client(self) -> Any:
         import boto3
@@ -198,31 +274,38 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.owner
         split = urlsplit(self.path)
         query = parse_qs(split.query, keep_blank_values=True)
-        operation = operation_of(self.command, split.path, query)
+        operation = proxy.classify(self.command, split.path, query)
         body = self._read_body()
-        fault = proxy._fault_for(operation)
+        fault = proxy._fault_for(operation, self.path, proxy.continued(query))
         outcome = fault.kind if fault else "forwarded"
         proxy._record(operation, self.command, split.path, outcome)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+        headers["Content-Length"] = str(len(body))
         if fault is not None and fault.kind == "reset":
             self._reset()
             return
         if fault is not None and fault.kind in ERRORS:
-            self._error(*ERRORS[fault.kind])
+            self._answer(*proxy.error(fault.kind))
             return
         if fault is not None and fault.kind == "fail_keys":
-            self._delete_some(split.path, body, fault)
+            self._answer(*proxy.fail_keys(self.command, self.path, headers, body, fault))
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
-        headers["Content-Length"] = str(len(body))
         status, answer_headers, answer = proxy.forward(self.command, self.path, headers, body)
         if fault is not None and fault.kind == "reset_after":  # done, but the answer is lost
             self._reset()
             return
+        self._answer(status, answer_headers, answer)
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], answer: bytes) -> None:
+        """Send an answer; a HEAD's Content-Length is the object's (upstream's), not 0."""
         self.send_response(status)
-        for name, value in answer_headers:
-            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+        length = str(len(answer))
+        for name, value in headers:
+            if name.lower() == "content-length" and self.command == "HEAD":
+                length = value
+            elif name.lower() not in ("content-length", "transfer-encoding", "connection"):
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(answer)))
+        self.send_header("Content-Length", length)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(answer)
@@ -232,45 +315,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
         self.connection.close()
-
-    def _error(self, status: int, code: str, message: str) -> None:
-        body = (
-            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-            f"<Message>{message}</Message><RequestId>s3-fault-proxy</RequestId></Error>"
-        ).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _delete_some(self, path: str, body: bytes, fault: Fault) -> None:
-        """DeleteObjects where the keys containing ``fault.keys`` fail (and stay)."""
-        request = ElementTree.fromstring(body)
-        keys = [e.text or "" for e in request.iter(f"{{{S3_NS}}}Key")]
-        keys += [e.text or "" for e in request.iter("Key")]
-        quiet = any((e.text or "").lower() == "true" for e in request.iter(f"{{{S3_NS}}}Quiet"))
-        failing = [k for k in keys if fault.keys in k]
-        passing = [k for k in keys if fault.keys not in k]
-        fault.keys_failed += failing
-        if passing:
-            self.owner.moto_client().delete_objects(
-                Bucket=path.strip("/"), Delete={"Objects": [{"Key": k} for k in passing]}
-            )
-        parts = [] if quiet else [f"<Deleted><Key>{escape(k)}</Key></Deleted>" for k in passing]
-        parts += [
-            f"<Error><Key>{escape(k)}</Key><Code>InternalError</Code>"
-            "<Message>We encountered an internal error. Please try again.</Message></Error>"
-            for k in failing
-        ]
-        answer = (
-            f'<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="{S3_NS}">'
-            + "".join(parts)
-            + "</DeleteResult>"
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import importlib.util
 import json
 import os
@@ -248,8 +249,32 @@ class GcsEmulator:
         self.filesystem().pipe_file(f"{bucket}/{key}", data)
 
     def put_objects(self, bucket: str, objects: dict[str, bytes]) -> None:
-        """Write many objects concurrently (gcsfs batches the coroutines)."""
-        self.filesystem().pipe({f"{bucket}/{key}": data for key, data in objects.items()})
+        """Write many objects: one media upload each on a kept-alive connection, opened again
+        when the emulator closes it (about a millisecond an object; gcsfs' ``pipe`` took
+        0.15 s to 0.8 s an object here)."""
+        path = f"/upload/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o?uploadType=media"
+        headers = {"Content-Type": "application/octet-stream"}
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        slow: dict[str, bytes] = {}
+        try:
+            for key, data in objects.items():
+                target = f"{path}&name={urllib.parse.quote(key, safe='')}"
+                try:
+                    conn.request("POST", target, body=data, headers=headers)
+                    answer = conn.getresponse()
+                    reply = answer.read()
+                except (http.client.HTTPException, ConnectionError):
+                    # the emulator drops some uploads (an empty body): gcsfs' way for those
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                    slow[key] = data
+                    continue
+                if answer.status != 200:
+                    raise RuntimeError(f"upload of {key} answered {answer.status}: {reply[:200]!r}")
+        finally:
+            conn.close()
+        if slow:
+            self.filesystem().pipe({f"{bucket}/{key}": data for key, data in slow.items()})
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Every key under ``prefix``, sorted, through gcsfs (a flat listing to the end)."""

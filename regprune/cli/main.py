@@ -694,6 +694,7 @@ def output_mode(args: argparse.Namespace) -> Output:
 
 KNOWN_FAILURES = {
     "StorageConfigError",
+    "StorageListingError",
     "MetadataError",
     "SnapshotError",
     "StorageLocked",

@@ -33,10 +33,12 @@ from regprune.storage.base import (
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    listing_failed,
 )
 from regprune.storage.s3 import _common_folder
 
 DELETE_BATCH = 256  # a Blob batch request takes at most 256 sub-requests
+LIST_PAGE = 5_000  # a listing's default (and maximum) page
 READ_THREADS = 8
 FORM_CACHE_SECONDS = 600.0
 _FORMS: dict[tuple[str, str], tuple[str, bool, float]] = {}
@@ -107,11 +109,30 @@ class AzureStorage(Storage):
                 f"{V2_ROOT}/ (check the container and root directory)"
             )
 
+    def _list(self, prefix: str, delimiter: str | None = None) -> list[Any]:
+        """Every page of a listing (the SDK follows the markers and retries each page); one
+        that still fails stops the walk with the container and prefix."""
+        errors = cloud.require("azure.core.exceptions", "azure")
+        try:
+            if delimiter:
+                pages = self.container.walk_blobs(
+                    name_starts_with=prefix, delimiter=delimiter, results_per_page=LIST_PAGE
+                )
+            else:
+                pages = self.container.list_blobs(
+                    name_starts_with=prefix, results_per_page=LIST_PAGE
+                )
+            return list(pages)
+        except (errors.AzureError, OSError) as exc:
+            status = getattr(exc, "status_code", None)
+            where = f"az://{self.container_name}/{prefix}"
+            raise listing_failed("Azure Blob", where, status, exc) from exc
+
     def list_children(self, prefix: str) -> tuple[list[str], list[StorageObject]]:
         full = self.prefix + prefix
         dirs: list[str] = []
         files: list[StorageObject] = []
-        for item in self.container.walk_blobs(name_starts_with=full, delimiter="/"):
+        for item in self._list(full, "/"):
             name = item.name
             if isinstance(item, self._folder):
                 dirs.append(name[len(full) :].rstrip("/"))
@@ -120,14 +141,14 @@ class AzureStorage(Storage):
         if self.both_forms:  # the other form's folders are walked too: their files are
             # reported (as anomalies) even where the form in use has no such folder
             other = self.other_prefix + prefix
-            for item in self.container.walk_blobs(name_starts_with=other, delimiter="/"):
+            for item in self._list(other, "/"):
                 if isinstance(item, self._folder):
                     dirs.append(item.name[len(other) :].rstrip("/"))
         files += self._other_form(prefix, recursive=False)
         return sorted(set(dirs)), files
 
     def walk(self, prefix: str) -> Iterator[StorageObject]:
-        for item in self.container.list_blobs(name_starts_with=self.prefix + prefix):
+        for item in self._list(self.prefix + prefix):
             yield self._object(item)
         yield from self._other_form(prefix, recursive=True)
 
@@ -139,7 +160,7 @@ class AzureStorage(Storage):
         full = self.other_prefix + prefix
         problem = OTHER_FORM.format(found=self.other_prefix, used=self.prefix)
         out = []
-        for item in self.container.list_blobs(name_starts_with=full):
+        for item in self._list(full):
             rest = item.name[len(full) :]
             if recursive or "/" not in rest:
                 # the blob's own name: a key outside docker/registry/v2, never acted upon
@@ -169,11 +190,7 @@ class AzureStorage(Storage):
         """A flat listing of the keys' common folder when narrow, else one HEAD per key."""
         folder = _common_folder(keys)
         if folder.count("/") >= LISTED_STAT_MIN_DEPTH:
-            found = {
-                o.key: o
-                for item in self.container.list_blobs(name_starts_with=self.prefix + folder)
-                for o in [self._object(item)]
-            }
+            found = {o.key: o for o in map(self._object, self._list(self.prefix + folder))}
             return {key: found.get(key) for key in keys}
         errors = cloud.require("azure.core.exceptions", "azure")
         out: dict[str, StorageObject | None] = {}

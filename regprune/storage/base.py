@@ -37,6 +37,24 @@ class StorageConfigError(ValueError):
     """The storage location or registry configuration cannot be used; the message says why."""
 
 
+class StorageListingError(OSError):
+    """A listing that still failed after the client's own retries; the message names the
+    backend, the path and the answer. A run stops on it (a walk with a page missing proves
+    nothing is garbage); the snapshot's tasks retry it first."""
+
+
+def listing_failed(
+    backend: str, where: str, status: int | None, exc: BaseException, action: str = "listing"
+) -> Exception:
+    """What a backend raises when a listing (or a HEAD the walk needs) of ``where`` (a URL
+    without credentials) failed: a :class:`StorageConfigError` for 401/403 (retrying will
+    not grant access), else a :class:`StorageListingError`."""
+    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+    if status in (401, 403):
+        return StorageConfigError(f"access denied: {backend} {action} of {where} ({detail})")
+    return StorageListingError(f"{backend} {action} of {where} failed: {detail}")
+
+
 @dataclass(frozen=True, slots=True)
 class StorageObject:
     """One listed file, keyed relative to ``docker/registry/v2``.

@@ -26,10 +26,12 @@ from regprune.storage.base import (
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    listing_failed,
 )
 from regprune.storage.s3 import _common_folder
 
 DELETE_BATCH = 100  # the JSON batch API takes at most 100 calls a request
+LIST_PAGE = 1_000  # a listing's default (and maximum) page
 _BOUNDARY = "regprune-batch-boundary"
 
 
@@ -65,15 +67,23 @@ class GcsStorage(Storage):
 
     def _pages(self, prefix: str, delimiter: bool = False) -> Iterator[dict[str, Any]]:
         """Pages of ``objects.list`` under ``prefix`` (a full object-name prefix), following
-        ``nextPageToken`` to the end."""
-        params: dict[str, Any] = {"prefix": prefix, "maxResults": 1000}
+        ``nextPageToken`` to the end. gcsfs retries a page; one that still fails stops the
+        walk with the bucket and prefix."""
+        params: dict[str, Any] = {"prefix": prefix, "maxResults": LIST_PAGE}
         if delimiter:
             params["delimiter"] = "/"
         token = None
         while True:
             if token:
                 params["pageToken"] = token
-            page = self.fs.call("GET", "b/{}/o", self.bucket, json_out=True, **params)
+            try:
+                page = self.fs.call("GET", "b/{}/o", self.bucket, json_out=True, **params)
+            except Exception as exc:  # gcsfs raises OSError, HttpError, aiohttp errors...
+                status = getattr(exc, "code", None)
+                if isinstance(exc, OSError) and str(exc).startswith("Forbidden"):
+                    status = 403
+                where = f"gs://{self.bucket}/{prefix}"
+                raise listing_failed("GCS", where, status, exc) from exc
             yield page
             token = page.get("nextPageToken")
             if not token:

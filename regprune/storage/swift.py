@@ -34,10 +34,12 @@ from regprune.storage.base import (
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    listing_failed,
 )
 from regprune.storage.s3 import _common_folder
 
 DELETE_BATCH = 10_000  # the bulk middleware's default max_deletes_per_request
+LIST_PAGE = 10_000  # a container listing's default (and maximum) page
 THREADS = 8
 _TOKENS: dict[tuple[str, str | None, str], tuple[str, str]] = {}
 """(auth URL, user, container) -> (storage URL, token): one authentication per process, not
@@ -80,10 +82,29 @@ class SwiftStorage(Storage):
         return conn
 
     def _listing(self, prefix: str, delimiter: str | None = None) -> list[dict[str, Any]]:
-        _, objects = self.conn.get_container(
-            self.container, prefix=prefix, delimiter=delimiter, full_listing=True
-        )
-        return objects
+        """Every page of a listing, following the markers here: swiftclient's
+        ``full_listing`` retries the listing as a whole, so on a long listing each failed
+        page would start it over from the first page and spend the retries of all of them.
+        A page that still fails stops the walk with the container and prefix."""
+        objects: list[dict[str, Any]] = []
+        marker = ""
+        while True:
+            try:
+                _, page = self.conn.get_container(
+                    self.container,
+                    prefix=prefix,
+                    delimiter=delimiter,
+                    marker=marker,
+                    limit=LIST_PAGE,
+                )
+            except (self._client.ClientException, OSError) as exc:
+                status = getattr(exc, "http_status", None)
+                where = f"swift://{self.container}/{prefix}"
+                raise listing_failed("Swift", where, status, exc) from exc
+            if not page:  # an empty page ends it, as full_listing does (a short one may not)
+                return objects
+            objects += page
+            marker = page[-1].get("name", page[-1].get("subdir"))
 
     def check_root(self) -> None:
         try:
@@ -132,12 +153,16 @@ class SwiftStorage(Storage):
         return out
 
     def _head(self, name: str) -> dict[str, str] | None:
+        """A HEAD (None: no such object); one that still fails after swiftclient's retries
+        names the object: without it a DLO's size is unknown."""
         try:
             return self.conn.head_object(self.container, name)
-        except self._client.ClientException as exc:
-            if exc.http_status == 404:
+        except (self._client.ClientException, OSError) as exc:
+            if getattr(exc, "http_status", None) == 404:
                 return None
-            raise
+            status = getattr(exc, "http_status", None)
+            where = f"swift://{self.container}/{name}"
+            raise listing_failed("Swift", where, status, exc, "HEAD") from exc
 
     def _map(self, fn: Any, items: Sequence[Any]) -> list[Any]:
         if len(items) <= 1:
@@ -177,8 +202,9 @@ class SwiftStorage(Storage):
         return out
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
-        """``?bulk-delete`` requests of up to 10,000 names: each DLO's manifest, then its
-        segments (found with a HEAD and a listing). A key counts as done when it and its
+        """``?bulk-delete`` requests of up to 10,000 names: the keys (each DLO's manifest),
+        then the segments of the manifests that went (found with a HEAD and a listing), so a
+        manifest that failed to go keeps its data. A key counts as done when it and its
         segments are gone; a manifest naming segments outside this storage's prefix, or
         where the registry's files live, is not deleted."""
         out: dict[str, str | None] = {}
@@ -188,15 +214,18 @@ class SwiftStorage(Storage):
                 out[key] = found
             else:
                 names[key] = found
-        flat: dict[str, str] = {}  # object name -> the key it belongs to
-        for key, objects in names.items():
-            for name in objects:
-                flat[name] = key
+        transient = (self._client.ClientException, OSError)
         done = cloud.delete_in_batches(
-            list(flat), DELETE_BATCH, self._bulk_delete, (self._client.ClientException, OSError)
+            [objects[0] for objects in names.values()], DELETE_BATCH, self._bulk_delete, transient
         )
-        for key in names:
-            errors = [f"{name}: {done[name]}" for name in names[key] if done.get(name)]
+        # a DLO's segments go once its manifest is gone: a manifest that failed to go keeps
+        # its data readable (the key is reported failed, and a re-run finds it whole)
+        segments = [
+            name for objects in names.values() if not done.get(objects[0]) for name in objects[1:]
+        ]
+        done.update(cloud.delete_in_batches(segments, DELETE_BATCH, self._bulk_delete, transient))
+        for key, objects in names.items():
+            errors = [f"{name}: {done[name]}" for name in objects if done.get(name)]
             out[key] = "; ".join(errors)[:500] if errors else None
         return out
 
@@ -206,7 +235,7 @@ class SwiftStorage(Storage):
         name = self.prefix + key
         try:
             head = self._head(name)
-        except self._client.ClientException as exc:
+        except Exception as exc:  # recorded for this key; the others go on
             return f"HEAD failed: {exc}"
         manifest = (head or {}).get("x-object-manifest")
         if not manifest:
@@ -219,7 +248,10 @@ class SwiftStorage(Storage):
             or len(segment_prefix) <= len(self.root)
         ):
             return f"DLO segments at {manifest!r} are outside {self.root}segments/: kept"
-        segments = [item["name"] for item in self._listing(segment_prefix)]
+        try:
+            segments = [item["name"] for item in self._listing(segment_prefix)]
+        except Exception as exc:  # without its segments listed, the DLO is not deleted
+            return f"listing its segments failed: {exc}"
         return [name, *segments]
 
     def _bulk_delete(self, names: list[str]) -> dict[str, str | None]:
