@@ -21,11 +21,13 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
+
+from tests.local_http import LocalHTTPServer
 
 Operation = Literal["list", "delete_objects", "get", "head", "put", "delete", "other"]
 FaultKind = Literal["slowdown", "internal", "forbidden", "reset", "reset_after", "fail_keys"]
@@ -89,7 +91,7 @@ def operation_of(method: str, path: str, query: dict[str, list[str]]) -> Operati
     return {"GET": "get", "HEAD": "head", "PUT": "put", "DELETE": "delete"}.get(method, "other")
 
 
-class S3FaultProxy:
+class S3FaultProxy(LocalHTTPServer):
     """``with S3FaultProxy(moto.endpoint_url) as proxy:`` serves on 127.0.0.1."""
 
     def __init__(self, upstream: str):
@@ -97,12 +99,6 @@ class S3FaultProxy:
         self.faults: list[Fault] = []
         self.log: list[Logged] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "proxy not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> S3FaultProxy:
         proxy = self
@@ -110,16 +106,8 @@ class S3FaultProxy:
         class Handler(_Handler):
             owner = proxy
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler, quiet_errors=False)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def __enter__(self) -> S3FaultProxy:
         return self.start()

@@ -36,20 +36,20 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pytest
 import yaml
 
+from tests.local_http import LocalHTTPServer
 from tests.registry_bench import _OPENER, _stop_process, _wait_http, free_port
 
 __all__ = [
@@ -897,13 +897,12 @@ def reference_listing(
 # --------------------------------------------------------------------------- serving
 
 
-class _Front:
+class _Front(LocalHTTPServer):
     """A small HTTP front on 127.0.0.1 that forwards every request to ``upstream`` unless
     :meth:`respond` answers it itself (subclasses do)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
-        self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> _Front:
         front = self
@@ -928,21 +927,8 @@ class _Front:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def respond(
         self, method: str, path: str, headers: Any, body: bytes | None
@@ -1027,7 +1013,7 @@ class GcsPagingFront(_Front):
 GCS_DOWNLOAD_HOST = "storage.googleapis.com"
 
 
-class GcsDownloadProxy:
+class GcsDownloadProxy(LocalHTTPServer):
     """Lets OpenShift's registry read object data from the GCS emulator.
 
     Why: distribution's GCS driver lists and stats through the storage client (which honours
@@ -1049,7 +1035,6 @@ class GcsDownloadProxy:
         self.key_path = self.workdir / "storage-googleapis.key"
         self.keyfile = self.workdir / "service-account.json"
         self.forwarded: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
 
     def _make_certificate(self) -> None:
         """A self-signed CA certificate naming the download host (its own trust anchor)."""
@@ -1148,25 +1133,11 @@ class GcsDownloadProxy:
 
             do_HEAD = do_GET
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler)
         account = _service_account_json()
         account["token_uri"] = f"{self.url}/token"
         self.keyfile.write_text(json.dumps(account))
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def reference_storage(self, bucket: str) -> tuple[dict[str, Any], dict[str, str]]:
         """The ``storage.gcs`` section and environment that read ``bucket`` in full."""
