@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlparse
 
 from regprune.layout import V2_ROOT
 from regprune.storage import cloud
@@ -55,11 +54,7 @@ class AzureStorage(Storage):
     def __init__(self, spec: StorageSpec):
         blob = cloud.require("azure.storage.blob", "azure")
         self.spec = spec
-        parsed = urlparse(spec.url)
-        if not parsed.netloc:
-            raise StorageConfigError(f"Azure URL {spec.display} names no container")
-        self.container_name = parsed.netloc
-        root = parsed.path.strip("/")
+        self.container_name, root = spec.bucket_and_root("Azure", "container")
         plain = f"{root}/{V2_ROOT}/" if root else f"{V2_ROOT}/"
         self.forms = ("/" + plain, plain)
         self.container = _service(blob, spec.options).get_container_client(self.container_name)

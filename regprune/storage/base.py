@@ -91,6 +91,14 @@ class StorageSpec:
             return parsed._replace(netloc=netloc).geturl()
         return self.url
 
+    def bucket_and_root(self, service: str, holder: str) -> tuple[str, str]:
+        """A cloud URL's bucket (or container) and root directory, without slashes at the
+        ends; ``service`` and ``holder`` name them in the error when the URL has none."""
+        parsed = urlparse(self.url)
+        if not parsed.netloc:
+            raise StorageConfigError(f"{service} URL {self.display} names no {holder}")
+        return parsed.netloc, parsed.path.strip("/")
+
     def local_root(self) -> Path:
         parsed = urlparse(self.url)
         return Path(parsed.path if parsed.scheme == "file" else self.url)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 from regprune.layout import V2_ROOT
 from regprune.storage import cloud
@@ -42,11 +42,7 @@ class GcsStorage(Storage):
     def __init__(self, spec: StorageSpec):
         gcsfs_core = cloud.require("gcsfs.core", "gcs")
         self.spec = spec
-        parsed = urlparse(spec.url)
-        if not parsed.netloc:
-            raise StorageConfigError(f"GCS URL {spec.display} names no bucket")
-        self.bucket = parsed.netloc
-        root = parsed.path.strip("/")
+        self.bucket, root = spec.bucket_and_root("GCS", "bucket")
         self.prefix = f"{root}/{V2_ROOT}/" if root else f"{V2_ROOT}/"
         options: dict[str, Any] = {
             "use_listings_cache": False,

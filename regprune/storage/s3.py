@@ -6,7 +6,6 @@ import posixpath
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 from regprune.layout import V2_ROOT
 from regprune.retries import backoff
@@ -36,11 +35,7 @@ class S3Storage(Storage):
         import s3fs
 
         self.spec = spec
-        parsed = urlparse(spec.url)
-        if not parsed.netloc:
-            raise StorageConfigError(f"S3 URL {spec.display} names no bucket")
-        self.bucket = parsed.netloc
-        root = parsed.path.strip("/")
+        self.bucket, root = spec.bucket_and_root("S3", "bucket")
         self.base = "/".join(p for p in (self.bucket, root, V2_ROOT) if p)
         # max_concurrency=1: s3fs otherwise sends a HEAD before every GET (to decide whether
         # to split the download), doubling the requests for the small files the snapshot reads

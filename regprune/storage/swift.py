@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import quote, unquote
 
 from regprune.layout import V2_ROOT
 from regprune.storage import cloud
@@ -53,11 +53,7 @@ class SwiftStorage(Storage):
     def __init__(self, spec: StorageSpec):
         self._client = cloud.require("swiftclient.client", "swift")
         self.spec = spec
-        parsed = urlparse(spec.url)
-        if not parsed.netloc:
-            raise StorageConfigError(f"Swift URL {spec.display} names no container")
-        self.container = parsed.netloc
-        root = parsed.path.strip("/")
+        self.container, root = spec.bucket_and_root("Swift", "container")
         self.root = f"{root}/" if root else ""
         self.prefix = f"{self.root}files/{V2_ROOT}/"
         self._local = threading.local()
