@@ -24,10 +24,11 @@ from regprune.flows.snapshot import snapshot_storage, submit_metadata_snapshot
 from regprune.lock import StorageLock
 from regprune.metadata import MetadataSource
 from regprune.models import plan_variables
+from regprune.registry import RegistryAPI
 from regprune.snapshots import metadata_of_snapshot, read_snapshot_summary
 from regprune.storage import StorageSpec
 from regprune.tables import METADATA_TABLES, merge_parts
-from regprune.tasks.actions import BatchRef, ExecutionSettings, RegistryAPI, execute_batches
+from regprune.tasks.actions import BatchRef, ExecutionSettings, execute_batches
 from regprune.tasks.analysis import merge_manifest_parts
 from regprune.tasks.execution import (
     build_execution_queue,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +36,7 @@ from regprune.layout import (
     tag_index_link_paths,
     upload_dir,
 )
+from regprune.registry import RegistryAPI
 from regprune.storage import DryRunStorage, Storage, StorageObject, StorageSpec, open_storage
 from regprune.tables import TableWriter
 
@@ -62,51 +61,6 @@ AUDIT_FROM_QUEUE = ("phase", "action", "repository", "digest", "upload_id", "siz
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 QUEUE_ORDER = ("shard", "action", "repository", "digest", "upload_id")
 """The order batches are cut in (tasks/execution.py build_execution_queue counts on it)."""
-
-
-@dataclass(frozen=True)
-class RegistryAPI:
-    """The running registry, to clear its blob-descriptor cache as links disappear:
-    ``DELETE /v2/<repository>/blobs/<digest>`` removes the link *and* the cache entry
-    (distribution answers 202; 404 when it neither has nor caches the link)."""
-
-    url: str
-    token_file: str | None = None
-    """Read when used: the token never travels in parameters, logs or reports."""
-    timeout: float = 30.0
-
-    def unlink(self, repository: str, digest: str) -> str | None:
-        """None when the registry no longer links (nor caches) the blob, else the error."""
-        status = self._delete(f"/v2/{repository}/blobs/{digest}")
-        if isinstance(status, str):
-            return status
-        return None if status in (200, 202, 404) else f"registry answered {status}"
-
-    def forget(self, digest: str) -> str | None:
-        """After the bytes are gone: ``DELETE /admin/blobs/<digest>`` makes OpenShift's
-        registry drop the digest from its registry-wide blob cache (its cache replaces
-        distribution's; a repository's ``DELETE`` above clears only that repository's entry,
-        so a push of the same blob would be skipped and its image would not pull). It answers
-        204 also when the blob is already gone; distribution has no such route (404)."""
-        status = self._delete(f"/admin/blobs/{digest}")
-        if isinstance(status, str):
-            return status
-        return None if status in (200, 202, 204, 404, 405) else f"registry answered {status}"
-
-    def _delete(self, path: str) -> int | str:
-        """The status of a DELETE, or why there is none."""
-        request = urllib.request.Request(f"{self.url.rstrip('/')}{path}", method="DELETE")
-        token = read_token(self.token_file)
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                status = answer.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except (urllib.error.URLError, OSError) as exc:
-            return f"registry unreachable: {exc}"
-        return status
 
 
 @dataclass(frozen=True)
@@ -391,13 +345,3 @@ def _queued(queue: str, shards: list[str]) -> dict[str, list[dict[str, Any]]]:
     for row in queue_rows(table.take(wanted)):
         out.setdefault(str(row["shard"]), []).append(row)
     return out
-
-
-def read_token(path: str | None) -> str | None:
-    """The registry bearer token, from a file so it never appears in arguments or logs."""
-    if not path:
-        return None
-    token = Path(path).read_text().strip()
-    if not token:
-        raise ValueError(f"registry token file {path} is empty")
-    return token
