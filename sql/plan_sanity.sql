@@ -11,7 +11,9 @@
 --   'unreadable-images': some Images could not be read (what they keep is unknown);
 --   'unresolved-images': some Images name neither their config nor their children and their
 --   stored manifest could not be read either (image_manifests_to_read without a parsed
---   young_manifests row): what they keep is unknown.
+--   young_manifests row): what they keep is unknown;
+--   and the problems of view_coverage ('streams-missing', 'images-missing'): the metadata is
+--   a view of a part of the cluster, so repositories or blobs in use would be deleted.
 -- One row per snapshot: exactly one row.
 -- Columns: images BIGINT, blobs BIGINT, stored_manifests BIGINT, known_manifests BIGINT,
 --   known_fraction DOUBLE, image_anomalies BIGINT, unresolved_images BIGINT, problems VARCHAR[]
@@ -46,16 +48,20 @@ SELECT
     known_manifests / nullif(stored_manifests, 0) AS known_fraction,
     image_anomalies,
     unresolved_images,
-    list_filter(
-        [
-            CASE WHEN images = 0 AND blobs > 0 THEN 'no-images' END,
-            CASE
-                WHEN images > 0 AND stored_manifests > 0 AND known_manifests = 0
-                    THEN 'no-known-manifests'
-            END,
-            CASE WHEN image_anomalies > 0 THEN 'unreadable-images' END,
-            CASE WHEN unresolved_images > 0 THEN 'unresolved-images' END
-        ],
-        lambda problem: problem IS NOT NULL  -- noqa: CP01
+    list_concat(
+        list_filter(
+            [
+                CASE WHEN images = 0 AND blobs > 0 THEN 'no-images' END,
+                CASE
+                    WHEN images > 0 AND stored_manifests > 0 AND known_manifests = 0
+                        THEN 'no-known-manifests'
+                END,
+                CASE WHEN image_anomalies > 0 THEN 'unreadable-images' END,
+                CASE WHEN unresolved_images > 0 THEN 'unresolved-images' END
+            ],
+            lambda problem: problem IS NOT NULL  -- noqa: CP01
+        ),
+        coverage.problems
     ) AS problems
 FROM counts
+CROSS JOIN (SELECT problems FROM view_coverage) AS coverage

@@ -185,7 +185,19 @@ SANITY_PROBLEMS = {
     "unresolved-images": "{unresolved_images} Image(s) name neither their config nor their "
     "children (no dockerImageMetadata, no dockerImageManifest) and their stored manifest cannot "
     "be read: what they reference cannot be proven, so blobs in use could be deleted",
+    "streams-missing": "the metadata is a partial view: {unseen_repositories} repositories in "
+    "{unseen_count} namespace(s) ({unseen_shown}) hold Images but no ImageStream of their "
+    "namespace is in it, while it has the streams of {stream_namespaces} namespace(s) only "
+    "(a dump of some namespaces?): they would be deleted whole. Take a whole-cluster dump "
+    "('oc get images,imagestreams -A -o json') or list the cluster (--metadata kube); if "
+    "those projects were deleted, prune their Images first (prune-images)",
+    "images-missing": "the metadata is a partial view: {tagged_without_image} of the "
+    "{tagged_manifests} stored manifests that its ImageStreams' tags name are not among its "
+    "Images (a dump of some Images?): their blobs would be deleted. Take a whole-cluster dump "
+    "('oc get images,imagestreams -A -o json') or list the cluster (--metadata kube)",
 }
+UNSEEN_SHOWN = 3
+"""Namespaces a 'streams-missing' message names (the rest are counted)."""
 
 
 @task(name="check-plan-sanity")
@@ -198,4 +210,8 @@ def check_plan_sanity(run_dir: str, settings: DuckDBSettings | None = None) -> l
     with SnapshotDatabase(run_dir, {}, settings, {"young_manifests": read}) as db:
         db.define("image_manifests_to_read", "plan_sanity")
         row = db.records("SELECT * FROM plan_sanity")[0]
-    return [SANITY_PROBLEMS[problem].format(**row) for problem in row["problems"]]
+        coverage = db.records("SELECT * FROM view_coverage")[0]
+    unseen = coverage["unseen_namespaces"]
+    shown = ", ".join(unseen[:UNSEEN_SHOWN]) + (", ..." if len(unseen) > UNSEEN_SHOWN else "")
+    values = {**coverage, **row, "unseen_count": len(unseen), "unseen_shown": shown}
+    return [SANITY_PROBLEMS[problem].format(**values) for problem in row["problems"]]

@@ -274,6 +274,19 @@ _ONE_ROW: dict[str, list[list[dict[str, Any]]]] = {
             }
         ]
     ],
+    "view_coverage": [
+        [
+            {
+                "image_namespaces": 0,
+                "stream_namespaces": 0,
+                "unseen_namespaces": [],
+                "unseen_repositories": 0,
+                "tagged_manifests": 0,
+                "tagged_without_image": 0,
+                "problems": [],
+            }
+        ]
+    ],
     "plan_summary": [
         [
             {"category": name, "action": action, "count": 0, "size": 0}
@@ -927,6 +940,117 @@ def test_plan_sanity_says_why_this_metadata_may_not_decide(
     assert row["problems"] == problems
     if not problems:
         assert (row["stored_manifests"], row["known_manifests"], row["known_fraction"]) == (1, 1, 1)
+
+
+def streams(*names: str) -> list[dict[str, Any]]:
+    return table("namespace name", *(tuple(n.split("/")) for n in names))
+
+
+ONE_NAMESPACE_DUMPED = {
+    # every Image (cluster-scoped), the streams of ns-a only: oc get ... -n ns-a
+    "images": table("image", (A,), (B,), (C,)),
+    "repositories": repositories("ns-a/app", "ns-b/app", "ns-c/app", "ns-c/tool"),
+    "manifest_links": table(
+        "repository digest", ("ns-a/app", A), ("ns-b/app", B), ("ns-c/app", C), ("ns-c/tool", C)
+    ),
+    "imagestreams": streams("ns-a/app"),
+}
+A_PROJECT_DELETED = {
+    # a whole view: project ns-c deleted (its streams gone, its Image not pruned yet) and the
+    # stream ns-a/old deleted, with the streams of ns-a and ns-b
+    "images": table("image", (A,), (B,), (C,)),
+    "repositories": repositories("ns-a/app", "ns-a/old", "ns-b/app", "ns-c/app"),
+    "manifest_links": table(
+        "repository digest", ("ns-a/app", A), ("ns-a/old", A), ("ns-b/app", B), ("ns-c/app", C)
+    ),
+    "imagestreams": streams("ns-a/app", "ns-b/app"),
+}
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (ONE_NAMESPACE_DUMPED, (["ns-b", "ns-c"], 3, 3, 1, ["streams-missing"])),
+        (A_PROJECT_DELETED, (["ns-c"], 1, 3, 2, [])),
+        (  # as many namespaces without streams as with: taken for partial (no proof either way)
+            {
+                "images": table("image", (A,), (C,)),
+                "repositories": repositories("ns-a/app", "ns-c/app"),
+                "manifest_links": table("repository digest", ("ns-a/app", A), ("ns-c/app", C)),
+                "imagestreams": streams("ns-a/app"),
+            },
+            (["ns-c"], 1, 2, 1, ["streams-missing"]),
+        ),
+        (  # Images but no ImageStream at all (oc get images)
+            {**A_PROJECT_DELETED, "imagestreams": []},
+            (["ns-a", "ns-b", "ns-c"], 4, 3, 0, ["streams-missing"]),
+        ),
+        (  # a repository whose name is not an OpenShift one is not a namespace's
+            {
+                **A_PROJECT_DELETED,
+                "repositories": repositories("ns-a/app", "ns-b/app", "lonely"),
+                "manifest_links": table(
+                    "repository digest", ("ns-a/app", A), ("ns-b/app", B), ("lonely", C)
+                ),
+            },
+            ([], 0, 2, 2, []),
+        ),
+    ],
+    ids=["one-namespace-dumped", "project-deleted", "as-many-unseen", "no-streams", "invalid-name"],
+)
+def test_view_coverage_tells_a_partial_stream_view_from_deleted_streams(
+    run: Any, given: dict[str, list[dict[str, Any]]], expected: tuple[Any, ...]
+) -> None:
+    [row] = run("view_coverage", **given)
+    got = (
+        row["unseen_namespaces"],
+        row["unseen_repositories"],
+        row["image_namespaces"],
+        row["stream_namespaces"],
+        row["problems"],
+    )
+    assert got == expected
+
+
+def tagged(*digests: str) -> list[dict[str, Any]]:
+    """History items of one stream ns-a/app, one tag each."""
+    return table(
+        "namespace name tag position image",
+        *(("ns-a", "app", f"t{i}", 0, d) for i, d in enumerate(digests)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("images", "expected"),
+    [
+        ([digest(f"m{i}") for i in range(40)], (40, 0, [])),
+        ([digest(f"m{i}") for i in range(39)], (40, 1, [])),  # oc delete image: one dangles
+        ([digest(f"m{i}") for i in range(20)], (40, 20, ["images-missing"])),
+        ([digest(f"m{i}") for i in range(38)], (40, 2, ["images-missing"])),  # 5%
+    ],
+    ids=["whole", "one-image-deleted-by-hand", "half-the-images", "two-of-forty"],
+)
+def test_view_coverage_tells_a_partial_image_view_from_images_deleted_by_hand(
+    run: Any, images: list[str], expected: tuple[Any, ...]
+) -> None:
+    stored = [digest(f"m{i}") for i in range(40)]
+    given = {
+        "images": table("image", *((d,) for d in images)),
+        "repositories": repositories("ns-a/app"),
+        "manifest_links": table("repository digest", *(("ns-a/app", d) for d in stored)),
+        "imagestreams": streams("ns-a/app"),
+        # a tag naming a manifest this registry does not store (an external image) counts not
+        "imagestream_tags": tagged(*stored, digest("external")),
+    }
+    [row] = run("view_coverage", **given)
+    assert (row["tagged_manifests"], row["tagged_without_image"], row["problems"]) == expected
+
+
+def test_plan_sanity_says_a_partial_view_may_not_decide(run: Any) -> None:
+    given = {**ONE_NAMESPACE_DUMPED, "blobs": table("digest", (A,), (B,), (C,))}
+    given["images"] = table("image config_digest", (A, CONFIG), (B, CONFIG), (C, CONFIG))
+    [row] = run("plan_sanity", **given)
+    assert row["problems"] == ["streams-missing"]
 
 
 def test_execution_summary_counts_the_latest_outcome_of_each_action(run: Any) -> None:
