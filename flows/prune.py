@@ -30,6 +30,7 @@ from regprune.flows.execute import execute_plan
 from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings, is_projected
+from regprune.resume import ResumeError, check_same_job, given_storage, record_plan
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, metadata_of_snapshot
 from regprune.tasks.analysis import (
@@ -67,6 +68,16 @@ PROJECTED_REFUSAL = (
     "use. A projection is a dry run's report only: run prune-images --confirm, then the hard "
     "prune on a new snapshot"
 )
+
+
+def same_job(run_dir: str, source: SnapshotSource | None) -> None:
+    """--resume executes the plan of ``run_dir`` on its own storage and metadata only, while
+    its snapshot is the plan's (regprune/resume.py); refused before anything is deleted."""
+    metadata = source.metadata_source() if source else None
+    try:
+        check_same_job(run_dir, given_storage(source), metadata)
+    except ResumeError as exc:
+        raise UnsafePlan(str(exc)) from exc
 
 
 def cluster_of_run(run_dir: str, source: SnapshotSource | None) -> MetadataSource:
@@ -132,6 +143,7 @@ def prune_flow(
     projection = None
     if resume:
         run_dir = resume
+        same_job(run_dir, source)
         if is_projected(run_dir):
             raise UnsafePlan(PROJECTED_REFUSAL.format(what=f"the plan of {run_dir}"))
     else:
@@ -145,6 +157,9 @@ def prune_flow(
         manifests = read_manifests_in_batches(run_storage(run_dir, source), unknown, parts_dir)
         progress.phase("Planning the hard prune")
         plan_hard_prune(run_dir, manifests, keep_younger_than, upload_max_age, duckdb)
+        record_plan(
+            run_dir, {"keep_younger_than": keep_younger_than, "upload_max_age": upload_max_age}
+        )
         shutil.rmtree(parts_dir, ignore_errors=True)
     settings = {
         "keep_younger_than": keep_younger_than,

@@ -24,6 +24,7 @@ from prefect.futures import PrefectFuture
 
 from regprune import progress
 from regprune.metadata import MetadataSource
+from regprune.resume import metadata_identity, storage_identity
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, new_run_folder, read_snapshot_summary
 from regprune.storage import (
@@ -152,6 +153,8 @@ def snapshot_flow(out: str, source: SnapshotSource, warehouse: str | None = None
             "context": metadata.context,
             "page_size": metadata.page_size,
         },
+        "storage_identity": storage_identity(spec),
+        "metadata_identity": metadata_identity(metadata),
         "metadata_started_at": metadata_started_at.isoformat(),
         "storage_started_at": storage_started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),

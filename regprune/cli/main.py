@@ -365,7 +365,7 @@ def run_prune(args: argparse.Namespace) -> int:
             raise UsageError("--resume continues a run folder: no --snapshot or --out with it")
         given = args.storage or args.registry_config
         inputs = {
-            "source": snapshot_source(args) if given else None,
+            "source": resume_source(args, snapshot_source(args) if given else None),
             "report": args.report,
             "resume": args.resume,
         }
@@ -397,6 +397,26 @@ def run_prune(args: argparse.Namespace) -> int:
     finish(args, inputs, result)
     failed = result["summary"].get("failed", 0)
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def resume_source(args: argparse.Namespace, source: SnapshotSource | None) -> Any:
+    """--resume continues the run's own job (regprune/resume.py): another storage, dump or
+    cluster, a folder that is not a planned run or whose snapshot changed is bad usage,
+    refused before anything is created. ``--metadata kube`` (the default) counts as none."""
+    from regprune.metadata import MetadataSource
+    from regprune.resume import ResumeError
+    from regprune.resume import resume_source as checked
+
+    named = args.metadata != "kube" or args.kubeconfig or args.context
+    metadata = (
+        MetadataSource(args.metadata, args.kubeconfig, args.context, args.page_size)
+        if named
+        else None
+    )
+    try:
+        return checked(args.resume, source, metadata)
+    except ResumeError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def run_check(args: argparse.Namespace) -> int:
