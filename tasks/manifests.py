@@ -16,7 +16,8 @@ from prefect import task
 from regprune import progress
 from regprune.layout import blob_data_path
 from regprune.manifests import MANIFEST_TABLES, MAX_MANIFEST_BYTES, ManifestError, parse_manifest
-from regprune.storage import StorageSpec, open_storage
+from regprune.retries import retry_unless
+from regprune.storage import StorageConfigError, StorageSpec, open_storage
 from regprune.tables import TableParts, TableWriters
 
 MANIFEST_BATCH = 200
@@ -39,13 +40,19 @@ def read_manifests_in_batches(
     return [future.result() for future in futures]
 
 
-@task(name="read-manifests", retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="read-manifests",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless(StorageConfigError),  # a 403 stays a 403
+)
 def read_manifests(spec: StorageSpec, digests: list[str], parts_dir: str, batch: int) -> TableParts:
     """Read, verify and parse a batch of manifest blobs into two Parquet parts."""
     storage = open_storage(spec)
     out = TableWriters(MANIFEST_TABLES, Path(parts_dir), f"manifests-{batch:04d}")
     try:
-        contents = storage.read_many([blob_data_path(d) for d in digests])
+        # a manifest that cannot be read stops the run: unreadable is not missing
+        contents = storage.read_existing([blob_data_path(d) for d in digests])
         progress.advance(
             "manifests",
             len(digests),

@@ -298,7 +298,7 @@ class _RepositoryShardWalker:
 
     def verify_suspect_links(self) -> None:
         for batch in _batches(self.suspect_links, READ_BATCH):
-            contents = self.storage.read_many([row["key"] for row in batch])
+            contents = self.storage.read_existing([row["key"] for row in batch])
             verified = []
             for row in batch:
                 content = contents.get(row["key"])
@@ -310,7 +310,7 @@ class _RepositoryShardWalker:
 
     def read_tags(self) -> None:
         for batch in _batches(self.tag_links, READ_BATCH):
-            contents = self.storage.read_many([row["key"] for row in batch])
+            contents = self.storage.read_existing([row["key"] for row in batch])
             for row in batch:
                 content = contents.get(row["key"])
                 digest = (
@@ -330,7 +330,7 @@ class _RepositoryShardWalker:
         keys = list(self.upload_starts.values())
         contents = {}
         for batch in _batches(keys, READ_BATCH):
-            contents.update(self.storage.read_many(batch))
+            contents.update(self.storage.read_existing(batch))
         for (repository, upload_id), (size, modified) in sorted(self.upload_stats.items()):
             started_at = None
             key = self.upload_starts.get((repository, upload_id))

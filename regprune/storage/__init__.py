@@ -19,6 +19,7 @@ from regprune.storage.base import (
     StorageSpec,
     listing_table,
     modification_time,
+    unreadable,
 )
 from regprune.storage.config import (
     SUPPORTED_DRIVERS,
@@ -54,4 +55,5 @@ __all__ = [
     "parse_storage_option",
     "resolve_storage",
     "storage_from_registry_config",
+    "unreadable",
 ]

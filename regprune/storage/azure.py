@@ -172,10 +172,14 @@ class AzureStorage(Storage):
         )
 
     def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
+        errors = cloud.require("azure.core.exceptions", "azure")
+
         def read(key: str) -> bytes | Exception:
             try:
                 return bytes(self.container.download_blob(self.prefix + key).readall())
-            except Exception as exc:  # recorded per key by the caller
+            except errors.ResourceNotFoundError as exc:  # absent, as every backend says it
+                return FileNotFoundError(f"{key}: {getattr(exc, 'reason', None) or 'not found'}")
+            except Exception as exc:  # recorded per key by the caller: unreadable
                 return exc
 
         with ThreadPoolExecutor(min(READ_THREADS, max(1, len(keys)))) as pool:
@@ -195,6 +199,10 @@ class AzureStorage(Storage):
             except errors.ResourceNotFoundError:
                 out[key] = None
                 continue
+            except (errors.AzureError, OSError) as exc:  # a 403 is not "absent"
+                status = getattr(exc, "status_code", None)
+                where = f"az://{self.container_name}/{self.prefix}{key}"
+                raise listing_failed("Azure Blob", where, status, exc, "HEAD") from exc
             out[key] = self._object(props)
         return out
 

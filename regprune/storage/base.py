@@ -55,6 +55,15 @@ def listing_failed(
     return StorageListingError(f"{backend} {action} of {where} failed: {detail}")
 
 
+def unreadable(backend: str, where: str, exc: BaseException, action: str = "read") -> Exception:
+    """What a folder or object that exists but cannot be listed or read is: an error for the
+    run, never an absent object (a plan that took it for absent would delete what links to
+    what it holds). Permission denied (``PermissionError``, as the fsspec clients also say a
+    403) is refused access; anything else (an I/O error, a failed request) a failed read."""
+    status = 403 if isinstance(exc, PermissionError) else None
+    return listing_failed(backend, where, status, exc, action)
+
+
 @dataclass(frozen=True, slots=True)
 class StorageObject:
     """One listed file, keyed relative to ``docker/registry/v2``.
@@ -128,10 +137,29 @@ class Storage:
         return listing_table(list(self.walk(prefix)))
 
     def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
+        """Each key's bytes, or the error reading it: a :class:`FileNotFoundError` when it
+        does not exist, any other when it could not be read (see :meth:`read_existing`)."""
         raise NotImplementedError
 
+    def read_existing(self, keys: Sequence[str]) -> dict[str, bytes | FileNotFoundError]:
+        """:meth:`read_many` where only an absent key comes back as an error: a key that
+        exists but cannot be read (permission denied, an I/O error, a failed request) raises
+        (:func:`unreadable`), since what it says is unknown and a run deciding without it
+        would take it for absent."""
+        contents = self.read_many(keys)
+        out: dict[str, bytes | FileNotFoundError] = {}
+        for key, content in contents.items():
+            if isinstance(content, (bytes, FileNotFoundError)):
+                out[key] = content
+            else:
+                kind = "folder" if self.spec.scheme == "file" else self.spec.scheme
+                where = f"{self.spec.display.rstrip('/')}/docker/registry/v2/{key}"
+                raise unreadable(kind, where, content)
+        return out
+
     def stat_many(self, keys: Sequence[str]) -> dict[str, StorageObject | None]:
-        """Size and modification time of each key; None when it does not exist."""
+        """Size and modification time of each key; None when it does not exist. A key that
+        cannot be read raises (:func:`unreadable`): it is not absent."""
         raise NotImplementedError
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:

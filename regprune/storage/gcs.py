@@ -141,6 +141,12 @@ class GcsStorage(Storage):
             item = self.fs.call("GET", "b/{}/o/{}", self.bucket, self.prefix + key, json_out=True)
         except FileNotFoundError:
             return None
+        except Exception as exc:  # a 403 or a failed request is not "absent"
+            status = getattr(exc, "code", None)
+            if isinstance(exc, OSError) and str(exc).startswith("Forbidden"):
+                status = 403
+            where = f"gs://{self.bucket}/{self.prefix}{key}"
+            raise listing_failed("GCS", where, status, exc, "metadata GET") from exc
         return self._object(item)
 
     # ------------------------------------------------------------------ deleting

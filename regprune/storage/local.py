@@ -20,7 +20,12 @@ from regprune.storage.base import (
     _timestamps,
     listing_table,
     modification_time,
+    unreadable,
 )
+
+GONE = (FileNotFoundError, NotADirectoryError)
+"""A path that is not there (a folder or file deleted since its parent was listed, or a
+folder that is a file): absent. Any other error (permission denied, I/O) is unreadable."""
 
 
 class LocalStorage(Storage):
@@ -44,17 +49,20 @@ class LocalStorage(Storage):
         folder = self.v2 / prefix
         dirs: list[str] = []
         files: list[StorageObject] = []
-        if not folder.is_dir():
-            return dirs, files
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if not _is_utf8(entry.name):
-                    key = _printable(prefix + entry.name)
-                    files.append(StorageObject(key, -1, None, problem="name is not UTF-8"))
-                elif entry.is_dir(follow_symlinks=False):
-                    dirs.append(entry.name)
-                else:
-                    files.append(_describe(entry, prefix + entry.name))
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not _is_utf8(entry.name):
+                        key = _printable(prefix + entry.name)
+                        files.append(StorageObject(key, -1, None, problem="name is not UTF-8"))
+                    elif entry.is_dir(follow_symlinks=False):
+                        dirs.append(entry.name)
+                    else:
+                        files.append(_describe(entry, prefix + entry.name))
+        except GONE:
+            return [], []
+        except OSError as exc:
+            raise unreadable("folder", str(folder), exc, "listing") from exc
         return sorted(dirs), files
 
     def walk(self, prefix: str) -> Iterator[StorageObject]:
@@ -68,16 +76,16 @@ class LocalStorage(Storage):
         sizes: list[int] = []
         mtimes: list[int] = []
         odd: list[StorageObject] = []
-        top = self.v2 / prefix
-        stack = [(str(top), prefix.rstrip("/") + "/")] if top.is_dir() else []
+        stack = [(str(self.v2 / prefix), prefix.rstrip("/") + "/")]
         while stack:
             folder, key_prefix = stack.pop()
             try:
                 with os.scandir(folder) as it:
                     entries = list(it)
-            except OSError as exc:
-                odd.append(StorageObject(key_prefix, -1, None, problem=f"unreadable folder: {exc}"))
+            except GONE:  # deleted since its parent was listed (or no such prefix at all)
                 continue
+            except OSError as exc:  # what it holds is unknown, not absent: the walk stops
+                raise unreadable("folder", folder, exc, "listing") from exc
             if not entries:
                 odd.append(StorageObject(key_prefix, -1, None, problem=EMPTY_FOLDER))
             for entry in entries:
@@ -85,19 +93,22 @@ class LocalStorage(Storage):
                 if not (name.isascii() or _is_utf8(name)):
                     key = _printable(key_prefix + name)
                     odd.append(StorageObject(key, -1, None, problem="name is not UTF-8"))
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, key_prefix + name + "/"))
-                else:
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        info = None
-                    if info is not None and stat.S_ISREG(info.st_mode):
-                        keys.append(key_prefix + name)
-                        sizes.append(info.st_size)
-                        mtimes.append(info.st_mtime_ns)
-                    else:  # says what is wrong with it (rare: a symlink, a vanished file)
-                        odd.append(_describe(entry, key_prefix + name))
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, key_prefix + name + "/"))
+                        continue
+                    info = entry.stat(follow_symlinks=False)
+                except GONE:  # deleted since the folder was listed
+                    continue
+                except OSError as exc:
+                    raise unreadable("folder", entry.path, exc, "stat") from exc
+                if stat.S_ISREG(info.st_mode):
+                    keys.append(key_prefix + name)
+                    sizes.append(info.st_size)
+                    mtimes.append(info.st_mtime_ns)
+                else:  # says what is wrong with it (rare: a symlink, a FIFO)
+                    odd.append(_irregular(key_prefix + name, info))
         files = pa.table(
             {
                 "key": pa.array(keys, pa.string()),
@@ -115,7 +126,9 @@ class LocalStorage(Storage):
         for key in keys:
             try:
                 out[key] = (self.v2 / key).read_bytes()
-            except OSError as exc:
+            except GONE as exc:
+                out[key] = FileNotFoundError(exc.errno, exc.strerror, exc.filename)
+            except OSError as exc:  # unreadable: the caller must not take it for absent
                 out[key] = exc
         return out
 
@@ -124,9 +137,11 @@ class LocalStorage(Storage):
         for key in keys:
             try:
                 info = (self.v2 / key).lstat()
-            except FileNotFoundError:
+            except GONE:
                 out[key] = None
                 continue
+            except OSError as exc:
+                raise unreadable("folder", str(self.v2 / key), exc, "stat") from exc
             out[key] = StorageObject(key, info.st_size, modification_time(info.st_mtime_ns))
         return out
 
@@ -165,7 +180,7 @@ class LocalStorage(Storage):
 def _describe(entry: os.DirEntry[str], key: str) -> StorageObject:
     try:
         info = entry.stat(follow_symlinks=False)
-    except OSError as exc:
+    except GONE as exc:
         return StorageObject(key, -1, None, problem=f"cannot stat: {exc}")
     if stat.S_ISREG(info.st_mode):
         return StorageObject(key, info.st_size, modification_time(info.st_mtime_ns))

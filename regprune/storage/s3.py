@@ -16,6 +16,7 @@ from regprune.storage.base import (
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    unreadable,
 )
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
@@ -65,6 +66,8 @@ class S3Storage(Storage):
             listing = self.fs.ls(f"{self.base}/{prefix}", detail=True)
         except FileNotFoundError:
             return [], []
+        except OSError as exc:  # a 403 (PermissionError) or a page that kept failing
+            raise unreadable("S3", self._url(prefix), exc, "listing") from exc
         dirs = sorted(
             entry["name"].rstrip("/").rsplit("/", 1)[-1]
             for entry in listing
@@ -78,8 +81,14 @@ class S3Storage(Storage):
             found = self.fs.find(f"{self.base}/{prefix}", detail=True, withdirs=False)
         except FileNotFoundError:
             return
+        except OSError as exc:  # a 403 (PermissionError) or a page that kept failing
+            raise unreadable("S3", self._url(prefix), exc, "listing") from exc
         for entry in found.values():
             yield self._object(entry)
+
+    def _url(self, key: str) -> str:
+        """Where a key is, for messages (no credentials)."""
+        return f"s3://{self.base}/{key}"
 
     def _object_key(self, key: str) -> str:
         """The S3 object key of a key relative to ``docker/registry/v2``."""
@@ -109,6 +118,8 @@ class S3Storage(Storage):
             head = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self._object_key(key))
         except FileNotFoundError:
             return None
+        except OSError as exc:  # a 403 is not "absent": the key may well exist
+            raise unreadable("S3", self._url(key), exc, "HEAD") from exc
         etag = (head.get("ETag") or "").strip('"') or None
         return StorageObject(key, int(head.get("ContentLength") or 0), head["LastModified"], etag)
 

@@ -171,6 +171,8 @@ class SwiftStorage(Storage):
             try:
                 return bytes(self.conn.get_object(self.container, self.prefix + key)[1])
             except Exception as exc:  # recorded per key by the caller
+                if getattr(exc, "http_status", None) == 404:  # absent, as every backend says
+                    return FileNotFoundError(f"{key}: 404 Not Found")
                 return exc
 
         return dict(zip(keys, self._map(read, list(keys)), strict=True))
