@@ -23,8 +23,6 @@ from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
 from tests.registry_bench import MotoServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
-
 SPEC = SyntheticSpec.demo()
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 """A fixed modelled time: every object of the folder is old next to the snapshot's time."""
@@ -87,6 +85,8 @@ def assert_partial_view_refused(
     assert not (tmp_path / "run" / "actions").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_a_dump_of_one_namespace_deletes_nothing_on_a_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,6 +101,8 @@ def test_a_dump_of_one_namespace_deletes_nothing_on_a_folder(
     assert_partial_view_refused(str(registry), tmp_path / "metadata.json", listed, tmp_path, capsys)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_a_dump_of_one_namespace_deletes_nothing_on_s3(
     moto: MotoServer,
     s3_env: dict[str, str],
@@ -124,3 +126,29 @@ def test_a_dump_of_one_namespace_deletes_nothing_on_s3(
     assert_partial_view_refused(
         url, tmp_path / "metadata.json", listed, tmp_path, capsys, "--keep-younger-than", "0s"
     )
+
+
+@pytest.mark.parametrize("text", [True, False], ids=["streamed-json", "yaml"])
+def test_one_page_of_a_listing_is_not_a_dump(tmp_path: Path, text: bool) -> None:
+    """A list saved from the API with ``limit`` (metadata.continue set) is one page: refused,
+    however the file is read (JSON item by item, or YAML whole)."""
+    from regprune.metadata import MetadataError, read_dump_objects
+
+    page = {
+        "apiVersion": "image.openshift.io/v1",
+        "kind": "ImageList",
+        "metadata": {"continue": "eyJydiI6MX0", "remainingItemCount": 3},
+        "items": [{"metadata": {"name": "sha256:" + "a" * 64}}],
+    }
+    dump = tmp_path / ("page.json" if text else "page.yaml")
+    if text:
+        dump.write_text(json.dumps(page))
+    else:
+        import yaml
+
+        dump.write_text(yaml.safe_dump(page))
+    with pytest.raises(MetadataError, match="one page of a longer listing"):
+        list(read_dump_objects(dump))
+    page["metadata"] = {"resourceVersion": ""}  # what oc get writes
+    dump.write_text(json.dumps(page))
+    assert len(list(read_dump_objects(dump))) == 1

@@ -359,6 +359,7 @@ class _JsonListStream:
                 f"{self.file}: a document with items but kind {kind!r}, not List, ImageList or "
                 "ImageStreamList (was the dump cut short?)"
             )
+        check_whole_list(document, self.file)
         for item in waiting:
             yield self._with_list_kind(item, kind)
 
@@ -445,6 +446,7 @@ def _objects_of(documents: list[Any], file: Path) -> Iterator[dict[str, Any]]:
                     f"{file}: a document with items but kind {kind!r}, not List, ImageList or "
                     "ImageStreamList (was the dump cut short?)"
                 )
+            check_whole_list(document, file)
             for position, item in enumerate(document["items"]):
                 if not isinstance(item, dict):
                     raise MetadataError(f"{file}: item {position} of the {kind} is not an object")
@@ -456,6 +458,19 @@ def _objects_of(documents: list[Any], file: Path) -> Iterator[dict[str, Any]]:
                 f"{file}: kind {kind!r} is not a List, ImageList, ImageStreamList, Image or "
                 "ImageStream (write it with: oc get images,imagestreams -A -o json)"
             )
+
+
+def check_whole_list(document: dict[str, Any], file: Path) -> None:
+    """A list the API cut into pages says so (``metadata.continue``, ``remainingItemCount``):
+    saved as it came, one page is a partial view, and what the other pages hold would be
+    deleted. ``oc get`` follows every page and writes neither."""
+    meta = _mapping(document.get("metadata"))
+    if meta.get("continue") or meta.get("remainingItemCount"):
+        raise MetadataError(
+            f"{file}: a {document.get('kind')} that is one page of a longer listing "
+            "(metadata.continue is set): the rest of the cluster is missing. Dump it whole with "
+            "'oc get images,imagestreams -A -o json'"
+        )
 
 
 def _with_kind(item: dict[str, Any], list_kind: Any) -> dict[str, Any]:
