@@ -66,7 +66,16 @@ def _endpoint(spec: StorageSpec) -> str | None:
         found = options.get("authurl") or env.get("OS_AUTH_URL") or env.get("ST_AUTH")
     else:
         found = None
-    return str(found).rstrip("/") if found else None
+    return _without_userinfo(str(found)).rstrip("/") if found else None
+
+
+def _without_userinfo(url: str) -> str:
+    """An endpoint as recorded: ``user:password@`` left out (it identifies nothing)."""
+    parsed = urlparse(url)
+    if parsed.username or parsed.password:
+        host = parsed.hostname or ""
+        return parsed._replace(netloc=f"{host}:{parsed.port}" if parsed.port else host).geturl()
+    return url
 
 
 def _connection_string_endpoint(text: str | None) -> str | None:

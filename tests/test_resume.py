@@ -75,6 +75,8 @@ def test_an_object_store_is_its_bucket_root_and_endpoint_not_its_credentials(
     options = {"client_kwargs": {"endpoint_url": "http://minio-a:9000"}}
     assert storage_identity(StorageSpec("s3://bucket/registry", options)) == a
     assert storage_identity(StorageSpec("s3://bucket/other")) != a
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://key:secret-c@minio-a:9000")
+    assert storage_identity(StorageSpec("s3://bucket/registry")) == a
 
 
 def test_an_azure_connection_string_names_its_endpoint_not_its_key(
