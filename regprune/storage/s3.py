@@ -37,6 +37,7 @@ class S3Storage(Storage):
         self.spec = spec
         self.bucket, root = spec.bucket_and_root("S3", "bucket")
         self.base = "/".join(p for p in (self.bucket, root, V2_ROOT) if p)
+        self.root = f"{root}/" if root else ""
         # max_concurrency=1: s3fs otherwise sends a HEAD before every GET (to decide whether
         # to split the download), doubling the requests for the small files the snapshot reads
         options = {
@@ -163,6 +164,28 @@ class S3Storage(Storage):
         paths = {f"{self.base}/{key}": key for key in keys}
         found = self.fs.cat(list(paths), on_error="return")
         return {paths[path]: value for path, value in found.items()}
+
+    def lock_create(self, key: str, data: bytes) -> bool:
+        """``PutObject`` with ``If-None-Match: *``: 412 when the key exists."""
+        try:
+            self.fs.call_s3(
+                "put_object", Bucket=self.bucket, Key=self.root + key, Body=data, IfNoneMatch="*"
+            )
+        except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
+            return False
+        return True
+
+    def lock_read(self, key: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(f"{self.bucket}/{self.root}{key}"))
+        except FileNotFoundError:
+            return None
+
+    def lock_remove(self, key: str) -> None:
+        self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.root + key)
+
+    def lock_where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.root}{key}"
 
 
 def _common_folder(keys: Sequence[str]) -> str:
