@@ -116,6 +116,11 @@ class Backend:
         """The name prefix of ``docker/registry/v2/`` in this backend."""
         return f"{ROOT}/{V2}/"
 
+    @property
+    def beside_v2(self) -> str:
+        """The name prefix of the storage's root, where ``docker/`` is."""
+        return self.v2.removesuffix(f"{V2}/").removesuffix("files/")
+
     @contextmanager
     def failing_deletes(self, times: int | None) -> Iterator[Storage]:
         """A storage whose deletes of keys containing :data:`FAILS` fail, per key, for the
@@ -512,12 +517,9 @@ def test_list_children_of_a_missing_folder_is_empty(
 # --------------------------------------------------------------------------- walk, list_files
 
 
-def test_walk_gives_every_file_below_a_folder_and_nothing_beside_it(
-    request: pytest.FixtureRequest, backend: Backend
-) -> None:
+def test_walk_gives_every_file_below_a_folder_and_nothing_beside_it(backend: Backend) -> None:
     """A repository's walk holds its nested repository, never its siblings ``app-two`` and
     ``apple``; each file with its size and a time with a zone."""
-    known_failure(request, backend, "folder", "LocalStorage.walk('') names keys '/blobs/...'")
     backend.put_many(TREE)
     found = walked(backend.storage, APP)
     assert set(found) == below(APP)
@@ -583,11 +585,10 @@ stores), spread over the tree (a request per key), and alone."""
 
 @pytest.mark.parametrize("shape", STAT_SHAPES)
 def test_stat_many_agrees_with_the_walk_and_answers_none_for_a_missing_key(
-    request: pytest.FixtureRequest, backend: Backend, shape: str
+    backend: Backend, shape: str
 ) -> None:
     """The re-read before deleting is compared with the snapshot's walk: same size, same
     time; a key not there is None, whichever way the backend reads them."""
-    known_failure(request, backend, "folder", "LocalStorage.walk('') names keys '/blobs/...'")
     backend.put_many(TREE)
     keys = STAT_SHAPES[shape]
     walk = walked(backend.storage, "")
@@ -694,23 +695,17 @@ def test_the_lock_is_created_only_if_absent_read_and_removed(backend: Backend) -
     assert backend.open().lock_read(LOCK) == b"third"
 
 
-def test_the_lock_lives_beside_the_registry_not_in_it(
-    request: pytest.FixtureRequest, backend: Backend
-) -> None:
+def test_the_lock_lives_beside_the_registry_not_in_it(backend: Backend) -> None:
     """Beside ``docker/`` under the storage's root: no walk of the registry sees it, and
     the message's location names it."""
-    known_failure(request, backend, "folder", "LocalStorage.walk('') names keys '/blobs/...'")
     backend.put_many(TREE)
     storage = backend.storage
     assert storage.lock_create(LOCK, b"held")
     assert set(walked(storage, "")) == set(TREE)
-    lock_names = backend.names() - {backend.v2 + key for key in TREE}
-    assert len(lock_names) == 1
-    (name,) = lock_names
-    assert name.endswith(f"{ROOT}/{LOCK}") and V2 not in name
+    assert backend.names() - {backend.v2 + key for key in TREE} == {backend.beside_v2 + LOCK}
     where = storage.lock_where(LOCK)
-    assert where.endswith(f"{ROOT}/{LOCK}")
-    assert backend.kind == "folder" or getattr(backend, "bucket", "") in where
+    assert where.endswith(backend.beside_v2 + LOCK)
+    assert str(getattr(backend, "bucket", backend.url)) in where
 
 
 def test_the_lock_has_one_winner_among_racing_writers(

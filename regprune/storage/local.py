@@ -69,7 +69,8 @@ class LocalStorage(Storage):
         mtimes: list[int] = []
         odd: list[StorageObject] = []
         top = self.v2 / prefix
-        stack = [(str(top), prefix.rstrip("/") + "/")] if top.is_dir() else []
+        first = prefix.rstrip("/") + "/" if prefix.strip("/") else ""  # the root: no "/"
+        stack = [(str(top), first)] if top.is_dir() else []
         while stack:
             folder, key_prefix = stack.pop()
             try:
