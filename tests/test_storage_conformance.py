@@ -502,10 +502,7 @@ def test_list_children_gives_the_folders_and_files_directly_below(backend: Backe
     assert isinstance(files[0].modified, datetime) and files[0].modified.tzinfo is not None
 
 
-def test_list_children_of_a_missing_folder_is_empty(
-    request: pytest.FixtureRequest, backend: Backend
-) -> None:
-    known_failure(request, backend, "s3", "s3fs lists a file when asked for the folder of its name")
+def test_list_children_of_a_missing_folder_is_empty(backend: Backend) -> None:
     backend.put_many(TREE)
     assert backend.storage.list_children("repositories/nothing/") == ([], [])
     assert backend.storage.list_children(f"{APP}_manifests/tags/latest/current/link/") == (
@@ -532,11 +529,8 @@ def test_walk_gives_every_file_below_a_folder_and_nothing_beside_it(backend: Bac
     assert set(walked(backend.storage, "blobs/")) == below("blobs/")
 
 
-def test_walk_of_a_missing_folder_is_empty(
-    request: pytest.FixtureRequest, backend: Backend
-) -> None:
+def test_walk_of_a_missing_folder_is_empty(backend: Backend) -> None:
     """Also where a file has the folder's name: a file is not a folder."""
-    known_failure(request, backend, "s3", "s3fs lists a file when asked for the folder of its name")
     backend.put_many(TREE)
     assert list(backend.storage.walk("repositories/nothing/")) == []
     assert list(backend.storage.walk("blobs/sha256/33/")) == []

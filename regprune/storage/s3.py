@@ -62,10 +62,13 @@ class S3Storage(Storage):
             )
 
     def list_children(self, prefix: str) -> tuple[list[str], list[StorageObject]]:
+        folder = f"{self.base}/{prefix}"
         try:
-            listing = self.fs.ls(f"{self.base}/{prefix}", detail=True)
+            listing = self.fs.ls(folder, detail=True)
         except FileNotFoundError:
             return [], []
+        # s3fs lists a file named like the folder (``x`` for ``x/``) as itself: not below it
+        listing = [entry for entry in listing if entry["name"].startswith(folder)]
         dirs = sorted(
             entry["name"].rstrip("/").rsplit("/", 1)[-1]
             for entry in listing
@@ -75,12 +78,14 @@ class S3Storage(Storage):
         return dirs, files
 
     def walk(self, prefix: str) -> Iterator[StorageObject]:
+        folder = f"{self.base}/{prefix}"
         try:
-            found = self.fs.find(f"{self.base}/{prefix}", detail=True, withdirs=False)
+            found = self.fs.find(folder, detail=True, withdirs=False)
         except FileNotFoundError:
             return
         for entry in found.values():
-            yield self._object(entry)
+            if entry["name"].startswith(folder):  # not a file named like the folder
+                yield self._object(entry)
 
     def _object_key(self, key: str) -> str:
         """The S3 object key of a key relative to ``docker/registry/v2``."""
