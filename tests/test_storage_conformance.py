@@ -778,12 +778,9 @@ def test_keys_with_odd_characters_are_listed_read_stated_and_deleted_as_they_are
 # --------------------------------------------------------------------------- empty folders
 
 
-def test_an_empty_folder_is_listed_as_one_and_can_be_deleted(
-    request: pytest.FixtureRequest, backend: Backend
-) -> None:
+def test_an_empty_folder_is_listed_as_one_and_can_be_deleted(backend: Backend) -> None:
     """An empty folder (a folder marker on object stores) is a folder to ``list_children``,
     one entry with the ``empty folder`` problem to the walk, and goes with its key."""
-    known_failure(request, backend, "gcs azure swift", "a folder marker is listed as a file")
     backend.put_many(TREE)
     empty = "repositories/ns/app/_uploads/empty/"
     backend.mkdir(empty)

@@ -177,6 +177,12 @@ def listing_table(objects: Sequence[StorageObject]) -> pa.Table:
     )
 
 
+def folder_marker(key: str, modified: datetime | None) -> StorageObject:
+    """An object store's folder marker (a 0-byte ``x/``, what the S3 console's "Create
+    folder" and sync tools leave) as the walk of a folder lists an empty folder."""
+    return StorageObject(key, -1, modified, problem=EMPTY_FOLDER)
+
+
 def modification_time(mtime_ns: int) -> datetime:
     """A file's mtime at microsecond precision, truncated as :func:`_timestamps` does, so a
     re-read before deleting compares equal to the snapshot's value."""

@@ -10,12 +10,12 @@ from typing import Any
 from regprune.layout import V2_ROOT
 from regprune.retries import backoff
 from regprune.storage.base import (
-    EMPTY_FOLDER,
     LISTED_STAT_MIN_DEPTH,
     Storage,
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    folder_marker,
 )
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
@@ -96,7 +96,7 @@ class S3Storage(Storage):
         modified = entry.get("LastModified")
         etag = (entry.get("ETag") or "").strip('"') or None
         if key.endswith("/"):
-            return StorageObject(key, -1, modified, etag, problem=EMPTY_FOLDER)
+            return folder_marker(key, modified)
         return StorageObject(key, int(entry.get("size") or 0), modified, etag)
 
     def stat_many(self, keys: Sequence[str]) -> dict[str, StorageObject | None]:

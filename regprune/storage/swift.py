@@ -34,6 +34,7 @@ from regprune.storage.base import (
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    folder_marker,
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
@@ -133,7 +134,11 @@ class SwiftStorage(Storage):
 
     def _objects(self, items: list[dict[str, Any]]) -> list[StorageObject]:
         """Listed objects; a 0-byte one may be a DLO manifest, whose size a HEAD gives."""
-        empty = [item["name"] for item in items if int(item.get("bytes") or 0) == 0]
+        empty = [
+            item["name"]
+            for item in items
+            if int(item.get("bytes") or 0) == 0 and not item["name"].endswith("/")
+        ]
         heads = dict(zip(empty, self._map(self._head, empty), strict=True)) if empty else {}
         out = []
         for item in items:
@@ -141,7 +146,9 @@ class SwiftStorage(Storage):
             key = name[len(self.prefix) :]
             modified = _time(item.get("last_modified"))
             head = heads.get(name)
-            if head is not None and head.get("x-object-manifest"):
+            if key.endswith("/"):
+                out.append(folder_marker(key, modified))
+            elif head is not None and head.get("x-object-manifest"):
                 out.append(StorageObject(key, int(head.get("content-length") or 0), modified))
             else:
                 size = int(item.get("bytes") or 0)
