@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import posixpath
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from regprune.layout import V2_ROOT
-from regprune.retries import backoff
+from regprune.storage import cloud
 from regprune.storage.base import (
     LISTED_STAT_MIN_DEPTH,
     Storage,
@@ -19,13 +18,6 @@ from regprune.storage.base import (
 )
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
-
-
-DELETE_ATTEMPTS = 6
-
-
-DELETE_BACKOFF_SECONDS = 0.5
-DELETE_BACKOFF_MAX_SECONDS = 20.0
 
 
 class S3Storage(Storage):
@@ -119,49 +111,31 @@ class S3Storage(Storage):
         return StorageObject(key, int(head.get("ContentLength") or 0), head["LastModified"], etag)
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
-        """``DeleteObjects`` with up to 1,000 keys a request; throttling (503 SlowDown) and
-        server errors are retried with backoff, and keys the answer lists as failed are
-        retried, then reported, never counted as done."""
-        out: dict[str, str | None] = {}
-        for start in range(0, len(keys), DELETE_BATCH):
-            out.update(self._delete_batch(list(keys[start : start + DELETE_BATCH])))
-        return out
-
-    def _delete_batch(self, keys: list[str]) -> dict[str, str | None]:
+        """``DeleteObjects`` with up to 1,000 keys a request, through the retry loop every
+        bulk delete shares: throttling (503 SlowDown), server errors and reset connections
+        are retried with backoff, keys the answer lists as failed are retried, then
+        reported, never counted as done."""
         from botocore.exceptions import BotoCoreError
 
-        pending = {self._object_key(key): key for key in keys}
-        out: dict[str, str | None] = {}
-        for attempt in range(DELETE_ATTEMPTS):
-            if not pending:
-                break
-            try:
-                answer = self.fs.call_s3(
-                    "delete_objects",
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": k} for k in pending], "Quiet": True},
-                )
-            # OSError: s3fs's translation of throttling and 5xx; BotoCoreError: connections
-            # refused or reset once botocore's own retries are spent (s3fs passes them on)
-            except (OSError, BotoCoreError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                if attempt == DELETE_ATTEMPTS - 1:
-                    out.update({key: error for key in pending.values()})
-                    return out
-                time.sleep(backoff(attempt, DELETE_BACKOFF_SECONDS, DELETE_BACKOFF_MAX_SECONDS))
-                continue
-            failed = {
-                e["Key"]: f"{e.get('Code')}: {e.get('Message')}" for e in answer.get("Errors", [])
-            }
-            for s3_key, key in pending.items():
-                if s3_key not in failed:
-                    out[key] = None
-            pending = {k: v for k, v in pending.items() if k in failed}
-            if pending and attempt < DELETE_ATTEMPTS - 1:
-                time.sleep(backoff(attempt, DELETE_BACKOFF_SECONDS, DELETE_BACKOFF_MAX_SECONDS))
-            else:
-                out.update({pending[k]: failed[k] for k in pending})
-        return out
+        # OSError: s3fs's translation of throttling and 5xx; BotoCoreError: connections
+        # refused or reset once botocore's own retries are spent (s3fs passes them on)
+        transient = (OSError, BotoCoreError)
+        return cloud.delete_in_batches(keys, DELETE_BATCH, self._delete_batch, transient)
+
+    def _delete_batch(self, keys: list[str]) -> dict[str, str | None]:
+        """One ``DeleteObjects`` (quiet: the answer lists only the keys that failed)."""
+        objects = {self._object_key(key): key for key in keys}
+        answer = self.fs.call_s3(
+            "delete_objects",
+            Bucket=self.bucket,
+            Delete={"Objects": [{"Key": k} for k in objects], "Quiet": True},
+        )
+        failed = {
+            objects[e["Key"]]: f"{e.get('Code')}: {e.get('Message')}"
+            for e in answer.get("Errors", [])
+            if e.get("Key") in objects
+        }
+        return {key: failed.get(key) for key in keys}
 
     def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
         if not keys:
