@@ -702,12 +702,9 @@ def test_the_lock_lives_beside_the_registry_not_in_it(backend: Backend) -> None:
     assert str(getattr(backend, "bucket", backend.url)) in where
 
 
-def test_the_lock_has_one_winner_among_racing_writers(
-    request: pytest.FixtureRequest, backend: Backend
-) -> None:
+def test_the_lock_has_one_winner_among_racing_writers(backend: Backend) -> None:
     """Writers on storages of their own, released at once: exactly one creates the lock,
     and its content is the winner's."""
-    known_failure(request, backend, "swift", "Swift checks If-None-Match before writing, unlocked")
     for round_ in range(3):
         won = race_for_the_lock([backend.open() for _ in range(6)])
         assert len(won) == 1, (round_, won)
