@@ -222,14 +222,20 @@ class S3Backend(Backend):
         return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
     @contextmanager
-    def failing_deletes(self, times: int | None) -> Iterator[Storage]:
+    def through_proxy(self) -> Iterator[tuple[Storage, S3FaultProxy]]:
+        """A storage whose requests go through a fault proxy (tests/s3_proxy.py)."""
         with S3FaultProxy(self.moto.endpoint_url) as proxy:
-            proxy.inject("delete_objects", "fail_keys", times=times, keys=FAILS)
             self.endpoint = proxy.url
             try:
-                yield self.open()
+                yield self.open(), proxy
             finally:
                 self.endpoint = self.moto.endpoint_url
+
+    @contextmanager
+    def failing_deletes(self, times: int | None) -> Iterator[Storage]:
+        with self.through_proxy() as (storage, proxy):
+            proxy.inject("delete_objects", "fail_keys", times=times, keys=FAILS)
+            yield storage
 
     @contextmanager
     def small_pages(self, size: int) -> Iterator[Storage]:
@@ -817,3 +823,26 @@ def test_listings_are_read_to_the_last_page(backend: Backend) -> None:
             key: len(files[key]) for key in keys
         }
         assert stats[f"{APP}_layers/sha256/missing/link"] is None
+
+
+# --------------------------------------------------------------------------- one backend's own
+
+
+@pytest.mark.slow
+def test_s3_sends_the_lock_again_after_a_conditional_write_conflict(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 answers 409 ConditionalRequestConflict while another conditional write of the key
+    is under way and asks for the request again: the lock is created after two; a write kept
+    busy every time is 'not created' (the protocol then reads who holds it)."""
+    backend = S3Backend(monkeypatch, moto)
+    monkeypatch.setattr(s3, "LOCK_CONFLICT_BACKOFF_SECONDS", 0.0)
+    with backend.through_proxy() as (storage, proxy):
+        proxy.inject("put", "conflict", times=2, where=LOCK)
+        assert storage.lock_create(LOCK, b"mine") is True
+        assert (proxy.count("put", "conflict"), proxy.count("put", "forwarded")) == (2, 1)
+        proxy.inject("put", "conflict", times=None, where="busy")
+        assert storage.lock_create("_regprune/busy", b"other") is False
+        assert proxy.count("put", "conflict") == 2 + s3.LOCK_CONFLICT_ATTEMPTS
+    assert backend.storage.lock_read(LOCK) == b"mine"
+    assert backend.storage.lock_read("_regprune/busy") is None

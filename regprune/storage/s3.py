@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from regprune.layout import V2_ROOT
+from regprune.retries import backoff
 from regprune.storage import cloud
 from regprune.storage.base import (
     LISTED_STAT_MIN_DEPTH,
@@ -18,6 +20,8 @@ from regprune.storage.base import (
 )
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
+LOCK_CONFLICT_ATTEMPTS = 5
+LOCK_CONFLICT_BACKOFF_SECONDS = 0.2
 
 
 class S3Storage(Storage):
@@ -145,14 +149,26 @@ class S3Storage(Storage):
         return {paths[path]: value for path, value in found.items()}
 
     def lock_create(self, key: str, data: bytes) -> bool:
-        """``PutObject`` with ``If-None-Match: *``: 412 when the key exists."""
-        try:
-            self.fs.call_s3(
-                "put_object", Bucket=self.bucket, Key=self.root + key, Body=data, IfNoneMatch="*"
-            )
-        except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
-            return False
-        return True
+        """``PutObject`` with ``If-None-Match: *``: 412 when the key exists; 409
+        ``ConditionalRequestConflict`` while another conditional write of it is under way,
+        which S3 asks to send again (a 412 then, if that write landed)."""
+        for attempt in range(LOCK_CONFLICT_ATTEMPTS):
+            try:
+                self.fs.call_s3(
+                    "put_object",
+                    Bucket=self.bucket,
+                    Key=self.root + key,
+                    Body=data,
+                    IfNoneMatch="*",
+                )
+                return True
+            except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
+                return False
+            except OSError as exc:
+                if _error_code(exc) != "ConditionalRequestConflict":
+                    raise
+            time.sleep(backoff(attempt, LOCK_CONFLICT_BACKOFF_SECONDS, 2.0))
+        return False  # another writer kept it busy: the lock's protocol reads who holds it
 
     def lock_read(self, key: str) -> bytes | None:
         try:
@@ -165,6 +181,12 @@ class S3Storage(Storage):
 
     def lock_where(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.root}{key}"
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """S3's error code behind an error s3fs translated (it keeps botocore's as the cause)."""
+    response = getattr(exc.__cause__, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 def _common_folder(keys: Sequence[str]) -> str:
