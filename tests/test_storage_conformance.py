@@ -447,13 +447,14 @@ TREE = {
     f"{APP}_manifests/tags/latest/index/sha256/{'1' * 64}/link": b"sha256:" + b"1" * 64,
     f"{APP}_layers/sha256/{'2' * 64}/link": b"sha256:" + b"2" * 64,
     f"{APP}sub/_layers/sha256/{'3' * 64}/link": b"sha256:" + b"3" * 64,  # nested repository
+    f"{APP}_uploads/u0/data": b"",  # an upload with nothing written yet
     "repositories/ns/app-two/_layers/sha256/" + "4" * 64 + "/link": b"sha256:" + b"4" * 64,
     "repositories/ns/apple/_uploads/u1/startedat": b"2024-01-01T00:00:00Z",
     "blobs/sha256/11/" + "1" * 64 + "/data": b'{"schemaVersion": 2}',
     "blobs/sha256/22/" + "2" * 64 + "/data": b"layer bytes " * 100,
 }
 """A small registry tree: a repository with a nested one, and siblings whose names start
-with its name (``app-two``, ``apple``), as prefix listings must tell apart."""
+with its name (``app-two``, ``apple``), as prefix listings must tell apart; an empty file."""
 
 
 def known_failure(request: pytest.FixtureRequest, backend: Backend, kinds: str, why: str) -> None:
@@ -499,7 +500,9 @@ def test_list_children_gives_the_folders_and_files_directly_below(backend: Backe
     assert (dirs, files) == (["app", "app-two", "apple"], [])
 
     dirs, files = storage.list_children(APP)
-    assert (dirs, files) == (["_layers", "_manifests", "sub"], [])
+    assert (dirs, files) == (["_layers", "_manifests", "_uploads", "sub"], [])
+
+    assert storage.list_children("") == (["blobs", "repositories"], [])
 
     link = f"{APP}_manifests/tags/latest/current/"
     dirs, files = storage.list_children(link)
@@ -630,7 +633,7 @@ def test_delete_many_leaves_no_empty_folder_in_the_listings(backend: Backend) ->
     assert backend.storage.delete_many([f"{APP}_layers/sha256/{'2' * 64}/link"]) == {
         f"{APP}_layers/sha256/{'2' * 64}/link": None
     }
-    assert backend.storage.list_children(APP) == (["_manifests", "sub"], [])
+    assert backend.storage.list_children(APP) == (["_manifests", "_uploads", "sub"], [])
     assert [obj for obj in backend.storage.walk("repositories/") if obj.problem] == []
 
 
