@@ -715,6 +715,43 @@ class RealOpenShiftAPI:
             )
         return self._users[user]
 
+    def token_with_rules(
+        self, name: str, rules: list[dict[str, Any]], *, namespace: str | None = None
+    ) -> str:
+        """A token of ServiceAccount ``bench-users/<name>`` granted ``rules`` (RBAC rules as in a
+        Role) in ``namespace`` (a Role) or cluster-wide (a ClusterRole); :meth:`reset` deletes
+        them. Returns once the authorizer grants the first verb of every rule."""
+        account = {"kind": "ServiceAccount", "name": name, "namespace": "bench-users"}
+        role_kind, binding_kind = (
+            ("Role", "RoleBinding") if namespace else ("ClusterRole", "ClusterRoleBinding")
+        )
+        meta: dict[str, Any] = {"name": f"bench-{name}"}
+        if namespace:
+            meta["namespace"] = self.namespace(namespace)
+        rbac = "rbac.authorization.k8s.io"
+        self.create(
+            {"apiVersion": f"{rbac}/v1", "kind": role_kind, "metadata": meta, "rules": rules}
+        )
+        self.create(
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": binding_kind,
+                "metadata": meta,
+                "roleRef": {"apiGroup": rbac, "kind": role_kind, "name": meta["name"]},
+                "subjects": [account],
+            }
+        )
+        token = self.service_account_token("bench-users", name)
+        granted = []
+        for rule in rules:
+            resource, _, sub = rule["resources"][0].partition("/")
+            for object_name in rule.get("resourceNames") or [None]:
+                granted.append(
+                    (rule["apiGroups"][0], resource, sub, rule["verbs"][0], namespace, object_name)
+                )
+        self._wait_for_access(token, granted, [])
+        return token
+
     def rbac_token(
         self,
         *,
