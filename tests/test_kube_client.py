@@ -44,6 +44,20 @@ def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(pod: Path) ->
     assert client.Configuration.get_default_copy().host == default_host
 
 
+def test_a_pod_without_a_home_finds_the_service_account(
+    pod: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An arbitrary UID has no passwd entry; without HOME, Path.home() raises."""
+
+    def no_home(cls: type[Path]) -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    configuration = custom_objects_api(MetadataSource("kube")).api_client.configuration
+    assert configuration.host == "https://10.0.0.1:443"
+
+
 def test_a_kubeconfig_wins_over_the_service_account(pod: Path, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(

@@ -477,8 +477,11 @@ def custom_objects_api(source: MetadataSource) -> Any:
     from kubernetes import client, config
 
     kubeconfig = source.kubeconfig or os.environ.get("KUBECONFIG")
-    default = Path.home() / ".kube" / "config"
-    if kubeconfig or default.exists() or "KUBERNETES_SERVICE_HOST" not in os.environ:
+    try:
+        default_exists = (Path.home() / ".kube" / "config").exists()
+    except RuntimeError:  # no HOME and a UID without a passwd entry: an arbitrary UID in a pod
+        default_exists = False
+    if kubeconfig or default_exists or "KUBERNETES_SERVICE_HOST" not in os.environ:
         try:
             api_client = config.new_client_from_config(
                 config_file=kubeconfig, context=source.context
