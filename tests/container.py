@@ -106,6 +106,7 @@ def build_image(log: Path, tag: str = IMAGE) -> BuiltImage:
     base = made.stdout.strip()
     base_seconds = time.monotonic() - started
     started = time.monotonic()
+    previous = image_id(tag)
     mounts = []
     if HOST_CA_BUNDLE.exists():
         mounts = ["-v", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro"]
@@ -130,13 +131,31 @@ def build_image(log: Path, tag: str = IMAGE) -> BuiltImage:
         )
     if built.returncode != 0:
         pytest.fail(f"podman build failed:\n{log.read_text(errors='replace')[-4000:]}")
+    if previous and previous != image_id(tag):  # the last build's image, untagged now
+        subprocess.run([*podman(), "rmi", previous], capture_output=True, timeout=120)
     size = subprocess.run(
         [*podman(), "image", "inspect", tag, "--format", "{{.Size}}"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return BuiltImage(tag, base, base_seconds, time.monotonic() - started, int(size.stdout))
+    built_image = BuiltImage(tag, base, base_seconds, time.monotonic() - started, int(size.stdout))
+    with log.open("a") as out:
+        out.write(
+            f"--- {base}: {base_seconds:.1f} s; {tag}: {built_image.build_seconds:.1f} s, "
+            f"{built_image.size_bytes / 1e6:.0f} MB\n"
+        )
+    return built_image
+
+
+def image_id(tag: str) -> str | None:
+    found = subprocess.run(
+        [*podman(), "image", "inspect", tag, "--format", "{{.Id}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return found.stdout.strip() if found.returncode == 0 else None
 
 
 # --------------------------------------------------------------------------------------------
