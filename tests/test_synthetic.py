@@ -489,6 +489,7 @@ def test_process_pool_writes_the_same_tree(tmp_path: Path, monkeypatch: pytest.M
     assert pooled.truth.counts["files_written"] == serial.truth.counts["files"]
 
 
+@pytest.mark.slow
 def test_s3_target(moto: Any, tmp_path: Path) -> None:
     """Through s3fs to a real moto_server; S3 cannot backdate, so everything is young."""
     import fsspec
