@@ -20,6 +20,38 @@ pytest_plugins = [
 ]
 
 
+SERVICES = frozenset(
+    {
+        "prefect_server",
+        "moto",
+        "s3_env",
+        "registry_fs",
+        "registry_s3",
+        "gcs_emulator",
+        "azurite",
+        "swift_aio",
+        "openshift_registry_fs",
+        "openshift_registry_s3",
+    }
+)
+"""Fixtures that start a service (a process that serves requests): a test that uses one, even
+through another fixture, is ``slow``. The in-process fakes (``openshift_api``) are not."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` means "starts a service": a test that uses a service fixture unmarked would put
+    a server start into the fast suite (``-m "not slow"``), so collection stops there."""
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(sorted(SERVICES & set(item.fixturenames)))})"
+        for item in items
+        if SERVICES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow")
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that start a service must be marked slow:\n  " + "\n  ".join(unmarked)
+        )
+
+
 def regprune_tasks() -> Iterator[Any]:
     """Every Prefect task of ``regprune.tasks`` (each module imported)."""
     import importlib
