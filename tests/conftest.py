@@ -14,6 +14,7 @@ import pytest
 
 pytest_plugins = [
     "tests.openshift_api",
+    "tests.openshift_apiserver",
     "tests.registry_bench",
     "tests.openshift_registry",
     "tests.storage_emulators",
@@ -32,6 +33,7 @@ SERVICES = frozenset(
         "swift_aio",
         "openshift_registry_fs",
         "openshift_registry_s3",
+        "openshift_apiserver_session",
     }
 )
 """Fixtures that start a service (a process that serves requests): a test that uses one, even
@@ -70,10 +72,11 @@ def regprune_tasks() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def no_retry_waits() -> Iterator[None]:
     """Retries are tested, waiting is not: for the session, every Prefect task retries at once
-    (their delays are 2 s to 30 s) and regprune's own client loops back off by 0 s. The one
+    (their delays are 2 s to 30 s) and regprune's own client loops (the metadata listing, the
+    bulk deletes of every backend: cloud.delete_in_batches) back off by 0 s. The one
     mechanism for every test that runs a flow (``prefect_server`` uses it) or retries."""
     from regprune import metadata
-    from regprune.storage import cloud, s3
+    from regprune.storage import cloud
 
     with pytest.MonkeyPatch.context() as patch:
         for task in regprune_tasks():
@@ -83,7 +86,6 @@ def no_retry_waits() -> Iterator[None]:
                 patch.setattr(task, "retry_delay_seconds", zero)
         patch.setattr(metadata, "RETRY_BASE_SECONDS", 0.0)
         patch.setattr(metadata, "RETRY_MAX_SECONDS", 0.0)
-        patch.setattr(s3, "DELETE_BACKOFF_SECONDS", 0.0)
         patch.setattr(cloud, "DELETE_BACKOFF_SECONDS", 0.0)
         yield
 

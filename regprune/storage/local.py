@@ -69,7 +69,8 @@ class LocalStorage(Storage):
         mtimes: list[int] = []
         odd: list[StorageObject] = []
         top = self.v2 / prefix
-        stack = [(str(top), prefix.rstrip("/") + "/")] if top.is_dir() else []
+        first = prefix.rstrip("/") + "/" if prefix.strip("/") else ""  # the root: no "/"
+        stack = [(str(top), first)] if top.is_dir() else []
         while stack:
             folder, key_prefix = stack.pop()
             try:
@@ -160,6 +161,34 @@ class LocalStorage(Storage):
             except OSError:  # not empty (or already gone, or busy): stop climbing
                 return
             folder = folder.parent
+
+    def lock_create(self, key: str, data: bytes) -> bool:
+        """``O_EXCL``: the file system creates the file only if it is absent."""
+        if not self.root.is_dir():
+            raise StorageConfigError(f"storage folder {self.root} does not exist")
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        return True
+
+    def lock_read(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def lock_remove(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def lock_where(self, key: str) -> str:
+        return str(self.root / key)
 
 
 def _describe(entry: os.DirEntry[str], key: str) -> StorageObject:
