@@ -119,12 +119,14 @@ class StorageSpec:
 
     @property
     def display(self) -> str:
-        """The URL without credentials, for logs, reports and snapshot.json."""
+        """The URL without credentials, for logs, reports and snapshot.json (an area's
+        after it in brackets)."""
         parsed = urlparse(self.url)
+        url = self.url
         if parsed.password or parsed.username:
             netloc = parsed.hostname or ""
-            return parsed._replace(netloc=netloc).geturl()
-        return self.url
+            url = parsed._replace(netloc=netloc).geturl()
+        return f"{url} [{self.area}]" if self.area else url
 
     def bucket_and_root(self, service: str, holder: str) -> tuple[str, str]:
         """A cloud URL's bucket (or container) and root directory, without slashes at the

@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 
 from regprune.storage.base import (
-    GONE,
     WOULD_DELETE,
     WOULD_MOVE,
     Storage,
@@ -21,8 +20,8 @@ from regprune.storage.base import (
 
 
 class DryRunStorage(Storage):
-    """Reads through ``storage``; moves and deletes answer what they would do (a key that
-    is not there: GONE, as a real move says) without changing anything."""
+    """Reads through ``storage``; moves and deletes answer what they would do without
+    changing anything."""
 
     def __init__(self, storage: Storage):
         self.storage = storage
@@ -50,8 +49,10 @@ class DryRunStorage(Storage):
         return DryRunStorage(self.storage.area(name))
 
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
-        found = self.storage.stat_many(keys) if keys else {}
-        return {key: WOULD_MOVE if found.get(key) else GONE for key in keys}
+        """WOULD_MOVE for every key: callers move keys they just found (the executor's
+        re-read, a quarantine's listing), and reading them again would cost a request per
+        key on an object store."""
+        return dict.fromkeys(keys, WOULD_MOVE)
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
         return dict.fromkeys(keys)
