@@ -18,6 +18,7 @@ os.environ.setdefault("REGPRUNE_SETTLE", "0s")
 
 pytest_plugins = [
     "tests.openshift_api",
+    "tests.openshift_apiserver",
     "tests.registry_bench",
     "tests.openshift_registry",
     "tests.storage_emulators",

@@ -239,7 +239,7 @@ def test_images_pushed_during_a_prune_still_pull(
     def pusher(start: str, pushes: tuple[tuple[str, str], ...]) -> None:
         """Push once the run has reached ``start``: the snapshot (its _parts folder) or the
         deletion (the re-read before phase 1). Not earlier: with a dump, the metadata's time
-        is when the snapshot reads it (README, Reliability, known limits)."""
+        is when the snapshot reads it (docs/reliability.md, known limits)."""
         deadline = time.monotonic() + 120
         while not (run / start).exists() and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -47,20 +47,23 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--storage",
         metavar="URL",
-        help="registry rootdirectory: PATH, file:///PATH or s3://BUCKET[/ROOTDIRECTORY] "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION apply)",
+        help="the registry's storage: a folder (PATH, file:///PATH: its rootdirectory), "
+        "s3://BUCKET[/ROOT], gs://BUCKET[/ROOT], az://CONTAINER[/ROOT] or "
+        "swift://CONTAINER[/PREFIX]; "
+        "credentials from each service's usual environment (docs/storage.md)",
     )
     group.add_argument(
         "--registry-config",
         metavar="FILE",
-        help="the registry's config.yml: its storage.filesystem or storage.s3 section decides",
+        help="the registry's config.yml: its storage section (filesystem, s3, gcs, azure or swift) "
+        "decides, with the registry's REGISTRY_STORAGE_* environment overrides",
     )
     group.add_argument(
         "--storage-option",
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="extra fsspec option (repeatable), e.g. client_kwargs are not credentials",
+        help="extra option for the storage's client (repeatable); never credentials",
     )
 
 
@@ -484,7 +487,7 @@ def run_demo(args: argparse.Namespace) -> int:
         result["check"]["text"],
         "\n== against the generator's ground truth",
         "\n".join(result["agreement"]),
-        f"\nTables and results: {result['run_dir']} (query them with DuckDB, see README)",
+        f"\nTables and results: {result['run_dir']} (query them with DuckDB: docs/tables.md)",
     ):
         say(args, text)
     return EXIT_OK if all("matches" in line for line in result["agreement"]) else EXIT_FAILURE

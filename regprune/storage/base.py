@@ -95,7 +95,8 @@ class StorageObject:
 
 @dataclass(frozen=True)
 class StorageSpec:
-    """A storage URL (``/path``, ``file:///path``, ``s3://bucket/rootdirectory``) and options."""
+    """A storage URL (``/path``, ``file:///path``, ``s3://``, ``gs://``, ``az://`` or
+    ``swift://`` with the bucket or container and the root) and the client's options."""
 
     url: str
     options: dict[str, Any] = field(default_factory=dict)
