@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regprune import progress
+from regprune import progress, twophase
 from regprune.cli.output import LOG_FILE, START_SERVER_HINT, Output, prepare_environment
 from regprune.cli.sql import add_sql_parser, warehouse_url
 from regprune.twophase import default_retention, default_settle
@@ -551,15 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_settle(),
         metavar="DURATION",
         help="wait this long after the last move before the re-check, so pushes in flight "
-        f"have written their links (default {default_settle()}; $REGPRUNE_SETTLE)",
+        f"have written their links (default {twophase.SETTLE}, or $REGPRUNE_SETTLE)",
     )
     prune.add_argument(
         "--quarantine-retention",
         default=default_retention(),
         metavar="DURATION",
         help="keep a quarantine this long (for 'regprune undo') before a confirmed run "
-        f"purges it after its re-check (default {default_retention()}; 0s: purge this "
-        "run's at once; $REGPRUNE_QUARANTINE_RETENTION)",
+        f"purges it after its re-check (default {twophase.RETENTION}, or "
+        "$REGPRUNE_QUARANTINE_RETENTION; 0s: purge this run's at once)",
     )
     prune.add_argument(
         "--resume",
