@@ -56,8 +56,9 @@ these is not known to be done."""
 STATUS_OF_MOVE = {MOVED: QUARANTINED, WOULD_MOVE: WOULD_QUARANTINE}
 NOT_MOVED = "not moved: another of its files failed to move"
 BATCH_SIZE = 1000
+ROUND_ACTIONS = BATCH_SIZE
 ROUND_SECONDS = 1.0
-"""A round (batches whose intents are written together, then moved) closes at BATCH_SIZE
+"""A round (batches whose intents are written together, then moved) closes at ROUND_ACTIONS
 actions or once its first batch was re-read this long ago: a re-read stays close to its
 move, and a plan of many small batches (links, per repository) writes a part per round, not
 per batch."""
@@ -355,7 +356,7 @@ class BatchRef:
     retry_condition_fn=retry_unless(AuditWriteError),  # a full disk stays full: stop
 )
 def execute_batches(settings: ExecutionSettings, queue: str, batches: list[BatchRef]) -> list[str]:
-    """Run batches of one phase's queue in rounds (ROUND_SECONDS, BATCH_SIZE), reading their
+    """Run batches of one phase's queue in rounds (ROUND_ACTIONS, ROUND_SECONDS), reading their
     actions at once (a task, a query and a file per thousand objects would cost more than a
     dry run's work). Returns the audit parts written. A part not closed, as after a kill, is
     not readable, so its actions count as not done and run again on --resume, as does
@@ -369,7 +370,7 @@ def execute_batches(settings: ExecutionSettings, queue: str, batches: list[Batch
     for batch in batches:
         rows = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
         ready += round_batch.prepare(rows)
-        if len(ready) >= BATCH_SIZE or time.monotonic() - opened >= ROUND_SECONDS:
+        if len(ready) >= ROUND_ACTIONS or time.monotonic() - opened >= ROUND_SECONDS:
             round_batch.move(ready)
             ready, opened = [], time.monotonic()
     round_batch.move(ready)
