@@ -206,7 +206,10 @@ def test_stream_status_drops_planned_items_only_where_they_still_are() -> None:
         {"tag": "u", "position": 0, "image": c},  # the tag empties: dropped
     ]
     new, removed = prune_stream_status(stream, planned)
-    assert removed == 2
+    assert removed == [
+        {"tag": "t", "position": 2, "item": {"image": b}},
+        {"tag": "u", "position": 0, "item": {"image": c}},
+    ]
     assert new["status"]["tags"] == [
         {"tag": "t", "items": [{"image": n}, {"image": a}]},
         {"tag": "v", "items": [{"image": b}]},
