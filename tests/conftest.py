@@ -14,6 +14,7 @@ import pytest
 
 pytest_plugins = [
     "tests.openshift_api",
+    "tests.openshift_apiserver",
     "tests.registry_bench",
     "tests.openshift_registry",
     "tests.storage_emulators",
