@@ -217,7 +217,10 @@ def _reason(exc: Any) -> str | None:
 
 class DryRunCluster(ImagesCluster):
     """Reads through ``cluster``; each change is recorded in ``changes`` (verb, what) and
-    answered with its ``would-…`` outcome, without a request."""
+    answered with its ``would-…`` outcome, without a request. What it would have changed it
+    reads back as changed (a stream's status as it would be written, an Image deleted is not
+    found, one created is), so the steps after a change — the executor's re-check of what
+    the streams hold once their revisions are gone — see what the confirmed run would see."""
 
     dry_run = True
 
@@ -225,31 +228,58 @@ class DryRunCluster(ImagesCluster):
         self.cluster = cluster
         self.display = cluster.display
         self.changes: list[tuple[str, str]] = []
+        self.streams: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deleted: set[str] = set()
+        self.created: dict[str, dict[str, Any]] = {}
+
+    def _stream(self, stream: dict[str, Any]) -> dict[str, Any]:
+        meta = stream.get("metadata") or {}
+        return self.streams.get((str(meta.get("namespace")), str(meta.get("name"))), stream)
 
     def list_streams(self) -> Iterator[Page]:
-        return self.cluster.list_streams()
+        for page in self.cluster.list_streams():
+            yield [self._stream(stream) for stream in page]
 
     def list_images(self) -> Iterator[Page]:
-        return self.cluster.list_images()
+        for page in self.cluster.list_images():
+            yield [i for i in page if (i.get("metadata") or {}).get("name") not in self.deleted]
+        if self.created:
+            yield list(self.created.values())
 
     def get_stream(self, namespace: str, name: str) -> dict[str, Any]:
-        return self.cluster.get_stream(namespace, name)
+        return self._stream(self.cluster.get_stream(namespace, name))
 
     def get_image(self, name: str) -> dict[str, Any]:
+        if name in self.created:
+            return self.created[name]
+        if name in self.deleted:
+            raise NotFound(f"image {name} would be deleted")
         return self.cluster.get_image(name)
 
     def replace_stream_status(self, stream: dict[str, Any]) -> str:
         meta = stream["metadata"]
+        self.streams[(meta["namespace"], meta["name"])] = stream
         self.changes.append(("update-status", f"{meta['namespace']}/{meta['name']}"))
         return "would-update"
 
     def delete_image(self, name: str, uid: str | None, resource_version: str | None) -> str:
+        if name in self.deleted:  # as the API would answer (no request: a dry run's cost
+            raise NotFound(f"image {name} would be deleted")  # is the reads it shares)
+        self.created.pop(name, None)
+        self.deleted.add(name)
         self.changes.append(("delete", name))
         return "would-delete"
 
     def create_image(self, image: dict[str, Any]) -> str:
-        self.changes.append(("create", image["metadata"]["name"]))
-        return "would-create"
+        name = image["metadata"]["name"]
+        try:
+            self.get_image(name)
+        except NotFound:
+            self.deleted.discard(name)
+            self.created[name] = image
+            self.changes.append(("create", name))
+            return "would-create"
+        raise AlreadyExists(f"image {name} exists")
 
 
 class DumpCluster(ImagesCluster):

@@ -60,6 +60,8 @@ class Journal:
     def __init__(self, folder: Path, attempt: str, dry_run: bool, cluster: str):
         self.path = folder / f"{attempt}.jsonl.gz"
         self.pending: list[dict[str, Any]] = []
+        self.failed: JournalError | None = None
+        """Set by a write that failed: nothing is written after it."""
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self.file = self.path.open("ab")
@@ -104,26 +106,28 @@ class Journal:
         if not self.pending:
             return
         text = "".join(_line(record) for record in self.pending)
+        if self.failed:
+            raise self.failed
         member = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, 31)
         data = member.compress(text.encode()) + member.flush()
-        offset = self.file.tell()
+        offset = None
         try:
+            offset = self.file.seek(0, os.SEEK_END)
             self.file.write(data)
             self.file.flush()
             os.fsync(self.file.fileno())
         except OSError as exc:
-            self._truncate(offset)
-            raise self._error(exc) from exc
+            if offset is not None:  # no member half there (nor one not on disk)
+                with contextlib.suppress(OSError):
+                    self.file.truncate(offset)
+            self.failed = self._error(exc)
+            raise self.failed from exc
         self.pending.clear()
-
-    def _truncate(self, offset: int) -> None:
-        """Drop a member half written (the reader would stop there anyway)."""
-        with contextlib.suppress(OSError):
-            self.file.truncate(offset)
 
     def close(self) -> None:
         try:
-            self.save()
+            if not self.failed:
+                self.save()
         finally:
             self.file.close()
 

@@ -5,8 +5,10 @@ API round trips are tests/test_images_undo_api.py)."""
 from __future__ import annotations
 
 import copy
+import errno
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +164,30 @@ def test_a_journal_that_cannot_be_written_says_so_in_one_error(tmp_path: Path) -
     (tmp_path / JOURNAL_DIR).write_text("a file where the folder goes")
     with pytest.raises(JournalError, match=r"cannot write the journal .* stopped before"):
         Journal(tmp_path / JOURNAL_DIR, "a", False, "kube")
+
+
+def test_after_a_failed_write_the_journal_writes_nothing_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills: the member that did not reach the disk is taken back, and neither a
+    later save nor the close (with the outcomes pending) writes after it."""
+    journal = Journal(tmp_path / JOURNAL_DIR, "a", False, "kube")
+    real = os.fsync
+
+    def full(fd: int) -> None:
+        if fd == journal.file.fileno():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(JournalError, match="No space left on device"):
+        journal.save({"record": "image", "image": {"metadata": {"name": D[0]}}})
+    journal.outcome("Image", None, D[1], "deleted")
+    with pytest.raises(JournalError):
+        journal.save({"record": "image", "image": {"metadata": {"name": D[2]}}})
+    journal.close()
+    (path,) = journal_files(tmp_path / JOURNAL_DIR)
+    assert [r["record"] for r in read_journal(path)] == ["begin"]
 
 
 def test_undo_refuses_a_folder_without_a_journal_and_a_dry_run(tmp_path: Path) -> None:
