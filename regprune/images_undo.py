@@ -174,10 +174,47 @@ def _place(items: list[dict[str, Any]], saved_items: list[dict[str, Any]], posit
     return len(items)
 
 
+@dataclass
+class ImagesUndone:
+    """What an undo did: outcomes counted by ``Kind:status``, tag history items put back."""
+
+    run_dir: str
+    counts: dict[str, int] = field(default_factory=dict)
+    items: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(n for key, n in self.counts.items() if key.endswith(":failed"))
+
+    @property
+    def text(self) -> str:
+        """The summary a person reads."""
+        count = self.counts.get
+        would = "would-" if any(":would-" in key for key in self.counts) else ""
+        created = count("Image:created", 0) + count("Image:would-create", 0)
+        updated = count("ImageStream:updated", 0) + count("ImageStream:would-update", 0)
+        lines = [
+            f"{'Would create' if would else 'Created'} {created} Image(s) again and "
+            f"{'would put' if would else 'put'} {self.items} tag history item(s) back into "
+            f"{updated} ImageStream(s) of {self.run_dir}"
+        ]
+        left = {
+            "Image:exists": "Image(s) existed already",
+            "ImageStream:unchanged": "ImageStream(s) held their items already",
+            "ImageStream:gone": "ImageStream(s) deleted since, not created again",
+            "ImageStream:replaced": "ImageStream(s) created again since (another uid), left",
+            "Image:failed": "Image(s) failed",
+            "ImageStream:failed": "ImageStream(s) failed",
+        }
+        lines += [f"  {count(key)} {label}" for key, label in left.items() if count(key)]
+        return "\n".join(lines)
+
+
 class _Undo:
-    def __init__(self, cluster: ImagesCluster, journal: Journal):
+    def __init__(self, cluster: ImagesCluster, journal: Journal, done: ImagesUndone):
         self.cluster = cluster
         self.journal = journal
+        self.done = done
         self.counts: dict[str, int] = defaultdict(int)
 
     def act(
@@ -239,17 +276,20 @@ class _Undo:
                 self.act("ImageStream", namespace, name, "failed", exc)
                 return
             self.act("ImageStream", namespace, name, status, restored)
+            self.done.items += restored
             return
         self.act("ImageStream", namespace, name, "failed", "changed on every attempt")
 
 
-def undo_images(run_dir: str | Path, cluster: ImagesCluster) -> dict[str, int]:
+def undo_images(run_dir: str | Path, cluster: ImagesCluster) -> ImagesUndone:
     """Undo the prune-images run of ``run_dir`` on ``cluster`` (a dry run's records what it
-    would do); the outcomes are counted by ``Kind:status`` and recorded in RUN/images_undo/."""
+    would do); each outcome is recorded in RUN/images_undo/."""
     saved = saved_changes(run_dir)
     journal = Journal(Path(run_dir) / UNDO_DIR, attempt_id(), cluster.dry_run, cluster.display)
-    undo = _Undo(cluster, journal)
+    done = ImagesUndone(str(run_dir))
+    undo = _Undo(cluster, journal, done)
     with journal:
         undo.images(saved)
         undo.streams(saved)
-    return dict(sorted(undo.counts.items()))
+    done.counts = dict(sorted(undo.counts.items()))
+    return done

@@ -15,7 +15,7 @@ from prefect.logging import get_run_logger
 
 from regprune.images_cluster import cluster_for
 from regprune.images_plan import PruneImagesSettings, plan_prune_images
-from regprune.images_undo import undo_images
+from regprune.images_undo import ImagesUndone, undo_images
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.tables import sql_literal
@@ -33,9 +33,7 @@ def plan_images(
 
 
 @task(name="undo-prune-images")
-def undo_prune_images(
-    run_dir: str, metadata: MetadataSource, confirm: bool = True
-) -> dict[str, int]:
+def undo_prune_images(run_dir: str, metadata: MetadataSource, confirm: bool = True) -> ImagesUndone:
     """The Images the prune-images run of ``run_dir`` deleted created again, the tag history
     items it removed put back (regprune/images_undo.py); without ``confirm`` only recorded."""
     return undo_images(run_dir, cluster_for(metadata, confirm))

@@ -22,7 +22,13 @@ from regprune.images_journal import (
     journal_files,
     read_journal,
 )
-from regprune.images_undo import UndoError, recreatable, restore_stream_status, saved_changes
+from regprune.images_undo import (
+    ImagesUndone,
+    UndoError,
+    recreatable,
+    restore_stream_status,
+    saved_changes,
+)
 from tests.openshift_api import fake_digest
 
 D = [fake_digest(f"undo-{i}") for i in range(8)]
@@ -220,3 +226,26 @@ def test_undo_takes_the_last_save_of_an_image_and_skips_what_the_run_did_not_del
     assert set(saved.images) == {D[0], D[1], D[2], D[3]}
     assert saved.images[D[2]] == (0, 7)  # begin, 4 images, 2 outcomes, then the new save
     assert saved.image_outcomes == {D[0]: "kept", D[1]: "gone", D[2]: "deleted"}
+
+
+def test_the_undo_summary_says_what_came_back_and_what_was_left() -> None:
+    done = ImagesUndone(
+        "RUN",
+        {
+            "Image:created": 3,
+            "Image:exists": 1,
+            "ImageStream:gone": 1,
+            "ImageStream:updated": 2,
+            "ImageStream:failed": 1,
+        },
+        items=5,
+    )
+    assert done.failed == 1
+    assert done.text.splitlines() == [
+        "Created 3 Image(s) again and put 5 tag history item(s) back into 2 ImageStream(s) of RUN",
+        "  1 Image(s) existed already",
+        "  1 ImageStream(s) deleted since, not created again",
+        "  1 ImageStream(s) failed",
+    ]
+    dry = ImagesUndone("RUN", {"Image:would-create": 2, "ImageStream:would-update": 1}, 4)
+    assert dry.text.startswith("Would create 2 Image(s) again and would put 4 tag history")

@@ -173,7 +173,7 @@ def prune_images(cluster: dict[str, Any], out: Path, *extra: str) -> int:
 
 def undo(cluster: dict[str, Any], run: Path) -> dict[str, int]:
     source = MetadataSource(kubeconfig=str(cluster["kubeconfig"]))
-    return undo_images(run, cluster_for(source, confirm=True))
+    return undo_images(run, cluster_for(source, confirm=True)).counts
 
 
 def actions(run: Path) -> list[tuple[str, str | None, str, str]]:
@@ -208,8 +208,14 @@ def test_confirm_then_undo_leaves_the_same_images_and_histories(
     assert set(saved) == set(before["images"]) - set(pruned["images"])
     assert all(saved[n]["metadata"]["uid"] for n in saved)
 
-    summary = undo(cluster, run)
-    assert summary == {"Image:created": 8, "ImageStream:updated": 2}
+    source = MetadataSource(kubeconfig=str(cluster["kubeconfig"]))
+    undone = undo_images(run, cluster_for(source, confirm=True))
+    assert undone.counts == {"Image:created": 8, "ImageStream:updated": 2}
+    assert undone.items == 6 and undone.failed == 0
+    assert undone.text == (
+        f"Created 8 Image(s) again and put 6 tag history item(s) back into 2 ImageStream(s) "
+        f"of {run}"
+    )
     assert state(api) == before
     # the list's Created is the undo's (the server's clock), the rest as saved
     (listed,) = [i for i in api.images() if list_dated_by_server(i)]
