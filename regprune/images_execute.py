@@ -11,7 +11,8 @@ regprune/images_undo.py can put everything back.
    again and recomputes (as oc's ``retry.RetryOnConflict``), saving again; a 404 or a stream
    not listed means it is gone.
 2. The streams are listed again; an Image any item now holds (or a child of a held list) is
-   not deleted. The Images listed that the plan deletes are saved in full, page by page.
+   not deleted. The Images listed that the plan deletes are saved in full, all on disk
+   before the first delete.
 3. ``DELETE /images/<name>`` on the precondition that it is the object saved (uid,
    resourceVersion): one changed since is read and saved again first; a 404 is "gone".
 
@@ -24,7 +25,6 @@ record of the journal.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -65,8 +65,7 @@ def prune_stream_status(
     """The stream with the planned items removed (where still safe), and the items removed
     (``tag``, ``position`` in the stream as given, ``item``)."""
     planned = {(r["tag"], r["image"]): r["position"] for r in removals}
-    new = copy.deepcopy(stream)
-    status = new.get("status") or {}
+    status = stream.get("status") or {}
     removed = []
     tags = []
     for entry in status.get("tags") or []:
@@ -79,9 +78,8 @@ def prune_stream_status(
             items.append(item)
         if items:
             tags.append({**entry, "items": items})
-    status["tags"] = tags
-    new["status"] = status
-    return new, removed
+    # a new stream, status and tag entries; the items themselves are shared, never changed
+    return {**stream, "status": {**status, "tags": tags}}, removed
 
 
 class _Run:
@@ -177,7 +175,8 @@ class _Run:
                 if name in planned:
                     saved[name] = (meta.get("uid"), meta.get("resourceVersion"))
                     records.append({"record": "image", "image": image})
-            self.journal.save(*records)
+            self.journal.write(*records)
+        self.journal.save()  # every page on disk before the first delete: one fsync
         return held | children, saved
 
     # -- 3. the Images deleted -----------------------------------------------------------------

@@ -2,9 +2,11 @@
 will remove, saved in full and on disk **before** the change is made, then its outcome.
 
 One file per attempt (``<attempt>.jsonl.gz`` in ``images_journal/`` of the run folder; the
-undo's in ``images_undo/``): JSON lines, written as gzip members, each flushed and fsynced
-before :meth:`Journal.save` returns. A change is made only after the save of what it removes
-has returned, so a write that fails stops the run before that change (:class:`JournalError`).
+undo's in ``images_undo/``): JSON lines, written as gzip members, on disk (fsynced) when
+:meth:`Journal.save` returns. A change is made only after the save of what it removes has
+returned, so a write that fails stops the run before that change (:class:`JournalError`).
+(:meth:`Journal.write` appends without the fsync: the Images' pages, saved once before the
+first delete.)
 Outcomes are buffered and written with the next save (or at the close): an outcome lost to a
 kill leaves the change "unknown", which the undo treats as made.
 
@@ -31,7 +33,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from regprune.version import tool_version
 
@@ -62,9 +64,13 @@ class Journal:
         self.pending: list[dict[str, Any]] = []
         self.failed: JournalError | None = None
         """Set by a write that failed: nothing is written after it."""
+        self.unsynced = False
+        self.synced = 0
+        """The size of the file known to be on disk."""
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self.file = self.path.open("ab")
+            self.synced = self.file.seek(0, os.SEEK_END)
         except OSError as exc:
             raise self._error(exc) from exc
         self.save(
@@ -100,29 +106,44 @@ class Journal:
         self.pending.append(record)
         return record
 
-    def save(self, *records: dict[str, Any]) -> None:
-        """Write ``records`` (after the outcomes pending) and fsync: the write-ahead."""
+    def write(self, *records: dict[str, Any]) -> None:
+        """Append ``records`` (after the outcomes pending) as a member, without waiting for the
+        disk: what a change depends on is on disk only once :meth:`save` returns."""
         self.pending.extend(records)
+        if self.failed:
+            raise self.failed
         if not self.pending:
             return
         text = "".join(_line(record) for record in self.pending)
-        if self.failed:
-            raise self.failed
         member = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, 31)
         data = member.compress(text.encode()) + member.flush()
-        offset = None
         try:
-            offset = self.file.seek(0, os.SEEK_END)
+            self.file.seek(0, os.SEEK_END)
             self.file.write(data)
             self.file.flush()
-            os.fsync(self.file.fileno())
         except OSError as exc:
-            if offset is not None:  # no member half there (nor one not on disk)
-                with contextlib.suppress(OSError):
-                    self.file.truncate(offset)
-            self.failed = self._error(exc)
-            raise self.failed from exc
+            self._fail(exc)
         self.pending.clear()
+        self.unsynced = True
+
+    def save(self, *records: dict[str, Any]) -> None:
+        """Write ``records`` and everything written before, and fsync: the write-ahead."""
+        self.write(*records)
+        if not self.unsynced:
+            return
+        try:
+            os.fsync(self.file.fileno())
+            self.synced = self.file.tell()
+        except OSError as exc:
+            self._fail(exc)
+        self.unsynced = False
+
+    def _fail(self, exc: OSError) -> NoReturn:
+        """Take back what is not known to be on disk; nothing is written after."""
+        with contextlib.suppress(OSError):
+            self.file.truncate(self.synced)
+        self.failed = self._error(exc)
+        raise self.failed from exc
 
     def close(self) -> None:
         try:
