@@ -158,8 +158,37 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("status", pa.string()),
             ("reason", pa.string()),
             ("time", TIMESTAMP),
-            # the files of the action: removed when done, would be in a dry run (None when skipped)
+            # the files of the action: moved (or about to be, or in a dry run would be); None
+            # when skipped
             ("files", pa.list_(pa.string())),
+        ]
+    ),
+    # the quarantined keys a re-check judges (sql/quarantine_restore.sql), read as the layout
+    # reads them (kind: blob, layer_link, manifest_link, tag_index, tag_current,
+    # upload_startedat, upload_file; null for a key that fits no layout)
+    "quarantined_keys": pa.schema(
+        [
+            ("quarantine", pa.string()),
+            ("key", pa.string()),
+            ("kind", pa.string()),
+            ("repository", pa.string()),
+            ("digest", pa.string()),
+            ("tag", pa.string()),
+            ("upload_id", pa.string()),
+            ("size", pa.int64()),
+        ]
+    ),
+    # what a run restored or purged of other runs' quarantines: one row per key and outcome
+    "quarantine_log": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("quarantine", pa.string()),
+            ("key", pa.string()),
+            ("kind", pa.string()),
+            ("size", pa.int64()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("time", TIMESTAMP),
         ]
     ),
     # manifests read from storage (lost-found candidates, manifests no Image knows yet)
@@ -238,6 +267,8 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "limit_ranges": ("namespace", "name", "position"),
     "image_sizes": ("image",),
     "actions": ("phase", "action", "repository", "digest", "upload_id", "time"),
+    "quarantine_log": ("quarantine", "key", "time"),
+    "quarantined_keys": ("quarantine", "key"),
     "manifests": ("digest",),
     "manifest_references": ("digest", "kind", "position"),
 }
