@@ -184,7 +184,7 @@ def actions(run: Path) -> list[tuple[str, str | None, str, str]]:
 
 
 def test_confirm_then_undo_leaves_the_same_images_and_histories(
-    cluster: dict[str, Any], tmp_path: Path
+    cluster: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     api, pushed = cluster["api"], cluster["pushed"]
     before = state(api)
@@ -208,21 +208,22 @@ def test_confirm_then_undo_leaves_the_same_images_and_histories(
     assert set(saved) == set(before["images"]) - set(pruned["images"])
     assert all(saved[n]["metadata"]["uid"] for n in saved)
 
-    source = MetadataSource(kubeconfig=str(cluster["kubeconfig"]))
-    undone = undo_images(run, cluster_for(source, confirm=True))
-    assert undone.counts == {"Image:created": 8, "ImageStream:updated": 2}
-    assert undone.items == 6 and undone.failed == 0
-    assert undone.text == (
+    capsys.readouterr()
+    assert main(["undo", str(run), "--kubeconfig", str(cluster["kubeconfig"])]) == 0
+    assert (
         f"Created 8 Image(s) again and put 6 tag history item(s) back into 2 ImageStream(s) "
-        f"of {run}"
-    )
+        f"of {run}\n"
+    ) in capsys.readouterr().out
     assert state(api) == before
     # the list's Created is the undo's (the server's clock), the rest as saved
     (listed,) = [i for i in api.images() if list_dated_by_server(i)]
     name = listed["metadata"]["name"]
     assert saved[name]["dockerImageMetadata"]["Created"] < listed["dockerImageMetadata"]["Created"]
     # again: nothing left to do, nothing doubled
-    assert undo(cluster, run) == {"Image:exists": 8, "ImageStream:unchanged": 2}
+    source = MetadataSource(kubeconfig=str(cluster["kubeconfig"]))
+    again = undo_images(run, cluster_for(source, confirm=True))
+    assert again.counts == {"Image:exists": 8, "ImageStream:unchanged": 2}
+    assert again.items == 0 and again.failed == 0
     assert state(api) == before
     # the undo's own audit trail: one record per object, each attempt its own file
     trails = journal_files(run / UNDO_DIR)
@@ -342,3 +343,36 @@ def test_undo_puts_items_back_around_what_changed_and_reports_a_stream_deleted_s
     assert [i["image"] for i in latest] == [newer, *pushed["ns1/app:latest"][::-1]]
     assert latest[1:] == was
     assert "ns2/tool" not in after["streams"]  # not created again
+
+
+def test_undo_without_the_grants_or_of_a_dry_run_says_so_in_one_line_and_changes_nothing(
+    cluster: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = cluster["api"]
+    dry = tmp_path / "dry"
+    assert prune_images(cluster, dry) == 0
+    run = tmp_path / "run"
+    assert prune_images(cluster, run, "--confirm") == 0
+    pruned = state(api)
+    capsys.readouterr()
+
+    assert main(["undo", str(dry), "--kubeconfig", str(cluster["kubeconfig"])]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"regprune: error: {dry} holds only dry runs of prune-images: nothing to undo"
+    )
+
+    # the service account with deployments/rbac/ minus the undo's create
+    kubeconfig = api.rbac_kubeconfig(
+        tmp_path / "sa.kubeconfig", without=["create images.image.openshift.io"]
+    )
+    assert main(["undo", str(run), "--kubeconfig", str(kubeconfig)]) == 1
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(
+        f"regprune: error: forbidden: undo of {run} needs create images.image.openshift.io, "
+        "which the API does not grant this user"
+    )
+    assert "regprune-undo-prune-images" in line and "Traceback" not in err
+    assert state(api) == pruned
+    assert not journal_files(run / UNDO_DIR)
