@@ -249,3 +249,64 @@ def test_the_undo_summary_says_what_came_back_and_what_was_left() -> None:
     ]
     dry = ImagesUndone("RUN", {"Image:would-create": 2, "ImageStream:would-update": 1}, 4)
     assert dry.text.startswith("Would create 2 Image(s) again and would put 4 tag history")
+
+
+def test_the_dry_run_executes_over_a_dump_and_reads_its_own_changes_back(tmp_path: Path) -> None:
+    """The executor over a dump, the one way a dump is executed: wrapped in DryRunCluster.
+    Once ns/app's revisions would be gone, only what other streams hold is kept."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from regprune.images_cluster import DryRunCluster, DumpCluster, cluster_for
+    from regprune.images_execute import execute_images_plan
+    from regprune.metadata import MetadataError, MetadataSource
+
+    app = stream({"latest": [item(0), item(1), item(2)]})
+    other = stream({"x": [item(2)]})
+    other["metadata"] = {"namespace": "ns", "name": "other", "uid": "u2"}
+    images = [{"kind": "Image", "metadata": {"name": D[n], "uid": f"i{n}"}} for n in range(4)]
+    dump = tmp_path / "dump.json"
+    streams = [{"kind": "ImageStream", **s} for s in (app, other)]
+    dump.write_text(json.dumps({"kind": "List", "items": images + streams}))
+    run = tmp_path / "run"
+    run.mkdir()
+    revisions = [("app", "latest", 1, D[1]), ("app", "latest", 2, D[2]), ("gone", "t", 0, D[3])]
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "namespace": "ns",
+                    "name": n,
+                    "tag": t,
+                    "position": p,
+                    "image": i,
+                    "action": "remove",
+                }
+                for n, t, p, i in revisions
+            ]
+        ),
+        run / "images_tag_revisions.parquet",
+    )
+    pq.write_table(
+        pa.Table.from_pylist([{"image": D[n], "action": "delete"} for n in (1, 2, 3)]),
+        run / "images_plan.parquet",
+    )
+    source = MetadataSource(str(dump), page_size=2)
+    cluster = cluster_for(source, confirm=False)
+    assert isinstance(cluster, DryRunCluster) and isinstance(cluster.cluster, DumpCluster)
+
+    assert execute_images_plan(str(run), cluster) == {
+        "Image:kept": 1,
+        "Image:would-delete": 2,
+        "ImageStream:gone": 1,
+        "ImageStream:would-update": 1,
+    }
+    assert cluster.changes == [("update-status", "ns/app"), ("delete", D[1]), ("delete", D[3])]
+    assert history(cluster.get_stream("ns", "app")) == {"latest": [D[0]]}  # read back changed
+    assert json.loads(dump.read_text())["items"][4:] == streams  # the dump is untouched
+    (path,) = journal_files(run / JOURNAL_DIR)
+    records = list(read_journal(path))
+    assert records[0]["dry_run"] is True
+    assert [r["record"] for r in records].count("image") == 3  # saved as the run would
+    with pytest.raises(MetadataError, match="is a dump: it cannot be changed"):
+        cluster.cluster.delete_image(D[0], None, None)
