@@ -161,8 +161,8 @@ def execute_plan(
 
     ``dry_run``: the same phases, re-reads, queues, batches, re-check and purge, against a
     storage that changes nothing (outcomes ``would-quarantine``, ``would-restore``,
-    ``would-purge``); no lock (it writes nothing, and needs no write access) and, as
-    nothing is purged, no registry call."""
+    ``would-purge``): its lock is held in memory (it writes nothing, needs no write access),
+    and as nothing moves, no registry is called and no settle time waited."""
     summary = read_snapshot_summary(run_dir)
     started = datetime.fromisoformat(summary["metadata_started_at"])
     variables = plan_variables(
@@ -184,9 +184,8 @@ def execute_plan(
     registry = RegistryAPI(registry_url, registry_token_file) if registry_url else None
     metadata = metadata_of_snapshot(run_dir)
     replanned: str | None = None
-    lock = StorageLock(spec, attempt, run_dir, force_unlock) if not dry_run else None
-    if lock:
-        lock.acquire()
+    lock = StorageLock(spec, attempt, run_dir, force_unlock, run_storage(settings))
+    lock.acquire()
     try:
         for phase in PHASES:
             if phase in RECHECK_BEFORE:
@@ -214,8 +213,7 @@ def execute_plan(
         keep = parse_duration(retention or default_retention())
         second = second_phase(run_dir, settings, metadata, variables, keep)
     finally:
-        if lock:
-            lock.release()
+        lock.release()
     merge_parts("actions", readable_parts(str(audit_dir)), Path(run_dir) / "actions.parquet")
     log = Path(run_dir) / QUARANTINE_LOG
     merge_parts(

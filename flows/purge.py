@@ -94,9 +94,8 @@ def purge_flow(
             text += " (purged, or undone, already)"
         print(text)
         return {"run_dir": folder, "purged": {}, "restored": {}, "text": text}
-    lock = StorageLock(spec, attempt, folder, force_unlock) if confirm else None
-    if lock:
-        lock.acquire()
+    lock = StorageLock(spec, attempt, folder, force_unlock, storage)
+    lock.acquire()
     try:
         variables = plan_variables(started, timedelta(0), timedelta(0))
         now = {t: Path(folder) / f"{t}.parquet" for t in SNAPSHOT_TABLES}
@@ -110,8 +109,7 @@ def purge_flow(
             Path(folder) / "recheck-quarantine",
         )
     finally:
-        if lock:
-            lock.release()
+        lock.release()
     log = Path(folder) / QUARANTINE_LOG
     merge_parts(QUARANTINE_LOG, readable_parts(str(log)), log.with_suffix(".parquet"))
     lines = []

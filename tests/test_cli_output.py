@@ -3,7 +3,7 @@
 stdout: phase lines, progress and the summary (``--output json``: the report alone;
 ``--quiet``: nothing); stderr: warnings and one error line, with a traceback only with
 ``--debug``; Prefect's log lines in the run folder's ``regprune.log`` (and on stderr with
-``-v``); exit codes 0 / 1 / 2 / 3 as the README says. The flows report to the session's
+``-v``); exit codes 0 / 1 / 2 / 3 as docs/getting-started.md says. The flows report to the session's
 Prefect test server (``PREFECT_API_URL``), so no command starts a server of its own.
 """
 

@@ -1,7 +1,7 @@
 """The deployments of deployments/prefect.yaml on a real Prefect server, run by a process worker.
 
 The module starts ``prefect server start`` on loopback (its own PREFECT_HOME), creates the work
-pools and registers the deployments with the commands the README gives, starts a worker, and
+pools and registers the deployments with the commands docs/operations.md gives, starts a worker, and
 triggers runs the way the UI's Run button does (a flow run created from the deployment, with
 parameters). The runs read the real registry and the OpenShift API test server, which allows
 only what the RBAC manifests grant (regprune/permissions.py).
@@ -133,7 +133,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectSer
 
 @pytest.fixture(scope="module")
 def deployed(prefect_api: PrefectServer) -> PrefectServer:
-    """The README's steps: both pools, then every deployment of the file."""
+    """The steps of docs/operations.md: both pools, then every deployment of the file."""
     prefect_api.cli("work-pool", "create", POOL, "--type", "process")
     prefect_api.cli(
         "work-pool",

@@ -117,7 +117,7 @@ def proxy(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Fault
         }.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
-        monkeypatch.setattr(storage.s3, "DELETE_BACKOFF_SECONDS", 0.02)
+        monkeypatch.setattr(storage.cloud, "DELETE_BACKOFF_SECONDS", 0.02)
         yield started
 
 

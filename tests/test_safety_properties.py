@@ -11,7 +11,7 @@ manifests no Image knows yet, tag history items that are not digests.
   storage, fast), never deletes a blob any Image references (manifest, config, layer, list
   child) or a young unknown manifest references, never deletes a manifest link the rules
   keep, and never deletes anything younger than the grace period.
-* The check's findings equal a plain-Python reading of the rules (README "What the hard
+* The check's findings equal a plain-Python reading of the rules (docs/prune.md "What the hard
   prune plans", the header comments of sql/check_*.sql).
 * Executed by ``regprune prune --confirm`` on a real folder tree, the plan removes only the
   files of planned objects, and every referenced blob, kept link and young file is still

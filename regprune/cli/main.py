@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regprune import progress
+from regprune import progress, twophase
 from regprune.cli.output import LOG_FILE, START_SERVER_HINT, Output, prepare_environment
 from regprune.cli.sql import add_sql_parser, warehouse_url
 from regprune.twophase import default_retention, default_settle
@@ -47,20 +47,23 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--storage",
         metavar="URL",
-        help="registry rootdirectory: PATH, file:///PATH or s3://BUCKET[/ROOTDIRECTORY] "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION apply)",
+        help="the registry's storage: a folder (PATH, file:///PATH: its rootdirectory), "
+        "s3://BUCKET[/ROOT], gs://BUCKET[/ROOT], az://CONTAINER[/ROOT] or "
+        "swift://CONTAINER[/PREFIX]; "
+        "credentials from each service's usual environment (docs/storage.md)",
     )
     group.add_argument(
         "--registry-config",
         metavar="FILE",
-        help="the registry's config.yml: its storage.filesystem or storage.s3 section decides",
+        help="the registry's config.yml: its storage section (filesystem, s3, gcs, azure or swift) "
+        "decides, with the registry's REGISTRY_STORAGE_* environment overrides",
     )
     group.add_argument(
         "--storage-option",
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="extra fsspec option (repeatable), e.g. client_kwargs are not credentials",
+        help="extra option for the storage's client (repeatable); never credentials",
     )
 
 
@@ -484,7 +487,7 @@ def run_demo(args: argparse.Namespace) -> int:
         result["check"]["text"],
         "\n== against the generator's ground truth",
         "\n".join(result["agreement"]),
-        f"\nTables and results: {result['run_dir']} (query them with DuckDB, see README)",
+        f"\nTables and results: {result['run_dir']} (query them with DuckDB: docs/tables.md)",
     ):
         say(args, text)
     return EXIT_OK if all("matches" in line for line in result["agreement"]) else EXIT_FAILURE
@@ -548,15 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_settle(),
         metavar="DURATION",
         help="wait this long after the last move before the re-check, so pushes in flight "
-        f"have written their links (default {default_settle()}; $REGPRUNE_SETTLE)",
+        f"have written their links (default {twophase.SETTLE}, or $REGPRUNE_SETTLE)",
     )
     prune.add_argument(
         "--quarantine-retention",
         default=default_retention(),
         metavar="DURATION",
         help="keep a quarantine this long (for 'regprune undo') before a confirmed run "
-        f"purges it after its re-check (default {default_retention()}; 0s: purge this "
-        "run's at once; $REGPRUNE_QUARANTINE_RETENTION)",
+        f"purges it after its re-check (default {twophase.RETENTION}, or "
+        "$REGPRUNE_QUARANTINE_RETENTION; 0s: purge this run's at once)",
     )
     prune.add_argument(
         "--resume",

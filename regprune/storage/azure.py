@@ -34,6 +34,7 @@ from regprune.storage.base import (
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    folder_marker,
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
@@ -167,9 +168,12 @@ class AzureStorage(Storage):
         return out
 
     def _object(self, item: Any) -> StorageObject:
+        key = item.name[len(self.prefix) :]
+        if key.endswith("/"):
+            return folder_marker(key, item.last_modified)
         md5 = getattr(item.content_settings, "content_md5", None)
         return StorageObject(
-            item.name[len(self.prefix) :],
+            key,
             int(item.size),
             item.last_modified,
             bytes(md5).hex() if md5 else None,

@@ -95,7 +95,8 @@ class StorageObject:
 
 @dataclass(frozen=True)
 class StorageSpec:
-    """A storage URL (``/path``, ``file:///path``, ``s3://bucket/rootdirectory``) and options."""
+    """A storage URL (``/path``, ``file:///path``, ``s3://``, ``gs://``, ``az://`` or
+    ``swift://`` with the bucket or container and the root) and the client's options."""
 
     url: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -175,8 +176,10 @@ class Storage:
         error. Never raises for one key: the caller records every outcome."""
         raise NotImplementedError
 
-    # The storage lock (regprune/lock.py) on backends without a LockObject of their own:
-    # ``key`` is relative to the root (beside ``docker/``), not to ``docker/registry/v2``.
+    # The storage lock's primitive, one per backend; regprune/lock.py holds the protocol
+    # (who holds it, when it is stale, --force-unlock). ``key`` is relative to the storage's
+    # root, beside ``docker/`` (outside everything the registry reads), not to
+    # ``docker/registry/v2``.
 
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """Move each key to the same key in ``to`` (this storage in another area,
@@ -253,18 +256,20 @@ class Storage:
         return sorted(name for name in folders if is_quarantine_id(name))
 
     def lock_create(self, key: str, data: bytes) -> bool:
-        """Write ``data`` only if ``key`` does not exist (a conditional write); False if it
-        does."""
+        """Write ``data`` at ``key`` only if nothing is there, in one conditional request
+        (``O_EXCL``, ``If-None-Match: *``, ``ifGenerationMatch=0``); False if something is."""
         raise NotImplementedError
 
     def lock_read(self, key: str) -> bytes | None:
+        """The content at ``key``, or None when there is none."""
         raise NotImplementedError
 
     def lock_remove(self, key: str) -> None:
+        """Remove ``key``; nothing there is no error."""
         raise NotImplementedError
 
     def lock_where(self, key: str) -> str:
-        """Where the lock lives, for messages (a URL without credentials)."""
+        """Where ``key`` lives, for messages (a path, or a URL without credentials)."""
         raise NotImplementedError
 
 
@@ -282,6 +287,12 @@ def listing_table(objects: Sequence[StorageObject]) -> pa.Table:
         ],
         schema=LISTING_SCHEMA,
     )
+
+
+def folder_marker(key: str, modified: datetime | None) -> StorageObject:
+    """An object store's folder marker (a 0-byte ``x/``, what the S3 console's "Create
+    folder" and sync tools leave) as the walk of a folder lists an empty folder."""
+    return StorageObject(key, -1, modified, problem=EMPTY_FOLDER)
 
 
 def modification_time(mtime_ns: int) -> datetime:

@@ -1,5 +1,6 @@
-"""What the cloud backends share: lazy client imports that name the extra to install, one
-retry loop around each service's bulk delete, and moving keys by a server-side copy."""
+"""What the object-store backends share: lazy client imports that name the extra to install
+(GCS, Azure, Swift), the one retry loop around every bulk delete (S3's DeleteObjects, the
+GCS and Azure batch APIs, Swift's bulk middleware), and moving keys by a server-side copy."""
 
 from __future__ import annotations
 
@@ -39,17 +40,20 @@ def delete_in_batches(
     transient: tuple[type[BaseException], ...],
     backoff_seconds: Callable[[], float] = lambda: DELETE_BACKOFF_SECONDS,
 ) -> dict[str, str | None]:
-    """Every key through ``send`` in batches of ``batch_size``; a failed request and the keys
-    an answer reports failed are retried with backoff, then reported, never counted as done."""
+    """Every key through ``send`` in batches of ``batch_size``. A request that failed with a
+    ``transient`` error, and the keys an answer reports failed (or leaves out), are retried
+    with backoff, then reported; any other error is reported for its batch at once. Never
+    raises: the caller records every outcome, the batches done before a failing one too."""
     out: dict[str, str | None] = {}
+    keys = list(dict.fromkeys(keys))  # a key named twice is sent once
     for start in range(0, len(keys), batch_size):
-        pending = list(dict.fromkeys(keys[start : start + batch_size]))
+        pending = keys[start : start + batch_size]
         for attempt in range(DELETE_ATTEMPTS):
             last = attempt == DELETE_ATTEMPTS - 1
             try:
                 answer = send(pending)
-            except transient as exc:
-                if last:
+            except Exception as exc:  # recorded per key: the caller must see every outcome
+                if last or not isinstance(exc, transient):
                     out.update({key: f"{type(exc).__name__}: {exc}" for key in pending})
                     break
                 time.sleep(backoff(attempt, backoff_seconds(), DELETE_BACKOFF_MAX_SECONDS))

@@ -26,6 +26,7 @@ class DryRunStorage(Storage):
     def __init__(self, storage: Storage):
         self.storage = storage
         self.spec = storage.spec
+        self._locks: dict[str, bytes] = {}
 
     def check_root(self) -> None:
         self.storage.check_root()
@@ -59,3 +60,21 @@ class DryRunStorage(Storage):
 
     def purge_many(self, quarantine_id: str, keys: Sequence[str]) -> dict[str, str]:
         return dict.fromkeys(keys, WOULD_DELETE)
+
+    # The lock a dry run would take: held in memory only (a dry run writes nothing, needs no
+    # write access, and must not stop a confirmed run).
+
+    def lock_create(self, key: str, data: bytes) -> bool:
+        if key in self._locks:
+            return False
+        self._locks[key] = data
+        return True
+
+    def lock_read(self, key: str) -> bytes | None:
+        return self._locks.get(key)
+
+    def lock_remove(self, key: str) -> None:
+        self._locks.pop(key, None)
+
+    def lock_where(self, key: str) -> str:
+        return self.storage.lock_where(key)

@@ -28,6 +28,7 @@ from regprune.storage.base import (
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    folder_marker,
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
@@ -119,6 +120,8 @@ class GcsStorage(Storage):
 
     def _object(self, item: dict[str, Any]) -> StorageObject:
         key = item["name"][len(self.prefix) :]
+        if key.endswith("/"):
+            return folder_marker(key, _time(item))
         return StorageObject(key, int(item.get("size") or 0), _time(item), _md5_hex(item))
 
     # ------------------------------------------------------------------ reading

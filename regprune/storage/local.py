@@ -32,13 +32,15 @@ class LocalStorage(Storage):
         self.spec = spec
         self.root = spec.local_root()
         self.v2 = self.root / spec.folder
-        # the folders deleting never removes: the v2 tree's own; an area (a quarantine) is
-        # removed with its last file, so a drained quarantine is not listed any more
+        # the folders deleting never removes: the v2 tree's own; an area (a quarantine) goes
+        # with its last file, and the folders above it up to the root when they are empty
+        # too, so a drained quarantine leaves nothing behind
         self._kept_folders = (
             {self.v2, self.v2 / "blobs", self.v2 / "repositories"}
             if spec.area is None
-            else {self.v2.parent}
+            else {self.root}
         )
+        self._top = self.v2 if spec.area is None else self.root
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -78,8 +80,8 @@ class LocalStorage(Storage):
         mtimes: list[int] = []
         odd: list[StorageObject] = []
         top = self.v2 / prefix
-        start = prefix.rstrip("/") + "/" if prefix else ""  # "" walks the whole tree
-        stack = [(str(top), start)] if top.is_dir() else []
+        first = prefix.rstrip("/") + "/" if prefix.strip("/") else ""  # the root: no "/"
+        stack = [(str(top), first)] if top.is_dir() else []
         while stack:
             folder, key_prefix = stack.pop()
             try:
@@ -194,12 +196,40 @@ class LocalStorage(Storage):
 
     def _prune_empty_parents(self, folder: Path) -> None:
         stop = self._kept_folders
-        while folder not in stop and (folder == self.v2 or self.v2 in folder.parents):
+        while folder not in stop and (folder == self.v2 or self._top in folder.parents):
             try:
                 folder.rmdir()
             except OSError:  # not empty (or already gone, or busy): stop climbing
                 return
             folder = folder.parent
+
+    def lock_create(self, key: str, data: bytes) -> bool:
+        """``O_EXCL``: the file system creates the file only if it is absent."""
+        if not self.root.is_dir():
+            raise StorageConfigError(f"storage folder {self.root} does not exist")
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        return True
+
+    def lock_read(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def lock_remove(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def lock_where(self, key: str) -> str:
+        return str(self.root / key)
 
 
 def _describe(entry: os.DirEntry[str], key: str) -> StorageObject:
