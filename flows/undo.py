@@ -12,6 +12,8 @@ DAG::
     find the parts (UNDO_STEPS) -> for each, newest first:
         hard prune: lock -> list its quarantine -> restore-quarantined (write-ahead)
             -> record the run's actions as restored
+        prune-images: access review -> undo-prune-images (Images created again, then the
+            tag history items put back; its audit trail RUN/images_undo/)
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ from prefect import flow
 
 from regprune import progress
 from regprune.flows.quarantine import SecondPhase, record_own_actions
+from regprune.images_journal import JOURNAL_DIR, journal_files
 from regprune.lock import StorageLock
+from regprune.metadata import MetadataError, MetadataSource
+from regprune.permissions import READ_METADATA, UNDO_PRUNE_IMAGES, denied
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource
 from regprune.storage import StorageSpec
 from regprune.tables import merge_parts
 from regprune.tasks.actions import EPOCH, RESTORED, ExecutionSettings, run_storage
 from regprune.tasks.execution import readable_parts
+from regprune.tasks.prune_images import undo_prune_images
 from regprune.tasks.quarantine import (
     QUARANTINE_LOG,
     QuarantineError,
@@ -138,6 +144,36 @@ def undo_hard_prune(part: Path, given: UndoContext) -> dict[str, Any]:
 
 
 register(UndoStep("hard prune", hard_prune_parts, undo_hard_prune, order=10))
+
+
+def prune_images_parts(run_dir: Path) -> list[Path]:
+    """The run folder itself (``prune-images --confirm``) and its ``prune-images/`` (a nightly
+    GC's) when they hold prune-images' journal."""
+    return [p for p in (run_dir, run_dir / "prune-images") if journal_files(p / JOURNAL_DIR)]
+
+
+def undo_prune_images_part(part: Path, given: UndoContext) -> dict[str, Any]:
+    """Create the Images the run deleted again and put the tag history items it removed back
+    (regprune/images_undo.py, docs/undo.md), after asking the API for the grants it needs."""
+    source = MetadataSource(kubeconfig=given.kubeconfig, context=given.context)
+    missing = denied(source, (READ_METADATA, UNDO_PRUNE_IMAGES), {"get", "create", "update"})
+    if missing:
+        raise MetadataError(
+            f"forbidden: undo of {part} needs {', '.join(missing)}, which the API does not "
+            f"grant this user (the ClusterRoles {READ_METADATA.name} and "
+            f"{UNDO_PRUNE_IMAGES.name} of deployments/rbac/ do) - nothing undone there"
+        )
+    done = undo_prune_images(str(part), source)
+    return {
+        "part": str(part),
+        "counts": done.counts,
+        "items": done.items,
+        "failed": done.failed,
+        "text": done.text,
+    }
+
+
+register(UndoStep("prune-images", prune_images_parts, undo_prune_images_part, order=0))
 
 
 @flow(name="regprune-undo", log_prints=True, task_runner=ChosenTaskRunner())

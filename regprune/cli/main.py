@@ -730,6 +730,8 @@ KNOWN_FAILURES = {
     "UnsafePlan",
     "WarehouseError",
     "RecoveryError",
+    "JournalError",
+    "UndoError",
 }
 """Errors whose message says it all: printed without their type."""
 
