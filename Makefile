@@ -10,7 +10,7 @@ install:  ## editable install with the test and dask extras (pip >= 24 resolves 
 	$(PYTHON) -m pip install -U pip
 	$(PYTHON) -m pip install -e ".[test,dask]"
 
-test-fast:  ## the tests that need no registry, S3 or Prefect server run (a few minutes on 2 cores)
+test-fast:  ## the tests that start no service: no registry, moto, emulator, real API or Prefect server
 	$(PYTHON) -m pytest -q -m "not slow"
 
 test:  ## every test, the end-to-end ones too (what CI runs; see .ci/run for the services)

@@ -12,7 +12,9 @@ import pyarrow as pa
 from regprune.layout import V2_ROOT
 from regprune.storage.base import (
     EMPTY_FOLDER,
+    GONE,
     LISTING_SCHEMA,
+    MOVED,
     Storage,
     StorageConfigError,
     StorageObject,
@@ -23,7 +25,7 @@ from regprune.storage.base import (
     unreadable,
 )
 
-GONE = (FileNotFoundError, NotADirectoryError)
+ABSENT = (FileNotFoundError, NotADirectoryError)
 """A path that is not there (a folder or file deleted since its parent was listed, or a
 folder that is a file): absent. Any other error (permission denied, I/O) is unreadable."""
 
@@ -34,7 +36,16 @@ class LocalStorage(Storage):
     def __init__(self, spec: StorageSpec):
         self.spec = spec
         self.root = spec.local_root()
-        self.v2 = self.root / V2_ROOT
+        self.v2 = self.root / spec.folder
+        # the folders deleting never removes: the v2 tree's own; an area (a quarantine) goes
+        # with its last file, and the folders above it up to the root when they are empty
+        # too, so a drained quarantine leaves nothing behind
+        self._kept_folders = (
+            {self.v2, self.v2 / "blobs", self.v2 / "repositories"}
+            if spec.area is None
+            else {self.root}
+        )
+        self._top = self.v2 if spec.area is None else self.root
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -59,7 +70,7 @@ class LocalStorage(Storage):
                         dirs.append(entry.name)
                     else:
                         files.append(_describe(entry, prefix + entry.name))
-        except GONE:
+        except ABSENT:
             return [], []
         except OSError as exc:
             raise unreadable("folder", str(folder), exc, "listing") from exc
@@ -83,7 +94,7 @@ class LocalStorage(Storage):
             try:
                 with os.scandir(folder) as it:
                     entries = list(it)
-            except GONE:  # deleted since its parent was listed (or no such prefix at all)
+            except ABSENT:  # deleted since its parent was listed (or no such prefix at all)
                 continue
             except OSError as exc:  # what it holds is unknown, not absent: the walk stops
                 raise unreadable("folder", folder, exc, "listing") from exc
@@ -100,7 +111,7 @@ class LocalStorage(Storage):
                         stack.append((entry.path, key_prefix + name + "/"))
                         continue
                     info = entry.stat(follow_symlinks=False)
-                except GONE:  # deleted since the folder was listed
+                except ABSENT:  # deleted since the folder was listed
                     continue
                 except OSError as exc:
                     raise unreadable("folder", entry.path, exc, "stat") from exc
@@ -127,7 +138,7 @@ class LocalStorage(Storage):
         for key in keys:
             try:
                 out[key] = (self.v2 / key).read_bytes()
-            except GONE as exc:
+            except ABSENT as exc:
                 out[key] = FileNotFoundError(exc.errno, exc.strerror, exc.filename)
             except OSError as exc:  # unreadable: the caller must not take it for absent
                 out[key] = exc
@@ -138,7 +149,7 @@ class LocalStorage(Storage):
         for key in keys:
             try:
                 info = (self.v2 / key).lstat()
-            except GONE:
+            except ABSENT:
                 out[key] = None
                 continue
             except OSError as exc:
@@ -168,9 +179,39 @@ class LocalStorage(Storage):
             self._prune_empty_parents(path.parent)
         return out
 
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """``os.rename`` into the same key of ``to`` (a folder on the same filesystem: the
+        quarantine lives beside ``docker/``), creating its folders, then removing the
+        folders the move left empty, as deleting does. No fsync: a rename a power loss
+        undoes leaves the file where it was before that move, which a later re-check or
+        undo finds as it is."""
+        if not isinstance(to, LocalStorage):
+            raise TypeError(f"cannot move from a folder to {type(to).__name__}")
+        out: dict[str, str] = {}
+        for key in keys:
+            source, target = self.v2 / key, to.v2 / key
+            for _ in range(2):  # a folder just made may be removed as empty meanwhile
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(source, target)
+                    out[key] = MOVED
+                    break
+                except FileNotFoundError as exc:
+                    if not os.path.lexists(source):
+                        out[key] = GONE
+                        to._prune_empty_parents(target.parent)  # made for nothing
+                        break
+                    out[key] = f"{type(exc).__name__}: {exc}"
+                except OSError as exc:
+                    out[key] = f"{type(exc).__name__}: {exc}"
+                    break
+            if out[key] == MOVED:
+                self._prune_empty_parents(source.parent)
+        return out
+
     def _prune_empty_parents(self, folder: Path) -> None:
-        stop = {self.v2, self.v2 / "blobs", self.v2 / "repositories"}
-        while folder not in stop and self.v2 in folder.parents:
+        stop = self._kept_folders
+        while folder not in stop and (folder == self.v2 or self._top in folder.parents):
             try:
                 folder.rmdir()
             except OSError:  # not empty (or already gone, or busy): stop climbing
@@ -209,7 +250,7 @@ class LocalStorage(Storage):
 def _describe(entry: os.DirEntry[str], key: str) -> StorageObject:
     try:
         info = entry.stat(follow_symlinks=False)
-    except GONE as exc:
+    except ABSENT as exc:
         return StorageObject(key, -1, None, problem=f"cannot stat: {exc}")
     if stat.S_ISREG(info.st_mode):
         return StorageObject(key, info.st_size, modification_time(info.st_mtime_ns))
