@@ -31,7 +31,7 @@ from regprune.tasks.quarantine import (
     QUARANTINE_LOG,
     QuarantineError,
     RunQuarantine,
-    same_storage,
+    other_storage,
 )
 from regprune.units import Duration, format_bytes, parse_duration
 
@@ -72,11 +72,9 @@ def purge_flow(
     spec = source.storage_spec()
     if run:
         recorded = RunQuarantine.read(run)
-        if recorded is not None and not same_storage(spec, recorded.storage):
-            raise QuarantineError(
-                f"{run} quarantined in {recorded.storage}, not in {spec.display}: "
-                "give that storage to purge it"
-            )
+        elsewhere = other_storage(spec, recorded) if recorded is not None else None
+        if elsewhere:
+            raise QuarantineError(f"{run} quarantined {elsewhere}: give that storage to purge it")
     folder = out or new_run_folder("purge")
     Path(folder).mkdir(parents=True, exist_ok=True)
     snapshot_flow(out=folder, source=source)

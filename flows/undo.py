@@ -44,8 +44,8 @@ from regprune.tasks.quarantine import (
     QuarantineError,
     RunQuarantine,
     classify_keys,
+    other_storage,
     restore_quarantined,
-    same_storage,
 )
 from regprune.units import format_bytes
 
@@ -101,10 +101,10 @@ def undo_hard_prune(part: Path, given: UndoContext) -> dict[str, Any]:
     quarantine = RunQuarantine.read(part)
     assert quarantine is not None
     spec = given.source.storage_spec() if given.source else StorageSpec(quarantine.storage)
-    if not same_storage(spec, quarantine.storage):
+    elsewhere = other_storage(spec, quarantine)
+    if elsewhere:
         raise QuarantineError(
-            f"{part} quarantined in {quarantine.storage}, not in {spec.display}: "
-            "give that storage (or none) to undo it"
+            f"{part} quarantined {elsewhere}: give that storage (or none) to undo it"
         )
     if quarantine.dry_run:
         raise NothingToUndo(f"{part} is a dry run: it moved nothing, there is nothing to undo")

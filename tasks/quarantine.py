@@ -32,6 +32,7 @@ from regprune.layout import (
 )
 from regprune.models import SnapshotDatabase
 from regprune.registry import RegistryAPI
+from regprune.resume import Identity, storage_identity
 from regprune.retries import retry_unless
 from regprune.storage import StorageSpec
 from regprune.storage.base import DELETED, MOVED, PRESENT, WOULD_DELETE, WOULD_MOVE, is_error
@@ -83,6 +84,9 @@ class RunQuarantine:
     storage: str
     started_at: str
     dry_run: bool = False
+    storage_identity: Identity | None = None
+    """Where the storage is (regprune/resume.py: a folder's real path, a bucket with its
+    endpoint); None in a quarantine.json of an older regprune."""
 
     @classmethod
     def read(cls, run_dir: str | Path) -> RunQuarantine | None:
@@ -98,13 +102,28 @@ class RunQuarantine:
         part.replace(path)
 
 
-def same_storage(spec: StorageSpec, recorded: str) -> bool:
-    """Whether ``spec`` is the storage a run recorded (its display: no credentials): the
-    same folder however written, else the same URL."""
-    other = StorageSpec(recorded)
-    if spec.scheme == "file" and other.scheme == "file":
-        return spec.local_root().resolve() == other.local_root().resolve()
-    return spec.display.rstrip("/") == recorded.rstrip("/")
+def other_storage(spec: StorageSpec, quarantine: RunQuarantine) -> str | None:
+    """Why ``spec`` is not the storage the run quarantined in (None: it is): the same
+    folder however written, the same bucket through the same endpoint (an ``undo`` or
+    ``purge`` of a run is that run's job, as ``--resume`` is: regprune/resume.py)."""
+    recorded = quarantine.storage_identity
+    if recorded is None:  # an older quarantine.json: its storage as displayed
+        other = StorageSpec(quarantine.storage)
+        if spec.scheme == "file" and other.scheme == "file":
+            same = spec.local_root().resolve() == other.local_root().resolve()
+        else:
+            same = spec.display.rstrip("/") == quarantine.storage.rstrip("/")
+        return None if same else f"in {quarantine.storage}, not in {spec.display}"
+    now = storage_identity(spec)
+    if now == recorded:
+        return None
+    return f"in {_where(quarantine.storage, recorded)}, not in {_where(spec.display, now)}"
+
+
+def _where(display: str, identity: Identity) -> str:
+    """A storage as a message names it: as displayed, with the endpoint it is reached at."""
+    endpoint = identity.get("endpoint")
+    return f"{display} (endpoint {endpoint})" if endpoint else display
 
 
 def quarantine_of_run(run_dir: str, spec: StorageSpec, dry_run: bool) -> RunQuarantine:
@@ -114,7 +133,9 @@ def quarantine_of_run(run_dir: str, spec: StorageSpec, dry_run: bool) -> RunQuar
     if found is not None and (dry_run or not found.dry_run):
         return found
     now = datetime.now(UTC)
-    chosen = RunQuarantine(new_quarantine_id(now), spec.display, now.isoformat(), dry_run)
+    chosen = RunQuarantine(
+        new_quarantine_id(now), spec.display, now.isoformat(), dry_run, storage_identity(spec)
+    )
     chosen.write(run_dir)
     return chosen
 

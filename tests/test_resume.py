@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from regprune.cli.main import EXIT_OK, EXIT_USAGE, main
+from regprune.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from regprune.demo.synthetic import SyntheticSpec, generate
 from regprune.metadata import MetadataSource
 from regprune.resume import (
@@ -28,6 +28,7 @@ from regprune.resume import (
     storage_identity,
 )
 from regprune.storage import StorageSpec
+from regprune.tasks.quarantine import RunQuarantine, other_storage, quarantine_of_run
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 KUBECONFIG = """
@@ -175,6 +176,32 @@ def test_another_storage_or_metadata_is_another_job(
         check_same_job(run)
 
 
+def test_undo_and_purge_of_a_run_are_that_run_s_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quarantine.json records where its storage is, as snapshot.json does: the same bucket
+    name reached at another endpoint is another storage (its display alone is the same)."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3-a:9000")
+    spec = StorageSpec("s3://bucket/registry")
+    quarantine_of_run(str(tmp_path), spec, dry_run=False)
+    recorded = RunQuarantine.read(tmp_path)
+    assert recorded is not None
+    assert recorded.storage_identity == storage_identity(spec)
+    assert other_storage(StorageSpec("s3://bucket/registry/"), recorded) is None
+    assert other_storage(StorageSpec("s3://other/registry"), recorded) == (
+        "in s3://bucket/registry (endpoint http://s3-a:9000), not in s3://other/registry "
+        "(endpoint http://s3-a:9000)"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3-b:9000")
+    assert "not in s3://bucket/registry (endpoint http://s3-b:9000)" in str(
+        other_storage(spec, recorded)
+    )
+    older = RunQuarantine(recorded.id, recorded.storage, recorded.started_at)  # no identity
+    assert other_storage(spec, older) is None  # as displayed: all an older run recorded
+    assert other_storage(StorageSpec("s3://other/registry"), older) is not None
+
+
 # --- the contract --------------------------------------------------------------------------
 
 
@@ -226,3 +253,28 @@ def test_resume_of_run_a_on_storage_b_deletes_nothing(
     assert main(["prune", "--resume", str(run_a), "--storage", str(tmp_path / "a")]) == EXIT_OK
     assert files(tmp_path / "a") != before["a"]
     assert files(tmp_path / "b") == before["b"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_undo_or_purge_at_another_endpoint_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``undo RUN`` and ``purge RUN`` of a run that quarantined in s3://bucket through one
+    endpoint refuse the same bucket name through another: one line, exit 1, no request made
+    (the endpoints do not exist)."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3-a.invalid:9000")
+    spec = StorageSpec("s3://bucket/registry")
+    run = planned_folder(tmp_path / "run", spec, MetadataSource(str(tmp_path / "a.json")))
+    quarantine_of_run(str(run), spec, dry_run=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3-b.invalid:9000")
+    for command in (
+        ["undo", str(run)],
+        ["purge", str(run), "--out", str(tmp_path / "purge"), "--confirm"],
+    ):
+        assert main(command) == EXIT_FAILURE
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert "(endpoint http://s3-a.invalid:9000), not in s3://bucket/registry (endpoint " in err
