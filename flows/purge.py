@@ -5,6 +5,7 @@ run unless ``confirm``.
 DAG::
 
     snapshot (subflow: the registry's tree and the cluster as they are now)
+        -> check-purge-sanity (sql/plan_sanity.sql: a partial view refuses --confirm)
         -> lock -> re-check the chosen quarantines (flows/quarantine.py): restore what
            gained a reference, purge the rest, tell a caching registry
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from prefect import flow
 
+from regprune import progress
 from regprune.flows.quarantine import recheck_quarantines
 from regprune.flows.snapshot import snapshot_flow
 from regprune.layout import quarantine_time
@@ -26,6 +28,7 @@ from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, new_run_folder, snapshot_started_at
 from regprune.tables import SNAPSHOT_TABLES, merge_parts
 from regprune.tasks.actions import EPOCH, PURGED, WOULD_PURGE, ExecutionSettings, run_storage
+from regprune.tasks.analysis import check_purge_sanity
 from regprune.tasks.execution import readable_parts
 from regprune.tasks.quarantine import (
     QUARANTINE_LOG,
@@ -92,6 +95,13 @@ def purge_flow(
             text += " (purged, or undone, already)"
         print(text)
         return {"run_dir": folder, "purged": {}, "restored": {}, "text": text}
+    problems = check_purge_sanity(folder)
+    if problems and confirm:  # before the lock: nothing restored, nothing purged
+        raise QuarantineError(
+            "refusing to purge: " + "; ".join(problems) + ". Check --metadata and --storage"
+        )
+    for problem in problems:
+        progress.warning(problem)
     lock = StorageLock(spec, attempt, folder, force_unlock, storage)
     lock.acquire()
     try:

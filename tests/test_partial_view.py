@@ -5,7 +5,7 @@ Issue 20's case: a dump with every Image but the ImageStreams of one namespace o
 then have no stream, and a hard prune deletes them whole, tagged images in use included. The
 dry run says the view is partial, ``--confirm`` refuses in one line that names the whole-cluster
 dump, and the storage is unchanged; the whole dump of the same cluster is not refused.
-On a folder and on S3 (moto).
+On a folder and on S3 (moto). ``purge RUN`` on such a dump purges nothing of the quarantine.
 """
 
 from __future__ import annotations
@@ -126,6 +126,39 @@ def test_a_dump_of_one_namespace_deletes_nothing_on_s3(
     assert_partial_view_refused(
         url, tmp_path / "metadata.json", listed, tmp_path, capsys, "--keep-younger-than", "0s"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_purge_on_a_dump_of_one_namespace_purges_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``purge RUN`` re-checks a quarantine against a fresh snapshot before deleting it for
+    good: on a partial view that re-check would find no reference to what the other
+    namespaces use, so ``--confirm`` refuses (its dry run warns) before the lock."""
+    registry = tmp_path / "registry"
+    whole = tmp_path / "metadata.json"
+    generate(registry, SPEC, whole, now=NOW)
+    run = tmp_path / "run"
+    prune = ["prune", "--storage", str(registry), "--metadata", str(whole), "--out", str(run)]
+    assert main([*prune, "--confirm"]) == EXIT_OK  # a quarantine kept 12h (the default)
+    quarantine = registry / "_regprune" / "quarantine"
+    held = {str(p.relative_to(registry)) for p in quarantine.rglob("*") if p.is_file()}
+    assert held
+    capsys.readouterr()
+    partial = partial_dump(whole, "ns-0000")
+    purge = ["purge", str(run), "--metadata", str(partial)]
+
+    assert main([*purge, "--out", str(tmp_path / "dry")]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "partial view" in err and WHOLE_DUMP_HINT in err
+
+    assert main([*purge, "--out", str(tmp_path / "purge"), "--confirm"]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("regprune: error: refusing to purge: the metadata is a partial")
+    assert {str(p.relative_to(registry)) for p in quarantine.rglob("*") if p.is_file()} == held
 
 
 @pytest.mark.parametrize("text", [True, False], ids=["streamed-json", "yaml"])
