@@ -215,6 +215,49 @@ def test_an_unreadable_blob_folder_fails_the_dry_run_and_deletes_nothing(tmp_pat
     assert files(registry) == before
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_an_unreadable_quarantine_stops_the_re_check_before_it_restores_or_purges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The re-check after the quarantine walks the quarantine like the registry's tree: a
+    folder of it that cannot be listed (injected at ``os.scandir``, as everything has
+    moved) fails the run in one line, and what is quarantined stays there, neither moved
+    back nor purged (``--quarantine-retention 0s`` would purge it right after the re-check),
+    for the next run's re-check or ``regprune undo``."""
+    from regprune import hooks
+
+    registry, dump = tmp_path / "registry", tmp_path / "metadata.json"
+    generate(registry, SPEC, dump, now=NOW)
+    seen: dict[str, Any] = {}
+
+    def deny_a_quarantined_folder(**_: Any) -> None:
+        quarantine = registry / "_regprune" / "quarantine"
+        seen["held"] = stored(registry)
+        folders = sorted(p for p in quarantine.rglob("*") if p.is_dir() and p.name != "data")
+        seen["denied"] = folders[-1]
+        failing(monkeypatch, os, "scandir", folders[-1], DENIED)
+
+    args = ["prune", "--storage", str(registry), "--metadata", str(dump), "--confirm"]
+    args += ["--out", str(tmp_path / "run"), "--quarantine-retention", "0s"]
+    with hooks.at(hooks.QUARANTINED, deny_a_quarantined_folder):
+        assert main(args) == EXIT_FAILURE
+    monkeypatch.undo()  # the folder readable again, to the test's own walk
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("regprune: error: access denied: folder listing of ")
+    assert str(seen["denied"]) in lines[0]
+    assert any("_regprune/quarantine/" in key for key in seen["held"])
+    assert stored(registry) == seen["held"]  # nothing restored, nothing purged
+
+
+def stored(registry: Path) -> dict[str, bytes]:
+    """The registry's tree and the quarantines (not the lock: the failed run released it)."""
+    kept = ("docker/", "_regprune/quarantine/")
+    return {key: data for key, data in files(registry).items() if key.startswith(kept)}
+
+
 # --- S3: a 403 on one prefix, one GET, one HEAD -------------------------------------------------
 
 
