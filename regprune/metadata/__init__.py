@@ -35,6 +35,9 @@ RETRY_BASE_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 RETRY_AFTER_MAX_SECONDS = 60.0
 """A server's ``Retry-After`` is honoured up to this many seconds."""
+MAX_LIST_RESTARTS = 3
+"""A list whose continue token expires (410 Gone) starts again from the beginning at most this
+many times (the Image and ImageStream listings and every workload kind's)."""
 
 
 class MetadataError(RuntimeError):
