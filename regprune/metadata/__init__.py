@@ -35,9 +35,6 @@ RETRY_BASE_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 RETRY_AFTER_MAX_SECONDS = 60.0
 """A server's ``Retry-After`` is honoured up to this many seconds."""
-MAX_LIST_RESTARTS = 3
-"""A list whose continue token expires (410 Gone) starts again from the beginning at most this
-many times (the Image and ImageStream listings and every workload kind's)."""
 
 
 class MetadataError(RuntimeError):
@@ -472,6 +469,11 @@ def _with_kind(item: dict[str, Any], list_kind: Any) -> dict[str, Any]:
 
 class ListingRestart(Exception):
     """The server expired our continue token (410): the whole list must start again."""
+
+
+MAX_LIST_RESTARTS = 3
+"""A list whose continue token expires (410 Gone) starts again from the beginning at most this
+many times (the Image and ImageStream listings and every workload kind's)."""
 
 
 def custom_objects_api(source: MetadataSource) -> Any:
