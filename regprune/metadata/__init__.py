@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from regprune.layout import is_digest
-from regprune.manifests import IMAGE_MEDIA_TYPES
+from regprune.mediatypes import IMAGE_MEDIA_TYPES
 from regprune.retries import backoff
 
 GROUP = "image.openshift.io"
