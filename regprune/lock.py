@@ -211,6 +211,14 @@ def lock_object(spec: StorageSpec) -> LockObject:
     return CloudLockObject(spec)
 
 
+_held: set[StorageLock] = set()
+"""The locks this process holds: an interrupted command releases what is still held."""
+
+
+def held_locks() -> list[StorageLock]:
+    return list(_held)
+
+
 class StorageLock:
     """Held from :meth:`acquire` to :meth:`release`."""
 
@@ -232,6 +240,7 @@ class StorageLock:
             self._remove_existing("removed by --force-unlock")
         for _ in range(3):
             if self.lock.create(data):
+                _held.add(self)
                 return
             found = self.lock.read()
             if found is None:  # released in between: try again
@@ -256,6 +265,7 @@ class StorageLock:
             self.lock.remove()
         else:
             progress.warning(f"The lock {self.lock.where} is no longer this run's: left in place")
+        _held.discard(self)
 
     def _remove_existing(self, why: str) -> None:
         found = self.lock.read()

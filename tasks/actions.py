@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
-from regprune import progress
+from regprune import interrupts, progress
 from regprune.layout import (
     blob_data_path,
     blob_data_paths,
@@ -299,6 +299,7 @@ def execute_batches(settings: ExecutionSettings, queue: str, batches: list[Batch
     recorded, opened = 0, 0.0
     try:
         for batch in batches:
+            interrupts.check()  # an interrupted run starts no batch (nothing half-done)
             if audit is None:
                 audit = TableWriter("actions", Path(settings.audit_dir) / f"{batch.name}.parquet")
                 recorded, opened = 0, time.monotonic()

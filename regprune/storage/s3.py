@@ -17,6 +17,7 @@ from regprune.storage.base import (
     StorageObject,
     StorageSpec,
 )
+from regprune.timeouts import Timeouts
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
 
@@ -44,6 +45,12 @@ class S3Storage(Storage):
             "skip_instance_cache": True,
             "max_concurrency": 1,
             **spec.options,
+        }
+        bounds = Timeouts.current()  # every request: connect and read bounded (options win)
+        options["config_kwargs"] = {
+            "connect_timeout": bounds.connect,
+            "read_timeout": bounds.read,
+            **(options.get("config_kwargs") or {}),
         }
         self.fs = s3fs.S3FileSystem(**options)
 
