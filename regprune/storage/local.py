@@ -32,6 +32,11 @@ class LocalStorage(Storage):
         self.v2 = self.root / V2_ROOT
 
     def check_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StorageConfigError(
+                f"storage {self.root} is a file, not a folder: pass the registry's "
+                "rootdirectory (the folder holding docker/registry/v2)"
+            )
         if not self.root.is_dir():
             raise StorageConfigError(f"storage folder {self.root} does not exist")
         if not self.v2.is_dir():
