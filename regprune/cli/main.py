@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -838,7 +839,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and threading.current_thread() is threading.main_thread():
         interrupts.arm(lambda state, forced: interrupted_line(args, state, forced))
     args = argparse.Namespace()
-    code = _main(argv, args)
+    try:
+        code = _main(argv, args)
+    except KeyboardInterrupt:  # before _main's own handling began (or after it ended)
+        state = interrupts.current()
+        code = state.exit_code if state else 130
+        line = interrupted_line(args, state, False) if state else "regprune: interrupted (exit 130)"
+        print(line, file=sys.stderr, flush=True)
     if argv is None and interrupts.requested():
         interrupts.end_process(code)  # threads still blocked in a request are not waited for
     return code
@@ -918,7 +925,7 @@ def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, f
     leaves and what to do, the exit code."""
     from regprune.lock import held_locks
 
-    doing = state.doing or "starting"
+    doing = re.split(r" \(|\. ", state.doing or "starting", maxsplit=1)[0]  # no aside
     line = f"regprune: interrupted by {state.name} while {doing[:1].lower()}{doing[1:]}"
     if forced:
         line += f"; it did not end within {interrupts.GRACE_SECONDS:g} s, so it stopped at once"
