@@ -514,8 +514,8 @@ def run_check(args: argparse.Namespace) -> int:
             "--recover --confirm writes lost-found tags to the cluster: it needs --metadata "
             "kube (a dump cannot be recovered into)"
         )
-    if not args.recover_rate > 0:
-        raise UsageError("--recover-rate: requests per second must be positive")
+    if not 0 < args.recover_rate < float("inf"):
+        raise UsageError("--recover-rate: requests per second must be a positive number")
     host = args.registry_host
     if host is not None and (not host or any(c in host for c in "/@ ")):
         raise UsageError(
