@@ -542,3 +542,32 @@ def test_anomalies_are_said_in_the_summary(
     ], result.stdout
     shown = regprune("sql", "--snapshot", str(run), "--format", "csv", query)
     assert shown.stdout.splitlines() == ["path,problem", "blobs/sha256/ab/odd,symbolic link"]
+
+
+def test_the_sql_prompt_refuses_alike(
+    snapshot_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interactive prompt checks each statement as a QUERY argument is checked."""
+    import io
+
+    import duckdb
+
+    from regprune.cli import sql
+
+    typed = iter([f"COPY (SELECT 1) TO '{tmp_path}/x.csv';", "SELECT count(*) FROM images;"])
+
+    def answer(prompt: str) -> str:
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", answer)
+    out = io.StringIO()
+    with duckdb.connect() as con:
+        views = sql.open_views(con, None, str(snapshot_folder))
+        sql.restrict(con, [sql.source_folder(None, str(snapshot_folder))], [])
+        sql.repl(con, views, out, sql.check_reads_only)
+    assert "Error: regprune sql reads the snapshot or warehouse only: COPY" in out.getvalue()
+    assert "(1 row)" in out.getvalue()
+    assert not (tmp_path / "x.csv").exists()
