@@ -67,10 +67,12 @@ class Interruption:
 
 
 _event = threading.Event()
+_recorded = threading.Event()
 _state: Interruption | None = None
 _lock = threading.Lock()
 _armed = False
-_raised = False
+_raised: int | None = None
+"""The signal the main thread's handler raised KeyboardInterrupt for (it raises once)."""
 _finish: Callable[[Interruption, bool], str] | None = None
 """Composes the command's line (regprune/cli); called with (interruption, forced)."""
 
@@ -79,7 +81,14 @@ def requested() -> bool:
     return _event.is_set()
 
 
-def current() -> Interruption | None:
+def current(wait: float = 0.0) -> Interruption | None:
+    """What the signal found; ``wait``: for the watcher to record it, if it has not yet (the
+    main thread's handler records nothing: it may have interrupted code holding the locks
+    that recording takes)."""
+    if _state is None and _event.is_set() and wait:
+        _recorded.wait(wait)
+    if _state is None and _raised is not None:
+        return Interruption(_raised, None, None)
     return _state
 
 
@@ -91,8 +100,10 @@ def check() -> None:
 
 def request(signum: int) -> Interruption:
     """Record the interruption (the first signal's; later ones change nothing) and stop the
-    work that can be stopped from any thread."""
+    work that can be stopped from any thread. Never from a signal handler (it takes locks
+    the interrupted code may hold): the watcher thread calls it."""
     global _state
+    _event.set()
     with _lock:
         if _state is None:
             from regprune import progress
@@ -102,7 +113,7 @@ def request(signum: int) -> Interruption:
             locks = [held.lock.where for held in held_locks()]
             _state = Interruption(signum, key, doing, locks)
         state = _state
-    _event.set()
+    _recorded.set()
     from regprune.timeouts import abort_requests
 
     abort_requests()
@@ -110,12 +121,12 @@ def request(signum: int) -> Interruption:
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
-    """The main thread's handler: the watcher has recorded the signal already (or it is
-    recorded now); the main thread unwinds, once (a second signal is the watcher's)."""
+    """The main thread's handler: it unwinds, once (the watcher records the signal, and ends
+    the process on a second one). It takes no lock: it may run inside code holding one."""
     global _raised
-    request(signum)
-    if not _raised:
-        _raised = True
+    _event.set()
+    if _raised is None:
+        _raised = signum
         raise KeyboardInterrupt
 
 

@@ -842,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _main(argv, args)
     except KeyboardInterrupt:  # before _main's own handling began (or after it ended)
-        state = interrupts.current()
+        state = interrupts.current(wait=2.0)
         code = state.exit_code if state else 130
         line = interrupted_line(args, state, False) if state else "regprune: interrupted (exit 130)"
         print(line, file=sys.stderr, flush=True)
@@ -879,7 +879,7 @@ def _main(argv: Sequence[str] | None, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if display is not None:
             display.close()
-        state = interrupts.current()
+        state = interrupts.current(wait=2.0)
         if state is None:  # a KeyboardInterrupt of its own (called in-process)
             print("regprune: interrupted (exit 130)", file=sys.stderr)
             return 130
