@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
+from regprune import progress
+
 GRACE_SECONDS = 10.0
 """How long the main thread has to unwind after a signal before the process ends anyway."""
 EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -69,10 +71,9 @@ class Interruption:
 _event = threading.Event()
 _recorded = threading.Event()
 _state: Interruption | None = None
-_lock = threading.Lock()
 _armed = False
-_raised: int | None = None
-"""The signal the main thread's handler raised KeyboardInterrupt for (it raises once)."""
+_raised = False
+"""Whether the main thread's handler raised KeyboardInterrupt (it does once)."""
 _finish: Callable[[Interruption, bool], str] | None = None
 """Composes the command's line (regprune/cli); called with (interruption, forced)."""
 
@@ -82,13 +83,9 @@ def requested() -> bool:
 
 
 def current(wait: float = 0.0) -> Interruption | None:
-    """What the signal found; ``wait``: for the watcher to record it, if it has not yet (the
-    main thread's handler records nothing: it may have interrupted code holding the locks
-    that recording takes)."""
+    """What the signal found (``wait``: for it to be recorded, if it is not yet)."""
     if _state is None and _event.is_set() and wait:
         _recorded.wait(wait)
-    if _state is None and _raised is not None:
-        return Interruption(_raised, None, None)
     return _state
 
 
@@ -98,22 +95,26 @@ def check() -> None:
         raise Interrupted("interrupted")
 
 
+def _record(signum: int) -> Interruption:
+    """The first signal's interruption: what the run was doing and the locks it held, read
+    without taking a lock (the main thread's handler records too, at once, before the flow
+    unwinds and closes what it was doing; it may run inside code holding a lock)."""
+    global _state
+    if _state is None:
+        key, doing = progress.doing()
+        held = sys.modules.get("regprune.lock")  # not imported yet: no lock held; no import
+        locks = [each.lock.where for each in held.held_locks()] if held else []  # here
+        _state = Interruption(signum, key, doing, locks)
+    _event.set()
+    _recorded.set()
+    return _state
+
+
 def request(signum: int) -> Interruption:
     """Record the interruption (the first signal's; later ones change nothing) and stop the
-    work that can be stopped from any thread. Never from a signal handler (it takes locks
-    the interrupted code may hold): the watcher thread calls it."""
-    global _state
-    _event.set()
-    with _lock:
-        if _state is None:
-            from regprune import progress
-            from regprune.lock import held_locks
-
-            key, doing = progress.doing()
-            locks = [held.lock.where for held in held_locks()]
-            _state = Interruption(signum, key, doing, locks)
-        state = _state
-    _recorded.set()
+    work that can be stopped from any thread (not from a signal handler: ending the requests
+    takes a lock)."""
+    state = _record(signum)
     from regprune.timeouts import abort_requests
 
     abort_requests()
@@ -121,12 +122,12 @@ def request(signum: int) -> Interruption:
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
-    """The main thread's handler: it unwinds, once (the watcher records the signal, and ends
-    the process on a second one). It takes no lock: it may run inside code holding one."""
+    """The main thread's handler: it records what the run was doing and unwinds, once (the
+    watcher stops the rest, and ends the process on a second signal)."""
     global _raised
-    _event.set()
-    if _raised is None:
-        _raised = signum
+    _record(signum)
+    if not _raised:
+        _raised = True
         raise KeyboardInterrupt
 
 

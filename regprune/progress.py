@@ -176,11 +176,12 @@ def warning(text: str) -> None:
 
 def doing() -> tuple[str | None, str | None]:
     """(key, title) of the newest open activity, else (None, the last phase announced): what
-    an interrupted run was doing."""
-    with _lock:
-        if _activities:
-            newest = max(_activities.values(), key=lambda a: a.started)
-            return newest.key, newest.title
+    an interrupted run was doing. Takes no lock (a signal handler calls it, maybe inside
+    code that holds one): copying the values is one step under the interpreter's lock."""
+    current = list(_activities.values())
+    if current:
+        newest = max(current, key=lambda a: a.started)
+        return newest.key, newest.title
     return None, _last_phase
 
 
