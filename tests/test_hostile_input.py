@@ -390,8 +390,8 @@ def test_a_list_with_null_items_is_an_empty_list(
     ("hostile", "flags", "says"),
     [
         ("html", [], "the answer is not a Kubernetes list (str '<html><body>Log in"),
-        ("silent", ["--read-timeout", "300ms"], "no answer for 0.3 s (--read-timeout)"),
-        ("trickle", ["--request-timeout", "500ms"], "no complete answer within 0.5 s"),
+        ("silent", ["--read-timeout", "300ms"], "no answer for 0.3 s (--read-timeout) (after 3"),
+        ("trickle", ["--request-timeout", "500ms"], "within 0.5 s (--request-timeout) (after 3"),
     ],
     indirect=["hostile"],
 )

@@ -221,3 +221,16 @@ def test_the_registry_api_gives_up_on_a_silent_registry(
 
     error = RegistryAPI(hostile.url).unlink("ns/app", "sha256:" + "a" * 64)
     assert error is not None and "timed out" in error
+
+
+@pytest.mark.parametrize("hostile", ["silent"], indirect=True)
+def test_a_call_that_times_out_is_tried_three_times_not_seven(
+    hostile: HostileServer, short_timeouts: Timeouts, tmp_path: Path
+) -> None:
+    """Each attempt took a whole timeout: three of them, then the listing fails."""
+    from regprune.metadata import call_with_retries
+
+    api = kube_api(hostile, tmp_path)
+    with pytest.raises(MetadataError, match=r"--read-timeout\) \(after 3 attempts\)"):
+        call_with_retries(lambda: list_images(api), "list images", 6, sleep=lambda _: None)
+    assert hostile.requests == 3

@@ -35,6 +35,9 @@ RETRY_BASE_SECONDS = 0.5
 ``RETRY_MAX_SECONDS``. Module-level so tests (and impatient operators) can shorten it."""
 RETRY_MAX_SECONDS = 30.0
 RETRY_AFTER_MAX_SECONDS = 60.0
+TIMED_OUT_ATTEMPTS = 3
+"""Attempts of a call whose requests run out of time (regprune/timeouts.py): a silent server
+fails a listing after three read timeouts, not seven."""
 """A server's ``Retry-After`` is honoured up to this many seconds."""
 
 
@@ -511,10 +514,14 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     """Retry 429/5xx and connection errors with capped exponential backoff (honouring
-    Retry-After); turn 403/401 and 410 into errors that say what to do."""
+    Retry-After); turn 403/401 and 410 into errors that say what to do. A request that ran
+    out of time is tried :data:`TIMED_OUT_ATTEMPTS` times at most: each took a timeout."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    from regprune.timeouts import RequestTimeout
+
+    timed_out = 0
     for attempt in range(max_retries + 1):
         try:
             return call()
@@ -534,7 +541,8 @@ def call_with_retries(
                 ) from exc
             delay = _retry_after(exc) or backoff(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
         except (HTTPError, OSError) as exc:
-            if attempt == max_retries:
+            timed_out += isinstance(exc, RequestTimeout)
+            if attempt == max_retries or timed_out == TIMED_OUT_ATTEMPTS:
                 raise MetadataError(f"cannot {what}: {exc} (after {attempt + 1} attempts)") from exc
             delay = backoff(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
         sleep(delay)
