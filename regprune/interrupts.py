@@ -103,7 +103,7 @@ def _record(signum: int) -> Interruption:
     if _state is None:
         key, doing = progress.doing()
         held = sys.modules.get("regprune.lock")  # not imported yet: no lock held; no import
-        locks = [each.lock.where for each in held.held_locks()] if held else []  # here
+        locks = [each.where for each in held.held_locks()] if held else []  # here
         _state = Interruption(signum, key, doing, locks)
     _event.set()
     _recorded.set()

@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regprune import interrupts, progress, timeouts
+from regprune import interrupts, progress, timeouts, twophase
 from regprune.cli.output import LOG_FILE, START_SERVER_HINT, Output, prepare_environment
 from regprune.cli.sql import add_sql_parser, warehouse_url
+from regprune.twophase import default_retention, default_settle
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -47,13 +48,16 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--storage",
         metavar="URL",
-        help="registry rootdirectory: PATH, file:///PATH or s3://BUCKET[/ROOTDIRECTORY] "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION apply)",
+        help="the registry's storage: a folder (PATH, file:///PATH: its rootdirectory), "
+        "s3://BUCKET[/ROOT], gs://BUCKET[/ROOT], az://CONTAINER[/ROOT] or "
+        "swift://CONTAINER[/PREFIX]; "
+        "credentials from each service's usual environment (docs/storage.md)",
     )
     group.add_argument(
         "--registry-config",
         metavar="FILE",
-        help="the registry's config.yml: its storage.filesystem or storage.s3 section decides",
+        help="the registry's config.yml: its storage section (filesystem, s3, gcs, azure or swift) "
+        "decides, with the registry's REGISTRY_STORAGE_* environment overrides",
     )
     group.add_argument(
         "--storage-option",
@@ -451,6 +455,8 @@ def run_prune(args: argparse.Namespace) -> int:
 
     check_duration("--keep-younger-than", args.keep_younger_than)
     check_duration("--upload-max-age", args.upload_max_age)
+    check_duration("--settle", args.settle)
+    check_duration("--quarantine-retention", args.quarantine_retention)
     check_registry_url(args.registry_url)
     if args.registry_token_file and not args.registry_url:
         raise UsageError("--registry-token-file goes with --registry-url")
@@ -499,6 +505,8 @@ def run_prune(args: argparse.Namespace) -> int:
         force=args.force,
         force_unlock=args.force_unlock,
         project_images_plan=args.project_images_plan,
+        settle=args.settle,
+        quarantine_retention=args.quarantine_retention,
         **inputs,
     )
     finish(args, inputs, result)
@@ -589,7 +597,7 @@ def run_demo(args: argparse.Namespace) -> int:
         result["check"]["text"],
         "\n== against the generator's ground truth",
         "\n".join(result["agreement"]),
-        f"\nTables and results: {result['run_dir']} (query them with DuckDB, see README)",
+        f"\nTables and results: {result['run_dir']} (query them with DuckDB: docs/tables.md)",
     ):
         say(args, text)
     return EXIT_OK if all("matches" in line for line in result["agreement"]) else EXIT_FAILURE
@@ -645,7 +653,24 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--confirm",
         action="store_true",
-        help="delete for real: execute the plan, re-verifying every object just before",
+        help="delete for real, in two phases: move what the plan deletes into a quarantine "
+        "(each object re-read just before), wait --settle, re-check, move back what gained "
+        "a reference (docs/safety.md)",
+    )
+    prune.add_argument(
+        "--settle",
+        default=default_settle(),
+        metavar="DURATION",
+        help="wait this long after the last move before the re-check, so pushes in flight "
+        f"have written their links (default {twophase.SETTLE}, or $REGPRUNE_SETTLE)",
+    )
+    prune.add_argument(
+        "--quarantine-retention",
+        default=default_retention(),
+        metavar="DURATION",
+        help="keep a quarantine this long (for 'regprune undo') before a confirmed run "
+        f"purges it after its re-check (default {twophase.RETENTION}, or "
+        "$REGPRUNE_QUARANTINE_RETENTION; 0s: purge this run's at once)",
     )
     prune.add_argument(
         "--resume",
@@ -732,8 +757,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=run_demo)
     add_sql_parser(commands)
     from regprune.cli.prune_images import add_prune_images_parser
+    from regprune.cli.quarantine import add_quarantine_parsers
 
     add_prune_images_parser(commands)
+    add_quarantine_parsers(commands)
     return parser
 
 
@@ -806,6 +833,8 @@ def output_mode(args: argparse.Namespace) -> Output:
 
 
 KNOWN_FAILURES = {
+    "AuditWriteError",
+    "QuarantineError",
     "StorageConfigError",
     "StorageListingError",
     "MetadataError",
@@ -814,6 +843,8 @@ KNOWN_FAILURES = {
     "UnsafePlan",
     "WarehouseError",
     "RecoveryError",
+    "JournalError",
+    "UndoError",
 }
 """Errors whose message says it all: printed without their type."""
 
@@ -917,7 +948,7 @@ def release_held_locks() -> None:
         try:
             held.release()
         except Exception as exc:  # its line says so; the next run on this host takes it over
-            progress.warning(f"the storage lock {held.lock.where} could not be released: {exc}")
+            progress.warning(f"the storage lock {held.where} could not be released: {exc}")
 
 
 def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, forced: bool) -> str:
@@ -929,7 +960,7 @@ def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, f
     line = f"regprune: interrupted by {state.name} while {doing[:1].lower()}{doing[1:]}"
     if forced:
         line += f"; it did not end within {interrupts.GRACE_SECONDS:g} s, so it stopped at once"
-    left = [held.lock.where for held in held_locks()]
+    left = [held.where for held in held_locks()]
     if left:
         line += (
             f"; the storage lock {', '.join(left)} is left: the next run on this host takes "

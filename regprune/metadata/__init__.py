@@ -35,10 +35,10 @@ RETRY_BASE_SECONDS = 0.5
 ``RETRY_MAX_SECONDS``. Module-level so tests (and impatient operators) can shorten it."""
 RETRY_MAX_SECONDS = 30.0
 RETRY_AFTER_MAX_SECONDS = 60.0
+"""A server's ``Retry-After`` is honoured up to this many seconds."""
 TIMED_OUT_ATTEMPTS = 3
 """Attempts of a call whose requests run out of time (regprune/timeouts.py): a silent server
 fails a listing after three read timeouts, not seven."""
-"""A server's ``Retry-After`` is honoured up to this many seconds."""
 
 
 class MetadataError(RuntimeError):
@@ -490,8 +490,11 @@ def custom_objects_api(source: MetadataSource) -> Any:
     from kubernetes import client, config
 
     kubeconfig = source.kubeconfig or os.environ.get("KUBECONFIG")
-    default = Path.home() / ".kube" / "config"
-    if kubeconfig or default.exists() or "KUBERNETES_SERVICE_HOST" not in os.environ:
+    try:
+        default_exists = (Path.home() / ".kube" / "config").exists()
+    except RuntimeError:  # no HOME and a UID without a passwd entry: an arbitrary UID in a pod
+        default_exists = False
+    if kubeconfig or default_exists or "KUBERNETES_SERVICE_HOST" not in os.environ:
         try:
             api_client = config.new_client_from_config(
                 config_file=kubeconfig, context=source.context
@@ -499,8 +502,18 @@ def custom_objects_api(source: MetadataSource) -> Any:
         except (config.ConfigException, OSError, TypeError) as exc:
             raise MetadataError(f"cannot load kubeconfig: {exc}") from exc
     else:
-        config.load_incluster_config()
-        api_client = client.ApiClient()
+        # the pod's ServiceAccount: token and CA from the kubelet's mount, re-read as the
+        # token rotates; into a configuration of our own, not the client's global default
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as exc:
+            raise MetadataError(
+                f"cannot load the in-cluster configuration (KUBERNETES_SERVICE_HOST is set, "
+                f"no kubeconfig found): {exc} (the ServiceAccount's token and ca.crt belong "
+                f"in {Path(config.incluster_config.SERVICE_TOKEN_FILENAME).parent})"
+            ) from exc
+        api_client = client.ApiClient(configuration)
     from regprune.timeouts import bound_pool_manager
 
     bound_pool_manager(api_client.rest_client.pool_manager)
