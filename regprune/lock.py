@@ -107,6 +107,14 @@ def current_boot_id() -> str | None:
         return None
 
 
+_held: set[StorageLock] = set()
+"""The locks this process holds: an interrupted command releases what is still held."""
+
+
+def held_locks() -> list[StorageLock]:
+    return list(_held)
+
+
 class StorageLock:
     """Held from :meth:`acquire` to :meth:`release`."""
 
@@ -131,6 +139,7 @@ class StorageLock:
             self._remove_existing("removed by --force-unlock")
         for _ in range(3):
             if self._create(data):
+                _held.add(self)
                 return
             found = self._read()
             if found is None:  # released in between: try again
@@ -155,6 +164,7 @@ class StorageLock:
             self.storage.lock_remove(LOCK_KEY)
         else:
             progress.warning(f"The lock {self.where} is no longer this run's: left in place")
+        _held.discard(self)
 
     def _create(self, data: bytes) -> bool:
         """The backend's conditional create, then the content read back, in case an endpoint

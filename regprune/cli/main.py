@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regprune import progress, twophase
+from regprune import interrupts, progress, timeouts, twophase
 from regprune.cli.output import LOG_FILE, START_SERVER_HINT, Output, prepare_environment
 from regprune.cli.sql import add_sql_parser, warehouse_url
 from regprune.twophase import default_retention, default_settle
@@ -63,8 +64,49 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="extra option for the storage's client (repeatable); never credentials",
+        help="extra option of the storage's client (repeatable; a value in {} or [] is JSON), "
+        'e.g. client_kwargs={"region_name": "eu-west-1"}; never credentials: those come '
+        "from the storage's environment (options are stored with the flow run)",
     )
+
+
+def add_timeout_arguments(parser: argparse.ArgumentParser) -> None:
+    """--connect-timeout, --read-timeout, --request-timeout (regprune/timeouts.py)."""
+    group = parser.add_argument_group("network limits (docs/limits.md)")
+    for timeout in timeouts.ALL:
+        group.add_argument(
+            timeout.flag,
+            metavar="DURATION",
+            help=f"{timeout.help} (default ${timeout.env}, else {timeout.default})",
+        )
+
+
+def apply_timeouts(args: argparse.Namespace) -> None:
+    """The timeouts given, checked, in the environment every client reads them from (tasks
+    in this process and in Dask workers it starts); undone when called in-process."""
+    saved = {t.env: os.environ.get(t.env) for t in timeouts.ALL}
+    for timeout in timeouts.ALL:
+        value = getattr(args, timeout.flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        try:
+            timeouts.parse_timeout(value)
+        except ValueError as exc:
+            raise UsageError(f"{timeout.flag}: {exc}") from exc
+        os.environ[timeout.env] = value
+    args.restore_timeouts = saved
+    try:
+        timeouts.Timeouts.current()
+    except ValueError as exc:  # a bad value in the environment, not on the command line
+        raise UsageError(str(exc)) from exc
+
+
+def restore_timeouts(args: argparse.Namespace) -> None:
+    for name, value in getattr(args, "restore_timeouts", {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def add_metadata_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,11 +168,14 @@ def task_runner_settings(args: argparse.Namespace) -> TaskRunnerSettings:
 
 
 def storage_options(args: argparse.Namespace) -> dict[str, Any]:
-    from regprune.storage import parse_storage_option
+    from regprune.storage import StorageConfigError, parse_storage_option
 
     options: dict[str, Any] = {}
     for text in args.storage_option:
-        key, value = parse_storage_option(text)
+        try:
+            key, value = parse_storage_option(text)
+        except StorageConfigError as exc:
+            raise UsageError(str(exc)) from exc
         options[key] = value
     return options
 
@@ -144,10 +189,13 @@ def snapshot_source(args: argparse.Namespace) -> SnapshotSource:
     from pydantic import ValidationError
 
     from regprune.snapshots import SnapshotSource
+    from regprune.storage import CREDENTIALS_ELSEWHERE, url_holds_credentials
 
     check_storage_choice(args)
+    if url_holds_credentials(args.storage):
+        raise UsageError(f"--storage holds a user or password in its URL; {CREDENTIALS_ELSEWHERE}")
     try:
-        return SnapshotSource(
+        source = SnapshotSource(
             storage=args.storage,
             registry_config=args.registry_config,
             storage_options=storage_options(args),
@@ -159,6 +207,65 @@ def snapshot_source(args: argparse.Namespace) -> SnapshotSource:
         )
     except ValidationError as exc:
         raise UsageError(_validation_message(exc)) from exc
+    args.storage_to_check = source
+    return source
+
+
+def check_storage_now(source: SnapshotSource) -> None:
+    """What can be checked before a Prefect server starts: the registry config parses as
+    the registry parses it, and a local storage is a folder (a failed run's one line)."""
+    from regprune.storage import LocalStorage
+
+    spec = source.storage_spec()  # reads --registry-config: StorageConfigError, exit 1
+    if spec.scheme == "file":
+        LocalStorage(spec).check_root()
+
+
+def check_registry_url(url: str | None) -> None:
+    """--registry-url: an http(s) URL without credentials (flow parameters are stored)."""
+    from urllib.parse import urlparse
+
+    from regprune.storage import url_holds_credentials
+
+    if url is None:
+        return
+    if url_holds_credentials(url):
+        raise UsageError(
+            "--registry-url holds a user or password, which would be stored with the flow "
+            "run: put the registry's bearer token in a file and pass --registry-token-file FILE"
+        )
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018  (a port that is no number raises)
+    except ValueError as exc:
+        raise UsageError(f"--registry-url: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError("--registry-url: expected http://HOST[:PORT] or https://HOST[:PORT]")
+
+
+def check_duration(flag: str, value: Any) -> None:
+    from regprune.units import parse_duration
+
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from exc
+
+
+LIST_VALUES = {"storage_option"}
+"""Options whose value is a list (``action="append"``); every other one is one text."""
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """``--keep-younger-than=--``: argparse takes ``--`` away and leaves an empty list where
+    one value belongs; every option gets one text (a repeatable one, texts)."""
+    for name, value in vars(args).items():
+        flag = "--" + name.replace("_", "-")
+        if name in LIST_VALUES:
+            if not all(isinstance(item, str) for item in value):
+                raise UsageError(f"{flag}: expects a value, not '--'")
+        elif isinstance(value, list):
+            raise UsageError(f"{flag}: expects a value, not '--'")
 
 
 FLAGS = {"shard_tasks": "--shards", "storage_options": "--storage-option"}
@@ -181,12 +288,18 @@ def new_run_folder(kind: str) -> str:
 
 
 def begin(args: argparse.Namespace, run_dir: str | Path) -> None:
-    """The command line is valid: the run's log file, and a Prefect server if none runs
-    (started in the background while the flows are imported; see :func:`ready`)."""
+    """The command line is valid: the storage is checked as far as it can be here, the
+    run's log file, and a Prefect server if none runs (started in the background while the
+    flows are imported; see :func:`ready`)."""
     from prefect.settings import PREFECT_API_URL
 
     from regprune.cli.output import configure_logging
 
+    source = getattr(args, "storage_to_check", None)
+    if source is not None:
+        check_storage_now(source)
+
+    args.run_dir = str(run_dir)
     args.log_file = Path(run_dir) / LOG_FILE
     args.undo_logging = configure_logging(args.output_mode, args.log_file)
     if args.api_url:
@@ -262,7 +375,7 @@ def print_json(data: Any) -> None:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    from regprune.snapshots import read_snapshot_summary
+    from regprune.snapshots import anomalies_text, read_snapshot_summary
 
     source = snapshot_source(args)
     out = args.out or new_run_folder("snapshot")
@@ -286,6 +399,9 @@ def run_snapshot(args: argparse.Namespace) -> int:
         args,
         f"Tables: {out}" + (f" (and the warehouse {args.warehouse})" if args.warehouse else ""),
     )
+    anomalies = anomalies_text(out)
+    if anomalies:
+        say(args, anomalies)
     return EXIT_OK
 
 
@@ -336,18 +452,12 @@ def duckdb_settings(args: argparse.Namespace) -> DuckDBSettings:
 
 def run_prune(args: argparse.Namespace) -> int:
     from regprune.tasks.registry_restart import parse_deployment
-    from regprune.units import parse_duration
 
-    for flag, value in (
-        ("--keep-younger-than", args.keep_younger_than),
-        ("--upload-max-age", args.upload_max_age),
-        ("--settle", args.settle),
-        ("--quarantine-retention", args.quarantine_retention),
-    ):
-        try:
-            parse_duration(value)
-        except ValueError as exc:
-            raise UsageError(f"{flag}: {exc}") from exc
+    check_duration("--keep-younger-than", args.keep_younger_than)
+    check_duration("--upload-max-age", args.upload_max_age)
+    check_duration("--settle", args.settle)
+    check_duration("--quarantine-retention", args.quarantine_retention)
+    check_registry_url(args.registry_url)
     if args.registry_token_file and not args.registry_url:
         raise UsageError("--registry-token-file goes with --registry-url")
     for flag, given in (("--force", args.force), ("--force-unlock", args.force_unlock)):
@@ -412,8 +522,8 @@ def run_check(args: argparse.Namespace) -> int:
             "--recover --confirm writes lost-found tags to the cluster: it needs --metadata "
             "kube (a dump cannot be recovered into)"
         )
-    if not args.recover_rate > 0:
-        raise UsageError("--recover-rate: requests per second must be positive")
+    if not 0 < args.recover_rate < float("inf"):
+        raise UsageError("--recover-rate: requests per second must be a positive number")
     host = args.registry_host
     if host is not None and (not host or any(c in host for c in "/@ ")):
         raise UsageError(
@@ -516,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder for the tables (default: regprune-runs/snapshot-<time>)",
     )
+    add_timeout_arguments(snapshot)
     add_output_arguments(snapshot)
     snapshot.set_defaults(run=run_snapshot)
 
@@ -598,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a dry run only: plan over the cluster as the prune-images plan in RUN_DIR would "
         "leave it (its Images deleted, its tag revisions removed)",
     )
+    add_timeout_arguments(prune)
     add_output_arguments(prune)
     prune.set_defaults(run=run_prune)
 
@@ -632,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PER_SECOND",
         help=f"API requests per second while recovering (default {DEFAULT_RECOVER_RATE:g})",
     )
+    add_timeout_arguments(check)
     add_output_arguments(check)
     check.set_defaults(run=run_check)
 
@@ -751,16 +864,37 @@ def error_line(exc: BaseException, log_file: Path | None, debug: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command. Run as a program (``argv`` None), SIGTERM and SIGINT end it promptly at
+    any point (regprune/interrupts.py); called with ``argv`` (tests), signals are left as
+    they are."""
+    if argv is None and threading.current_thread() is threading.main_thread():
+        interrupts.arm(lambda state, forced: interrupted_line(args, state, forced))
+    args = argparse.Namespace()
+    try:
+        code = _main(argv, args)
+    except KeyboardInterrupt:  # before _main's own handling began (or after it ended)
+        state = interrupts.current(wait=2.0)
+        code = state.exit_code if state else 130
+        line = interrupted_line(args, state, False) if state else "regprune: interrupted (exit 130)"
+        print(line, file=sys.stderr, flush=True)
+    if argv is None and interrupts.requested():
+        interrupts.end_process(code)  # threads still blocked in a request are not waited for
+    return code
+
+
+def _main(argv: Sequence[str] | None, args: argparse.Namespace) -> int:
     api_url = prepare_environment()  # before anything imports Prefect
     parser = build_parser()
-    args = parser.parse_args(argv)
+    parser.parse_args(argv, namespace=args)
     args.output_mode = output = output_mode(args)
     args.api_url = api_url
     run: Callable[[argparse.Namespace], int] = args.run
     display = None
     try:
+        check_values(args)
         if args.command == "sql":
             return run(args)
+        apply_timeouts(args)
         from regprune.cli.output import make_display
 
         display = make_display(output)
@@ -774,8 +908,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("regprune: interrupted (exit 130)", file=sys.stderr)
-        return 130
+        if display is not None:
+            display.close()
+        state = interrupts.current(wait=2.0)
+        if state is None:  # a KeyboardInterrupt of its own (called in-process)
+            print("regprune: interrupted (exit 130)", file=sys.stderr)
+            return 130
+        release_held_locks()
+        print(interrupted_line(args, state, forced=False), file=sys.stderr, flush=True)
+        return state.exit_code
     except BrokenPipeError:
         return quiet_broken_pipe()
     except Exception as exc:  # the run's log keeps the traceback; the terminal gets one line
@@ -794,6 +935,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         undo = getattr(args, "undo_logging", None)
         if undo is not None and argv is not None:  # called in-process (tests): as it was
             undo()
+        if argv is not None:
+            restore_timeouts(args)
+
+
+def release_held_locks() -> None:
+    """A lock this process still holds once the flow unwound (normally none: the deleting
+    step releases it on its way out)."""
+    from regprune.lock import held_locks
+
+    for held in held_locks():
+        try:
+            held.release()
+        except Exception as exc:  # its line says so; the next run on this host takes it over
+            progress.warning(f"the storage lock {held.where} could not be released: {exc}")
+
+
+def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, forced: bool) -> str:
+    """The one line of an interrupted run: the signal, what it interrupted, what that
+    leaves and what to do, the exit code."""
+    from regprune.lock import held_locks
+
+    doing = re.split(r" \(|\. ", state.doing or "starting", maxsplit=1)[0]  # no aside
+    line = f"regprune: interrupted by {state.name} while {doing[:1].lower()}{doing[1:]}"
+    if forced:
+        line += f"; it did not end within {interrupts.GRACE_SECONDS:g} s, so it stopped at once"
+    left = [held.where for held in held_locks()]
+    if left:
+        line += (
+            f"; the storage lock {', '.join(left)} is left: the next run on this host takes "
+            "it over (elsewhere: --force-unlock)"
+        )
+    elif state.locks:
+        line += "; the storage lock is released"
+    run_dir = getattr(args, "run_dir", None)
+    command = getattr(args, "command", None)
+    confirm = bool(getattr(args, "confirm", False))
+    changes = {
+        "prune": confirm or bool(getattr(args, "resume", None)),
+        "check": confirm and bool(getattr(args, "recover", False)),
+        "prune-images": confirm,
+    }.get(str(command), False)
+    deleted = bool(run_dir) and any(Path(str(run_dir), "actions").glob("*.parquet"))
+    if command == "prune" and changes and run_dir and (state.locks or deleted):
+        line += f"; regprune prune --resume {run_dir} finishes the plan"
+    elif not changes or (command == "prune" and not deleted):
+        line += "; nothing was deleted" if command in ("snapshot", "prune") else "; nothing changed"
+        if run_dir and state.key in ("metadata", "walk"):
+            line += f", the snapshot in {run_dir} is incomplete"
+    elif run_dir:
+        line += f"; what was done is in {run_dir}"
+    return f"{line} (exit {state.exit_code})"
 
 
 def quiet_broken_pipe() -> int:
@@ -805,4 +997,8 @@ def quiet_broken_pipe() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m regprune.cli.main`: run the module's importable copy, so the classes other
+    # modules import from it (UsageError) are the ones main() catches
+    from regprune.cli.main import main as command
+
+    sys.exit(command())

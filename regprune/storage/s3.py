@@ -20,6 +20,7 @@ from regprune.storage.base import (
     StorageSpec,
     folder_marker,
 )
+from regprune.timeouts import Timeouts
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
 LOCK_CONFLICT_ATTEMPTS = 5
@@ -43,6 +44,12 @@ class S3Storage(Storage):
             "skip_instance_cache": True,
             "max_concurrency": 1,
             **spec.options,
+        }
+        bounds = Timeouts.current()  # every request: connect and read bounded (options win)
+        options["config_kwargs"] = {
+            "connect_timeout": bounds.connect,
+            "read_timeout": bounds.read,
+            **(options.get("config_kwargs") or {}),
         }
         self.fs = s3fs.S3FileSystem(**options)
 
