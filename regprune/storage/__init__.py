@@ -23,6 +23,7 @@ from regprune.storage.base import (
     unreadable,
 )
 from regprune.storage.config import (
+    CREDENTIALS_ELSEWHERE,
     SUPPORTED_DRIVERS,
     URL_FORMS,
     check_options_hold_no_secrets,
@@ -30,12 +31,14 @@ from regprune.storage.config import (
     parse_storage_option,
     resolve_storage,
     storage_from_registry_config,
+    url_holds_credentials,
 )
 from regprune.storage.dryrun import DryRunStorage
 from regprune.storage.local import LocalStorage
 from regprune.storage.s3 import S3Storage
 
 __all__ = [
+    "CREDENTIALS_ELSEWHERE",
     "EMPTY_FOLDER",
     "LISTED_STAT_MIN_DEPTH",
     "LISTING_SCHEMA",
@@ -58,4 +61,5 @@ __all__ = [
     "resolve_storage",
     "storage_from_registry_config",
     "unreadable",
+    "url_holds_credentials",
 ]
