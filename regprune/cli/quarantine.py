@@ -155,6 +155,7 @@ def run_purge(args: argparse.Namespace) -> int:
     source = _storage_source(args, storage)
     if source is None:
         raise UsageError("--older-than needs the storage: --storage URL or --registry-config")
+    run = args.run_dir  # begin() sets args.run_dir to this run's own folder (interrupts)
     out = args.out or new_run_folder("purge")
     begin(args, out)
     from regprune.flows.purge import purge_flow
@@ -162,7 +163,7 @@ def run_purge(args: argparse.Namespace) -> int:
     ready(args)
     result = purge_flow(
         source=source,
-        run=args.run_dir,
+        run=run,
         older_than=args.older_than,
         out=out,
         confirm=args.confirm,
