@@ -252,6 +252,12 @@ def check_duration(flag: str, value: Any) -> None:
         raise UsageError(f"{flag}: {exc}") from exc
 
 
+def flag_or_env(flag: str, env: str, value: Any) -> str:
+    """What a bad value is named by: the environment variable that gave the option's
+    default (a deployment's choice, not the command line's), else the option."""
+    return f"${env} (the default of {flag})" if value and value == os.environ.get(env) else flag
+
+
 LIST_VALUES = {"storage_option"}
 """Options whose value is a list (``action="append"``); every other one is one text."""
 
@@ -299,7 +305,7 @@ def begin(args: argparse.Namespace, run_dir: str | Path) -> None:
     if source is not None:
         check_storage_now(source)
 
-    args.run_dir = str(run_dir)
+    args.run_folder = str(run_dir)  # not run_dir: undo's and purge's RUN is the run they act on
     args.log_file = Path(run_dir) / LOG_FILE
     args.undo_logging = configure_logging(args.output_mode, args.log_file)
     if args.api_url:
@@ -455,8 +461,11 @@ def run_prune(args: argparse.Namespace) -> int:
 
     check_duration("--keep-younger-than", args.keep_younger_than)
     check_duration("--upload-max-age", args.upload_max_age)
-    check_duration("--settle", args.settle)
-    check_duration("--quarantine-retention", args.quarantine_retention)
+    check_duration(flag_or_env("--settle", "REGPRUNE_SETTLE", args.settle), args.settle)
+    retention = args.quarantine_retention
+    check_duration(
+        flag_or_env("--quarantine-retention", "REGPRUNE_QUARANTINE_RETENTION", retention), retention
+    )
     check_registry_url(args.registry_url)
     if args.registry_token_file and not args.registry_url:
         raise UsageError("--registry-token-file goes with --registry-url")
@@ -968,13 +977,15 @@ def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, f
         )
     elif state.locks:
         line += "; the storage lock is released"
-    run_dir = getattr(args, "run_dir", None)
+    run_dir = getattr(args, "run_folder", None)
     command = getattr(args, "command", None)
     confirm = bool(getattr(args, "confirm", False))
     changes = {
         "prune": confirm or bool(getattr(args, "resume", None)),
         "check": confirm and bool(getattr(args, "recover", False)),
         "prune-images": confirm,
+        "undo": True,
+        "purge": confirm,
     }.get(str(command), False)
     deleted = bool(run_dir) and any(Path(str(run_dir), "actions").glob("*.parquet"))
     if command == "prune" and changes and run_dir and (state.locks or deleted):
@@ -983,6 +994,9 @@ def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, f
         line += "; nothing was deleted" if command in ("snapshot", "prune") else "; nothing changed"
         if run_dir and state.key in ("metadata", "walk"):
             line += f", the snapshot in {run_dir} is incomplete"
+    elif command in ("undo", "purge") and run_dir:
+        again = f"regprune undo {args.run_dir}" if command == "undo" else "the same purge"
+        line += f"; what was done is in {run_dir}, and {again} again finishes it"
     elif run_dir:
         line += f"; what was done is in {run_dir}"
     return f"{line} (exit {state.exit_code})"
