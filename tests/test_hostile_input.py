@@ -312,6 +312,28 @@ def test_undo_and_purge_refuse_secrets_as_the_others_do(
     assert SECRET not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("command", ["undo", "purge"])
+def test_undo_and_purge_check_the_storage_before_a_run(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file for the storage folder and a config the registry refuses: one line each, before
+    a Prefect server is asked for."""
+    afile = tmp_path / "registry.tar"
+    afile.write_bytes(b"not a folder")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  s3: {bucket: b}\n  filesystem: {rootdirectory: /r}\n"
+    )
+    run = [str(tmp_path)] if command == "undo" else ["--older-than", "7d"]
+    for storage, says in (
+        (["--storage", str(afile)], f"storage {afile} is a file, not a folder"),
+        (["--registry-config", str(config)], "must provide exactly one storage type"),
+    ):
+        result = in_process(capsys, command, *run, *storage)
+        assert result.returncode == EXIT_FAILURE
+        assert says in error_line(result)
+
+
 # --- a run folder's records, damaged or edited: one line, nothing moved -----------------------
 
 

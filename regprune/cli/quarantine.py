@@ -86,7 +86,7 @@ def _storage_source(args: argparse.Namespace, recorded: str | None) -> Any:
     if not (args.storage or args.registry_config or recorded):
         return None
     try:
-        return SnapshotSource(
+        source = SnapshotSource(
             storage=args.storage or (None if args.registry_config else recorded),
             registry_config=args.registry_config,
             storage_options=storage_options(args),
@@ -96,6 +96,8 @@ def _storage_source(args: argparse.Namespace, recorded: str | None) -> Any:
         )
     except ValidationError as exc:
         raise UsageError(_validation_message(exc)) from exc
+    args.storage_to_check = source  # begin(): the registry config parsed, a folder a folder
+    return source
 
 
 def _run_folder(path: str) -> Path:
