@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
+from regprune import interrupts
 from regprune.audit import AuditTrail, AuditWriteError
 from regprune.layout import (
     blob_data_path,
@@ -269,6 +270,9 @@ def _move_keys(
     audit = AuditTrail(folder, stem, QUARANTINE_LOG)
     out: list[KeyOutcome] = []
     for start in range(0, len(keys), CHUNK):
+        if interrupts.requested():  # an interrupted run starts no chunk; what is done is kept
+            audit.close()
+            interrupts.check()
         chunk = keys[start : start + CHUNK]
         rows = [(k["key"], k.get("kind"), k.get("size"), intent, k.get("reason")) for k in chunk]
         audit.ahead(log_columns(settings.run_id, quarantine, rows))
