@@ -710,6 +710,7 @@ def test_a_deletion_interrupted_by_sigterm_releases_the_lock_and_resumes_to_the_
         return [
             "prune", "--storage", str(folder / "registry"),
             "--metadata", str(folder / "metadata.json"), "--out", str(out), "--confirm",
+            "--settle", "0s",
         ]  # fmt: skip
 
     assert main(args("straight", tmp_path / "straight-run")) == EXIT_OK
@@ -736,10 +737,19 @@ def test_a_deletion_interrupted_by_sigterm_releases_the_lock_and_resumes_to_the_
     assert main(["prune", "--resume", str(run)]) == EXIT_OK
 
     def remaining(name: str) -> set[str]:
+        """The registry's tree (each run's quarantine beside it has an id of its own)."""
         root = trees[name] / "registry"
-        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        return {str(p.relative_to(root)) for p in (root / "docker").rglob("*") if p.is_file()}
+
+    def quarantined(name: str) -> set[str]:
+        """What each run moved, without its quarantine's id."""
+        held = trees[name] / "registry" / "_regprune" / "quarantine"
+        return {
+            p.relative_to(held).as_posix().split("/", 1)[1] for p in held.rglob("*") if p.is_file()
+        }
 
     assert remaining("interrupted") == remaining("straight") != set()
+    assert quarantined("interrupted") == quarantined("straight") != set()
 
 
 @pytest.mark.slow
