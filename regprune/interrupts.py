@@ -32,9 +32,10 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 from regprune import progress
 
@@ -78,6 +79,26 @@ _finish: Callable[[Interruption, bool], str] | None = None
 """Composes the command's line (regprune/cli); called with (interruption, forced)."""
 
 
+class HeldLock(Protocol):
+    where: str
+
+    def release(self) -> None: ...
+
+
+def _no_locks() -> Sequence[HeldLock]:
+    return ()
+
+
+_held_locks: Callable[[], Sequence[HeldLock]] = _no_locks
+"""The storage locks this process holds: regprune/lock.py registers its own with
+:func:`track_locks` (this module is below the storage and the lock, and imports neither)."""
+
+
+def track_locks(held: Callable[[], Sequence[HeldLock]]) -> None:
+    global _held_locks
+    _held_locks = held
+
+
 def requested() -> bool:
     return _event.is_set()
 
@@ -102,8 +123,7 @@ def _record(signum: int) -> Interruption:
     global _state
     if _state is None:
         key, doing = progress.doing()
-        held = sys.modules.get("regprune.lock")  # not imported yet: no lock held; no import
-        locks = [each.where for each in held.held_locks()] if held else []  # here
+        locks = [each.where for each in _held_locks()]  # no lock taken here
         _state = Interruption(signum, key, doing, locks)
     _event.set()
     _recorded.set()
@@ -183,9 +203,7 @@ def _watch(receive: socket.socket, send: socket.socket) -> None:
 
 def force_exit(state: Interruption) -> None:
     """End the process now: release the locks still held, print the line, exit."""
-    from regprune.lock import held_locks
-
-    for held in held_locks():
+    for held in _held_locks():
         with contextlib.suppress(Exception):
             held.release()
     line = _finish(state, True) if _finish else f"regprune: interrupted by {state.name}"

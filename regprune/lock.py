@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from regprune import progress
+from regprune import interrupts, progress
 from regprune.storage import Storage, StorageSpec, open_storage
 
 LOCK_KEY = "_regprune/lock"
@@ -113,6 +113,9 @@ _held: set[StorageLock] = set()
 
 def held_locks() -> list[StorageLock]:
     return list(_held)
+
+
+interrupts.track_locks(held_locks)  # an interrupted run reports and releases them
 
 
 class StorageLock:

@@ -9,6 +9,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from regprune.cli.common import (
+    EXIT_OK,
+    UsageError,
+    _validation_message,
+    add_metadata_arguments,
+    add_storage_arguments,
+    add_timeout_arguments,
+    begin,
+    check_duration,
+    check_registry_url,
+    duckdb_settings,
+    finish,
+    json_report,
+    new_run_folder,
+    ready,
+    snapshot_source,
+)
+
 GO_TRUE = {"true", "t", "1", "yes"}
 GO_FALSE = {"false", "f", "0", "no"}
 
@@ -37,12 +55,6 @@ def _bool_flag(parser: argparse.ArgumentParser, flag: str, default: bool, help: 
 
 
 def add_prune_images_parser(commands: Any) -> None:
-    from regprune.cli.main import (
-        add_metadata_arguments,
-        add_storage_arguments,
-        add_timeout_arguments,
-    )
-
     parser = commands.add_parser(
         "prune-images",
         help="what 'oc adm prune images' removes (tag revisions, Images), planned in SQL; "
@@ -123,20 +135,6 @@ def add_prune_images_parser(commands: Any) -> None:
 
 
 def run_prune_images(args: argparse.Namespace) -> int:
-    from regprune.cli.main import (
-        EXIT_OK,
-        UsageError,
-        _validation_message,
-        begin,
-        check_duration,
-        check_registry_url,
-        duckdb_settings,
-        finish,
-        json_report,
-        new_run_folder,
-        ready,
-        snapshot_source,
-    )
     from regprune.images_plan import PruneImagesSettings
     from regprune.metadata import MetadataSource
 

@@ -29,6 +29,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from regprune.cli.common import EXIT_FAILURE, EXIT_OK, UsageError
+
 if TYPE_CHECKING:  # DuckDB is imported when a query runs: `regprune --help` stays quick
     import duckdb
 
@@ -39,7 +41,6 @@ _EXPLAIN = re.compile(r"\s*explain(\s+analy[sz]e)?\s+(?P<rest>.*)", re.IGNORECAS
 ONLY_READS = "regprune sql reads the snapshot or warehouse only"
 UNRESTRICTED_HINT = "--unrestricted: the whole of DuckDB, any file, any statement"
 PROMPT, CONTINUATION = "regprune> ", "     ...> "
-EXIT_OK, EXIT_FAILURE = 0, 1
 
 
 def warehouse_url(text: str) -> str:
@@ -141,7 +142,6 @@ def _inside(path: str, folder: str) -> bool:
 def run_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from regprune.cli.main import UsageError  # cli imports this module: import at call time
     from regprune.warehouse import WarehouseError
 
     if args.format == "parquet" and not args.output:

@@ -22,7 +22,7 @@ import yaml
 
 from regprune import interrupts
 from regprune.layout import is_digest
-from regprune.manifests import IMAGE_MEDIA_TYPES
+from regprune.mediatypes import IMAGE_MEDIA_TYPES
 from regprune.retries import backoff
 
 GROUP = "image.openshift.io"
@@ -482,6 +482,11 @@ def _with_kind(item: dict[str, Any], list_kind: Any) -> dict[str, Any]:
 
 class ListingRestart(Exception):
     """The server expired our continue token (410): the whole list must start again."""
+
+
+MAX_LIST_RESTARTS = 3
+"""A list whose continue token expires (410 Gone) starts again from the beginning at most this
+many times (the Image and ImageStream listings and every workload kind's)."""
 
 
 def custom_objects_api(source: MetadataSource) -> Any:

@@ -234,6 +234,9 @@ class AzureStorage(Storage):
 
     # ------------------------------------------------------------------ moving
 
+    def area(self, name: str) -> Storage:
+        return AzureStorage(self.spec.in_area(name))
+
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``Copy Blob`` per key (within the account the service copies at once; a pending
         copy is waited for), then the batch delete of the sources."""

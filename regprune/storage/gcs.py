@@ -185,6 +185,9 @@ class GcsStorage(Storage):
 
     # ------------------------------------------------------------------ moving
 
+    def area(self, name: str) -> Storage:
+        return GcsStorage(self.spec.in_area(name))
+
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``objects.rewrite`` per key (server-side; one call unless the service asks for
         more), then the batch delete of the sources."""

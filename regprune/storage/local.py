@@ -169,6 +169,9 @@ class LocalStorage(Storage):
             self._prune_empty_parents(path.parent)
         return out
 
+    def area(self, name: str) -> Storage:
+        return LocalStorage(self.spec.in_area(name))
+
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``os.rename`` into the same key of ``to`` (a folder on the same filesystem: the
         quarantine lives beside ``docker/``), creating its folders, then removing the

@@ -150,6 +150,9 @@ class S3Storage(Storage):
         }
         return {key: failed.get(key) for key in keys}
 
+    def area(self, name: str) -> Storage:
+        return S3Storage(self.spec.in_area(name))
+
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``CopyObject`` per key (a multipart copy above 5 GiB), then ``DeleteObjects`` of
         the sources: about one request per key (bench/s3count.py)."""

@@ -284,6 +284,9 @@ class SwiftStorage(Storage):
         # 404 counts as done: the bulk middleware already counts those as "Not Found"
         return {name: failed.get(name) for name in names}
 
+    def area(self, name: str) -> Storage:
+        return SwiftStorage(self.spec.in_area(name))
+
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """A server-side ``COPY`` per key; a DLO's manifest is moved as what it is (a
         0-byte object naming its segments, written anew where it goes), its segments stay
