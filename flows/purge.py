@@ -32,10 +32,10 @@ from regprune.tasks.analysis import check_purge_sanity
 from regprune.tasks.execution import readable_parts
 from regprune.tasks.quarantine import (
     QUARANTINE_LOG,
-    QuarantineError,
     RunQuarantine,
     other_storage,
 )
+from regprune.twophase import QuarantineError
 from regprune.units import Duration, format_bytes, parse_duration
 
 
