@@ -31,7 +31,13 @@ def default_retention() -> str:
 
 QUARANTINE_FILE = "quarantine.json"
 """In a run folder: the run's quarantine id and storage, written before anything moves."""
-_RECORD_FIELDS = {"id": str, "storage": str, "started_at": str, "dry_run": bool}
+_RECORD_FIELDS = {
+    "id": str,
+    "storage": str,
+    "started_at": str,
+    "dry_run": bool,
+    "storage_identity": dict | None,  # regprune/resume.py's storage_identity (absent: older)
+}
 
 
 class QuarantineError(RuntimeError):
@@ -54,6 +60,7 @@ def read_quarantine_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | 
     except (OSError, ValueError) as exc:  # a folder, unreadable, not UTF-8, not JSON
         raise QuarantineError(f"cannot read {path}: {exc}") from exc
     problem = None
+    identity = (record.get("storage_identity") if isinstance(record, dict) else None) or {}
     if not isinstance(record, dict):
         problem = f"a JSON {type(record).__name__}, not an object"
     elif missing := [name for name in ("id", "storage", "started_at") if name not in record]:
@@ -62,6 +69,8 @@ def read_quarantine_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | 
         problem = f"unknown fields {', '.join(map(repr, unknown))}"
     elif wrong := [n for n, v in record.items() if not isinstance(v, _RECORD_FIELDS[n])]:
         problem = f"{', '.join(wrong)} of the wrong type"
+    elif not all(isinstance(v, str | None) for v in identity.values()):
+        problem = "storage_identity of the wrong type"
     elif not is_quarantine_id(record["id"]):
         problem = "its id is not a quarantine id"
     elif url_holds_credentials(record["storage"]):

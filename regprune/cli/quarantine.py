@@ -162,7 +162,7 @@ def run_purge(args: argparse.Namespace) -> int:
     source = _storage_source(args, storage)
     if source is None:
         raise UsageError("--older-than needs the storage: --storage URL or --registry-config")
-    run = args.run_dir  # begin() sets args.run_dir to this run's own folder (interrupts)
+    run = args.run_dir
     out = args.out or new_run_folder("purge")
     begin(args, out)
     from regprune.flows.purge import purge_flow
