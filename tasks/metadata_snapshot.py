@@ -19,7 +19,7 @@ from regprune.metadata import (
     ListingRestart,
     MetadataError,
     MetadataSource,
-    custom_objects_api,
+    api_client,
     image_rows,
     imagestream_rows,
     list_pages,
@@ -77,7 +77,7 @@ def list_cluster_objects(
         tables = (table, child_table, "metadata_anomalies", *extra_tables)
         out = TableWriters(tables, Path(parts_dir), plural)
         try:
-            api = custom_objects_api(source)
+            api = api_client(source)
             pages = objects = 0
             for page in list_pages(api, plural, source):
                 pages += 1

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
-from regprune.metadata import Listed, ListingRestart, MetadataError, MetadataSource
+from regprune.metadata import Listed, ListingRestart, MetadataError, MetadataSource, api_client
 from regprune.models import DuckDBSettings
 from regprune.retries import retry_unless
 from regprune.tables import WORKLOAD_TABLES, TableWriters
@@ -26,7 +26,6 @@ from regprune.workloads import (
     WORKLOAD_KINDS,
     ApiGroupMissing,
     Listing,
-    kube_clients,
     limit_range_rows,
     list_workload_pages,
     workload_rows,
@@ -59,8 +58,7 @@ def _list_kind(source: MetadataSource, listing: Listing, parts_dir: str, logger:
         out = TableWriters(tables, Path(parts_dir), f"workloads-{kind}")
         objects = pages = 0
         try:
-            clients = kube_clients(source)
-            for page in list_workload_pages(clients, listing, source):
+            for page in list_workload_pages(api_client(source), listing, source):
                 pages += 1
                 for obj in page:
                     objects += 1
