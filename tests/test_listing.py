@@ -89,7 +89,9 @@ def test_prefetched_does_not_wait_for_a_page_nobody_reads() -> None:
     "text",
     [
         b'{"items": [], "metadata": {"continue": "abc"}}',
-        b'{"size": 123456789012345678901234567890}',  # beyond 64 bits: orjson refuses
+        b'{"size": 123456789012345678901234567890}',  # beyond 64 bits: a float in orjson
+        b'{"size" :\n -18446744073709551616, "list": [18446744073709551616]}',
+        b'{"digest": "sha256:12345678901234567890123456789012345678901234567890123456789abcde"}',
         b'{"a": NaN}',
         '{"name": "caf\u00e9 \u2603"}'.encode(),
         b"[1, 2.5, null, true]",

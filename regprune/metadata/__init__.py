@@ -535,17 +535,19 @@ def custom_objects_api(source: MetadataSource) -> Any:
     return client.CustomObjectsApi(api_client(source))
 
 
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+_LONG_NUMBER = re.compile(rb'(?:"\s*:|[\[,])\s*-?[0-9]{20}')
+"""A JSON number of 20 digits or more (after a key's colon, or in an array); digits inside
+strings such as a digest's (``"sha256:0123..."``) do not match."""
 
 
 def decode_json(data: bytes) -> Any:
     """A JSON answer as Python objects: orjson (several times faster than :mod:`json` on list
     pages), and :mod:`json` for what orjson refuses (NaN) or reads otherwise (an integer
-    beyond 64 bits, which orjson makes a float: any run of 20 digits sends the page to
-    :mod:`json`), so what decodes, and every error, are :mod:`json`'s."""
+    beyond 64 bits, which orjson makes a float: such a number sends the page to :mod:`json`),
+    so what decodes, and every error, are :mod:`json`'s."""
     import orjson
 
-    if _LONG_DIGITS.search(data) is None:
+    if _LONG_NUMBER.search(data) is None:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
