@@ -43,18 +43,26 @@ LISTINGS: dict[str, tuple[str, str, RowFunction]] = {
 }
 
 
-def _write(out: TableWriters, plural: str, obj: dict[str, Any]) -> None:
-    table, child_table, rows = LISTINGS[plural]
-    row, children, anomalies = rows(obj)
-    if row is not None:
-        out[table].append(**row)
+def _write(out: TableWriters, plural: str, objects: list[dict[str, Any]]) -> None:
+    """The rows of a page of objects, written table by table (one call per page)."""
+    table, child_table, row_function = LISTINGS[plural]
+    rows: list[dict] = []
+    children: list[dict] = []
+    anomalies: list[dict] = []
+    for obj in objects:
+        row, obj_children, obj_anomalies = row_function(obj)
+        if row is not None:
+            rows.append(row)
+        children += obj_children
+        anomalies += obj_anomalies
+    out[table].extend(rows)
     out[child_table].extend(children)
     out["metadata_anomalies"].extend(anomalies)
     if plural == "images" and "image_sizes" in out.writers:  # a snapshot for prune-images
         from regprune.workloads import image_size_row
 
-        if (size := image_size_row(obj)) is not None:
-            out["image_sizes"].append(**size)
+        sizes = [image_size_row(obj) for obj in objects]
+        out["image_sizes"].extend([size for size in sizes if size is not None])
 
 
 @task(
@@ -81,9 +89,8 @@ def list_cluster_objects(
             pages = objects = 0
             for page in list_pages(api, plural, source):
                 pages += 1
-                for obj in page:
-                    objects += 1
-                    _write(out, plural, obj)
+                objects += len(page)
+                _write(out, plural, page)
                 progress.advance("metadata", len(page))
         except ListingRestart:
             out.abort()
@@ -124,9 +131,9 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str, workloads: bool =
         for obj in read_dump_objects(source.source):
             kind = obj.get("kind")
             if kind == "Image":
-                _write(out, "images", obj)
+                _write(out, "images", [obj])
             elif kind == "ImageStream":
-                _write(out, "imagestreams", obj)
+                _write(out, "imagestreams", [obj])
             elif workloads and write_workload_object(out, obj):
                 pass
             else:

@@ -89,8 +89,6 @@ def test_prefetched_does_not_wait_for_a_page_nobody_reads() -> None:
     "text",
     [
         b'{"items": [], "metadata": {"continue": "abc"}}',
-        b'{"size": 123456789012345678901234567890}',  # beyond 64 bits: a float in orjson
-        b'{"size" :\n -18446744073709551616, "list": [18446744073709551616]}',
         b'{"digest": "sha256:12345678901234567890123456789012345678901234567890123456789abcde"}',
         b'{"a": NaN}',
         '{"name": "caf\u00e9 \u2603"}'.encode(),
@@ -99,6 +97,13 @@ def test_prefetched_does_not_wait_for_a_page_nobody_reads() -> None:
 )
 def test_decode_json_is_json_loads(text: bytes) -> None:
     assert repr(decode_json(text)) == repr(json.loads(text))
+
+
+def test_an_integer_beyond_64_bits_is_no_integer() -> None:
+    """json kept it an int, which the int64 size columns could not hold (the listing failed);
+    orjson makes it a float, and a row takes a size that is not an int as unknown."""
+    assert decode_json(b'{"size": 18446744073709551615}') == {"size": 2**64 - 1}
+    assert isinstance(decode_json(b'{"size": 123456789012345678901234567890}')["size"], float)
 
 
 @pytest.mark.parametrize("text", [b"", b'{"a": ', b"\xff\xfe", b"{} {}"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -535,24 +534,17 @@ def custom_objects_api(source: MetadataSource) -> Any:
     return client.CustomObjectsApi(api_client(source))
 
 
-_LONG_NUMBER = re.compile(rb'(?:"\s*:|[\[,])\s*-?[0-9]{20}')
-"""A JSON number of 20 digits or more (after a key's colon, or in an array); digits inside
-strings such as a digest's (``"sha256:0123..."``) do not match."""
-
-
 def decode_json(data: bytes) -> Any:
     """A JSON answer as Python objects: orjson (several times faster than :mod:`json` on list
-    pages), and :mod:`json` for what orjson refuses (NaN) or reads otherwise (an integer
-    beyond 64 bits, which orjson makes a float: such a number sends the page to :mod:`json`),
-    so what decodes, and every error, are :mod:`json`'s."""
+    pages), :mod:`json` for what orjson refuses (NaN), so every error is :mod:`json`'s. One
+    difference: an integer beyond 64 bits becomes a float (:mod:`json` kept an int, which no
+    int64 column could hold: the listing failed); a row takes such a size as unknown."""
     import orjson
 
-    if _LONG_NUMBER.search(data) is None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def call_with_retries(
