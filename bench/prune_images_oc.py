@@ -97,6 +97,18 @@ def high_water_kib(pid: int) -> int:
     return int(found.group(1)) if found else 0
 
 
+def oc_counts(text: str) -> tuple[int, int]:
+    """(tag revisions, Images) ``oc adm prune images`` says it would delete."""
+    images = len(re.findall(r"^Deleting image ", text, re.MULTILINE))
+    revisions = sum(int(n) for n in re.findall(r"Deleting (\d+) items from image stream", text))
+    return revisions, images
+
+
+def oc_removed(log: Path) -> tuple[int, int]:
+    """:func:`oc_counts` of a log file holding oc's output."""
+    return oc_counts(log.read_text(errors="replace"))
+
+
 def run(images: int, prefect_api_url: str | None = None) -> dict[str, object]:
     api = OpenShiftAPIServer(tls=True).start()
     try:
@@ -127,10 +139,7 @@ def run(images: int, prefect_api_url: str | None = None) -> dict[str, object]:
             got = json.loads(report.read_text())
     finally:
         api.stop()
-    oc_images = len(re.findall(r"^Deleting image ", oc_out, re.MULTILINE))
-    oc_revisions = sum(
-        int(n) for n in re.findall(r"Deleting (\d+) items from image stream", oc_out)
-    )
+    oc_revisions, oc_images = oc_counts(oc_out)
     return {
         "images": images,
         "streams": max(1, images // DEPTH),
