@@ -2088,6 +2088,12 @@ def _image_with_metadata(image: dict[str, Any], internal: dict[str, Any]) -> Non
         return
     manifest = json.loads(image["dockerImageManifest"])
     version = manifest.get("schemaVersion")
+    if manifest.get("mediaType") in _LIST_TYPES or "manifests" in manifest:
+        # A list has no config nor layers: openshift-apiserver gives it its own digest as Id
+        # and its own clock as Created (observed on the real server, docs/real-api.md).
+        internal.update({"Id": image["metadata"]["name"], "Created": rfc3339()})
+        internal.setdefault("ContainerConfig", {})
+        return
     if not layers:  # fillImageLayers
         if version == 1:
             history = manifest.get("history") or []

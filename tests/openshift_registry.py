@@ -15,10 +15,14 @@ it when it is absent. Loaded as a pytest plugin (see ``tests/conftest.py``).
 Use:
 
 - fixtures ``openshift_registry_fs`` / ``openshift_registry_s3`` (module-scoped): a started
-  :class:`OpenShiftRegistry`; its ``api`` is the API server, ``creds`` the pusher's
-  ``(user, token)``, and the ``push``/``pull_ok``/``assert_pulls``/``describe`` helpers of
-  ``tests.registry_bench`` work on it unchanged (they send ``creds``);
-- :func:`start_openshift_registry` for a pair of your own (e.g. function-scoped);
+  :class:`OpenShiftRegistry` pushing into the session's **real** OpenShift API
+  (``tests/openshift_apiserver.py``; emptied before and after the module, so a module using
+  them must not also ask for the per-test ``openshift_apiserver`` fixture); its ``api`` is
+  that server, ``creds`` the pusher's ``(user, token)``, and the
+  ``push``/``pull_ok``/``assert_pulls``/``describe`` helpers of ``tests.registry_bench`` work
+  on it unchanged (they send ``creds``);
+- :func:`start_openshift_registry` for a pair of your own (e.g. function-scoped): on a given
+  API (``api=``, e.g. the real one), else on a new HTTPS API test server of its own;
 - ``registry.run("-prune=check")`` runs the binary's other modes on the same config and API.
 """
 
@@ -36,6 +40,7 @@ import pytest
 import yaml
 
 from tests.openshift_api import OpenShiftAPIServer
+from tests.openshift_apiserver import RealOpenShiftAPI
 from tests.registry_bench import (
     SUBPROCESS_TIMEOUT,
     MotoServer,
@@ -108,7 +113,7 @@ class OpenShiftRegistry(Registry):
     def __init__(
         self,
         workdir: Path,
-        api: OpenShiftAPIServer,
+        api: OpenShiftAPIServer | RealOpenShiftAPI,
         *,
         binary: Path,
         s3: S3Storage | None = None,
@@ -124,6 +129,15 @@ class OpenShiftRegistry(Registry):
         #: The pusher: any user name with a token the API knows (allowed everything).
         self.creds = (user, api.add_token(user))
 
+    @property
+    def advertised(self) -> str:
+        """The host:port the registry writes into Images' ``dockerImageReference``: on the real
+        API the cluster's internal registry name (what its streams' repositories say), on the
+        test server the registry's own address (its ``registry_host``)."""
+        if isinstance(self.api, RealOpenShiftAPI):
+            return self.api.registry_host
+        return self.url
+
     def config(self) -> dict[str, Any]:
         """distribution's config plus ``auth: openshift`` and the ``openshift:`` section."""
         config = super().config()
@@ -132,7 +146,7 @@ class OpenShiftRegistry(Registry):
         config["openshift"] = {
             "version": 1.0,
             "kubeconfig": str(self.kubeconfig_path),
-            "server": {"addr": self.url},
+            "server": {"addr": self.advertised},
             "auth": {"realm": "openshift"},
             "audit": {"enabled": False},
             "metrics": {"enabled": False},
@@ -148,7 +162,7 @@ class OpenShiftRegistry(Registry):
         env = super()._env()
         for name in ("OPENSHIFT_MASTER", "BEARER_TOKEN", "BEARER_TOKEN_FILE", "KUBERNETES_MASTER"):
             env.pop(name, None)
-        env["REGISTRY_OPENSHIFT_SERVER_ADDR"] = self.url
+        env["REGISTRY_OPENSHIFT_SERVER_ADDR"] = self.advertised
         env["KUBECONFIG"] = str(self.kubeconfig_path)
         return env
 
@@ -203,58 +217,84 @@ def start_openshift_registry(
     s3: S3Storage | None = None,
     image_strategy: bool = True,
     binary: Path | None = None,
+    api: RealOpenShiftAPI | None = None,
 ) -> OpenShiftRegistry:
-    """Start an HTTPS API server and an OpenShift registry on it; stop with :func:`stop_pair`.
+    """Start an OpenShift registry on ``api`` (the real API; left running by
+    :func:`stop_pair`), else on a new HTTPS API test server of its own (stopped with it).
 
-    The API's ``registry_host`` is the registry's address, so stream repositories and the
-    references the registry writes agree, as in a cluster.
+    On its own test server the API's ``registry_host`` is the registry's address, so stream
+    repositories and the references the registry writes agree, as in a cluster; on the real
+    API the registry advertises the cluster's internal registry name for the same reason.
     """
     binary = binary or require_openshift_registry()
+    if api is not None:
+        if not image_strategy:
+            raise ValueError("the real API always runs its image strategy")
+        return OpenShiftRegistry(Path(workdir), api, binary=binary, s3=s3).start()
     port = free_port()
-    api = OpenShiftAPIServer(
+    server = OpenShiftAPIServer(
         tls=True, registry_host=f"127.0.0.1:{port}", image_strategy=image_strategy
     )
-    api.start()
+    server.start()
     try:
-        registry = OpenShiftRegistry(Path(workdir), api, binary=binary, s3=s3, port=port)
+        registry = OpenShiftRegistry(Path(workdir), server, binary=binary, s3=s3, port=port)
         return registry.start()
     except BaseException:
-        api.stop()
+        server.stop()
         raise
 
 
 def stop_pair(registry: OpenShiftRegistry) -> None:
-    """Stop the registry, then its API server."""
+    """Stop the registry, then its API server if it is a test server of its own."""
     try:
         registry.stop()
     finally:
-        registry.api.stop()
+        if isinstance(registry.api, OpenShiftAPIServer):
+            registry.api.stop()
 
 
 @pytest.fixture(scope="module")
-def openshift_registry_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenShiftRegistry]:
-    """OpenShift's registry on a folder with its own HTTPS API server, for the module."""
-    registry = start_openshift_registry(tmp_path_factory.mktemp("openshift-registry-fs"))
-    try:
-        yield registry
-    finally:
-        stop_pair(registry)
-
-
-@pytest.fixture(scope="module")
-def openshift_registry_s3(
-    request: pytest.FixtureRequest, moto: MotoServer, tmp_path_factory: pytest.TempPathFactory
+def openshift_registry_fs(
+    openshift_apiserver_session: RealOpenShiftAPI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OpenShiftRegistry]:
-    """OpenShift's registry on the session's moto S3 (own bucket, rootdirectory ``/registry``)."""
-    require_openshift_registry()
-    bucket = moto.create_bucket(_bucket_name(request.module.__name__.rsplit(".", 1)[-1]))
+    """OpenShift's registry on a folder pushing into the real API, for the module."""
+    binary = require_openshift_registry()
+    api = openshift_apiserver_session
+    api.reset()
     registry = start_openshift_registry(
-        tmp_path_factory.mktemp("openshift-registry-s3"), s3=S3Storage(moto, bucket, "/registry")
+        tmp_path_factory.mktemp("openshift-registry-fs"), api=api, binary=binary
     )
     try:
         yield registry
     finally:
         stop_pair(registry)
+        api.reset()
+
+
+@pytest.fixture(scope="module")
+def openshift_registry_s3(
+    request: pytest.FixtureRequest,
+    moto: MotoServer,
+    openshift_apiserver_session: RealOpenShiftAPI,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OpenShiftRegistry]:
+    """OpenShift's registry on the session's moto S3 (own bucket, rootdirectory ``/registry``),
+    pushing into the real API."""
+    binary = require_openshift_registry()
+    api = openshift_apiserver_session
+    api.reset()
+    bucket = moto.create_bucket(_bucket_name(request.module.__name__.rsplit(".", 1)[-1]))
+    registry = start_openshift_registry(
+        tmp_path_factory.mktemp("openshift-registry-s3"),
+        s3=S3Storage(moto, bucket, "/registry"),
+        api=api,
+        binary=binary,
+    )
+    try:
+        yield registry
+    finally:
+        stop_pair(registry)
+        api.reset()
 
 
 def write_config(registry: OpenShiftRegistry) -> None:

@@ -808,8 +808,10 @@ class PushedImage:
         """The ``image.openshift.io/v1`` Image a push of this manifest to the integrated
         registry would create; use :meth:`openshift_images` for a list plus its children.
 
-        Lists carry ``dockerImageManifests`` and neither ``dockerImageLayers`` nor
-        ``dockerImageMetadata``; single manifests carry ``dockerImageLayers`` (manifest order,
+        Lists carry ``dockerImageManifests``, no ``dockerImageLayers``, an empty
+        ``dockerLayersOrder`` annotation and ``dockerImageMetadata`` whose ``Id`` is the list's
+        own digest (what openshift-apiserver makes of a list; its ``Created`` is the server's
+        clock, left out here); single manifests carry ``dockerImageLayers`` (manifest order,
         annotation ``dockerLayersOrder: ascending``) and ``dockerImageMetadata`` whose ``Id`` is
         the config digest. ``dockerImageManifest``/``dockerImageConfig`` are left out, as the
         integrated registry leaves them empty.
@@ -830,7 +832,13 @@ class PushedImage:
             "dockerImageMetadataVersion": "1.0",
         }
         if self.is_list:
+            image["metadata"]["annotations"]["image.openshift.io/dockerLayersOrder"] = ""
             image["dockerImageManifests"] = [_manifest_entry(child) for child in self.children]
+            image["dockerImageMetadata"] = {
+                "kind": "DockerImage",
+                "apiVersion": DOCKER_IMAGE_METADATA_API_VERSION,
+                "Id": self.digest,
+            }
             return image
         image["dockerImageLayers"] = [
             {"name": layer.digest, "size": layer.size, "mediaType": layer.media_type}

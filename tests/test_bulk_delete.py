@@ -106,7 +106,15 @@ def test_an_error_that_will_not_pass_is_reported_at_once_not_raised() -> None:
     assert len(send.requests) == 2
 
 
-def test_backoff_grows_between_attempts(no_waiting: list[float]) -> None:
+PRODUCT_BACKOFF_SECONDS = cloud.DELETE_BACKOFF_SECONDS
+"""Read at collection, before a session fixture (no_retry_waits) sets it to 0."""
+
+
+def test_backoff_grows_between_attempts(
+    no_waiting: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the product's base, whatever no_retry_waits set for the session's flow tests
+    monkeypatch.setattr(cloud, "DELETE_BACKOFF_SECONDS", PRODUCT_BACKOFF_SECONDS)
     send = Sender(*[Throttled("503")] * (cloud.DELETE_ATTEMPTS - 1))
     assert delete(["a"], send) == {"a": None}
     assert len(no_waiting) == cloud.DELETE_ATTEMPTS - 1

@@ -1,20 +1,22 @@
 """OpenShift's own registry as the registry under test: what its pushes record in the API.
 
-Pushes with skopeo through ``dockerregistry`` (``auth: openshift``) against the HTTPS API test
-server: the Images and ImageStreams the API holds afterwards must be what a cluster records
-(the Image built by the registry, completed by the apiserver's image strategy), pulls work, and
-a token without the permission is refused. Skipped, saying how to build it, without the binary.
+Pushes with skopeo through ``dockerregistry`` (``auth: openshift``) into the real OpenShift API
+(``tests/openshift_apiserver.py``): the Images and ImageStreams the API holds afterwards must be
+what a cluster records (the Image built by the registry, completed by openshift-apiserver's
+image strategy), pulls work, and a token without the permission is refused by the registry's
+access reviews against the real RBAC. Skipped, saying how to build it, without the binaries.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.openshift_registry import OpenShiftRegistry
+from tests.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
 from tests.registry_bench import (
     BASE_LAYERS,
     DOCKER_LIST,
@@ -47,6 +49,8 @@ def pushed(openshift_registry_fs: OpenShiftRegistry, oci_layouts: OciLayouts) ->
     """Single images sharing base layers across two namespaces, a manifest list, an OCI
     manifest, and a re-push of the same image to the same tag."""
     reg = openshift_registry_fs
+    for namespace in ("ns1", "ns2", "ns3"):  # a push into a missing namespace is refused
+        reg.api.namespace(namespace)
     app_v1 = push(reg, *oci_layouts["app-v1"], "ns1/app:v1")
     return Pushed(
         reg,
@@ -78,7 +82,7 @@ def test_pushes_create_images_as_a_cluster_records_them(pushed: Pushed) -> None:
     layers (with sizes), children and annotations are those of the stored manifest — the
     Image ``PushedImage.openshift_image`` predicts — and the texts are dropped."""
     api = pushed.registry.api
-    host = pushed.registry.url
+    host = pushed.registry.advertised
     expected = {}
     for image in (pushed.app_v1, pushed.app_v2, pushed.base, pushed.multi, pushed.tool_oci):
         for manifest in image.all_manifests():
@@ -142,15 +146,18 @@ def test_shared_layers_are_stored_once_and_linked_per_repository(pushed: Pushed)
 
 
 def test_access_reviews_decide_pulls_and_pushes(pushed: Pushed, oci_layouts: OciLayouts) -> None:
-    """A token that may only pull from ns1: it pulls there, and is refused a pull from ns2
-    and a push to ns1 (the registry asked the API, and the API said no)."""
+    """A token that may only pull from ns1 (a Role there granting ``get imagestreams/layers``,
+    what OpenShift's ``system:image-puller`` grants): it pulls there, and is refused a pull from
+    ns2 and a push to ns1 (the registry asked the API, and the API said no)."""
     reg = pushed.registry
     api = reg.api
-    reader = ("reader", api.add_token("reader", [("get", "imagestreams/layers", "ns1")]))
+    rule = {"apiGroups": ["image.openshift.io"], "resources": ["imagestreams/layers"]}
+    reader = (
+        "reader",
+        api.token_with_rules("reader", [{**rule, "verbs": ["get"]}], namespace="ns1"),
+    )
     assert pull_ok(reg, "ns1/app:v1", creds=reader)
     assert not pull_ok(reg, "ns2/tool:1.0", creds=reader)
-    denied = [r for r in api.reviews if not r[4]]
-    assert ("SelfSubjectAccessReview", "get", "imagestreams/layers", "ns2", False) in denied
 
     saved = reg.creds
     reg.creds = reader
@@ -164,25 +171,28 @@ def test_access_reviews_decide_pulls_and_pushes(pushed: Pushed, oci_layouts: Oci
     assert not pull_ok(reg, "ns1/app:v1", creds=stranger)
 
 
-def test_the_image_as_the_registry_sends_it(
-    pushed: Pushed, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_the_image_as_the_registry_sends_it(tmp_path: Path) -> None:
     """Without the apiserver's strategy the Image is stored as sent: no metadata, the
-    manifest and config as text (the form the issue found made both prunes drop the config)."""
-    api = pushed.registry.api
-    layout = tmp_path_factory.mktemp("raw") / "layout"
-    build_image(layout, "raw", [*BASE_LAYERS, 40])
-    api.image_strategy = False
+    manifest and config as text (the form the issue found made both prunes drop the config).
+
+    On the API test server: openshift-apiserver always runs its image strategy, so only a
+    server that can switch it off shows what the registry itself sends."""
+    registry = start_openshift_registry(tmp_path / "raw-registry", image_strategy=False)
     try:
-        sent = push(pushed.registry, layout, "raw", "ns3/raw:v1")
+        check_the_image_as_sent(registry, tmp_path)
     finally:
-        api.image_strategy = True
+        stop_pair(registry)
+
+
+def check_the_image_as_sent(registry: OpenShiftRegistry, tmp_path: Path) -> None:
+    api = registry.api
+    layout = tmp_path / "layout"
+    build_image(layout, "raw", [*BASE_LAYERS, 40])
+    sent = push(registry, layout, "raw", "ns3/raw:v1")
     image = api.image(sent.digest)
     assert image is not None
     assert image.get("dockerImageMetadata") is None
-    assert (
-        image["dockerImageManifest"].encode() == fetch_manifest(pushed.registry, "ns3/raw", "v1")[0]
-    )
+    assert image["dockerImageManifest"].encode() == fetch_manifest(registry, "ns3/raw", "v1")[0]
     assert sent.config is not None
     assert json.loads(image["dockerImageConfig"]) == sent.config_json
     assert image["metadata"]["annotations"]["image.openshift.io/manifestBlobStored"] == "true"
@@ -197,6 +207,7 @@ def test_on_s3_pushes_record_images_and_pull(
 ) -> None:
     """The same on moto S3: the push writes under the bucket's root and creates the Images."""
     reg = openshift_registry_s3
+    reg.api.namespace("s3ns")
     multi = push(reg, *oci_layouts["multi"], "s3ns/multi:latest")
     app = push(reg, *oci_layouts["app-v1"], "s3ns/app:v1")
     assert {i["metadata"]["name"] for i in reg.api.images()} == {

@@ -15,8 +15,6 @@ from regprune.permissions import PRUNE_IMAGES, READ_METADATA, Role, grant_label
 from tests.openshift_api import OpenShiftAPIServer, fake_digest
 from tests.workloads_api import add_workload
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
-
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=3)
 HOST = "image-registry.openshift-image-registry.svc:5000"
@@ -76,6 +74,8 @@ def run(tmp_path: Path, kubeconfig: Path, *extra: str) -> tuple[int, dict | None
     return code, json.loads(report.read_text()) if report.exists() else None
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_a_dry_run_plans_what_oc_would_and_reports_why(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path, capsys
 ) -> None:
@@ -121,6 +121,8 @@ def test_a_dry_run_plans_what_oc_would_and_reports_why(
     assert again["settings"]["keep_younger_than"] == "60m"
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_a_workload_list_that_fails_means_nothing_is_planned(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path, capsys
 ) -> None:
@@ -134,6 +136,8 @@ def test_a_workload_list_that_fails_means_nothing_is_planned(
     assert "forbidden" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_invalid_references_refuse_unless_ignored(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path, capsys
 ) -> None:
@@ -150,6 +154,8 @@ def test_invalid_references_refuse_unless_ignored(
     assert code == 0 and len(report["images"]) == 3
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_a_dump_of_oc_get_gives_the_same_plan(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path
 ) -> None:
@@ -215,6 +221,8 @@ def test_stream_status_drops_planned_items_only_where_they_still_are() -> None:
     assert stream["status"]["tags"][0]["items"][2] == {"image": b}  # the input is not changed
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_confirm_removes_revisions_and_images_and_keeps_what_is_held_again(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path
 ) -> None:
@@ -254,6 +262,8 @@ LISTS_ONLY = Role(PRUNE_IMAGES.name, tuple(g for g in PRUNE_IMAGES.grants if g.v
 """The prune-images role without its two writes."""
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize(
     ("roles", "confirm", "missing"),
     [
@@ -310,12 +320,16 @@ def test_without_the_prune_images_role_one_error_names_what_is_missing_and_nothi
     assert not (tmp_path / "run" / "images_plan.parquet").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_confirm_needs_the_cluster(tmp_path: Path) -> None:
     dump = tmp_path / "dump.json"
     dump.write_text(json.dumps({"kind": "List", "items": []}))
     assert main(["prune-images", "--metadata", str(dump), "--confirm"]) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_only_prune_images_lists_workloads(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path
 ) -> None:
@@ -354,6 +368,7 @@ def test_only_prune_images_lists_workloads(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_confirm_hands_the_freed_storage_to_the_hard_prune(
     openshift_api: OpenShiftAPIServer, openshift_kubeconfig: Path, tmp_path: Path
 ) -> None:

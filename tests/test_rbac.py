@@ -191,5 +191,8 @@ def test_the_kubernetes_job_is_a_valid_job_run_as_the_service_account() -> None:
     assert source.secret_ref.name == defaults["aws_credentials_secret"]
     assert container.security_context.allow_privilege_escalation is False
     assert pod.security_context.run_as_non_root is True
-    (mount,) = container.volume_mounts
-    assert mount.mount_path == f"{container.working_dir}/regprune-runs"
+    # a read-only root: the runs' folder and /tmp (PREFECT_HOME) are the only writable paths
+    assert container.security_context.read_only_root_filesystem is True
+    mounts = {mount.name: mount.mount_path for mount in container.volume_mounts}
+    assert mounts == {"runs": f"{container.working_dir}/regprune-runs", "tmp": "/tmp"}
+    assert {volume.name for volume in pod.volumes if volume.empty_dir} == set(mounts)

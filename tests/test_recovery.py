@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from regprune import metadata
 from regprune.cli.main import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
 from regprune.layout import (
     V2_ROOT,
@@ -55,13 +54,6 @@ RECOVERY_GRANTS = READ_GRANTS | {("create", "imagestreammappings"), ("create", "
 
 def lost_found(digest: str) -> str:
     return "lost-found-" + digest.removeprefix("sha256:")
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries back off 0.5 s doubling to 30 s; the behaviour, not the wait, is tested."""
-    monkeypatch.setattr(metadata, "RETRY_BASE_SECONDS", 0.01)
-    monkeypatch.setattr(metadata, "RETRY_MAX_SECONDS", 0.02)
 
 
 # --- the Image builder on a hand-written schema 1 manifest (no server, no registry) -----------
@@ -312,7 +304,7 @@ def results(report: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server", "fast_backoff")
+@pytest.mark.usefixtures("prefect_server")
 def test_recover_restores_tags_images_and_streams(
     cluster: OpenShiftAPIServer,
     openshift_kubeconfig: Path,
@@ -378,7 +370,7 @@ def test_recover_restores_tags_images_and_streams(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server", "fast_backoff")
+@pytest.mark.usefixtures("prefect_server")
 def test_a_conflict_for_one_mapping_is_reported_and_the_rest_go_on(
     cluster: OpenShiftAPIServer,
     openshift_kubeconfig: Path,
@@ -441,7 +433,7 @@ def test_a_list_whose_children_were_not_restored_is_skipped(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server", "fast_backoff")
+@pytest.mark.usefixtures("prefect_server")
 def test_forbidden_mappings_stop_the_recovery_and_create_nothing(
     cluster: OpenShiftAPIServer,
     openshift_kubeconfig: Path,

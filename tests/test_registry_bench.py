@@ -273,7 +273,9 @@ def test_openshift_images_match_manifests(registry_fs: Registry, oci_layouts: Oc
         c.digest for c in multi.children
     ]
     top = images[0]
-    assert "dockerImageLayers" not in top and "dockerImageMetadata" not in top
+    assert "dockerImageLayers" not in top
+    assert top["dockerImageMetadata"]["Id"] == multi.digest  # as openshift-apiserver fills it
+    assert top["metadata"]["annotations"]["image.openshift.io/dockerLayersOrder"] == ""
     assert top["dockerImageManifests"] == [
         {
             "digest": m["digest"],

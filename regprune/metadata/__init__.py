@@ -485,9 +485,12 @@ def _client_key(source: MetadataSource) -> tuple[Any, ...]:
     """What an API client is built from: the kubeconfig file as it is now (a rewritten file
     gets a new client), the context, or the in-cluster service account."""
     kubeconfig = source.kubeconfig or os.environ.get("KUBECONFIG")
-    default = Path.home() / ".kube" / "config"
+    try:
+        default = [str(Path.home() / ".kube" / "config")]
+    except RuntimeError:  # no HOME and a UID without a passwd entry
+        default = []
     stamps: list[tuple[str, int | None, int | None]] = []
-    for path in (kubeconfig or "").split(os.pathsep) if kubeconfig else [str(default)]:
+    for path in kubeconfig.split(os.pathsep) if kubeconfig else default:
         try:
             stat = os.stat(path)
             stamps.append((path, stat.st_mtime_ns, stat.st_size))
@@ -517,14 +520,27 @@ def _new_api_client(source: MetadataSource) -> Any:
     from kubernetes import client, config
 
     kubeconfig = source.kubeconfig or os.environ.get("KUBECONFIG")
-    default = Path.home() / ".kube" / "config"
-    if kubeconfig or default.exists() or "KUBERNETES_SERVICE_HOST" not in os.environ:
+    try:
+        default_exists = (Path.home() / ".kube" / "config").exists()
+    except RuntimeError:  # no HOME and a UID without a passwd entry: an arbitrary UID in a pod
+        default_exists = False
+    if kubeconfig or default_exists or "KUBERNETES_SERVICE_HOST" not in os.environ:
         try:
             return config.new_client_from_config(config_file=kubeconfig, context=source.context)
         except (config.ConfigException, OSError, TypeError, yaml.YAMLError) as exc:
             raise MetadataError(f"cannot load kubeconfig: {exc}") from exc
-    config.load_incluster_config()
-    return client.ApiClient()
+    # the pod's ServiceAccount: token and CA from the kubelet's mount, re-read as the
+    # token rotates; into a configuration of our own, not the client's global default
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException as exc:
+        raise MetadataError(
+            f"cannot load the in-cluster configuration (KUBERNETES_SERVICE_HOST is set, "
+            f"no kubeconfig found): {exc} (the ServiceAccount's token and ca.crt belong "
+            f"in {Path(config.incluster_config.SERVICE_TOKEN_FILENAME).parent})"
+        ) from exc
+    return client.ApiClient(configuration)
 
 
 def custom_objects_api(source: MetadataSource) -> Any:
