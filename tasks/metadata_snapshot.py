@@ -20,6 +20,7 @@ from regprune.metadata import (
     MetadataError,
     MetadataSource,
     api_client,
+    fewer_collections,
     image_rows,
     imagestream_rows,
     list_pages,
@@ -87,11 +88,12 @@ def list_cluster_objects(
         try:
             api = api_client(source)
             pages = objects = 0
-            for page in list_pages(api, plural, source):
-                pages += 1
-                objects += len(page)
-                _write(out, plural, page)
-                progress.advance("metadata", len(page))
+            with fewer_collections():
+                for page in list_pages(api, plural, source):
+                    pages += 1
+                    objects += len(page)
+                    _write(out, plural, page)
+                    progress.advance("metadata", len(page))
         except ListingRestart:
             out.abort()
             logger.warning(
@@ -122,30 +124,12 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str, workloads: bool =
         "metadata_anomalies",
     )
     if workloads:
-        from regprune.tasks.workload_snapshot import write_workload_object
-
         tables = (*tables, *WORKLOAD_TABLES)
     out = TableWriters(tables, Path(parts_dir), "dump")
     kinds: Counter[str] = Counter()
     try:
-        for obj in read_dump_objects(source.source):
-            kind = obj.get("kind")
-            if kind == "Image":
-                _write(out, "images", [obj])
-            elif kind == "ImageStream":
-                _write(out, "imagestreams", [obj])
-            elif workloads and write_workload_object(out, obj):
-                pass
-            else:
-                meta = obj.get("metadata")
-                name = meta.get("name") if isinstance(meta, dict) else None
-                out["metadata_anomalies"].append(
-                    kind=str(kind),
-                    namespace=None,
-                    name=str(name),
-                    problem="unexpected kind, ignored",
-                )
-            kinds[str(kind)] += 1
+        with fewer_collections():
+            _read_dump(source, out, kinds, workloads)
     except BaseException:
         out.abort()
         raise
@@ -155,6 +139,32 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str, workloads: bool =
 
         counts |= {k: kinds[k] for k in (*WORKLOAD_KINDS, "LimitRange")}
     return Listed(out.close(), dict(counts))
+
+
+def _read_dump(
+    source: MetadataSource, out: TableWriters, kinds: Counter[str], workloads: bool
+) -> None:
+    """Every object of the dump into its tables, counted by kind in ``kinds``."""
+    from regprune.tasks.workload_snapshot import write_workload_object
+
+    for obj in read_dump_objects(source.source):
+        kind = obj.get("kind")
+        if kind == "Image":
+            _write(out, "images", [obj])
+        elif kind == "ImageStream":
+            _write(out, "imagestreams", [obj])
+        elif workloads and write_workload_object(out, obj):
+            pass
+        else:
+            meta = obj.get("metadata")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            out["metadata_anomalies"].append(
+                kind=str(kind),
+                namespace=None,
+                name=str(name),
+                problem="unexpected kind, ignored",
+            )
+        kinds[str(kind)] += 1
 
 
 @task(name="merge-metadata-tables")

@@ -147,3 +147,20 @@ def test_a_kubeconfig_that_does_not_load_is_an_error_each_time(tmp_path: Path) -
     for _ in range(2):
         with pytest.raises(MetadataError, match="cannot load kubeconfig"):
             api_client(MetadataSource(kubeconfig=str(broken)))
+
+
+def test_fewer_collections_raises_the_threshold_and_the_last_one_out_restores_it() -> None:
+    import gc
+
+    from regprune.metadata import GC_YOUNG_THRESHOLD, fewer_collections
+
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold()[0] == max(GC_YOUNG_THRESHOLD, before[0])
+        with fewer_collections():  # a second listing at the same time
+            pass
+        assert gc.get_threshold()[0] == max(GC_YOUNG_THRESHOLD, before[0])
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), fewer_collections():
+        raise RuntimeError("a failed listing")
+    assert gc.get_threshold() == before
