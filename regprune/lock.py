@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from regprune import progress
-from regprune.storage import StorageSpec, open_storage
+from regprune.storage import Storage, StorageSpec, open_storage
 
 LOCK_KEY = "_regprune/lock"
 """Relative to the registry's root (the folder or bucket prefix holding ``docker/``)."""
@@ -116,11 +116,13 @@ class StorageLock:
         run_id: str,
         run_dir: str | None = None,
         force_unlock: bool = False,
+        storage: Storage | None = None,
     ):
+        """``storage``: the run's (a dry run's holds its lock in memory), else ``spec``'s."""
         self.spec = spec
         self.holder = LockHolder.this_process(run_id, run_dir)
         self.force_unlock = force_unlock
-        self.storage = open_storage(spec)
+        self.storage = storage or open_storage(spec)
         self.where = self.storage.lock_where(LOCK_KEY)
 
     def acquire(self) -> None:

@@ -102,7 +102,19 @@ PRUNE_IMAGES = Role(
 """``prune-images`` and the nightly GC, on top of READ_METADATA: list what uses images, and with
 ``--confirm`` take tag revisions out of the streams' status and delete Images."""
 
-ROLES = (READ_METADATA, RECOVER, RESTART_REGISTRY, PRUNE_IMAGES)
+UNDO_PRUNE_IMAGES = Role(
+    "regprune-undo-prune-images",
+    (
+        # regprune/images_undo.py: POST /images (the saved Images), then PUT
+        # .../imagestreams/<name>/status (the removed items back); the GETs are READ_METADATA's
+        Grant(IMAGE_GROUP, "images", ("create",)),
+        Grant(IMAGE_GROUP, "imagestreams/status", ("update",)),
+    ),
+)
+"""Undoing a ``prune-images --confirm`` run, on top of READ_METADATA: create the Images it
+deleted and put the tag history items it removed back."""
+
+ROLES = (READ_METADATA, RECOVER, RESTART_REGISTRY, PRUNE_IMAGES, UNDO_PRUNE_IMAGES)
 
 
 def grant_label(grant: Grant, verb: str) -> str:

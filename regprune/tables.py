@@ -158,8 +158,31 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("status", pa.string()),
             ("reason", pa.string()),
             ("time", TIMESTAMP),
-            # the files of the action: removed when done, would be in a dry run (None when skipped)
             ("files", pa.list_(pa.string())),
+        ]
+    ),
+    "quarantined_keys": pa.schema(
+        [
+            ("quarantine", pa.string()),
+            ("key", pa.string()),
+            ("kind", pa.string()),
+            ("repository", pa.string()),
+            ("digest", pa.string()),
+            ("tag", pa.string()),
+            ("upload_id", pa.string()),
+            ("size", pa.int64()),
+        ]
+    ),
+    "quarantine_log": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("quarantine", pa.string()),
+            ("key", pa.string()),
+            ("kind", pa.string()),
+            ("size", pa.int64()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("time", TIMESTAMP),
         ]
     ),
     # manifests read from storage (lost-found candidates, manifests no Image knows yet)
@@ -217,8 +240,19 @@ ROWS: dict[str, str] = {
     "limit_ranges": "`openshift.io/Image` limit with `max.storage` of a LimitRange (`max_storage` "
     "in bytes; null when it does not parse)",
     "image_sizes": "Image: `dockerImageMetadata.Size`, what a LimitRange is compared with",
-    "actions": "action of an executed plan or a dry run (the audit trail, `actions.parquet`): "
-    "its status, reason and the files it removed (or would)",
+    "actions": "action of an executed plan or a dry run, and each of its changes (the audit "
+    "trail, `actions.parquet`): `status` `quarantining` (written before its files move), "
+    "`quarantined`, `restored` (moved back by the re-check), `purged`, `gone` (nothing left "
+    "to move: not counted), `skipped`, `failed`; `would-quarantine`, `would-restore`, "
+    "`would-purge` in a dry run; `files` what it moved (or would)",
+    "quarantined_keys": "key a quarantine holds (`_regprune/quarantine/<quarantine>/<key>`) "
+    "that a re-check judges (`sql/quarantine_restore.sql`), read as the layout reads it: "
+    "`kind` `blob`, `layer_link`, `manifest_link`, `tag_index`, `tag_current`, "
+    "`upload_startedat`, `upload_file`, or null for a key that fits no layout",
+    "quarantine_log": "key a run moved back out of a quarantine or purged "
+    "(`quarantine_log.parquet`: the re-check's and `regprune undo`'s, `regprune purge`'s): "
+    "`status` `restoring` or `purging` (written before the change), `restored`, `purged`, "
+    "`failed` (why in `reason`), `would-restore`, `would-purge` in a dry run",
     "manifests": "manifest read from storage (lost-found candidates, manifests no Image knows yet)",
     "manifest_references": "blob or child a manifest read from storage references",
 }
@@ -276,6 +310,8 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "limit_ranges": ("namespace", "name", "position"),
     "image_sizes": ("image",),
     "actions": ("phase", "action", "repository", "digest", "upload_id", "time"),
+    "quarantine_log": ("quarantine", "key", "time"),
+    "quarantined_keys": ("quarantine", "key"),
     "manifests": ("digest",),
     "manifest_references": ("digest", "kind", "position"),
 }

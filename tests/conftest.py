@@ -12,6 +12,10 @@ from typing import Any
 import duckdb
 import pytest
 
+# A confirmed prune waits --settle (default 5m) before its re-check; the tests drive the
+# moments that matter with regprune/hooks.py instead of waiting.
+os.environ.setdefault("REGPRUNE_SETTLE", "0s")
+
 pytest_plugins = [
     "tests.openshift_api",
     "tests.openshift_apiserver",

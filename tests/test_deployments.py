@@ -110,11 +110,13 @@ def prefect_api(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def deployed(prefect_api: PrefectServer) -> PrefectServer:
     """The steps of docs/operations.md: both pools, then every deployment of the file."""
-    prefect_api.cli("work-pool", "create", POOL, "--type", "process")
+    # --overwrite: the session's server is shared, and test_container may have made this pool
+    prefect_api.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
     prefect_api.cli(
         "work-pool",
         "create",
         f"{POOL}-kubernetes",
+        "--overwrite",
         "--type",
         "kubernetes",
         "--base-job-template",

@@ -25,15 +25,18 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from regprune.layout import new_quarantine_id
+from regprune.lock import LOCK_KEY
 from regprune.storage import (
     EMPTY_FOLDER,
     LISTING_SCHEMA,
+    DryRunStorage,
     Storage,
     StorageConfigError,
     StorageObject,
@@ -44,6 +47,7 @@ from regprune.storage import (
     s3,
     swift,
 )
+from regprune.storage.base import DELETED, GONE, MOVED, PRESENT, WOULD_DELETE, WOULD_MOVE
 from tests.cloud_proxy import CloudFaultProxy
 from tests.registry_bench import MotoServer
 from tests.s3_proxy import S3FaultProxy
@@ -54,8 +58,11 @@ from tests.storage_emulators import (
     GcsPagingFront,
     GcsPreconditionFront,
     SwiftAllInOne,
+    swift_segment_prefix,
 )
 
+SEGMENT = 1024
+"""A Swift DLO's segment size here: a blob of a few KiB is several segments."""
 ROOT = "reg"
 """The root directory (S3, GCS, Azure) or prefix (Swift) every bucket's storage has."""
 FAILS = "fails-here"
@@ -96,6 +103,15 @@ class Backend:
     def put_many(self, objects: dict[str, bytes]) -> None:
         for key, data in objects.items():
             self.put(key, data)
+
+    def put_uploaded(self, key: str, data: bytes) -> None:
+        """A blob as the registry writes an uploaded one: on Swift a Dynamic Large Object
+        (a 0-byte manifest naming its segments), elsewhere a plain object."""
+        self.put(key, data)
+
+    def segments(self) -> set[str]:
+        """Swift's DLO segments (outside the registry's files), not through regprune."""
+        return set()
 
     def mkdir(self, key: str) -> None:
         """An empty folder at ``key`` (ending in ``/``): a folder marker object (what the S3
@@ -377,6 +393,17 @@ class SwiftBackend(Backend):
 
     def put_many(self, objects: dict[str, bytes]) -> None:
         self.emulator.put_objects(self.bucket, {self.v2 + k: v for k, v in objects.items()})
+
+    def put_uploaded(self, key: str, data: bytes) -> None:
+        prefix = f"{ROOT}/{swift_segment_prefix(self.v2 + key)}"
+        for number, start in enumerate(range(0, len(data), SEGMENT), 1):
+            chunk = data[start : start + SEGMENT]
+            self.emulator.put_object(self.bucket, f"{prefix}/{number:016d}", chunk)
+        manifest = {"X-Object-Manifest": f"{self.bucket}/{prefix}"}
+        self.emulator.put_object(self.bucket, self.v2 + key, b"", manifest)
+
+    def segments(self) -> set[str]:
+        return {name for name in self.names() if name.startswith(f"{ROOT}/segments/")}
 
     def names(self) -> set[str]:
         return set(self.emulator.list_keys(self.bucket))
@@ -826,6 +853,110 @@ def test_listings_are_read_to_the_last_page(backend: Backend) -> None:
             key: len(files[key]) for key in keys
         }
         assert stats[f"{APP}_layers/sha256/missing/link"] is None
+
+
+# --------------------------------------------------------------------------- the quarantine
+# The two-phase delete (docs/safety.md) moves keys into ``_regprune/quarantine/<id>/``, beside
+# docker/, and back, lists and purges them. A move sends no bytes through regprune and loses
+# none; a key that is not there is GONE, not moved; a restore never overwrites a key that came
+# back with other bytes; a Swift DLO's segments stay until it is purged.
+
+QUARANTINED_TREE = {
+    key: data for key, data in TREE.items() if not key.startswith("blobs/sha256/22/")
+}
+UPLOADED = "blobs/sha256/22/" + "2" * 64 + "/data"
+"""An uploaded blob (a DLO of several segments on Swift)."""
+
+
+def quarantine_tree(backend: Backend) -> dict[str, bytes]:
+    backend.put_many(QUARANTINED_TREE)
+    backend.put_uploaded(UPLOADED, TREE[UPLOADED])
+    return {**QUARANTINED_TREE, UPLOADED: TREE[UPLOADED]}
+
+
+def contents(storage: Storage) -> dict[str, bytes]:
+    keys = [obj.key for obj in storage.walk("") if obj.problem is None]
+    read = storage.read_many(keys)
+    assert all(isinstance(value, bytes) for value in read.values()), read
+    return {key: bytes(value) for key, value in read.items()}  # type: ignore[arg-type]
+
+
+QID = new_quarantine_id(datetime(2026, 3, 1, 3, 0, tzinfo=UTC))
+
+
+def test_a_quarantine_round_trip_gives_the_same_keys_and_bytes(backend: Backend) -> None:
+    before = quarantine_tree(backend)
+    segments = backend.segments()
+    storage = backend.storage
+    gone = "blobs/sha256/33/" + "3" * 64 + "/data"
+    moving = [UPLOADED, f"{APP}_manifests/tags/latest/current/link", f"{APP}_uploads/u0/data"]
+
+    assert storage.quarantine_many(QID, [*moving, gone]) == {
+        **dict.fromkeys(moving, MOVED),
+        gone: GONE,
+    }
+
+    assert contents(storage) == {k: v for k, v in before.items() if k not in moving}
+    assert storage.quarantine_ids() == [QID]
+    assert {o.key: o.size for o in storage.quarantined(QID)} == {k: len(before[k]) for k in moving}
+    assert backend.segments() == segments  # a DLO's data stays where it is
+    assert not set(moving) & backend.keys()
+
+    assert storage.restore_many(QID, [*moving, gone]) == {
+        **dict.fromkeys(moving, MOVED),
+        gone: GONE,
+    }
+
+    assert contents(storage) == before
+    assert storage.quarantine_ids() == []
+    assert not any("_regprune/quarantine/" in name for name in backend.names())
+    assert backend.segments() == segments
+
+
+def test_a_restore_never_overwrites_other_bytes(backend: Backend) -> None:
+    quarantine_tree(backend)
+    tag = f"{APP}_manifests/tags/latest/current/link"
+    link = f"{APP}_layers/sha256/{'2' * 64}/link"
+    assert backend.storage.quarantine_many(QID, [tag, link]) == {tag: MOVED, link: MOVED}
+    retagged = b"sha256:" + b"9" * 64
+    backend.put_many({tag: retagged, link: TREE[link]})  # pushes wrote them again
+
+    back = backend.storage.restore_many(QID, [tag, link])
+
+    assert back[link] == PRESENT  # the same bytes: the quarantined copy is dropped
+    assert "other bytes" in back[tag]
+    assert contents(backend.storage)[tag] == retagged
+    assert [obj.key for obj in backend.storage.quarantined(QID)] == [tag]
+
+
+def test_a_purge_deletes_the_quarantined_keys_and_a_dlos_segments(backend: Backend) -> None:
+    before = quarantine_tree(backend)
+    storage = backend.storage
+    storage.quarantine_many(QID, [UPLOADED])
+
+    assert storage.purge_many(QID, [UPLOADED]) == {UPLOADED: DELETED}
+
+    assert storage.quarantined(QID) == [] and storage.quarantine_ids() == []
+    assert contents(storage) == {k: v for k, v in before.items() if k != UPLOADED}
+    assert backend.segments() == set()  # on Swift its segments went with it
+    assert storage.restore_many(QID, [UPLOADED]) == {UPLOADED: GONE}
+
+
+def test_the_dry_run_storage_changes_nothing(backend: Backend) -> None:
+    before = quarantine_tree(backend)
+    names = backend.names()
+    dry = DryRunStorage(backend.storage)
+
+    assert dry.quarantine_many(QID, [UPLOADED]) == {UPLOADED: WOULD_MOVE}
+    assert dry.purge_many(QID, [UPLOADED]) == {UPLOADED: WOULD_DELETE}
+    assert dry.lock_create(LOCK_KEY, b"a dry run") and dry.lock_read(LOCK_KEY) == b"a dry run"
+    dry.lock_remove(LOCK_KEY)
+    backend.storage.quarantine_many(QID, [UPLOADED])
+    assert dry.restore_many(QID, [UPLOADED]) == {UPLOADED: WOULD_MOVE}
+    backend.storage.restore_many(QID, [UPLOADED])
+
+    assert contents(backend.storage) == before
+    assert backend.names() == names
 
 
 # --------------------------------------------------------------------------- one backend's own

@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regprune import progress
+from regprune import progress, twophase
 from regprune.cli.output import LOG_FILE, START_SERVER_HINT, Output, prepare_environment
 from regprune.cli.sql import add_sql_parser, warehouse_url
+from regprune.twophase import default_retention, default_settle
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -340,6 +341,8 @@ def run_prune(args: argparse.Namespace) -> int:
     for flag, value in (
         ("--keep-younger-than", args.keep_younger_than),
         ("--upload-max-age", args.upload_max_age),
+        ("--settle", args.settle),
+        ("--quarantine-retention", args.quarantine_retention),
     ):
         try:
             parse_duration(value)
@@ -392,6 +395,8 @@ def run_prune(args: argparse.Namespace) -> int:
         force=args.force,
         force_unlock=args.force_unlock,
         project_images_plan=args.project_images_plan,
+        settle=args.settle,
+        quarantine_retention=args.quarantine_retention,
         **inputs,
     )
     finish(args, inputs, result)
@@ -537,7 +542,24 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--confirm",
         action="store_true",
-        help="delete for real: execute the plan, re-verifying every object just before",
+        help="delete for real, in two phases: move what the plan deletes into a quarantine "
+        "(each object re-read just before), wait --settle, re-check, move back what gained "
+        "a reference (docs/safety.md)",
+    )
+    prune.add_argument(
+        "--settle",
+        default=default_settle(),
+        metavar="DURATION",
+        help="wait this long after the last move before the re-check, so pushes in flight "
+        f"have written their links (default {twophase.SETTLE}, or $REGPRUNE_SETTLE)",
+    )
+    prune.add_argument(
+        "--quarantine-retention",
+        default=default_retention(),
+        metavar="DURATION",
+        help="keep a quarantine this long (for 'regprune undo') before a confirmed run "
+        f"purges it after its re-check (default {twophase.RETENTION}, or "
+        "$REGPRUNE_QUARANTINE_RETENTION; 0s: purge this run's at once)",
     )
     prune.add_argument(
         "--resume",
@@ -622,8 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=run_demo)
     add_sql_parser(commands)
     from regprune.cli.prune_images import add_prune_images_parser
+    from regprune.cli.quarantine import add_quarantine_parsers
 
     add_prune_images_parser(commands)
+    add_quarantine_parsers(commands)
     return parser
 
 
@@ -696,6 +720,8 @@ def output_mode(args: argparse.Namespace) -> Output:
 
 
 KNOWN_FAILURES = {
+    "AuditWriteError",
+    "QuarantineError",
     "StorageConfigError",
     "StorageListingError",
     "MetadataError",
@@ -704,6 +730,8 @@ KNOWN_FAILURES = {
     "UnsafePlan",
     "WarehouseError",
     "RecoveryError",
+    "JournalError",
+    "UndoError",
 }
 """Errors whose message says it all: printed without their type."""
 

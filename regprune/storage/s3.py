@@ -11,7 +11,9 @@ from regprune.layout import V2_ROOT
 from regprune.retries import backoff
 from regprune.storage import cloud
 from regprune.storage.base import (
+    GONE,
     LISTED_STAT_MIN_DEPTH,
+    MOVED,
     Storage,
     StorageConfigError,
     StorageObject,
@@ -32,7 +34,7 @@ class S3Storage(Storage):
 
         self.spec = spec
         self.bucket, root = spec.bucket_and_root("S3", "bucket")
-        self.base = "/".join(p for p in (self.bucket, root, V2_ROOT) if p)
+        self.base = "/".join(p for p in (self.bucket, root, spec.folder) if p)
         self.root = f"{root}/" if root else ""
         # max_concurrency=1: s3fs otherwise sends a HEAD before every GET (to decide whether
         # to split the download), doubling the requests for the small files the snapshot reads
@@ -140,6 +142,33 @@ class S3Storage(Storage):
             if e.get("Key") in objects
         }
         return {key: failed.get(key) for key in keys}
+
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """``CopyObject`` per key (a multipart copy above 5 GiB), then ``DeleteObjects`` of
+        the sources: about one request per key (bench/s3count.py)."""
+        if not isinstance(to, S3Storage) or to.bucket != self.bucket:
+            raise TypeError(f"cannot move from {self.spec.display} to {to.spec.display}")
+
+        def copy(key: str) -> str:
+            source = {"Bucket": self.bucket, "Key": self._object_key(key)}
+            try:
+                self.fs.call_s3(
+                    "copy_object", Bucket=self.bucket, Key=to._object_key(key), CopySource=source
+                )
+            except FileNotFoundError:
+                return GONE
+            except Exception as exc:
+                if "larger than the maximum allowable size" not in str(exc):
+                    return f"{type(exc).__name__}: {exc}"
+                try:  # s3fs copies in parts (UploadPartCopy)
+                    self.fs.copy(f"{self.base}/{key}", f"{to.base}/{key}")
+                except FileNotFoundError:
+                    return GONE
+                except Exception as again:
+                    return f"{type(again).__name__}: {again}"
+            return MOVED
+
+        return cloud.move_by_copy(keys, copy, self.delete_many)
 
     def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
         if not keys:

@@ -30,7 +30,9 @@ from urllib.parse import quote, unquote
 from regprune.layout import V2_ROOT
 from regprune.storage import cloud
 from regprune.storage.base import (
+    GONE,
     LISTED_STAT_MIN_DEPTH,
+    MOVED,
     Storage,
     StorageConfigError,
     StorageObject,
@@ -61,7 +63,8 @@ class SwiftStorage(Storage):
         self.spec = spec
         self.container, root = spec.bucket_and_root("Swift", "container")
         self.root = f"{root}/" if root else ""
-        self.prefix = f"{self.root}files/{V2_ROOT}/"
+        # the driver keeps every file under files/; an area (a quarantine) lives beside it
+        self.prefix = f"{self.root}{spec.area}/" if spec.area else f"{self.root}files/{V2_ROOT}/"
         self._local = threading.local()
         _connection_settings(spec.options)  # fail early on missing credentials
 
@@ -279,6 +282,43 @@ class SwiftStorage(Storage):
             raise OSError(f"bulk delete answered {status}: {answer.get('Response Body', '')}")
         # 404 counts as done: the bulk middleware already counts those as "Not Found"
         return {name: failed.get(name) for name in names}
+
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """A server-side ``COPY`` per key; a DLO's manifest is moved as what it is (a
+        0-byte object naming its segments, written anew where it goes), its segments stay
+        where they are: no byte is copied. Then the bulk delete of the sources alone (a
+        DLO's segments go only when it is purged)."""
+        if not isinstance(to, SwiftStorage) or to.container != self.container:
+            raise TypeError(f"cannot move from {self.spec.display} to {to.spec.display}")
+
+        def copy(key: str) -> str:
+            name, target = self.prefix + key, to.prefix + key
+            try:
+                head = self._head(name)
+                if head is None:
+                    return GONE
+                manifest = head.get("x-object-manifest")
+                if manifest:
+                    self.conn.put_object(
+                        self.container, target, b"", headers={"X-Object-Manifest": manifest}
+                    )
+                else:
+                    self.conn.copy_object(
+                        self.container, name, destination=f"/{self.container}/{target}"
+                    )
+            except self._client.ClientException as exc:
+                return GONE if exc.http_status == 404 else f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # recorded for this key; the others go on
+                return f"{type(exc).__name__}: {exc}"
+            return MOVED
+
+        def delete_sources(keys: list[str]) -> dict[str, str | None]:
+            transient = (self._client.ClientException, OSError)
+            names = {self.prefix + key: key for key in keys}
+            done = cloud.delete_in_batches(list(names), DELETE_BATCH, self._bulk_delete, transient)
+            return {names[name]: error for name, error in done.items()}
+
+        return cloud.move_by_copy(keys, copy, delete_sources)
 
     # ------------------------------------------------------------------ lock
 
