@@ -80,8 +80,22 @@ def test_a_dry_run_plans_what_oc_would_and_reports_why(
     cluster: dict[str, Any], openshift_kubeconfig: Path, tmp_path: Path, capsys
 ) -> None:
     d = cluster["digests"]
-    cluster["api"].allow_roles(READ_METADATA, PRUNE_IMAGES)  # what deployments/rbac/ grants
+    api = cluster["api"]
+    api.allow_roles(READ_METADATA, PRUNE_IMAGES)  # what deployments/rbac/ grants
     out = tmp_path / "run"
+
+    def listings() -> dict[str, int]:  # lists started (pages after the first have continue)
+        kinds = ("images", "imagestreams")
+        return {
+            kind: sum(
+                1
+                for r in api.requests
+                if r.method == "GET" and r.path.endswith(f"/{kind}") and "continue" not in r.query
+            )
+            for kind in kinds
+        }
+
+    api.clear_requests()
     code, report = run(
         tmp_path,
         openshift_kubeconfig,
@@ -113,9 +127,15 @@ def test_a_dry_run_plans_what_oc_would_and_reports_why(
     assert "Summary: would delete 3 image object(s), would delete 3 image stream tag item(s)" in (
         capsys.readouterr().out
     )
-    # the snapshot is reusable, and the defaults are oc's (3 revisions, 60m)
+    # its executor walked the plan over the listing this run just took: listed once
+    assert report["summary"]["executed"] == {"Image:would-delete": 3, "ImageStream:would-update": 1}
+    assert listings() == {"images": 1, "imagestreams": 1}
+    # the snapshot is reusable, and the defaults are oc's (3 revisions, 60m); over a snapshot
+    # the dry run reads the cluster as the confirmed run would (the streams twice, the Images)
+    api.clear_requests()
     code, again = run(tmp_path, openshift_kubeconfig, "--snapshot", str(out))
     assert code == 0
+    assert listings() == {"images": 1, "imagestreams": 2}
     assert [r["position"] for r in again["tag_revisions"]] == [3]
     assert again["settings"]["keep_tag_revisions"] == 3
     assert again["settings"]["keep_younger_than"] == "60m"
