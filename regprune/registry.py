@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from regprune.timeouts import Timeouts
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,8 @@ class RegistryAPI:
     url: str
     token_file: str | None = None
     """Read when used: the token never travels in parameters, logs or reports."""
-    timeout: float = 30.0
+    timeout: float = field(default_factory=lambda: Timeouts.current().read)
+    """Seconds for the connection and for each read (urllib has one number for both)."""
 
     def unlink(self, repository: str, digest: str) -> str | None:
         """None when the registry no longer links (nor caches) the blob, else the error."""

@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
+from regprune import interrupts
 from regprune.layout import is_digest
-from regprune.manifests import IMAGE_MEDIA_TYPES
+from regprune.mediatypes import IMAGE_MEDIA_TYPES
 from regprune.retries import backoff
 
 GROUP = "image.openshift.io"
@@ -38,6 +39,9 @@ RETRY_BASE_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 RETRY_AFTER_MAX_SECONDS = 60.0
 """A server's ``Retry-After`` is honoured up to this many seconds."""
+TIMED_OUT_ATTEMPTS = 3
+"""Attempts of a call whose requests run out of time (regprune/timeouts.py): a silent server
+fails a listing after three read timeouts, not seven."""
 
 
 class MetadataError(RuntimeError):
@@ -64,7 +68,9 @@ class MetadataSource:
     context: str | None = None
     page_size: int = 500
     max_retries: int = 6
-    request_timeout: float = 60.0
+    request_timeout: float | None = None
+    """Seconds for a whole API call; None: the bounds of every API call (regprune/timeouts.py:
+    connect, read and request timeouts), which apply in any case."""
 
     @property
     def is_kube(self) -> bool:
@@ -475,6 +481,13 @@ def _objects_of(documents: list[Any], file: Path) -> Iterator[dict[str, Any]]:
                 f"{file}: expected an object or a List, got {type(document).__name__}"
             )
         kind = document.get("kind")
+        if kind in LIST_KINDS and document.get("items", []) is None:
+            continue  # "items": null, as Go writes an empty list: nothing listed
+        if kind in LIST_KINDS and not isinstance(document.get("items"), list):
+            raise MetadataError(
+                f"{file}: the {kind}'s items are {type(document.get('items')).__name__}, not a "
+                "list (write the dump with: oc get images,imagestreams -A -o json)"
+            )
         if isinstance(document.get("items"), list):
             if kind not in LIST_KINDS:
                 # oc prints "kind: List" after the items: a YAML dump cut short loses it
@@ -507,6 +520,10 @@ def _with_kind(item: dict[str, Any], list_kind: Any) -> dict[str, Any]:
 class ListingRestart(Exception):
     """The server expired our continue token (410): the whole list must start again."""
 
+
+MAX_LIST_RESTARTS = 3
+"""A list whose continue token expires (410 Gone) starts again from the beginning at most this
+many times (the Image and ImageStream listings and every workload kind's)."""
 
 CLIENT_REUSE_SECONDS = 300.0
 """How long one process reuses an API client (its kubeconfig read, its TLS context and its
@@ -562,7 +579,9 @@ def _new_api_client(source: MetadataSource) -> Any:
         default_exists = False
     if kubeconfig or default_exists or "KUBERNETES_SERVICE_HOST" not in os.environ:
         try:
-            return config.new_client_from_config(config_file=kubeconfig, context=source.context)
+            return _bounded(
+                config.new_client_from_config(config_file=kubeconfig, context=source.context)
+            )
         except (config.ConfigException, OSError, TypeError, yaml.YAMLError) as exc:
             raise MetadataError(f"cannot load kubeconfig: {exc}") from exc
     # the pod's ServiceAccount: token and CA from the kubelet's mount, re-read as the
@@ -576,7 +595,15 @@ def _new_api_client(source: MetadataSource) -> Any:
             f"no kubeconfig found): {exc} (the ServiceAccount's token and ca.crt belong "
             f"in {Path(config.incluster_config.SERVICE_TOKEN_FILENAME).parent})"
         ) from exc
-    return client.ApiClient(configuration)
+    return _bounded(client.ApiClient(configuration))
+
+
+def _bounded(api_client: Any) -> Any:
+    """Every request of the client within the run's timeouts (regprune/timeouts.py)."""
+    from regprune.timeouts import bound_pool_manager
+
+    bound_pool_manager(api_client.rest_client.pool_manager)
+    return api_client
 
 
 def custom_objects_api(source: MetadataSource) -> Any:
@@ -606,10 +633,14 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     """Retry 429/5xx and connection errors with capped exponential backoff (honouring
-    Retry-After); turn 403/401 and 410 into errors that say what to do."""
+    Retry-After); turn 403/401 and 410 into errors that say what to do. A request that ran
+    out of time is tried :data:`TIMED_OUT_ATTEMPTS` times at most: each took a timeout."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    from regprune.timeouts import RequestTimeout
+
+    timed_out = 0
     for attempt in range(max_retries + 1):
         try:
             return call()
@@ -629,7 +660,8 @@ def call_with_retries(
                 ) from exc
             delay = _retry_after(exc) or backoff(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
         except (HTTPError, OSError) as exc:
-            if attempt == max_retries:
+            timed_out += isinstance(exc, RequestTimeout)
+            if attempt == max_retries or timed_out == TIMED_OUT_ATTEMPTS:
                 raise MetadataError(f"cannot {what}: {exc} (after {attempt + 1} attempts)") from exc
             delay = backoff(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
         sleep(delay)
@@ -651,7 +683,7 @@ def _status_message(exc: Any) -> str:
         return str(exc.reason)
 
 
-def get_json(client: Any, path: str, query: list[tuple[str, Any]], timeout: float) -> Any:
+def get_json(client: Any, path: str, query: list[tuple[str, Any]], timeout: float | None) -> Any:
     """GET ``path`` of the API with the official client's connection and credentials, as
     JSON decoded by :func:`decode_json`: no typed API class (importing CoreV1Api, AppsV1Api
     and BatchV1Api costs a CPU second) and no model objects. A non-2xx answer raises the
@@ -699,30 +731,58 @@ def list_pages(api: Any, plural: str, source: MetadataSource) -> Iterator[list[d
             what,
             source.max_retries,
         )
-        if not isinstance(page, dict):
-            raise MetadataError(f"cannot {what}: the answer is not a JSON object")
         return page
 
-    yield from prefetched(fetch)
+    yield from prefetched(fetch, what)
 
 
 def prefetched(
-    fetch: Callable[[str | None], dict[str, Any]],
+    fetch: Callable[[str | None], Any], what: str | None = None
 ) -> Iterator[list[dict[str, Any]]]:
     """The items of each page ``fetch(token)`` returns, following ``metadata.continue``; page
     N+1 is requested (in a thread) as soon as page N's token is known, so the server's time
-    and the caller's overlap. An error of any page is raised where that page would be."""
+    and the caller's overlap. An error of any page is raised where that page would be.
+    With ``what`` every page must be a Kubernetes list (:func:`_list_page`); without, a page
+    must be a JSON object. An interrupted run stops between pages."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="list-prefetch")
     try:
         upcoming = pool.submit(fetch, None)
         while True:
             page = upcoming.result()
-            token = _mapping(page.get("metadata")).get("continue")
+            if what is not None:
+                items, token = _list_page(page, what)
+            elif isinstance(page, dict):
+                items = list(page.get("items") or [])
+                token = _mapping(page.get("metadata")).get("continue")
+            else:
+                raise MetadataError("cannot list: the answer is not a JSON object")
             if token:
                 upcoming = pool.submit(fetch, token)
-            yield list(page.get("items") or [])
+            yield items
             if not token:
                 return
+            interrupts.check()
     finally:
         # a caller that stops early does not wait for a page it will not read
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _list_page(page: Any, what: str) -> tuple[list[dict[str, Any]], str | None]:
+    """A list page's items and continue token; anything else (a proxy's HTML login page, a
+    half-read answer) stops the listing with what came instead."""
+    metadata = page.get("metadata") if isinstance(page, dict) else None
+    items = page.get("items") if isinstance(page, dict) else None
+    token = metadata.get("continue") if isinstance(metadata, dict) else None
+    if (
+        not isinstance(page, dict)
+        or not isinstance(items, list | None)
+        or not isinstance(metadata, dict | None)
+        or not isinstance(token, str | None)
+        or not all(isinstance(item, dict) for item in items or ())
+    ):
+        shown = " ".join(str(page).split())[:80]
+        raise MetadataError(
+            f"cannot {what}: the answer is not a Kubernetes list ({type(page).__name__} "
+            f"{shown!r}); is the kubeconfig's server the cluster's API server?"
+        )
+    return list(items or []), token or None
