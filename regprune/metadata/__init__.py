@@ -699,7 +699,7 @@ def get_json(client: Any, path: str, query: list[tuple[str, Any]], timeout: floa
         response.read()
         if not 200 <= response.status <= 299:
             raise ApiException.from_response(http_resp=response, body=None, data=None)
-        return decode_json(response.data)
+        return _decoded(response.data)
     response = client.call_api(  # the older generator's signature (kubernetes < 37)
         path,
         "GET",
@@ -710,7 +710,16 @@ def get_json(client: Any, path: str, query: list[tuple[str, Any]], timeout: floa
         _request_timeout=timeout,
         _return_http_data_only=True,
     )
-    return decode_json(response.data)
+    return _decoded(response.data)
+
+
+def _decoded(data: bytes) -> Any:
+    """JSON as objects; an answer that is not JSON (a proxy's login page) as its text, which
+    the caller names in its one line (:func:`_list_page`)."""
+    try:
+        return decode_json(data)
+    except ValueError:
+        return data.decode(errors="replace")
 
 
 def list_pages(api: Any, plural: str, source: MetadataSource) -> Iterator[list[dict[str, Any]]]:
