@@ -29,10 +29,10 @@ from regprune.tasks.actions import EPOCH, PURGED, WOULD_PURGE, ExecutionSettings
 from regprune.tasks.execution import readable_parts
 from regprune.tasks.quarantine import (
     QUARANTINE_LOG,
-    QuarantineError,
     RunQuarantine,
     same_storage,
 )
+from regprune.twophase import QuarantineError
 from regprune.units import Duration, format_bytes, parse_duration
 
 

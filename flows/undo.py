@@ -41,12 +41,12 @@ from regprune.tasks.execution import readable_parts
 from regprune.tasks.prune_images import undo_prune_images
 from regprune.tasks.quarantine import (
     QUARANTINE_LOG,
-    QuarantineError,
     RunQuarantine,
     classify_keys,
     restore_quarantined,
     same_storage,
 )
+from regprune.twophase import QuarantineError
 from regprune.units import format_bytes
 
 

@@ -85,25 +85,49 @@ def saved_changes(run_dir: str | Path) -> Saved:
         )
     saved = Saved()
     for path in files:
-        records = read_journal(path)
-        begin = next(records, None)
-        if begin is None or begin.get("record") != "begin" or begin.get("dry_run"):
-            continue
-        number = len(saved.files)
-        saved.files.append(path)
-        for index, record in enumerate(records, start=1):
-            kind = record.get("record")
-            if kind == "image":
-                name = record["image"]["metadata"]["name"]
-                saved.images[name] = (number, index)
-                saved.image_outcomes.pop(name, None)  # a later attempt saved it again
-            elif kind == "stream":
-                saved.streams += 1
-            elif kind == "outcome" and record["kind"] == "Image":
-                saved.image_outcomes[record["name"]] = record["status"]
+        try:
+            _index(saved, path)
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            # a damaged or edited journal: nothing of it is acted upon (json's errors are
+            # ValueErrors; a record without what it needs, KeyError, TypeError)
+            raise UndoError(
+                f"{path} is not a journal prune-images wrote ({type(exc).__name__}: {exc}): "
+                "no Image or ImageStream was changed back"
+            ) from exc
     if not saved.files:
         raise UndoError(f"{run_dir} holds only dry runs of prune-images: nothing to undo")
     return saved
+
+
+def _index(saved: Saved, path: Path) -> None:
+    """Add one journal file's records to ``saved`` (a dry run's file adds nothing); every
+    record the undo reads later is checked for what it reads here."""
+    records = read_journal(path)
+    begin = next(records, None)
+    if begin is None or begin.get("record") != "begin" or begin.get("dry_run"):
+        return
+    number = len(saved.files)
+    saved.files.append(path)
+    for index, record in enumerate(records, start=1):
+        kind = record.get("record")
+        if kind == "image":
+            name = record["image"]["metadata"]["name"]
+            if not isinstance(name, str):
+                raise TypeError(f"record {index}: an Image named {name!r}")
+            saved.images[name] = (number, index)
+            saved.image_outcomes.pop(name, None)  # a later attempt saved it again
+        elif kind == "stream":
+            meta, removed = record["stream"]["metadata"], record["removed"]
+            if not (
+                isinstance(meta["namespace"], str)
+                and isinstance(meta["name"], str)
+                and isinstance(removed, list)
+                and all(isinstance(item, dict) for item in removed)
+            ):
+                raise TypeError(f"record {index}: an ImageStream without its name or items")
+            saved.streams += 1
+        elif kind == "outcome" and record["kind"] == "Image":
+            saved.image_outcomes[record["name"]] = record["status"]
 
 
 def _records(saved: Saved, kind: str) -> Iterator[tuple[int, int, dict[str, Any]]]:

@@ -7,7 +7,10 @@ regprune/hooks.py, not by waiting)."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
+from typing import Any
 
 SETTLE = "5m"
 """How long a confirmed run waits after its last move before the re-check: a push that
@@ -24,3 +27,47 @@ def default_settle() -> str:
 
 def default_retention() -> str:
     return os.environ.get("REGPRUNE_QUARANTINE_RETENTION") or RETENTION
+
+
+QUARANTINE_FILE = "quarantine.json"
+"""In a run folder: the run's quarantine id and storage, written before anything moves."""
+_RECORD_FIELDS = {"id": str, "storage": str, "started_at": str, "dry_run": bool}
+
+
+class QuarantineError(RuntimeError):
+    """A quarantine cannot be undone or purged as asked; the message says why."""
+
+
+def read_quarantine_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``quarantine.json`` of ``run_dir`` as regprune wrote it, or None when there is none.
+    Anything else (damaged, edited) is refused before it names a quarantine to move or
+    purge: an id that is not one (``../..``) or a storage URL with credentials in it (it
+    would become a flow parameter) stops the run with one line."""
+    from regprune.layout import is_quarantine_id
+    from regprune.storage.config import url_holds_credentials
+
+    path = Path(run_dir) / QUARANTINE_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # a folder, unreadable, not UTF-8, not JSON
+        raise QuarantineError(f"cannot read {path}: {exc}") from exc
+    problem = None
+    if not isinstance(record, dict):
+        problem = f"a JSON {type(record).__name__}, not an object"
+    elif missing := [name for name in ("id", "storage", "started_at") if name not in record]:
+        problem = f"no {', '.join(missing)}"
+    elif unknown := sorted(set(record) - set(_RECORD_FIELDS)):
+        problem = f"unknown fields {', '.join(map(repr, unknown))}"
+    elif wrong := [n for n, v in record.items() if not isinstance(v, _RECORD_FIELDS[n])]:
+        problem = f"{', '.join(wrong)} of the wrong type"
+    elif not is_quarantine_id(record["id"]):
+        problem = "its id is not a quarantine id"
+    elif url_holds_credentials(record["storage"]):
+        problem = "its storage URL holds a user or password"
+    if problem:
+        raise QuarantineError(
+            f"{path} is not the record regprune wrote ({problem}); nothing was moved"
+        )
+    return record

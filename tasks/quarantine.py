@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
+from regprune import interrupts
 from regprune.audit import AuditTrail, AuditWriteError
 from regprune.layout import (
     blob_data_path,
@@ -48,9 +49,8 @@ from regprune.tasks.actions import (
     ExecutionSettings,
     run_storage,
 )
+from regprune.twophase import QUARANTINE_FILE, read_quarantine_record
 
-QUARANTINE_FILE = "quarantine.json"
-"""In a run folder: the run's quarantine id and storage, written before anything moves."""
 QUARANTINE_LOG = "quarantine_log"
 """The run folder's key-level audit of restores and purges (a folder of parts, merged into
 ``quarantine_log.parquet``; regprune/tables.py)."""
@@ -71,10 +71,6 @@ JUDGED_TABLES = (
 what the registry's tree holds is judged, not the quarantine's oddities)."""
 
 
-class QuarantineError(RuntimeError):
-    """A quarantine cannot be undone or purged as asked; the message says why."""
-
-
 @dataclass(frozen=True)
 class RunQuarantine:
     """What ``quarantine.json`` records."""
@@ -86,10 +82,9 @@ class RunQuarantine:
 
     @classmethod
     def read(cls, run_dir: str | Path) -> RunQuarantine | None:
-        path = Path(run_dir) / QUARANTINE_FILE
-        if not path.exists():
-            return None
-        return cls(**json.loads(path.read_text()))
+        """The record, checked (:func:`regprune.twophase.read_quarantine_record`)."""
+        record = read_quarantine_record(run_dir)
+        return None if record is None else cls(**record)
 
     def write(self, run_dir: str | Path) -> None:
         path = Path(run_dir) / QUARANTINE_FILE
@@ -275,6 +270,9 @@ def _move_keys(
     audit = AuditTrail(folder, stem, QUARANTINE_LOG)
     out: list[KeyOutcome] = []
     for start in range(0, len(keys), CHUNK):
+        if interrupts.requested():  # an interrupted run starts no chunk; what is done is kept
+            audit.close()
+            interrupts.check()
         chunk = keys[start : start + CHUNK]
         rows = [(k["key"], k.get("kind"), k.get("size"), intent, k.get("reason")) for k in chunk]
         audit.ahead(log_columns(settings.run_id, quarantine, rows))

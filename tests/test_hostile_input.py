@@ -10,6 +10,7 @@ session's test server (``PREFECT_API_URL``), so no command starts a server of it
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -123,6 +125,15 @@ def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.Com
         ("snapshot", "--connect-timeout", "2h", "longer than 1h"),
         ("prune", "--request-timeout", "soon", "not a duration"),
         ("check", "--read-timeout", "--", "expects a value"),
+        ("prune", "--settle", "soon", "not a duration"),
+        ("prune", "--settle", "--", "expects a value"),
+        ("prune", "--quarantine-retention", "4000d", "longer than 3650d"),
+        ("purge", "--older-than", "7D", "not a duration"),
+        ("purge", "--older-than", "--", "expects a value"),
+        ("purge", "--older-than", "99999999999d", "longer than 3650d"),
+        ("purge", "--connect-timeout", "2h", "longer than 1h"),
+        ("undo", "--read-timeout", "0s", "must be longer than 0s"),
+        ("undo", "--request-timeout", "soon", "not a duration"),
     ],
 )
 def test_every_duration_and_timeout_is_checked(
@@ -133,11 +144,37 @@ def test_every_duration_and_timeout_is_checked(
     demo: dict[str, Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    extra = storage_args(demo) if command != "prune-images" else []
+    extra = {
+        "prune-images": [],
+        "undo": [str(demo["storage"])],  # a folder: the run folder is read in the flow
+        "purge": ["--storage", str(demo["storage"])],
+    }.get(command, storage_args(demo))
     result = in_process(capsys, command, *extra, f"{flag}={value}")
     assert result.returncode == EXIT_USAGE
     line = error_line(result)
     assert line.startswith(f"regprune: error: {flag}: ") and says in line, line
+
+
+@pytest.mark.parametrize(
+    ("variable", "flag"),
+    [("REGPRUNE_SETTLE", "--settle"), ("REGPRUNE_QUARANTINE_RETENTION", "--quarantine-retention")],
+)
+def test_a_bad_default_from_the_environment_names_the_variable(
+    variable: str,
+    flag: str,
+    demo: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A deployment's environment gives the two-phase delete's defaults: a bad one is named
+    as the variable it came from, not as an option nobody typed."""
+    monkeypatch.setenv(variable, "5 minutes")
+    result = in_process(capsys, "prune", *storage_args(demo))
+    assert result.returncode == EXIT_USAGE
+    assert error_line(result) == (
+        f"regprune: error: ${variable} (the default of {flag}): not a duration: '5 minutes' "
+        "(examples: 24h, 0s, 7d, 1h30m)"
+    )
 
 
 # --- storage and its config: one line before a server starts --------------------------------
@@ -245,6 +282,192 @@ def test_secrets_anywhere_in_the_parameters_are_refused_without_echoing_them(
     assert result.returncode == EXIT_USAGE
     assert says in error_line(result)
     assert SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", ["undo", "purge"])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--storage", f"s3://AKIA:{SECRET}@bucket"], "--storage holds a user or password"),
+        (
+            ["--storage-option", f'client_kwargs={{"token": "{SECRET}"}}'],
+            "'client_kwargs.token' looks like a credential",
+        ),
+    ],
+)
+def test_undo_and_purge_refuse_secrets_as_the_others_do(
+    command: str,
+    args: list[str],
+    says: str,
+    demo: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Their storage becomes a flow parameter as a prune's does."""
+    storage = [] if args[0] == "--storage" else ["--storage", str(demo["storage"])]
+    run = [str(tmp_path)] if command == "undo" else ["--older-than", "7d"]
+    result = in_process(capsys, command, *run, *storage, *args)
+    assert result.returncode == EXIT_USAGE
+    assert says in error_line(result)
+    assert SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", ["undo", "purge"])
+def test_undo_and_purge_check_the_storage_before_a_run(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file for the storage folder and a config the registry refuses: one line each, before
+    a Prefect server is asked for."""
+    afile = tmp_path / "registry.tar"
+    afile.write_bytes(b"not a folder")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  s3: {bucket: b}\n  filesystem: {rootdirectory: /r}\n"
+    )
+    run = [str(tmp_path)] if command == "undo" else ["--older-than", "7d"]
+    for storage, says in (
+        (["--storage", str(afile)], f"storage {afile} is a file, not a folder"),
+        (["--registry-config", str(config)], "must provide exactly one storage type"),
+    ):
+        result = in_process(capsys, command, *run, *storage)
+        assert result.returncode == EXIT_FAILURE
+        assert says in error_line(result)
+
+
+# --- a run folder's records, damaged or edited: one line, nothing moved -----------------------
+
+
+QUARANTINE_ID = "20261207T030000000000Z-abc123"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{not json", "cannot read {path}: Expecting property name"),
+        ("[]", "{path} is not the record regprune wrote (a JSON list, not an object)"),
+        ('{"id": "x"}', "(no storage, started_at)"),
+        (
+            json.dumps({"id": "../../docker", "storage": "/r", "started_at": "t"}),
+            "(its id is not a quarantine id)",
+        ),
+        (
+            json.dumps({"id": QUARANTINE_ID, "storage": 5, "started_at": "t"}),
+            "(storage of the wrong type)",
+        ),
+        (
+            json.dumps({"id": QUARANTINE_ID, "storage": f"s3://a:{SECRET}@b", "started_at": "t"}),
+            "(its storage URL holds a user or password); nothing was moved",
+        ),
+        (
+            json.dumps({"id": QUARANTINE_ID, "storage": "/r", "started_at": "t", "more": 1}),
+            "(unknown fields 'more')",
+        ),
+    ],
+)
+def test_purge_refuses_a_damaged_quarantine_record_in_one_line(
+    content: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``purge RUN`` names the storage and the quarantine from RUN's quarantine.json: one that
+    regprune did not write stops the command before anything runs (exit 1, no echo)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "quarantine.json"
+    path.write_text(content)
+    result = in_process(capsys, "purge", str(run))
+    assert result.returncode == EXIT_FAILURE
+    line = error_line(result)
+    assert says.format(path=path) in line, line
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_the_quarantine_record_a_run_writes_reads_back(tmp_path: Path) -> None:
+    """The check refuses edits, not what a run writes (a dry run's record included)."""
+    from regprune.layout import new_quarantine_id
+    from regprune.tasks.quarantine import RunQuarantine
+
+    now = datetime.now(UTC)
+    for dry_run in (False, True):
+        written = RunQuarantine(new_quarantine_id(now), "s3://b/root", now.isoformat(), dry_run)
+        written.write(tmp_path)
+        assert RunQuarantine.read(tmp_path) == written
+    assert RunQuarantine.read(tmp_path / "none") is None
+
+
+def journal_with(folder: Path, *records: dict[str, Any], raw: bytes = b"") -> None:
+    """A confirmed attempt's journal holding ``records`` (and ``raw`` bytes after them)."""
+    from regprune.images_journal import JOURNAL_DIR, Journal
+
+    with Journal(folder / JOURNAL_DIR, "20260101T000000000000", False, "kube") as journal:
+        for record in records:
+            journal.save(record)
+    if raw:
+        with next((folder / JOURNAL_DIR).glob("*.jsonl.gz")).open("ab") as file:
+            file.write(gzip.compress(raw))
+
+
+@pytest.mark.parametrize(
+    ("records", "raw", "says"),
+    [
+        ([], b"not json\n", "JSONDecodeError"),
+        ([{"record": "image", "image": {"metadata": {}}}], b"", "KeyError: 'name'"),
+        ([{"record": "image", "image": ["x"]}], b"", "TypeError"),
+        ([{"record": "image", "image": {"metadata": {"name": 5}}}], b"", "an Image named 5"),
+        (
+            [{"record": "stream", "stream": {"metadata": {"namespace": "a", "name": "b"}}}],
+            b"",
+            "KeyError: 'removed'",
+        ),
+        (
+            [
+                {
+                    "record": "stream",
+                    "stream": {"metadata": {"namespace": "a", "name": "b"}},
+                    "removed": "all",
+                }
+            ],
+            b"",
+            "an ImageStream without its name or items",
+        ),
+        ([{"record": "outcome", "kind": "Image", "name": "x"}], b"", "KeyError: 'status'"),
+    ],
+)
+def test_undo_refuses_a_damaged_journal_before_it_changes_anything(
+    records: list[dict[str, Any]], raw: bytes, says: str, tmp_path: Path
+) -> None:
+    """The index of the journal reads every record the undo acts on: a damaged one stops the
+    undo of the Images before the first create (one error, the file named)."""
+    from regprune.images_undo import UndoError, saved_changes
+
+    journal_with(tmp_path, *records, raw=raw)
+    with pytest.raises(UndoError) as raised:
+        saved_changes(tmp_path)
+    message = str(raised.value)
+    assert "is not a journal prune-images wrote" in message and says in message, message
+    assert "no Image or ImageStream was changed back" in message
+
+
+def test_an_interrupted_undo_or_purge_says_how_to_finish() -> None:
+    """Both change storage from their first move: the line says where their record is and
+    that running them again finishes (what is back or gone counts as done)."""
+    import argparse
+
+    from regprune import interrupts
+    from regprune.cli.main import interrupted_line
+
+    state = interrupts.Interruption(signal.SIGTERM, "restore", "Moving back 40 objects", [])
+    undo = argparse.Namespace(command="undo", run_dir="runs/prune-1", run_folder="runs/prune-1")
+    assert interrupted_line(undo, state, False) == (
+        "regprune: interrupted by SIGTERM while moving back 40 objects; what was done is in "
+        "runs/prune-1, and regprune undo runs/prune-1 again finishes it (exit 143)"
+    )
+    purge = argparse.Namespace(
+        command="purge", run_dir=None, run_folder="runs/purge-1", confirm=True
+    )
+    assert interrupted_line(purge, state, False).endswith(
+        "what was done is in runs/purge-1, and the same purge again finishes it (exit 143)"
+    )
+    purge.confirm = False
+    assert interrupted_line(purge, state, False).endswith("; nothing changed (exit 143)")
 
 
 # --- regprune sql: the snapshot's tables and nothing else --------------------------------
@@ -487,6 +710,7 @@ def test_a_deletion_interrupted_by_sigterm_releases_the_lock_and_resumes_to_the_
         return [
             "prune", "--storage", str(folder / "registry"),
             "--metadata", str(folder / "metadata.json"), "--out", str(out), "--confirm",
+            "--settle", "0s",
         ]  # fmt: skip
 
     assert main(args("straight", tmp_path / "straight-run")) == EXIT_OK
@@ -513,10 +737,19 @@ def test_a_deletion_interrupted_by_sigterm_releases_the_lock_and_resumes_to_the_
     assert main(["prune", "--resume", str(run)]) == EXIT_OK
 
     def remaining(name: str) -> set[str]:
+        """The registry's tree (each run's quarantine beside it has an id of its own)."""
         root = trees[name] / "registry"
-        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        return {str(p.relative_to(root)) for p in (root / "docker").rglob("*") if p.is_file()}
+
+    def quarantined(name: str) -> set[str]:
+        """What each run moved, without its quarantine's id."""
+        held = trees[name] / "registry" / "_regprune" / "quarantine"
+        return {
+            p.relative_to(held).as_posix().split("/", 1)[1] for p in held.rglob("*") if p.is_file()
+        }
 
     assert remaining("interrupted") == remaining("straight") != set()
+    assert quarantined("interrupted") == quarantined("straight") != set()
 
 
 @pytest.mark.slow
@@ -571,3 +804,23 @@ def test_the_sql_prompt_refuses_alike(
     assert "Error: regprune sql reads the snapshot or warehouse only: COPY" in out.getvalue()
     assert "(1 row)" in out.getvalue()
     assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.slow
+def test_purge_of_a_run_purges_that_runs_quarantine(prefect_server: None, tmp_path: Path) -> None:
+    """``purge RUN``: the run's own quarantine, named by RUN's quarantine.json (not by the
+    purge's own run folder), re-checked and purged; nothing else of the storage changes."""
+    from regprune.cli.main import main
+
+    storage, dump = tmp_path / "registry", tmp_path / "metadata.json"
+    generate(storage, SyntheticSpec.demo(0), dump)
+    run = tmp_path / "run"
+    prune = ["prune", "--storage", str(storage), "--metadata", str(dump), "--out", str(run)]
+    assert main([*prune, "--confirm", "--quarantine-retention", "7d", "--settle", "0s"]) == 0
+    held = storage / "_regprune" / "quarantine"
+    assert any(p.is_file() for p in held.rglob("*"))  # kept for a week
+    kept = {p for p in (storage / "docker").rglob("*") if p.is_file()}
+    purge = ["purge", str(run), "--out", str(tmp_path / "purge"), "--confirm"]
+    assert main(purge) == EXIT_OK
+    assert not any(p.is_file() for p in held.rglob("*"))
+    assert {p for p in (storage / "docker").rglob("*") if p.is_file()} == kept

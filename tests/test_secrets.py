@@ -1,17 +1,20 @@
-"""Credentials never reach an output: a full ``prune --confirm`` and ``check`` with secrets in
-play, and every output of both grepped for each secret.
+"""Credentials never reach an output: a full ``prune --confirm``, ``check``, ``purge`` of the
+prune's quarantine, ``prune-images --confirm`` (its journal and its hard prune) and ``undo``
+of it with secrets in play, and every output of them grepped for each secret.
 
 Secrets: AWS keys in the environment (an S3 registry on moto, which accepts any keys), a
 bearer token in ``--registry-token-file`` (sent to the real registry's API), and a kubeconfig
 whose user has a token (the OpenShift API test server checks it). Outputs: stdout and stderr
 (Prefect at DEBUG level), every file the runs write (report JSON, snapshot.json, report.html,
-every Parquet file read back row by row, the warehouse), and what Prefect keeps: flow and
-task runs with their parameters, logs, artifacts, and the server's database file itself.
+every Parquet file read back row by row, the warehouse, the audit trails and quarantine
+records, prune-images' journals decompressed), and what Prefect keeps: flow and task runs with
+their parameters, logs, artifacts, and the server's database file itself.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import secrets
@@ -172,6 +175,23 @@ def test_no_secret_reaches_any_output(
             env=env,
         )
         assert check.returncode == EXIT_FINDINGS, check.stderr[-3000:]
+        # the quarantine of the prune, purged (its storage and metadata as the run recorded)
+        purge = cli(
+            "purge", str(tmp_path / "prune"), "--out", str(tmp_path / "purge"), "--confirm",
+            env=env,
+        )  # fmt: skip
+        assert purge.returncode == EXIT_OK, purge.stderr[-3000:]
+        images = cli(
+            "prune-images", "--kubeconfig", str(kubeconfig), "--keep-tag-revisions=1",
+            "--keep-younger-than=0s", "--hard-prune-keep-younger-than=0s",
+            "--storage", registry_s3.storage_url, "--registry-url", registry_s3.base_url,
+            "--registry-token-file", str(token_file), "--out", str(tmp_path / "images"),
+            "--report", str(tmp_path / "images.json"), "--confirm",
+            env=env,
+        )  # fmt: skip
+        assert images.returncode == EXIT_OK, images.stderr[-3000:]
+        undo = cli("undo", str(tmp_path / "images"), "--kubeconfig", str(kubeconfig), env=env)
+        assert undo.returncode == EXIT_OK, undo.stderr[-3000:]
         assert api.count("GET", "/images") > 0  # the kube token was used ...
     finally:
         api.stop()
@@ -183,6 +203,11 @@ def test_no_secret_reaches_any_output(
         "prune stderr": prune.stderr,
         "check stdout": check.stdout,
         "check stderr": check.stderr,
+        **{
+            f"{name} {stream}": getattr(run, stream)
+            for name, run in (("purge", purge), ("prune-images", images), ("undo", undo))
+            for stream in ("stdout", "stderr")
+        },
     }
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     written = [p for p in written if p not in (kubeconfig, token_file)]
@@ -190,9 +215,13 @@ def test_no_secret_reaches_any_output(
         outputs[str(path)] = path.read_bytes()
         if path.suffix == ".parquet":
             outputs[f"{path} (values)"] = parquet_text(path)
-    assert any(p.name == "actions.parquet" for p in written)
-    assert any(p.name == "snapshot.json" for p in written)
-    assert any(p.name == "report.html" for p in written)
+        if path.suffix == ".gz":
+            outputs[f"{path} (text)"] = gzip.decompress(path.read_bytes())
+    names = {p.name for p in written}
+    assert {"actions.parquet", "snapshot.json", "report.html", "quarantine.json"} <= names
+    assert "quarantine_log.parquet" in names  # the purge's audit
+    assert any(p.parent.name == "images_journal" for p in written)  # prune-images' journal
+    assert any(p.parent.name == "images_undo" for p in written)  # the undo's
 
     runs = flow_runs_started_since(since)
     assert len(runs) >= 4  # prune, check and their snapshots

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,6 +174,12 @@ def check_duration(flag: str, value: Any) -> None:
 FLAGS = {"shard_tasks": "--shards", "storage_options": "--storage-option"}
 
 
+def flag_or_env(flag: str, env: str, value: Any) -> str:
+    """What a bad value is named by: the environment variable that gave the option's
+    default (a deployment's choice, not the command line's), else the option."""
+    return f"${env} (the default of {flag})" if value and value == os.environ.get(env) else flag
+
+
 def _validation_message(exc: ValidationError) -> str:
     def flag(name: str) -> str:
         return FLAGS.get(name, "--" + name.replace("_", "-"))
@@ -201,7 +208,7 @@ def begin(args: argparse.Namespace, run_dir: str | Path) -> None:
     if source is not None:
         check_storage_now(source)
 
-    args.run_dir = str(run_dir)
+    args.run_folder = str(run_dir)  # not run_dir: undo's and purge's RUN is the run they act on
     args.log_file = Path(run_dir) / LOG_FILE
     args.undo_logging = configure_logging(args.output_mode, args.log_file)
     if args.api_url:

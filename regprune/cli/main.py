@@ -37,6 +37,7 @@ from regprune.cli.common import (
     check_registry_url,
     duckdb_settings,
     finish,
+    flag_or_env,
     json_report,
     new_run_folder,
     print_json,
@@ -256,8 +257,11 @@ def run_prune(args: argparse.Namespace) -> int:
 
     check_duration("--keep-younger-than", args.keep_younger_than)
     check_duration("--upload-max-age", args.upload_max_age)
-    check_duration("--settle", args.settle)
-    check_duration("--quarantine-retention", args.quarantine_retention)
+    check_duration(flag_or_env("--settle", "REGPRUNE_SETTLE", args.settle), args.settle)
+    retention = args.quarantine_retention
+    check_duration(
+        flag_or_env("--quarantine-retention", "REGPRUNE_QUARANTINE_RETENTION", retention), retention
+    )
     check_registry_url(args.registry_url)
     if args.registry_token_file and not args.registry_url:
         raise UsageError("--registry-token-file goes with --registry-url")
@@ -696,13 +700,15 @@ def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, f
         )
     elif state.locks:
         line += "; the storage lock is released"
-    run_dir = getattr(args, "run_dir", None)
+    run_dir = getattr(args, "run_folder", None)
     command = getattr(args, "command", None)
     confirm = bool(getattr(args, "confirm", False))
     changes = {
         "prune": confirm or bool(getattr(args, "resume", None)),
         "check": confirm and bool(getattr(args, "recover", False)),
         "prune-images": confirm,
+        "undo": True,
+        "purge": confirm,
     }.get(str(command), False)
     deleted = bool(run_dir) and any(Path(str(run_dir), "actions").glob("*.parquet"))
     if command == "prune" and changes and run_dir and (state.locks or deleted):
@@ -711,6 +717,9 @@ def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, f
         line += "; nothing was deleted" if command in ("snapshot", "prune") else "; nothing changed"
         if run_dir and state.key in ("metadata", "walk"):
             line += f", the snapshot in {run_dir} is incomplete"
+    elif command in ("undo", "purge") and run_dir:
+        again = f"regprune undo {args.run_dir}" if command == "undo" else "the same purge"
+        line += f"; what was done is in {run_dir}, and {again} again finishes it"
     elif run_dir:
         line += f"; what was done is in {run_dir}"
     return f"{line} (exit {state.exit_code})"

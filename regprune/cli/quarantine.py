@@ -4,7 +4,6 @@ of the two-phase delete, put back or emptied (docs/safety.md)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,9 @@ from regprune.cli.common import (
     _validation_message,
     add_output_arguments,
     add_storage_arguments,
+    add_timeout_arguments,
     begin,
+    check_duration,
     new_run_folder,
     print_json,
     ready,
@@ -42,6 +43,7 @@ def add_quarantine_parsers(commands: Any) -> None:
         action="store_true",
         help="remove the storage's lock (_regprune/lock) left by a run that died elsewhere",
     )
+    add_timeout_arguments(undo)
     add_output_arguments(undo)
     undo.set_defaults(run=run_undo)
 
@@ -74,6 +76,7 @@ def add_quarantine_parsers(commands: Any) -> None:
         action="store_true",
         help="remove the storage's lock (_regprune/lock) left by a run that died elsewhere",
     )
+    add_timeout_arguments(purge)
     add_output_arguments(purge)
     purge.set_defaults(run=run_purge)
 
@@ -84,13 +87,16 @@ def _storage_source(args: argparse.Namespace, recorded: str | None) -> Any:
     from pydantic import ValidationError
 
     from regprune.snapshots import SnapshotSource
+    from regprune.storage import CREDENTIALS_ELSEWHERE, url_holds_credentials
 
     if args.storage and args.registry_config:
         raise UsageError("give at most one of --storage URL or --registry-config FILE")
+    if url_holds_credentials(args.storage):
+        raise UsageError(f"--storage holds a user or password in its URL; {CREDENTIALS_ELSEWHERE}")
     if not (args.storage or args.registry_config or recorded):
         return None
     try:
-        return SnapshotSource(
+        source = SnapshotSource(
             storage=args.storage or (None if args.registry_config else recorded),
             registry_config=args.registry_config,
             storage_options=storage_options(args),
@@ -100,6 +106,8 @@ def _storage_source(args: argparse.Namespace, recorded: str | None) -> Any:
         )
     except ValidationError as exc:
         raise UsageError(_validation_message(exc)) from exc
+    args.storage_to_check = source  # begin(): the registry config parsed, a folder a folder
+    return source
 
 
 def _run_folder(path: str) -> Path:
@@ -131,24 +139,23 @@ def run_undo(args: argparse.Namespace) -> int:
 
 def run_purge(args: argparse.Namespace) -> int:
     from regprune.snapshots import read_snapshot_summary
-    from regprune.units import parse_duration
+    from regprune.twophase import QUARANTINE_FILE, read_quarantine_record
 
     if bool(args.run_dir) == bool(args.older_than):
         raise UsageError("give a run folder or --older-than DURATION (one of them)")
     if args.older_than:
-        try:
-            parse_duration(args.older_than)
-        except ValueError as exc:
-            raise UsageError(f"--older-than: {exc}") from exc
+        check_duration("--older-than", args.older_than)
     recorded: dict[str, Any] = {}
     storage = None
     if args.run_dir:
         folder = _run_folder(args.run_dir)
-        quarantine = folder / "quarantine.json"
-        if not quarantine.exists():
-            raise UsageError(f"{args.run_dir} quarantined nothing (no quarantine.json)")
+        quarantine = read_quarantine_record(folder)  # damaged: QuarantineError, exit 1
+        if quarantine is None:
+            raise UsageError(f"{args.run_dir} quarantined nothing (no {QUARANTINE_FILE})")
         recorded = read_snapshot_summary(folder).get("metadata_source") or {}
-        storage = json.loads(quarantine.read_text())["storage"]
+        if not isinstance(recorded, dict):  # an edited snapshot.json: not what it read
+            recorded = {}
+        storage = quarantine["storage"]
     args.metadata = args.metadata or recorded.get("source") or "kube"
     args.kubeconfig = args.kubeconfig or recorded.get("kubeconfig")
     args.context = args.context or recorded.get("context")
