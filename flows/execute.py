@@ -87,6 +87,7 @@ def execute_plan(
     registry_token_file: str | None = None,
     force_unlock: bool = False,
     dry_run: bool = False,
+    registry_cluster: MetadataSource | None = None,
 ) -> dict[str, Any]:
     """Run the plan of ``run_dir`` inside the prune flow (not a subflow: flow parameters are
     stored, and the storage spec may carry credentials); what an earlier attempt did (its
@@ -96,7 +97,8 @@ def execute_plan(
     (audit status ``would-delete``); no lock (it writes nothing, and needs no write access),
     no re-read of metadata or storage and no registry call: it takes the snapshot as current,
     so it costs no storage request beyond listing the repositories and uploads it would
-    remove."""
+    remove. ``registry_cluster``: whose credentials' token the registry gets when there is
+    no ``registry_token_file`` (regprune/registry.py)."""
     summary = read_snapshot_summary(run_dir)
     started = datetime.fromisoformat(summary["metadata_started_at"])
     variables = plan_variables(
@@ -111,7 +113,7 @@ def execute_plan(
         audit_dir=str(audit_dir),
         run_id=attempt,
         touched_after=started,
-        registry=RegistryAPI(registry_url, registry_token_file)
+        registry=RegistryAPI(registry_url, registry_token_file, registry_cluster)
         if registry_url and deleting
         else None,
         dry_run=dry_run,

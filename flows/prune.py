@@ -30,6 +30,7 @@ from regprune.flows.execute import execute_plan
 from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings, is_projected
+from regprune.registry import RegistryAPI
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, metadata_of_snapshot
 from regprune.tasks.analysis import (
@@ -112,7 +113,9 @@ def prune_flow(
             skipping what its audit trail records as done.
         registry_url: the running registry (e.g. https://registry:5000): layer links of
             deleted blobs are removed through its API, which clears its blob cache.
-        registry_token_file: a file holding the registry's bearer token.
+        registry_token_file: a file holding the registry's bearer token (default: the
+            cluster credentials' token, as oc adm prune images sends; a confirmed run asks
+            the registry once with it before deleting anything).
         restart_registry: NAMESPACE/DEPLOYMENT of the registry, restarted through the
             Kubernetes API after deleting so that no cache claims deleted blobs exist.
         warehouse: also keep the snapshot and plan as a new run in this warehouse (a folder
@@ -168,6 +171,11 @@ def prune_flow(
         if deleting
         else "Listing what would be deleted (the same 3 phases, nothing deleted)"
     )
+    cluster = cluster_of_run(run_dir, source) if deleting else None
+    if cluster is not None and registry_url:
+        # Before the first delete: a token the registry refuses would leave its cache
+        # claiming deleted blobs (and fail every batch after deleting).
+        RegistryAPI(registry_url, registry_token_file, cluster).preflight()
     with progress.activity("delete", title):
         execute_plan(
             run_dir,
@@ -178,9 +186,10 @@ def prune_flow(
             registry_token_file,
             force_unlock,
             dry_run=not deleting,
+            registry_cluster=cluster,
         )
-    if deleting and restart_registry:
-        restart_registry_task(cluster_of_run(run_dir, source), restart_registry)
+    if cluster is not None and restart_registry:
+        restart_registry_task(cluster, restart_registry)
     mode = "delete" if deleting else "dry-run"
     progress.phase("Writing the report")
     published = publish_prune_report(run_dir, mode, settings, report)

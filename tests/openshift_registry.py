@@ -138,6 +138,12 @@ class OpenShiftRegistry(Registry):
             return self.api.registry_host
         return self.url
 
+    def prepare_push(self, repository: str) -> None:
+        """The real API refuses a push into a namespace that does not exist (as a cluster
+        does: the project comes first); make it, with its default ServiceAccount."""
+        if isinstance(self.api, RealOpenShiftAPI):
+            self.api.namespace(repository.split("/", 1)[0])
+
     def config(self) -> dict[str, Any]:
         """distribution's config plus ``auth: openshift`` and the ``openshift:`` section."""
         config = super().config()

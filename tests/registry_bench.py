@@ -474,6 +474,9 @@ class Registry:
         env.pop("AWS_CA_BUNDLE", None)
         return env
 
+    def prepare_push(self, repository: str) -> None:
+        """What must exist before a push to ``repository`` (nothing for distribution)."""
+
     def log(self) -> str:
         """The registry's captured stdout/stderr, for assertion messages."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -985,6 +988,7 @@ def push(
     picks the child matching this host's platform and only that is pushed under the tag.
     """
     repository, dest_tag = _split_ref(repo_ref)
+    registry.prepare_push(repository)
     args = ["copy", "--dest-tls-verify=false", "--retry-times", "0"]
     if all:
         args.append("--all")
