@@ -253,6 +253,7 @@ class RealOpenShiftAPI:
         self._tracked: list[tuple[str, str | None, str]] = []  # (kind, namespace, name)
         self._users: dict[str, str] = {}  # add_token's user -> token (kept across resets)
         self._rbac_serial = 0
+        self.etcd_port = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -284,6 +285,7 @@ class RealOpenShiftAPI:
             )
             if started.returncode == 0:
                 self.url = f"https://127.0.0.1:{kas}"
+                self.etcd_port = etcd
                 break
             last = started.stderr[-3000:] + self._log_tail()
             self.stop()
@@ -919,6 +921,29 @@ class RealOpenShiftAPI:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"RBAC did not settle in {RBAC_SETTLE_TIMEOUT} s: {pending}")
             time.sleep(0.2)  # polling the condition above, not a synchronising sleep
+
+    # ---- etcd ---------------------------------------------------------------------------------
+
+    def _etcd(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One call of etcd's v3 JSON gateway, with the client certificate start.sh made."""
+        pki = self.data / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "etcd-client.crt"), str(pki / "etcd-client.key"))
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{self.etcd_port}/v3/{call}",
+            data=json.dumps(body).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30, context=context) as answer:
+            return json.loads(answer.read())
+
+    def compact(self) -> int:
+        """Compact etcd at its current revision (what kube-apiserver does every 5 minutes):
+        a continue token of an older resourceVersion that no watch cache still holds then
+        gets ``410 Expired``. Returns the revision."""
+        revision = int(self._etcd("kv/range", {"key": "Lw=="})["header"]["revision"])
+        self._etcd("kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
 
     # ---- emptying between tests ---------------------------------------------------------------
 
