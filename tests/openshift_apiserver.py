@@ -629,12 +629,14 @@ class RealOpenShiftAPI:
         return stored
 
     def images(self) -> list[dict[str, Any]]:
-        """Every Image, sorted by name."""
-        return sorted(self.list("Image"), key=lambda i: i["metadata"]["name"])
+        """Every Image, sorted by name, each with its kind (as a GET answers it)."""
+        items = ({"apiVersion": API_VERSION, "kind": "Image", **i} for i in self.list("Image"))
+        return sorted(items, key=lambda i: i["metadata"]["name"])
 
     def imagestreams(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every ImageStream (of ``namespace``), in the server's order."""
-        return self.list("ImageStream", namespace)
+        """Every ImageStream (of ``namespace``), in the server's order, with its kind."""
+        kind = {"apiVersion": API_VERSION, "kind": "ImageStream"}
+        return [{**kind, **s} for s in self.list("ImageStream", namespace)]
 
     def image(self, name: str) -> dict[str, Any] | None:
         return self.get("Image", name)
@@ -654,10 +656,7 @@ class RealOpenShiftAPI:
             "apiVersion": "v1",
             "kind": "List",
             "metadata": {"resourceVersion": ""},
-            "items": [{"apiVersion": API_VERSION, "kind": "Image", **i} for i in self.images()]
-            + [
-                {"apiVersion": API_VERSION, "kind": "ImageStream", **s} for s in self.imagestreams()
-            ],
+            "items": self.images() + self.imagestreams(),
         }
 
     # ---- identities ---------------------------------------------------------------------------
