@@ -498,6 +498,17 @@ class RealOpenShiftAPI:
             raise
         return True
 
+    def set_status(
+        self, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge ``status`` into an object's status through its status subresource (what a
+        kubelet or controller would write; e.g. a Pod's ``phase``)."""
+        obj = self.get(kind, name, namespace)
+        if obj is None:
+            raise KeyError(f"no {kind} {namespace}/{name}")
+        obj["status"] = {**(obj.get("status") or {}), **status}
+        return self.request("PUT", self.path_of(kind, namespace, name) + "/status", obj)
+
     def namespace(self, name: str) -> str:
         """Make namespace ``name`` and its ``default`` ServiceAccount (no controller manager
         makes it; a Pod is refused without it) unless they exist; returns the name."""
