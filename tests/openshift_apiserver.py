@@ -128,6 +128,15 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Role": ("apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
 }
+#: Delete at once: no grace period, and dependents in the background, since the "orphan"
+#: finalizer (the default of a ReplicationController) waits for a garbage collector, and there
+#: is no controller manager here.
+DELETE_NOW = {
+    "kind": "DeleteOptions",
+    "apiVersion": "v1",
+    "gracePeriodSeconds": 0,
+    "propagationPolicy": "Background",
+}
 #: What prune-images lists; :meth:`RealOpenShiftAPI.reset` deletes every one of them.
 WORKLOAD_KINDS = (
     "Pod",
@@ -489,9 +498,8 @@ class RealOpenShiftAPI:
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete one object now (no grace period); False when there was none."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
         try:
-            self.request("DELETE", self.path_of(kind, namespace, name), body)
+            self.request("DELETE", self.path_of(kind, namespace, name), DELETE_NOW)
         except APIError as exc:
             if exc.status == 404:
                 return False
@@ -964,7 +972,7 @@ class RealOpenShiftAPI:
             if kind != "Namespace":
                 self.delete(kind, name, namespace)
         self._tracked.clear()
-        self.request("DELETE", self.path_of("Image"))  # deletecollection
+        self.request("DELETE", self.path_of("Image"), DELETE_NOW)  # deletecollection
         for kind in ("ImageStream", *WORKLOAD_KINDS):
             namespaces = {obj["metadata"]["namespace"] for obj in self.list(kind)}
             for namespace in sorted(namespaces):
@@ -972,7 +980,7 @@ class RealOpenShiftAPI:
                     for pod in self.list(kind, namespace):
                         self.delete(kind, pod["metadata"]["name"], namespace)
                 else:
-                    self.request("DELETE", self.path_of(kind, namespace))
+                    self.request("DELETE", self.path_of(kind, namespace), DELETE_NOW)
 
 
 def _label(group: str, resource: str, verb: str) -> str:
