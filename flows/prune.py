@@ -42,6 +42,7 @@ from regprune.tasks.analysis import (
 from regprune.tasks.analysis import project_images_plan as project_images_plan_task
 from regprune.tasks.html_report import write_html_report
 from regprune.tasks.manifests import read_manifests_in_batches
+from regprune.tasks.registry_restart import require_restart_access
 from regprune.tasks.registry_restart import restart_registry as restart_registry_task
 from regprune.tasks.reports import publish_prune_report
 from regprune.tasks.warehouse import publish_to_warehouse
@@ -176,6 +177,8 @@ def prune_flow(
         # Before the first delete: a token the registry refuses would leave its cache
         # claiming deleted blobs (and fail every batch after deleting).
         RegistryAPI(registry_url, registry_token_file, cluster).preflight()
+    if cluster is not None and restart_registry:
+        require_restart_access(cluster, restart_registry)  # the same, for the restart
     with progress.activity("delete", title):
         execute_plan(
             run_dir,
