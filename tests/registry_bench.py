@@ -853,20 +853,18 @@ class PushedImage:
         }
         if self.config is not None:
             cfg = self.config_json or {}
-            # OpenShift sums unique layer sizes plus the config size.
+            # OpenShift sums unique layer sizes plus the config size; its DockerImage 1.0 keeps
+            # no Os nor Variant.
             unique = {layer.digest: layer.size for layer in self.layers}
             metadata.update(
                 {
                     "Id": self.config.digest,
                     "Created": cfg.get("created"),
                     "Architecture": cfg.get("architecture"),
-                    "Os": cfg.get("os"),
                     "Config": cfg.get("config", {}),
                     "Size": sum(unique.values()) + self.config.size,
                 }
             )
-            if cfg.get("variant"):
-                metadata["Variant"] = cfg["variant"]
         image["dockerImageMetadata"] = metadata
         return image
 
