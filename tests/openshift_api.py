@@ -1456,9 +1456,9 @@ class OpenShiftAPIServer:
         meta["creationTimestamp"] = rfc3339(created) if created else rfc3339()
         obj["apiVersion"] = API_VERSION
         obj["kind"] = "Image"
-        for field in ("dockerImageLayers", "dockerImageManifests", "dockerImageSignatures"):
-            if obj.get(field) == []:  # omitempty: the real server stores no empty list
-                del obj[field]
+        for name in ("dockerImageLayers", "dockerImageManifests", "dockerImageSignatures"):
+            if obj.get(name) == []:  # omitempty: the real server stores no empty list
+                del obj[name]
         return obj
 
     @staticmethod

@@ -54,7 +54,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -81,6 +81,9 @@ __all__ = [
 
 OPENSHIFT_APISERVER_ENV = "REGPRUNE_OPENSHIFT_APISERVER"
 OC_ENV = "REGPRUNE_OC"
+#: Set (CI does, .ci/run): a missing server, etcd, oc, OpenShift's registry or skopeo fails the
+#: tests instead of skipping them.
+REQUIRED_ENV = "REGPRUNE_REAL_API_REQUIRED"
 _SHARED = (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
 #: How ``../shared/openshift-apiserver/README.md`` builds the two servers (each from its
 #: source with its ``vendor/`` folder; Go 1.27.3, ``GOTOOLCHAIN=local``).
@@ -182,13 +185,20 @@ def oc_binary() -> Path | None:
     return None
 
 
+def _missing(message: str) -> NoReturn:
+    """Skip, or fail where the real API is required (CI)."""
+    if os.environ.get(REQUIRED_ENV, "") not in ("", "0"):
+        pytest.fail(f"{message} (${REQUIRED_ENV} is set: these tests must run here)")
+    pytest.skip(message)
+
+
 def require_oc() -> Path:
     """``oc``, or skip saying how to build it."""
     found = oc_binary()
     if found is None:
         shared = (str(s / "openshift-oc" / "oc") for s in _SHARED)
         where = os.environ.get(OC_ENV) or " or ".join(shared)
-        pytest.skip(f"oc is missing (looked at {where}; set ${OC_ENV}). Build it: {OC_BUILD}")
+        _missing(f"oc is missing (looked at {where}; set ${OC_ENV}). Build it: {OC_BUILD}")
     return found
 
 
@@ -203,13 +213,13 @@ def require_openshift_apiserver() -> Path:
         where = os.environ.get(OPENSHIFT_APISERVER_ENV) or " or ".join(
             str(s / "openshift-apiserver") for s in _SHARED
         )
-        pytest.skip(
+        _missing(
             f"the OpenShift API server is missing (looked for start.sh and bin/ at {where}; set "
             f"${OPENSHIFT_APISERVER_ENV}). Build it as ../shared/openshift-apiserver/README.md "
             f"says: {OPENSHIFT_APISERVER_BUILD}"
         )
     if _etcd() is None:
-        pytest.skip("etcd is missing: apt-get install etcd-server")
+        _missing("etcd is missing: apt-get install etcd-server")
     require_oc()
     return folder
 
@@ -1002,6 +1012,40 @@ def _rbac_docs(manifests: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
+# ---- what ran against it, in the terminal summary (CI's output shows they ran) ----------------
+
+_USERS: set[str] = set()
+_OUTCOMES: dict[str, int] = {}
+_STARTED: list[float] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _USERS.update(
+        item.nodeid
+        for item in session.items
+        if "openshift_apiserver_session" in getattr(item, "fixturenames", ())
+    )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.nodeid not in _USERS:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = "error" if report.when == "setup" and report.failed else report.outcome
+        _OUTCOMES[outcome] = _OUTCOMES.get(outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _USERS:
+        return
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_OUTCOMES.items())) or "none run"
+    started = f"; started in {_STARTED[0]:.1f} s" if _STARTED else ""
+    terminalreporter.write_line(
+        f"real OpenShift API (tests/openshift_apiserver.py): {len(_USERS)} tests selected, "
+        f"{counts}{started}"
+    )
+
+
 @pytest.fixture(scope="session")
 def openshift_apiserver_session(
     tmp_path_factory: pytest.TempPathFactory,
@@ -1013,7 +1057,9 @@ def openshift_apiserver_session(
     data = Path(tempfile.mkdtemp(prefix="osapi-", dir=tmp_path_factory.getbasetemp()))
     server = RealOpenShiftAPI(home, data, oc=oc)
     try:
+        began = time.monotonic()
         server.start()
+        _STARTED.append(time.monotonic() - began)
         yield server
     finally:
         server.stop()

@@ -40,7 +40,7 @@ import pytest
 import yaml
 
 from tests.openshift_api import OpenShiftAPIServer
-from tests.openshift_apiserver import RealOpenShiftAPI
+from tests.openshift_apiserver import RealOpenShiftAPI, _missing
 from tests.registry_bench import (
     SUBPROCESS_TIMEOUT,
     MotoServer,
@@ -90,13 +90,13 @@ def require_openshift_registry() -> Path:
     binary = openshift_registry_binary()
     if binary is None:
         where = os.environ.get(OPENSHIFT_REGISTRY_ENV) or " or ".join(map(str, _SHARED_CANDIDATES))
-        pytest.skip(
+        _missing(
             f"OpenShift's registry binary is missing (looked at {where}; set "
             f"${OPENSHIFT_REGISTRY_ENV}). Build it from github.com/openshift/image-registry "
             f"(see ../shared/openshift-registry/README.md): {OPENSHIFT_REGISTRY_BUILD}"
         )
     if shutil.which("skopeo") is None:
-        pytest.skip("skopeo is missing (apt-get install skopeo)")
+        _missing("skopeo is missing (apt-get install skopeo)")
     return binary
 
 
