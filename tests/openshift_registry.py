@@ -17,7 +17,8 @@ Use:
 - fixtures ``openshift_registry_fs`` / ``openshift_registry_s3`` (module-scoped): a started
   :class:`OpenShiftRegistry` pushing into the session's **real** OpenShift API
   (``tests/openshift_apiserver.py``; emptied before and after the module, so a module using
-  them must not also ask for the per-test ``openshift_apiserver`` fixture); its ``api`` is
+  them must not also ask for the per-test ``openshift_apiserver`` fixture, and when a module
+  uses both, the second one's setup empties what the first pushed); its ``api`` is
   that server, ``creds`` the pusher's ``(user, token)``, and the
   ``push``/``pull_ok``/``assert_pulls``/``describe`` helpers of ``tests.registry_bench`` work
   on it unchanged (they send ``creds``);
