@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""S3 requests of a dry run and of ``--confirm``: what the executor costs in each mode.
+"""S3 requests of a dry run, of ``--confirm`` (the two-phase delete) and of the purge after:
+what the executor costs in each mode, per blob it removes.
 
-Why: the dry run now goes through the executor (the plan expanded into files, batch by
-batch); it must stay cheap on S3. A synthetic registry is generated into a moto_server bucket,
-bench/s3count.py counts every request that reaches it, and three commands run in this process
+Why: the dry run goes through the executor (the plan expanded into files, batch by batch,
+re-reads and re-check included); the confirmed run moves what it removes into a quarantine (a
+CopyObject per object, then DeleteObjects) and re-checks it; the purge re-checks on a fresh
+snapshot and deletes. A synthetic registry is generated into a moto_server bucket,
+bench/s3count.py counts every request that reaches it, and four commands run in this process
 (one Prefect test server for all):
 
 1. ``prune`` (dry run): snapshot + plan (+ executor);
 2. ``prune --snapshot RUN`` (dry run): the plan again (+ executor) without the walk: what the
    dry run costs beyond the snapshot;
-3. ``prune --snapshot RUN --confirm``: the same plan deleted (lock, re-read, per-batch stat).
+3. ``prune --snapshot RUN --confirm --settle 0s``: the same plan quarantined (lock, re-reads,
+   per-batch stat, copies, bulk deletes, the re-check);
+4. ``purge RUN --confirm``: a fresh snapshot, the re-check, the purge.
 
     python bench/dryrun_requests.py [--blobs 3000]   # prints one JSON object
 """
@@ -91,22 +96,23 @@ def main() -> None:
             os.environ["AWS_ENDPOINT_URL"] = proxy
             storage = ["--storage", f"s3://{bucket}/registry"]
             run = str(work / "run")
+            dump = str(work / "metadata.json")
+            prune = ["prune", "--keep-younger-than", "0s"]
+            report = str(work / "confirm.json")
             commands = {
-                "prune (dry run)": [
-                    *storage,
-                    "--metadata",
-                    str(work / "metadata.json"),
-                    "--out",
-                    run,
+                "prune (dry run)": [*prune, *storage, "--metadata", dump, "--out", run],
+                "prune --snapshot (dry run)": [*prune, "--snapshot", run],
+                "prune --snapshot --confirm": [
+                    *prune,
+                    *(("--snapshot", run, "--confirm", "--settle", "0s", "--report", report)),
                 ],
-                "prune --snapshot (dry run)": ["--snapshot", run],
-                "prune --snapshot --confirm": ["--snapshot", run, "--confirm"],
+                "purge --confirm": ["purge", run, "--metadata", dump, "--confirm"],
             }
             result: dict[str, Any] = {"spec": "demo" if not args.blobs else args.blobs}
             with prefect_test_harness(server_startup_timeout=120):
-                for name, extra in commands.items():
+                for name, command in commands.items():
                     counts(proxy, reset=True)
-                    code = regprune(["prune", "--keep-younger-than", "0s", *extra])
+                    code = regprune(command)
                     measured = counts(proxy)
                     requests = Counter(measured["requests"])
                     result[name] = {
@@ -114,6 +120,12 @@ def main() -> None:
                         "requests": sum(requests.values()),
                         "by_operation": dict(sorted(requests.items())),
                     }
+            confirmed = json.loads(Path(report).read_text())
+            blobs = confirmed["executed"]["blobs"]["done"]
+            objects = len(confirmed["files"])
+            result["removed"] = {"blobs": blobs, "files": objects}
+            for name in ("prune --snapshot --confirm", "purge --confirm"):
+                result[name]["per_removed_blob"] = round(result[name]["requests"] / blobs, 2)
         finally:
             proxy_process.terminate()
             proxy_process.wait()

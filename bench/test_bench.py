@@ -1,7 +1,7 @@
 """Tests of the bench's own tools: the counting proxy, the Parquet generator, the truth checks
 (of a plan and of a storage after a real prune), the process-tree sampler and bench/run's
-request accounting. Run with ``python -m pytest bench/test_bench.py`` (not timed:
-figures belong to bench/run)."""
+request accounting. Part of the suite (``python -m pytest`` collects ``bench/``); alone:
+``python -m pytest bench/test_bench.py``. Not timed: figures belong to bench/run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,7 @@ import s3count
 import snapshot_tables
 
 from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, sql_literal
+from tests.registry_bench import MotoServer
 
 
 @pytest.mark.parametrize(
@@ -49,25 +51,24 @@ def test_requests_are_classified_as_s3_operations(
 
 
 @pytest.fixture
-def counted_s3(tmp_path: Path) -> Iterator[tuple[str, s3count.Counts]]:
-    """moto_server and the counting proxy in front of it, in this process."""
-    from tests.registry_bench import MotoServer
-
-    with MotoServer(log_dir=tmp_path) as moto:
-        server = s3count.serve(0, moto.endpoint_url)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}", server.RequestHandlerClass.counts
-        finally:
-            server.shutdown()
-            server.server_close()
+def counted_s3(moto: MotoServer) -> Iterator[tuple[str, s3count.Counts]]:
+    """The counting proxy in front of the session's moto_server, in this process."""
+    server = s3count.serve(0, moto.endpoint_url)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.RequestHandlerClass.counts
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
+@pytest.mark.slow
 def test_proxy_counts_what_reaches_the_server(counted_s3: tuple[str, s3count.Counts]) -> None:
     import s3fs
 
     endpoint, counts = counted_s3
+    bucket = f"counted-{uuid.uuid4().hex[:8]}"
     fs = s3fs.S3FileSystem(
         key="testing",
         secret="testing",
@@ -75,11 +76,11 @@ def test_proxy_counts_what_reaches_the_server(counted_s3: tuple[str, s3count.Cou
         use_listings_cache=False,
         skip_instance_cache=True,
     )
-    fs.mkdir("counted")
-    fs.pipe({f"counted/k/{i:04d}": b"x" for i in range(1100)})
+    fs.mkdir(bucket)
+    fs.pipe({f"{bucket}/k/{i:04d}": b"x" for i in range(1100)})
     counts.reset()
-    assert len(fs.find("counted/k")) == 1100
-    fs.rm([f"counted/k/{i:04d}" for i in range(3)])
+    assert len(fs.find(f"{bucket}/k")) == 1100
+    fs.rm([f"{bucket}/k/{i:04d}" for i in range(3)])
     found = counts.as_json()
     assert found["requests"]["ListObjectsV2"] == 2  # 1,000 keys a page
     assert found["listed_keys"] == 1100
@@ -151,17 +152,16 @@ def test_generated_tables_follow_the_snapshot_schemas(small_tables: Path) -> Non
     assert distinct == spec.blobs
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_plan_of_generated_tables_equals_the_expected_tables(
     small_tables: Path, tmp_path: Path
 ) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
     from regprune.flows.prune import prune_flow
 
     run = tmp_path / "run"
     shutil.copytree(small_tables, run)
-    with prefect_test_harness(server_startup_timeout=120):
-        prune_flow(snapshot=str(run), keep_younger_than="0s")
+    prune_flow(snapshot=str(run), keep_younger_than="0s")
     checks = plan_truth.against_expected_tables(run, run / "expected")
     assert plan_truth.all_ok(checks), [c.describe() for c in checks]
     # 30 streams, 3 of them deleted; one deleted image of 7 own layers in each stream

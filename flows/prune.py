@@ -9,8 +9,10 @@ DAG::
     -> execute the plan (flows/execute.py: phases, queues, batches; with --confirm also
        the lock and the re-read before deleting)
 
-Dry-run is the default: the plan is executed against a storage that only records what would
-go (actions.parquet, status would-delete); --confirm deletes.
+Dry-run is the default: the plan is executed against a storage that only answers what it
+would do (actions.parquet, status would-quarantine); --confirm deletes in two phases:
+quarantine, then, after a settle time, a re-check that moves back what gained a reference
+and purges quarantines that are due (flows/execute.py, docs/safety.md).
 
 ``project_images_plan`` (a dry run only): before planning, project-prune-images-plan
 (sql/projected_*.sql) lays prune-images' plan over the snapshot's Images and tag histories,
@@ -46,6 +48,7 @@ from regprune.tasks.registry_restart import require_restart_access
 from regprune.tasks.registry_restart import restart_registry as restart_registry_task
 from regprune.tasks.reports import publish_prune_report
 from regprune.tasks.warehouse import publish_to_warehouse
+from regprune.twophase import default_retention, default_settle
 from regprune.units import Duration, parse_duration
 
 
@@ -53,7 +56,7 @@ def cache_handling(registry_url: str | None, restart_registry: str | None) -> li
     """What clears the registry's blob-descriptor cache in this run (empty: nothing)."""
     done = []
     if registry_url:
-        done.append("layer links removed through the registry API")
+        done.append("the registry API told of every blob and layer link moved")
     if restart_registry:
         done.append(f"registry {restart_registry} restarted")
     return done
@@ -97,6 +100,8 @@ def prune_flow(
     force: bool = False,
     force_unlock: bool = False,
     project_images_plan: str | None = None,
+    settle: Duration | None = None,
+    quarantine_retention: Duration | None = None,
 ) -> dict[str, Any]:
     """Plan a hard prune: what no Image or ImageStream keeps, older than the grace period.
 
@@ -128,9 +133,16 @@ def prune_flow(
             would leave it (its Images deleted, its tag revisions removed), so a dry run
             reports what the hard prune after prune-images --confirm frees. Refused with
             confirm or resume: those Images still exist.
+        settle: how long to wait after the last move before the re-check (e.g. 5m, 0s;
+            default regprune/twophase.py's).
+        quarantine_retention: how long a quarantine is kept before a confirmed run purges
+            it (0s: this run's is purged right after its re-check; default
+            regprune/twophase.py's).
     """
-    parse_duration(keep_younger_than)
-    parse_duration(upload_max_age)
+    settle = settle or default_settle()
+    quarantine_retention = quarantine_retention or default_retention()
+    for duration in (keep_younger_than, upload_max_age, settle, quarantine_retention):
+        parse_duration(duration)
     if project_images_plan and (confirm or resume):
         raise UnsafePlan(PROJECTED_REFUSAL.format(what="a hard prune with project_images_plan"))
     projection = None
@@ -153,7 +165,8 @@ def prune_flow(
     settings = {
         "keep_younger_than": keep_younger_than,
         "upload_max_age": upload_max_age,
-        "registry_cache": cache_handling(registry_url, restart_registry),
+        "settle": settle,
+        "quarantine_retention": quarantine_retention,
         **({"projected_from": projection} if projection else {}),
     }
     problems = check_plan_sanity(run_dir, duckdb)
@@ -168,9 +181,9 @@ def prune_flow(
     if deleting and is_projected(run_dir):
         raise UnsafePlan(PROJECTED_REFUSAL.format(what=f"the plan of {run_dir}"))
     title = (
-        "Deleting (3 phases, each object re-read first)"
+        "Quarantining (3 phases, each object re-read first)"
         if deleting
-        else "Listing what would be deleted (the same 3 phases, nothing deleted)"
+        else "Listing what would be deleted (the same 3 phases, nothing moved)"
     )
     cluster = cluster_of_run(run_dir, source) if deleting else None
     if cluster is not None and registry_url:
@@ -180,7 +193,7 @@ def prune_flow(
     if cluster is not None and restart_registry:
         require_restart_access(cluster, restart_registry)  # the same, for the restart
     with progress.activity("delete", title):
-        execute_plan(
+        executed = execute_plan(
             run_dir,
             run_storage(run_dir, source),
             keep_younger_than,
@@ -190,9 +203,17 @@ def prune_flow(
             force_unlock,
             dry_run=not deleting,
             registry_cluster=cluster,
+            settle=settle,
+            retention=quarantine_retention,
         )
-    if cluster is not None and restart_registry:
-        restart_registry_task(cluster, restart_registry)
+    moved = executed["moved"] > 0
+    if moved and restart_registry:
+        restart_registry_task(cluster or cluster_of_run(run_dir, source), restart_registry)
+    settings["registry_cache"] = cache_handling(
+        registry_url if moved else None, restart_registry if moved else None
+    )
+    for error in executed["registry_errors"]:
+        progress.warning(error)
     mode = "delete" if deleting else "dry-run"
     progress.phase("Writing the report")
     published = publish_prune_report(run_dir, mode, settings, report)

@@ -6,14 +6,18 @@ DAG::
     list streams ┤
     list pods, rc, rs, deploy, dc, ds, sts, jobs, cronjobs, builds, bc, limitranges (one task)
                  └─> merge tables ─> plan-prune-images (sql/images_*.sql) ─> sanity
-                        ─> publish-prune-images-report
-
-    with confirm: -> execute-prune-images (streams' status, then Images)
-        -> with a storage: the hard prune (flows/prune.py) as a subflow, on what that freed
+        -> execute-prune-images (streams' status, then Images; each saved in the run's
+           journal before it changes, for regprune/images_undo.py)
+        -> publish-prune-images-report
+        -> with confirm and a storage: the hard prune (flows/prune.py) as a subflow, on what
+           that freed
 
 A dump is read by one task instead of the listings. Every listing must complete: a workload
 list that fails fails the run before anything is planned, so nothing is removed on a partial
-view of what is in use. Dry run unless ``confirm``. Before any of it, from the cluster, the
+view of what is in use. Dry run unless ``confirm``: the executor runs all the same, over a
+cluster that records instead of changing (regprune/images_cluster.py ``cluster_for``, the one
+place the mode is decided), so the dry run reads the cluster again as the confirmed run
+would, and says what it would do now. Before any of it, from the cluster, the
 API is asked whether it grants what this run uses (regprune/permissions.py): a missing grant
 stops the run there, named.
 """
@@ -30,6 +34,7 @@ from prefect import flow, task
 
 from regprune.flows.prune import UnsafePlan, prune_flow
 from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
+from regprune.images_cluster import cluster_for
 from regprune.images_execute import execute_images_plan
 from regprune.images_plan import PruneImagesSettings
 from regprune.metadata import Listed, MetadataError, MetadataSource
@@ -147,7 +152,7 @@ def prune_images_flow(
             "prune-images --confirm changes the cluster: it needs --metadata kube, not a dump"
         )
     if (metadata or MetadataSource()).is_kube:
-        require_access(metadata or MetadataSource(), listing=not snapshot, confirm=confirm)
+        require_access(metadata or MetadataSource(), confirm=confirm)
     if snapshot:
         run_dir = Path(snapshot)
         now = snapshot_started_at(run_dir)
@@ -165,10 +170,10 @@ def prune_images_flow(
     if mode == "delete" and hard_prune is not None and registry_url:
         # the registry is asked before the first change, not only before the hard prune
         RegistryAPI(registry_url, registry_token_file, metadata or MetadataSource()).preflight()
-    if mode == "delete":
+    if not problems:  # the dry run too: the same code, its cluster records instead of changing
         summary = {
             **summary,
-            "executed": execute_images(str(run_dir), metadata or MetadataSource()),
+            "executed": execute_images(str(run_dir), metadata or MetadataSource(), confirm),
         }
     published = publish_images_report(
         str(run_dir), mode, settings.effective(), summary, problems, report
@@ -194,14 +199,11 @@ def prune_images_flow(
     return result
 
 
-def require_access(source: MetadataSource, listing: bool, confirm: bool) -> None:
+def require_access(source: MetadataSource, confirm: bool) -> None:
     """Refuse before listing or changing anything when the API denies a grant this run uses
-    (regprune/permissions.py): one error naming every missing one, instead of a 403 halfway."""
-    verbs = ({"list"} if listing or confirm else set()) | (
-        {"get", "update", "delete"} if confirm else set()
-    )
-    if not verbs:
-        return
+    (regprune/permissions.py): one error naming every missing one, instead of a 403 halfway.
+    Every run lists (the executor lists the streams and Images again, a dry run too)."""
+    verbs = {"list"} | ({"get", "update", "delete"} if confirm else set())
     missing = denied(source, (READ_METADATA, PRUNE_IMAGES), verbs)
     if missing:
         raise MetadataError(
@@ -213,10 +215,12 @@ def require_access(source: MetadataSource, listing: bool, confirm: bool) -> None
 
 
 @task(name="execute-prune-images")
-def execute_images(run_dir: str, metadata: MetadataSource) -> dict[str, int]:
+def execute_images(run_dir: str, metadata: MetadataSource, confirm: bool) -> dict[str, int]:
     """Tag revisions out of the streams' status (conflicts retried), then the Images deleted
-    (each re-checked against the streams as they are now): regprune/images_execute.py."""
-    return execute_images_plan(run_dir, metadata)
+    (each re-checked against the streams as they are now, each saved first in the run's
+    journal): regprune/images_execute.py. Without ``confirm`` the same walk over a cluster
+    that records instead of changing (regprune/images_cluster.py cluster_for)."""
+    return execute_images_plan(run_dir, cluster_for(metadata, confirm))
 
 
 def _refusal(run_dir: Path, problems: list[str]) -> str:

@@ -9,8 +9,10 @@ always use ``/``. Parsing never guesses: anything that does not match the layout
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeGuard
 
@@ -37,6 +39,12 @@ _OPENSHIFT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _IMAGESTREAM_NAME = re.compile(r"[a-z0-9]([-a-z0-9._]*[a-z0-9])?")
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
 BLOB_PREFIXES = tuple(f"{i:02x}" for i in range(256))
+
+QUARANTINE_ROOT = "_regprune/quarantine"
+"""Where a confirmed hard prune moves what it removes (tasks/actions.py), relative to the
+storage root, beside ``docker/`` and the lock: ``_regprune/quarantine/<id>/<key>``, ``<key>``
+relative to the v2 root as everywhere here. The registry never reads there."""
+_QUARANTINE_ID = re.compile(r"(?P<time>\d{8}T\d{6}\d{6})Z-(?P<tag>[0-9a-f]{6})")
 
 
 class LayoutError(ValueError):
@@ -72,6 +80,41 @@ def digest_hex(digest: str) -> str:
     if not is_digest(digest):
         raise LayoutError(f"not a sha256 digest: {digest!r}")
     return digest[len("sha256:") :]
+
+
+# --- the quarantine ------------------------------------------------------------------------
+
+
+def new_quarantine_id(now: datetime) -> str:
+    """``<UTC time to the microsecond>Z-<6 hex>``: sorts by time, tells its age
+    (:func:`quarantine_time`), and two runs never share one."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(3)}"
+
+
+def is_quarantine_id(value: str) -> bool:
+    return _QUARANTINE_ID.fullmatch(value) is not None
+
+
+def quarantine_time(quarantine_id: str) -> datetime:
+    """When the run that owns the quarantine started quarantining."""
+    match = _QUARANTINE_ID.fullmatch(quarantine_id)
+    if match is None:
+        raise LayoutError(f"not a quarantine id: {quarantine_id!r}")
+    return datetime.strptime(match["time"], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+
+
+def quarantine_area(quarantine_id: str) -> str:
+    """The folder (relative to the storage root) holding one run's quarantined keys."""
+    if not is_quarantine_id(quarantine_id):
+        raise LayoutError(f"not a quarantine id: {quarantine_id!r}")
+    return f"{QUARANTINE_ROOT}/{quarantine_id}"
+
+
+def is_content_addressed(key: str) -> bool:
+    """A key whose bytes its name fixes: blob data (the registry verifies the digest before
+    it writes one) and links to a digest (their content is the digest in their path). Two
+    copies of such a key of the same size hold the same bytes."""
+    return _BLOB_DATA_RE.fullmatch(key) is not None or _DIGEST_LINK_RE.fullmatch(key) is not None
 
 
 # --- meaning -> path -------------------------------------------------------------------------
@@ -311,6 +354,11 @@ _REPOSITORY_PATTERN = (
     r"|_manifests/tags/(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})/"
     r"(?:current/link|index/sha256/(?P<index>[0-9a-f]{64})/link)"
     r"|_uploads/(?P<upload>[^/]+)/(?P<upload_file>.*[^/]))$"
+)
+_BLOB_DATA_RE = re.compile(_BLOB_DATA_PATTERN)
+_DIGEST_LINK_RE = re.compile(
+    r"repositories/.+/(?:_layers|_manifests/revisions|_manifests/tags/[^/]+/index)"
+    r"/sha256/[0-9a-f]{64}/link"
 )
 BLOB_KEYS_SCHEMA = pa.schema([("digest", pa.string()), ("problem", pa.string())])
 REPOSITORY_KEYS_SCHEMA = pa.schema(

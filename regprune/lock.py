@@ -5,8 +5,10 @@ link gone, its blob not yet) and race on the same keys. Prefect's ``concurrency_
 (deployments/prefect.yaml) keeps runs of one deployment apart; this lock also covers runs
 from a laptop, a cron job or another deployment. It lives at ``_regprune/lock`` in the
 registry's root (beside ``docker/``, outside everything the registry reads), is created only
-when absent (``O_EXCL`` on a folder, a conditional ``PUT`` with ``If-None-Match: *`` on S3)
-and says who holds it: run id, host, pid, start time.
+when absent (each backend's own conditional create behind ``Storage.lock_create``: ``O_EXCL``
+on a folder, ``If-None-Match: *`` on S3, Azure and Swift, ``ifGenerationMatch=0`` on GCS) and
+says who holds it: run id, host, pid, start time. This module is the protocol only, the same
+on every backend.
 
 A lock whose holder is provably gone (same host, and its process no longer exists or the
 host rebooted since) is taken over with a message; any other lock stops the run with the
@@ -21,11 +23,9 @@ import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import urlparse
 
 from regprune import progress
-from regprune.storage import StorageSpec
+from regprune.storage import Storage, StorageSpec, open_storage
 
 LOCK_KEY = "_regprune/lock"
 """Relative to the registry's root (the folder or bucket prefix holding ``docker/``)."""
@@ -107,110 +107,6 @@ def current_boot_id() -> str | None:
         return None
 
 
-class LockObject(Protocol):
-    """The lock's bytes in one storage: create only if absent, read, remove."""
-
-    where: str
-
-    def create(self, data: bytes) -> bool:
-        """Write ``data`` unless the lock exists; False when it does."""
-        ...
-
-    def read(self) -> bytes | None:
-        """The content, or None when there is no lock."""
-        ...
-
-    def remove(self) -> None: ...
-
-
-class LocalLockObject:
-    def __init__(self, spec: StorageSpec):
-        self.path = spec.local_root() / LOCK_KEY
-        self.where = str(self.path)
-
-    def create(self, data: bytes) -> bool:
-        self.path.parent.mkdir(exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        return True
-
-    def read(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-class S3LockObject:
-    """``PUT`` with ``If-None-Match: *``: S3 (and moto) answer 412 when the key exists. The
-    content is read back after writing, in case an endpoint ignores the condition."""
-
-    def __init__(self, spec: StorageSpec):
-        from regprune.storage import S3Storage
-
-        self.fs = S3Storage(spec).fs
-        parsed = urlparse(spec.url)
-        root = parsed.path.strip("/")
-        self.bucket = parsed.netloc
-        self.key = f"{root}/{LOCK_KEY}" if root else LOCK_KEY
-        self.where = f"s3://{self.bucket}/{self.key}"
-
-    def create(self, data: bytes) -> bool:
-        try:
-            self.fs.call_s3(
-                "put_object", Bucket=self.bucket, Key=self.key, Body=data, IfNoneMatch="*"
-            )
-        except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
-            return False
-        return self.read() == data
-
-    def read(self) -> bytes | None:
-        try:
-            return bytes(self.fs.cat_file(f"{self.bucket}/{self.key}"))
-        except FileNotFoundError:
-            return None
-
-    def remove(self) -> None:
-        self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key)
-
-
-class CloudLockObject:
-    """GCS (``ifGenerationMatch=0``), Azure (``If-None-Match: *``) and Swift
-    (``If-None-Match: *``): the backend writes only if absent; read back as on S3."""
-
-    def __init__(self, spec: StorageSpec):
-        from regprune.storage import open_storage
-
-        self.storage = open_storage(spec)
-        self.where = self.storage.lock_where(LOCK_KEY)
-
-    def create(self, data: bytes) -> bool:
-        return self.storage.lock_create(LOCK_KEY, data) and self.read() == data
-
-    def read(self) -> bytes | None:
-        return self.storage.lock_read(LOCK_KEY)
-
-    def remove(self) -> None:
-        self.storage.lock_remove(LOCK_KEY)
-
-
-def lock_object(spec: StorageSpec) -> LockObject:
-    if spec.scheme == "s3":
-        return S3LockObject(spec)
-    if spec.scheme == "file":
-        return LocalLockObject(spec)
-    return CloudLockObject(spec)
-
-
 class StorageLock:
     """Held from :meth:`acquire` to :meth:`release`."""
 
@@ -220,51 +116,62 @@ class StorageLock:
         run_id: str,
         run_dir: str | None = None,
         force_unlock: bool = False,
+        storage: Storage | None = None,
     ):
+        """``storage``: the run's (a dry run's holds its lock in memory), else ``spec``'s."""
         self.spec = spec
         self.holder = LockHolder.this_process(run_id, run_dir)
         self.force_unlock = force_unlock
-        self.lock = lock_object(spec)
+        self.storage = storage or open_storage(spec)
+        self.where = self.storage.lock_where(LOCK_KEY)
 
     def acquire(self) -> None:
         data = self.holder.encode()
         if self.force_unlock:
             self._remove_existing("removed by --force-unlock")
         for _ in range(3):
-            if self.lock.create(data):
+            if self._create(data):
                 return
-            found = self.lock.read()
+            found = self._read()
             if found is None:  # released in between: try again
                 continue
             holder = LockHolder.decode(found)
             if holder is None or not holder.is_gone():
                 raise StorageLocked(self._held_message(holder, found))
-            if self.lock.read() == found:
+            if self._read() == found:
                 progress.warning(
                     f"Taking over the lock of {holder.describe()}: that process is gone"
                 )
-                self.lock.remove()
+                self.storage.lock_remove(LOCK_KEY)
         raise StorageLocked(
-            f"the lock {self.lock.where} of {self.spec.display} kept changing hands while "
+            f"the lock {self.where} of {self.spec.display} kept changing hands while "
             "this run tried to take it: another run is starting; try again later"
         )
 
     def release(self) -> None:
         """Remove the lock if it is still this run's (a --force-unlock elsewhere may have
         taken it: that run's lock is left alone)."""
-        if self.lock.read() == self.holder.encode():
-            self.lock.remove()
+        if self._read() == self.holder.encode():
+            self.storage.lock_remove(LOCK_KEY)
         else:
-            progress.warning(f"The lock {self.lock.where} is no longer this run's: left in place")
+            progress.warning(f"The lock {self.where} is no longer this run's: left in place")
+
+    def _create(self, data: bytes) -> bool:
+        """The backend's conditional create, then the content read back, in case an endpoint
+        ignored the condition and another run's write landed last."""
+        return self.storage.lock_create(LOCK_KEY, data) and self._read() == data
+
+    def _read(self) -> bytes | None:
+        return self.storage.lock_read(LOCK_KEY)
 
     def _remove_existing(self, why: str) -> None:
-        found = self.lock.read()
+        found = self._read()
         if found is None:
             return
         holder = LockHolder.decode(found)
         who = holder.describe() if holder else "unreadable content"
-        progress.warning(f"Lock {self.lock.where} of {who} {why}")
-        self.lock.remove()
+        progress.warning(f"Lock {self.where} of {who} {why}")
+        self.storage.lock_remove(LOCK_KEY)
 
     def _held_message(self, holder: LockHolder | None, found: bytes) -> str:
         if holder is None:
@@ -273,7 +180,7 @@ class StorageLock:
             who = holder.describe()
         return (
             f"{self.spec.display} is locked by another regprune run: {who} (lock "
-            f"{self.lock.where}). Two runs must not delete from one storage at once: wait "
+            f"{self.where}). Two runs must not delete from one storage at once: wait "
             "for that run to finish. If it is not running any more (killed on another "
             "machine), remove the lock with --force-unlock."
         )

@@ -105,7 +105,19 @@ registry asks the API for the same ``delete images`` before it clears its caches
 ``prune --confirm --registry-url`` with this account's token needs it too (regprune/registry.py
 asks the registry before deleting)."""
 
-ROLES = (READ_METADATA, RECOVER, RESTART_REGISTRY, PRUNE_IMAGES)
+UNDO_PRUNE_IMAGES = Role(
+    "regprune-undo-prune-images",
+    (
+        # regprune/images_undo.py: POST /images (the saved Images), then PUT
+        # .../imagestreams/<name>/status (the removed items back); the GETs are READ_METADATA's
+        Grant(IMAGE_GROUP, "images", ("create",)),
+        Grant(IMAGE_GROUP, "imagestreams/status", ("update",)),
+    ),
+)
+"""Undoing a ``prune-images --confirm`` run, on top of READ_METADATA: create the Images it
+deleted and put the tag history items it removed back."""
+
+ROLES = (READ_METADATA, RECOVER, RESTART_REGISTRY, PRUNE_IMAGES, UNDO_PRUNE_IMAGES)
 
 
 def grant_label(grant: Grant, verb: str) -> str:

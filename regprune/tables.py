@@ -158,8 +158,31 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("status", pa.string()),
             ("reason", pa.string()),
             ("time", TIMESTAMP),
-            # the files of the action: removed when done, would be in a dry run (None when skipped)
             ("files", pa.list_(pa.string())),
+        ]
+    ),
+    "quarantined_keys": pa.schema(
+        [
+            ("quarantine", pa.string()),
+            ("key", pa.string()),
+            ("kind", pa.string()),
+            ("repository", pa.string()),
+            ("digest", pa.string()),
+            ("tag", pa.string()),
+            ("upload_id", pa.string()),
+            ("size", pa.int64()),
+        ]
+    ),
+    "quarantine_log": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("quarantine", pa.string()),
+            ("key", pa.string()),
+            ("kind", pa.string()),
+            ("size", pa.int64()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("time", TIMESTAMP),
         ]
     ),
     # manifests read from storage (lost-found candidates, manifests no Image knows yet)
@@ -186,6 +209,55 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+
+ROWS: dict[str, str] = {
+    "blobs": "`blobs/sha256/<2hex>/<hex>/data`",
+    "repositories": "repository folder (holds `_manifests`, `_layers` or `_uploads`; names can be "
+    "nested). `valid_name`: exactly `<namespace>/<name>` with valid OpenShift names",
+    "layer_links": "`_layers/sha256/<hex>/link`",
+    "manifest_links": "`_manifests/revisions/sha256/<hex>/link`",
+    "tags": "`_manifests/tags/<tag>/current/link` (content read)",
+    "tag_index": "`_manifests/tags/<tag>/index/sha256/<hex>/link` (every revision a tag "
+    "pointed to)",
+    "uploads": "`_uploads/<id>` (unfinished push; `started_at` from `startedat`)",
+    "storage_anomalies": "anything that does not parse: bad digests, empty or malformed links, "
+    "unknown files, symlinks, blob folders without data",
+    "images": "`Image` (`image` = manifest digest)",
+    "image_blobs": "blob an Image references: `kind` = `manifest`, `config`, `layer` (position in "
+    "manifest order, base layer first) or `manifest_list_child`",
+    "imagestreams": "`ImageStream`",
+    "imagestream_tags": "item of `status.tags[].items` (position 0 is the current image)",
+    "metadata_anomalies": "object that does not parse (names that are not digests, ...)",
+    "workload_references": "image a workload uses: a container or init container of a Pod, "
+    "ReplicationController, ReplicaSet, Deployment, DeploymentConfig, DaemonSet, StatefulSet, "
+    "Job or CronJob (`field` = `containers` / `initContainers`), or the strategy's `from` of a "
+    "Build or BuildConfig (`field` = `from:DockerImage` / `from:ImageStreamTag` / "
+    "`from:ImageStreamImage`). "
+    "`reference` is the raw text, parsed as `oc` parses it: `counted` when it names "
+    "`host/ns/name`; `tag` (default `latest`) or `digest`, never both. A reference that does not "
+    "parse has `problem` set (and a `metadata_anomalies` row); `created` and `phase` (Pods) of the "
+    "workload",
+    "limit_ranges": "`openshift.io/Image` limit with `max.storage` of a LimitRange (`max_storage` "
+    "in bytes; null when it does not parse)",
+    "image_sizes": "Image: `dockerImageMetadata.Size`, what a LimitRange is compared with",
+    "actions": "action of an executed plan or a dry run, and each of its changes (the audit "
+    "trail, `actions.parquet`): `status` `quarantining` (written before its files move), "
+    "`quarantined`, `restored` (moved back by the re-check), `purged`, `gone` (nothing left "
+    "to move: not counted), `skipped`, `failed`; `would-quarantine`, `would-restore`, "
+    "`would-purge` in a dry run; `files` what it moved (or would)",
+    "quarantined_keys": "key a quarantine holds (`_regprune/quarantine/<quarantine>/<key>`) "
+    "that a re-check judges (`sql/quarantine_restore.sql`), read as the layout reads it: "
+    "`kind` `blob`, `layer_link`, `manifest_link`, `tag_index`, `tag_current`, "
+    "`upload_startedat`, `upload_file`, or null for a key that fits no layout",
+    "quarantine_log": "key a run moved back out of a quarantine or purged "
+    "(`quarantine_log.parquet`: the re-check's and `regprune undo`'s, `regprune purge`'s): "
+    "`status` `restoring` or `purging` (written before the change), `restored`, `purged`, "
+    "`failed` (why in `reason`), `would-restore`, `would-purge` in a dry run",
+    "manifests": "manifest read from storage (lost-found candidates, manifests no Image knows yet)",
+    "manifest_references": "blob or child a manifest read from storage references",
+}
+"""What one row of each table stands for: the reference (docs/reference/tables.md) is written
+from this and SCHEMAS, so the contract is stated once."""
 
 STORAGE_TABLES = (
     "blobs",
@@ -238,6 +310,8 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "limit_ranges": ("namespace", "name", "position"),
     "image_sizes": ("image",),
     "actions": ("phase", "action", "repository", "digest", "upload_id", "time"),
+    "quarantine_log": ("quarantine", "key", "time"),
+    "quarantined_keys": ("quarantine", "key"),
     "manifests": ("digest",),
     "manifest_references": ("digest", "kind", "position"),
 }

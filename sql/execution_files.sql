@@ -1,9 +1,10 @@
--- execution_files: the files an executed plan removed, or a dry run would remove: those of
--- each action whose latest outcome (latest_actions) is 'done' or 'would-delete'.
+-- execution_files: the files an executed plan removed from the registry's tree, or a dry run
+-- would: those of each action whose latest outcome (latest_actions) is quarantined or purged
+-- (would-quarantine, would-purge in a dry run).
 -- One row per file.
 -- Columns: file VARCHAR, action VARCHAR, status VARCHAR
 -- Variables: none
 SELECT unnest(files) AS file, action, status
 FROM latest_actions
-WHERE status IN ('done', 'would-delete')
+WHERE status IN ('quarantined', 'purged', 'would-quarantine', 'would-purge')
 ORDER BY file

@@ -1,6 +1,7 @@
 -- execution_summary: the outcome of an executed plan or a dry run (latest_actions): per
--- action and status, how many and how many bytes (blobs and uploads free bytes; links and
--- repositories are counted only) and files. skip/failure reasons are listed too.
+-- action and status (quarantined, purged, restored, gone, skipped, failed; would-quarantine
+-- and would-purge in a dry run), how many and how many bytes (blobs and uploads free bytes;
+-- links and repositories are counted only) and files. Reasons are listed too.
 -- One row per (action, status) of the audit trail.
 -- Columns: action VARCHAR, status VARCHAR, count BIGINT, size BIGINT, files BIGINT,
 --   reasons VARCHAR[]

@@ -1,6 +1,7 @@
 -- prune_actions: the plan's deletions (plan_actions with verdict 'delete') in execution
 -- order, minus what an earlier attempt of this run already did (completed_actions, for
--- --resume).
+-- --resume: an action whose latest outcome is quarantined, purged or gone; one restored
+-- after its re-check, or only intended, is planned again).
 -- tags: for a manifest link, the tags whose index lists the digest (their index entries go
 -- with it, as distribution's vacuum does).
 -- One row per action still to do (action, repository, digest, upload_id).
@@ -27,9 +28,16 @@ planned AS (
 
 SELECT planned.*
 FROM planned
-ANTI JOIN (SELECT * FROM completed_actions WHERE status = 'done') AS done
+ANTI JOIN (
+    SELECT * FROM completed_actions
+    QUALIFY row_number() OVER (
+        PARTITION BY action, repository, digest, upload_id
+        ORDER BY time DESC, status IN ('quarantining', 'restoring', 'purging')
+    ) = 1
+) AS done
     ON done.action = planned.action
     AND done.repository IS NOT DISTINCT FROM planned.repository
     AND done.digest IS NOT DISTINCT FROM planned.digest
     AND done.upload_id IS NOT DISTINCT FROM planned.upload_id
+    AND done.status IN ('quarantined', 'purged', 'gone')
 ORDER BY phase, shard, action, repository, digest, upload_id

@@ -1,15 +1,19 @@
 """Execute a hard-prune plan, batch by batch, safe while the registry keeps serving.
 
 Each batch expands its actions into the files they remove, re-reads them right before
-deleting (the modification time of every target file; for a dangling layer link, whether its
-blob came back), skips anything touched after the snapshot started, and records every
-outcome, done, skipped or failed, with its files, in the run's audit trail
-(``actions/*.parquet``). Deleting something already gone counts as done, so a batch can always
-be run again: that is what ``--resume`` does.
+moving (the modification time of every target file; for a dangling layer link, whether its
+blob came back), skips anything touched after the snapshot started, and moves the rest into
+the run's quarantine (``Storage.quarantine_many``): the first phase of the two-phase delete
+(flows/execute.py re-checks and purges; docs/safety.md). Batches run in rounds of about
+``BATCH_SIZE`` actions: a round's intents go into the audit trail (``actions/*.parquet``,
+regprune/audit.py) before any of its files moves, its outcomes after, with the files each
+action moved. What is already gone is recorded as ``gone``, never counted as removed, and
+moving what is gone moves nothing, so a batch can always be run again: that is what
+``--resume`` does.
 
-A dry run runs the same batches against a storage that only records what would go
-(regprune/storage/dryrun.py): its outcome is ``would-delete``. It re-reads nothing (on S3 each
-re-read is a request; the dry run takes the snapshot as current) and clears no registry cache.
+A dry run runs the same batches, re-reads and all, against a storage that only answers what
+it would do (regprune/storage/dryrun.py); the outcome is then ``would-quarantine``. The one
+place that picks the storage is :func:`run_storage`.
 """
 
 from __future__ import annotations
@@ -27,21 +31,37 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from regprune import progress
+from regprune.audit import AuditTrail, AuditWriteError
 from regprune.layout import (
     blob_data_path,
     blob_data_paths,
     layer_link_paths,
     manifest_link_paths,
+    quarantine_area,
     repository_dir,
     tag_index_link_paths,
     upload_dir,
 )
-from regprune.registry import RegistryAPI
+from regprune.retries import retry_unless
 from regprune.storage import DryRunStorage, Storage, StorageObject, StorageSpec, open_storage
-from regprune.tables import TableWriter
+from regprune.storage.base import MOVED, WOULD_MOVE, is_error
 
-DONE, WOULD_DELETE, SKIPPED, FAILED = "done", "would-delete", "skipped", "failed"
+QUARANTINING, QUARANTINED, WOULD_QUARANTINE = "quarantining", "quarantined", "would-quarantine"
+RESTORING, RESTORED, WOULD_RESTORE = "restoring", "restored", "would-restore"
+PURGING, PURGED, WOULD_PURGE = "purging", "purged", "would-purge"
+GONE, SKIPPED, FAILED = "gone", "skipped", "failed"
+INTENTS = (QUARANTINING, RESTORING, PURGING)
+"""Written before a change (regprune/audit.py): an action whose latest status is one of
+these is not known to be done."""
+STATUS_OF_MOVE = {MOVED: QUARANTINED, WOULD_MOVE: WOULD_QUARANTINE}
+NOT_MOVED = "not moved: another of its files failed to move"
 BATCH_SIZE = 1000
+ROUND_ACTIONS = BATCH_SIZE
+ROUND_SECONDS = 1.0
+"""A round (batches whose intents are written together, then moved) closes at ROUND_ACTIONS
+actions or once its first batch was re-read this long ago: a re-read stays close to its
+move, and a plan of many small batches (links, per repository) writes a part per round, not
+per batch."""
 QUEUE_SCHEMA = pa.schema(
     [
         ("phase", pa.int32()),
@@ -53,6 +73,7 @@ QUEUE_SCHEMA = pa.schema(
         ("shard", pa.string()),
         ("tags", pa.list_(pa.string())),
         ("blob_repositories", pa.list_(pa.string())),
+        ("blob_removed", pa.bool_()),
         ("skip_reason", pa.string()),
     ]
 )
@@ -61,6 +82,9 @@ AUDIT_FROM_QUEUE = ("phase", "action", "repository", "digest", "upload_id", "siz
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 QUEUE_ORDER = ("shard", "action", "repository", "digest", "upload_id")
 """The order batches are cut in (tasks/execution.py build_execution_queue counts on it)."""
+
+Outcome = tuple[dict[str, Any], str, str | None, list[str] | None]
+"""An action's row of the queue, its status, the reason, the files it moved."""
 
 
 @dataclass(frozen=True)
@@ -72,22 +96,57 @@ class ExecutionSettings:
     run_id: str
     touched_after: datetime
     """Anything modified after this (the snapshot's start) was written since: skip it."""
-    registry: RegistryAPI | None = None
+    quarantine_id: str = ""
+    """Where this run's removals go (regprune/layout.py quarantine_area)."""
     dry_run: bool = False
-    """Delete nothing (record ``would-delete``), re-read nothing, call no registry."""
+    """Change nothing: :func:`run_storage` gives the storage that answers instead."""
+
+
+def run_storage(settings: ExecutionSettings) -> Storage:
+    """The storage a run changes: the real one, or for a dry run the one that answers what
+    it would do. The one place the mode decides anything."""
+    storage = open_storage(settings.spec)
+    return DryRunStorage(storage) if settings.dry_run else storage
+
+
+def audit_columns(run_id: str, rows: list[Outcome]) -> dict[str, list[Any]]:
+    """Outcomes as the audit trail's columns. ``files`` leave out the folders a local walk
+    also names (empty ones go with their repository; object stores have none), so the trail
+    reads alike on every storage."""
+    micros = (datetime.now(UTC) - EPOCH) // timedelta(microseconds=1)
+    items = [item for item, *_ in rows]
+    return {
+        "run_id": [run_id] * len(rows),
+        **{name: [item.get(name) for item in items] for name in AUDIT_FROM_QUEUE},
+        "status": [status for _, status, _, _ in rows],
+        "reason": [reason for _, _, reason, _ in rows],
+        "time": [micros] * len(rows),
+        "files": [
+            None if files is None else [key for key in files if not key.endswith("/")]
+            for *_, files in rows
+        ],
+    }
+
+
+@dataclass
+class Ready:
+    """An action that passed its re-read: its files in moving order (the one the plan knows
+    it by last) and the empty folders a local walk named in it."""
+
+    item: dict[str, Any]
+    files: list[str]
+    folders: list[str]
 
 
 class _Batch:
-    """One batch: resolve targets, re-verify, delete, record. The files of blob and link
-    actions come built in bulk with the rows (queue_rows) and the outcomes go into the audit
-    part as columns, once per batch: per action, only the checks stay Python."""
+    """One batch: resolve targets, re-read them at once, verify each action
+    (:meth:`prepare`); a round of prepared batches then moves together (:func:`move`)."""
 
-    def __init__(self, settings: ExecutionSettings, storage: Storage, audit: TableWriter):
+    def __init__(self, settings: ExecutionSettings, storage: Storage, audit: AuditTrail):
         self.settings = settings
         self.storage = storage
         self.audit = audit
-        self.done = WOULD_DELETE if settings.dry_run else DONE
-        self._rows: list[tuple[dict[str, Any], str, str | None, list[str] | None]] = []
+        self.outcomes: list[Outcome] = []
 
     def record(
         self,
@@ -96,35 +155,12 @@ class _Batch:
         reason: str | None = None,
         files: list[str] | None = None,
     ) -> None:
-        """Keep an outcome for write_records; ``files`` are the objects it removed (or would),
-        without the folders a local walk also names (empty ones are removed with their
-        repository; object stores have none), so the trail reads alike on every storage."""
-        if files is not None:
-            files = [key for key in files if not key.endswith("/")]
-        self._rows.append((item, status, reason, files))
-
-    def write_records(self) -> None:
-        """The batch's outcomes, as columns into the audit part (one call, not one a row)."""
-        rows, self._rows = self._rows, []
-        if not rows:
-            return
-        now = datetime.now(UTC)
-        micros = (now - EPOCH) // timedelta(microseconds=1)  # TIMESTAMP, without a conversion a row
-        items = [item for item, *_ in rows]
-        self.audit.write_columns(
-            {
-                "run_id": [self.settings.run_id] * len(rows),
-                **{name: [item.get(name) for item in items] for name in AUDIT_FROM_QUEUE},
-                "status": [status for _, status, _, _ in rows],
-                "reason": [reason for _, _, reason, _ in rows],
-                "time": [micros] * len(rows),
-                "files": [files for *_, files in rows],
-            }
-        )
+        self.outcomes.append((item, status, reason, files))
 
     def targets(self, item: dict[str, Any]) -> list[str]:
-        """The files this action removes: blob and link actions come with theirs
-        (``planned_files``, built in bulk); a repository or upload is listed now."""
+        """The files this action removes, the one the plan knows it by last: blob and link
+        actions come with theirs (``planned_files``, built in bulk); a repository or upload
+        is listed now (any file left of those keeps it planned)."""
         if item.get("files") is not None:
             return item["files"]
         if item["action"] == "delete_repository":
@@ -144,47 +180,29 @@ class _Batch:
         blobs: dict[str, StorageObject | None],
     ) -> str | None:
         """Why this action must not run now, or None (``stats``: the batch's targets re-read
-        just now; ``blobs``: the blobs of its layer links)."""
+        just now; ``blobs``: the blobs of its layer links). A dangling layer link whose blob
+        exists again is kept, unless this run removed that blob itself (``blob_removed``: a
+        dry run moved nothing; after a confirmed run's move, the re-check decides)."""
         files = [key for key in targets if not key.endswith("/")]  # folders' times move
         times = [stat.modified for key in files if (stat := stats.get(key)) and stat.modified]
         if times and max(times) > self.settings.touched_after:
             return "modified after the snapshot started"
-        if item["action"] == "delete_layer_link" and blobs.get(blob_data_path(item["digest"])):
+        if (
+            item["action"] == "delete_layer_link"
+            and not item.get("blob_removed")
+            and blobs.get(blob_data_path(item["digest"]))
+        ):
             return "its blob exists (again)"
         return None
 
-    def clear_registry_cache(self, item: dict[str, Any], targets: list[str]) -> str | None:
-        """Unlink through the registry before the bytes go, so its cache forgets them."""
-        registry = self.settings.registry
-        if registry is None:
-            return None
-        if item["action"] == "delete_blob":
-            pairs = [(repo, item["digest"]) for repo in item.get("blob_repositories") or []]
-        elif item["action"] == "delete_repository":
-            pairs = [
-                (item["repository"], f"sha256:{key.rsplit('/', 2)[-2]}")
-                for key in targets
-                if "/_layers/sha256/" in key and key.endswith("/link")
-            ]
-        else:
-            return None
-        for repository, digest in pairs:
-            error = registry.unlink(repository, digest)
-            if error:
-                return f"registry cache not cleared for {repository}@{digest}: {error}"
-        return None
-
     def reread(self, keys: list[str]) -> dict[str, StorageObject | None]:
-        """The keys as they are now; nothing in a dry run (it takes the snapshot as current,
-        and every key read is a request on S3)."""
-        if self.settings.dry_run or not keys:
-            return {}
-        return self.storage.stat_many(keys)
+        """The keys as they are now (on S3 one listing of their common folder when narrow)."""
+        return self.storage.stat_many(keys) if keys else {}
 
-    def run(self, items: list[dict[str, Any]]) -> None:
-        """Re-read the whole batch at once (on S3 one listing of its common folder, not a
-        request per object), then delete what is still as planned in one call. ``items``:
-        rows of the queue as :func:`queue_rows` gives them (dicts may leave columns out)."""
+    def prepare(self, items: list[dict[str, Any]]) -> list[Ready]:
+        """Re-read the whole batch at once and judge each action: skipped (and why), already
+        gone (nothing of it left to move), or ready to move. ``items``: rows of the queue as
+        :func:`queue_rows` gives them (dicts may leave columns out)."""
         if any("files" not in item for item in items):
             items = queue_rows(_as_queue(items))
         pending: list[tuple[dict[str, Any], list[str]]] = []
@@ -194,29 +212,84 @@ class _Batch:
             else:
                 pending.append((item, self.targets(item)))
         stats = self.reread([key for _, keys in pending for key in keys if not key.endswith("/")])
-        linked = [item["digest"] for item, _ in pending if item["action"] == "delete_layer_link"]
+        linked = [
+            item["digest"]
+            for item, _ in pending
+            if item["action"] == "delete_layer_link" and not item.get("blob_removed")
+        ]
         blobs = self.reread([blob_data_path(d) for d in linked])
-        ready: list[tuple[dict[str, Any], list[str]]] = []
+        ready: list[Ready] = []
+        gone: list[tuple[dict[str, Any], list[str]]] = []
         for item, targets in pending:
-            reason = self.verify(item, targets, stats, blobs) or self.clear_registry_cache(
-                item, targets
-            )
+            reason = self.verify(item, targets, stats, blobs)
+            files = [key for key in targets if not key.endswith("/") and stats.get(key)]
             if reason:
                 self.record(item, SKIPPED, reason)
+            elif not files:
+                gone.append((item, [key for key in targets if not key.endswith("/")]))
             else:
-                ready.append((item, targets))
-        outcome = self.storage.delete_many([key for _, targets in ready for key in targets])
-        for item, targets in ready:
-            errors = [outcome[key] for key in targets if outcome.get(key)]
-            status = FAILED if errors else self.done
-            if status == DONE and item["action"] == "delete_blob" and self.settings.registry:
-                error = self.settings.registry.forget(item["digest"])
-                if error:
-                    status = FAILED
-                    errors = [f"deleted, but the registry cache may still claim it: {error}"]
-            self.record(item, status, errors[0] if errors else None, targets)
-        progress.advance("delete", len(items), sum(item.get("size") or 0 for item, _ in ready))
-        self.write_records()
+                ready.append(Ready(item, files, [key for key in targets if key.endswith("/")]))
+        self.record_gone(gone)
+        progress.advance("delete", len(items) - len(ready))
+        return ready
+
+    def record_gone(self, gone: list[tuple[dict[str, Any], list[str]]]) -> None:
+        """Actions with nothing left to move: moved by an earlier attempt of this run that
+        was killed before recording it (the run's quarantine holds their files), or gone
+        for another reason, which this run does not count as its own."""
+        if not gone:
+            return
+        quarantine = self.storage.area(quarantine_area(self.settings.quarantine_id))
+        held = quarantine.stat_many([key for _, keys in gone for key in keys])
+        for item, keys in gone:
+            mine = [key for key in keys if held.get(key)]
+            if mine:
+                reason = "moved by an earlier attempt of this run"
+                self.record(item, QUARANTINED, reason, mine)
+            else:
+                self.record(item, GONE, "already gone: nothing left to move")
+
+    def move(self, ready: list[Ready]) -> None:
+        """Write the intents of ``ready`` (and the outcomes recorded so far) ahead — no
+        record, no move; a failed write raises AuditWriteError before anything moves — then
+        move their files into the quarantine: every action's other files first, then the
+        files the plan knows them by, so a kill in between strands nothing (the action is
+        planned again and finishes). Each outcome is recorded with the files it moved; what
+        was gone by then is not counted."""
+        outcomes, self.outcomes = self.outcomes, []
+        if ready:
+            intents: list[Outcome] = [(r.item, QUARANTINING, None, r.files) for r in ready]
+            self.audit.ahead(audit_columns(self.settings.run_id, outcomes + intents))
+        elif outcomes:
+            self.audit.record(audit_columns(self.settings.run_id, outcomes))
+        qid = self.settings.quarantine_id
+        first = [key for r in ready for key in r.files[:-1]]
+        moved = self.storage.quarantine_many(qid, first) if first else {}
+        last = [r.files[-1] for r in ready if not any(is_error(moved[k]) for k in r.files[:-1])]
+        moved.update(self.storage.quarantine_many(qid, last) if last else {})
+        folders = [key for r in ready for key in r.folders]
+        if folders:
+            self.storage.delete_many(folders)  # empty folders of a repository: nothing to keep
+        for r in ready:
+            found = {
+                key: moved.get(key, "not moved: another of its files failed") for key in r.files
+            }
+            errors = [f"{key}: {value}" for key, value in found.items() if is_error(value)]
+            done = [key for key, value in found.items() if value in STATUS_OF_MOVE]
+            if errors:
+                self.record(r.item, FAILED, errors[0], done)
+            elif not done:
+                self.record(r.item, GONE, "already gone when moved", [])
+            else:
+                self.record(r.item, STATUS_OF_MOVE[found[done[0]]], None, done)
+        progress.advance("delete", len(ready), sum(r.item.get("size") or 0 for r in ready))
+        outcomes, self.outcomes = self.outcomes, []
+        if outcomes:
+            self.audit.record(audit_columns(self.settings.run_id, outcomes))
+
+    def run(self, items: list[dict[str, Any]]) -> None:
+        """Prepare and move one batch (a round of one)."""
+        self.move(self.prepare(items))
 
 
 def planned_files(batch: pa.Table) -> list[list[str] | None]:
@@ -246,7 +319,7 @@ def planned_files(batch: pa.Table) -> list[list[str] | None]:
                 pc.take(chosen["digest"], parents),
             )
             for parent, path in zip(parents.to_pylist(), tagged.to_pylist(), strict=True):
-                files[rows[parent]].append(path)
+                files[rows[parent]].insert(-1, path)  # the revision link stays last
     return files
 
 
@@ -276,45 +349,32 @@ class BatchRef:
     name: str
 
 
-PART_ACTIONS = 10_000
-PART_SECONDS = 5.0
-"""A task's audit part is closed (readable: what it records counts as done on --resume) and
-a new one started after this many actions or seconds, between batches: few files for a big
-plan, little work redone after a kill."""
-
-
-@task(name="execute-batches", retries=2, retry_delay_seconds=[5, 30])
+@task(
+    name="execute-batches",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_unless(AuditWriteError),  # a full disk stays full: stop
+)
 def execute_batches(settings: ExecutionSettings, queue: str, batches: list[BatchRef]) -> list[str]:
-    """Run batches of one phase's queue one after the other, reading their actions at once
-    (a task, a query and a file per thousand objects would cost more than a dry run's work).
-    The audit trail is written in parts (PART_ACTIONS, PART_SECONDS); a part not closed, as
-    after a kill, is not readable, so its actions count as not done and run again on
-    --resume, as does every batch on a retry: deleting what is gone counts as done."""
-    storage = open_storage(settings.spec)
-    if settings.dry_run:
-        storage = DryRunStorage(storage)
+    """Run batches of one phase's queue in rounds (ROUND_ACTIONS, ROUND_SECONDS), reading their
+    actions at once (a task, a query and a file per thousand objects would cost more than a
+    dry run's work). Returns the audit parts written. A part not closed, as after a kill, is
+    not readable, so its actions count as not done and run again on --resume, as does
+    every batch on a retry: moving what is gone moves nothing."""
+    storage = run_storage(settings)
     queued = _queued(queue, sorted({batch.shard for batch in batches}))
-    parts: list[str] = []
-    audit: TableWriter | None = None
-    recorded, opened = 0, 0.0
-    try:
-        for batch in batches:
-            if audit is None:
-                audit = TableWriter("actions", Path(settings.audit_dir) / f"{batch.name}.parquet")
-                recorded, opened = 0, time.monotonic()
-            rows = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
-            _Batch(settings, storage, audit).run(rows)
-            recorded += len(rows)
-            if recorded >= PART_ACTIONS or time.monotonic() - opened >= PART_SECONDS:
-                parts.append(str(audit.close()))
-                audit = None
-        if audit is not None:
-            parts.append(str(audit.close()))
-    except BaseException:
-        if audit is not None:
-            audit.abort()
-        raise
-    return parts
+    audit = AuditTrail(settings.audit_dir, batches[0].name if batches else "empty")
+    round_batch = _Batch(settings, storage, audit)
+    ready: list[Ready] = []
+    opened = time.monotonic()
+    for batch in batches:
+        rows = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
+        ready += round_batch.prepare(rows)
+        if len(ready) >= ROUND_ACTIONS or time.monotonic() - opened >= ROUND_SECONDS:
+            round_batch.move(ready)
+            ready, opened = [], time.monotonic()
+    round_batch.move(ready)
+    return audit.close()
 
 
 _read_lock = threading.Lock()

@@ -13,7 +13,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
+from regprune.images_cluster import cluster_for
 from regprune.images_plan import PruneImagesSettings, plan_prune_images
+from regprune.images_undo import ImagesUndone, undo_images
+from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.tables import sql_literal
 
@@ -27,6 +30,13 @@ def plan_images(
 ) -> dict[str, Any]:
     """sql/images_*.sql over the snapshot: writes images_tag_revisions and images_plan."""
     return plan_prune_images(run_dir, run_dir, settings, now, duckdb)
+
+
+@task(name="undo-prune-images")
+def undo_prune_images(run_dir: str, metadata: MetadataSource, confirm: bool = True) -> ImagesUndone:
+    """The Images the prune-images run of ``run_dir`` deleted created again, the tag history
+    items it removed put back (regprune/images_undo.py); without ``confirm`` only recorded."""
+    return undo_images(run_dir, cluster_for(metadata, confirm))
 
 
 def _records(path: Path, query: str) -> list[dict[str, Any]]:

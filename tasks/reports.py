@@ -34,8 +34,10 @@ def _records(path: Path, columns: str, where: str = "true", order: str = "1") ->
 
 
 def prune_summary(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Counts, bytes and top namespaces of a prune (and its outcome after deleting): what
-    the terminal, the artifacts and the report JSON share, without the object lists."""
+    """Counts, bytes and top namespaces of a prune (and its outcome after executing): what
+    the terminal, the artifacts and the report JSON share, without the object lists. The
+    bytes freed are the same sum in both modes: blobs and uploads this run removed from the
+    registry's tree (a dry run: would remove)."""
     run = Path(run_dir)
     summary: dict[str, Any] = {}
     for row in _records(run / "plan_summary.parquet", "category, action, count, size"):
@@ -44,20 +46,55 @@ def prune_summary(run_dir: str | Path, mode: str, settings: dict[str, Any]) -> d
             entry["delete"], entry["bytes"] = row["count"], row["size"]
         else:
             entry["kept_young"] = row["count"]
-    summary["bytes_freed"] = summary["blobs"]["bytes"]
+    summary["bytes_freed"] = summary["blobs"]["bytes"] + summary["uploads"]["bytes"]
     summary["namespaces"] = _records(
         run / "plan_namespaces.parquet", "*", order="size DESC, namespace NULLS LAST"
     )[:TOP_NAMESPACES]
     executed = execution_outcome(run) if (run / "actions.parquet").exists() else None
-    if executed:  # a dry run executes too (its outcome: would-delete): the same shape
-        summary["failed"] = sum(e["failed"] for e in executed.values())
-        summary["skipped"] = sum(e["skipped"] for e in executed.values())
-        summary["files"] = sum(e["files"] for e in executed.values())
-        if mode == "delete":
-            summary["bytes_freed"] = executed["blobs"]["bytes"]
+    if executed:  # a dry run executes too (its outcome: would-quarantine): the same shape
+        for key in ("failed", "skipped", "gone", "restored", "files"):
+            summary[key] = sum(e[key] for e in executed.values())
+        summary["bytes_freed"] = sum(executed[c]["bytes"] for c in FREEING)
+    quarantine = quarantine_outcome(run)
+    if quarantine:
+        summary["quarantine"] = quarantine
     if settings.get("projected_from"):
         summary["projected_from"] = settings["projected_from"]
-    return {"executed": executed, "mode": mode, "settings": settings, "summary": summary}
+    return {
+        "executed": executed,
+        "mode": mode,
+        "settings": settings,
+        "summary": summary,
+        "run_dir": str(run_dir),
+    }
+
+
+FREEING = ("blobs", "uploads")
+"""The categories whose bytes a prune frees (links and repositories are counted only)."""
+
+
+def quarantine_outcome(run_dir: Path) -> dict[str, Any] | None:
+    """The run's quarantine (quarantine.json) and what its re-check did to every quarantine
+    (quarantine_log.parquet): keys moved back, purged, per quarantine."""
+    from regprune.tasks.quarantine import QUARANTINE_LOG, RunQuarantine
+
+    own = RunQuarantine.read(run_dir)
+    if own is None:
+        return None
+    found: dict[str, Any] = {"id": own.id, "storage": own.storage, "others": {}}
+    log = run_dir / f"{QUARANTINE_LOG}.parquet"
+    if log.exists():
+        rows = _records(
+            log,
+            "quarantine, status, count(*) AS count, coalesce(sum(size), 0) AS bytes",
+            where="status NOT IN ('restoring', 'purging') GROUP BY quarantine, status",
+            order="quarantine, status",
+        )
+        for row in rows:
+            entry = found["others"].setdefault(row["quarantine"], {})
+            entry[row["status"]] = {"count": row["count"], "bytes": row["bytes"]}
+    found["own"] = found["others"].pop(own.id, {})
+    return found
 
 
 def prune_report(summary: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
@@ -78,21 +115,47 @@ def prune_report(summary: dict[str, Any], run_dir: str | Path) -> dict[str, Any]
 ACTION_CATEGORIES = {category.action: category.name for category in PLAN_CATEGORIES}
 CACHE_WARNING = (
     "Warning: the registry was not restarted (--restart-registry): until it is, its "
-    "blob-descriptor cache may claim deleted blobs exist, so a push that reuses one skips "
+    "blob-descriptor cache may claim removed blobs exist, so a push that reuses one skips "
     "the upload and the image breaks. {handled}Restart the registry now."
 )
 API_ONLY = (
-    "Layer links went through the registry API, which clears its per-repository cache, but "
-    "distribution's global cache keeps deleted manifests until a restart. "
+    "The registry API was told of every blob and layer link moved, which clears its "
+    "per-repository cache (and OpenShift's registry-wide one), but distribution's global "
+    "cache keeps removed manifests until a restart. "
 )
 
 
+STATUS_KEYS = {
+    "quarantined": "done",
+    "purged": "done",
+    "would-quarantine": "would_delete",
+    "would-purge": "would_delete",
+    "restored": "restored",
+    "would-restore": "restored",
+    "gone": "gone",
+    "skipped": "skipped",
+    "failed": "failed",
+    "quarantining": "failed",
+    "restoring": "failed",
+    "purging": "failed",
+}
+"""Each status of the audit trail as the count it adds to: ``done`` (removed from the
+registry's tree by this run: in the quarantine, or purged), ``would_delete`` (a dry run's),
+``restored`` (moved back by the re-check), ``gone`` (already gone: not counted as
+removed), ``skipped``, ``failed`` (also an intent never followed by its outcome)."""
+REMOVED_KEYS = ("done", "would_delete")
+
+
 def execution_outcome(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Per category: done (or, in a dry run, would_delete), skipped, failed, the bytes and
-    files removed (or that would be) and the reasons (sql/execution_summary)."""
+    """Per category: done (or, in a dry run, would_delete), restored, gone, skipped,
+    failed, the bytes and files removed (or that would be) and the reasons
+    (sql/execution_summary)."""
     run = Path(run_dir)
     outcome: dict[str, dict[str, Any]] = {
-        c: {"done": 0, "would_delete": 0, "skipped": 0, "failed": 0, "bytes": 0, "files": 0}
+        c: dict.fromkeys(
+            ("done", "would_delete", "restored", "gone", "skipped", "failed", "bytes", "files"),
+            0,
+        )
         | {"reasons": []}
         for c in CATEGORIES
     }
@@ -100,11 +163,13 @@ def execution_outcome(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         db.define("latest_actions", "execution_summary")
         for row in db.records("SELECT * FROM execution_summary"):
             entry = outcome[ACTION_CATEGORIES[row["action"]]]
-            entry[row["status"].replace("-", "_")] = row["count"]
-            if row["status"] in ("done", "would-delete"):
+            key = STATUS_KEYS.get(row["status"], "failed")
+            entry[key] += row["count"]
+            if key in REMOVED_KEYS:
                 entry["bytes"] += row["size"]
                 entry["files"] += row["files"]
-            entry["reasons"] += row["reasons"] or []
+            if key not in ("done", "would_delete"):
+                entry["reasons"] += row["reasons"] or []
     return outcome
 
 
@@ -118,21 +183,43 @@ def execution_files(run_dir: str | Path) -> list[str]:
 
 def prune_summary_text(report: dict[str, Any]) -> str:
     """The reference's wording: "Would delete N blobs", "Would free up X of disk space";
-    after deleting, "Deleted N blobs", "Freed up X", and what was skipped or failed."""
-    if report["mode"] == "delete":
-        return _deleted_text(report)
-    summary = report["summary"]
-    verb = "Would delete" if report["mode"] == "dry-run" else "Deleted"
+    after a confirmed run, "Deleted N blobs", "Freed up X", where the quarantine is and how
+    to undo, what its re-check moved back, what was already gone, skipped or failed."""
+    summary, executed = report["summary"], report["executed"]
+    dry = report["mode"] == "dry-run"
+    verb = "Would delete" if dry else "Deleted"
     lines = [projection_text(summary["projected_from"])] if "projected_from" in summary else []
-    lines += [f"{verb} {summary[c]['delete']} {c.replace('_', ' ')}" for c in CATEGORIES]
-    freed = "Would free up" if report["mode"] == "dry-run" else "Freed up"
-    lines.append(f"{freed} {format_bytes(summary['bytes_freed'])} of disk space")
+    key = "would_delete" if dry else "done"
+    for c in CATEGORIES:
+        count = executed[c][key] if executed else summary[c]["delete"]
+        lines.append(f"{verb} {count} {c.replace('_', ' ')}")
+    freed = format_bytes(summary["bytes_freed"])
+    lines.append(f"{'Would free up' if dry else 'Freed up'} {freed} of disk space")
     if "files" in summary:
         lines.append(f"{verb} {summary['files']} files (listed in actions.parquet)")
+    lines += _quarantine_lines(report, dry)
+    for status, label in (("restored", "Moved back by the re-check"), ("gone", "Already gone")):
+        counted = [(c, executed[c]) for c in CATEGORIES if executed and executed[c][status]]
+        if counted:
+            shown = ", ".join(f"{e[status]} {c.replace('_', ' ')}" for c, e in counted)
+            tail = " (not counted)" if status == "gone" else ""
+            lines.append(f"{label}: {shown}{tail}")
+            lines += [f"  - {r}" for r in sorted({r for _, e in counted for r in e["reasons"]})]
+    for status in ("skipped", "failed"):
+        counted = [(c, executed[c]) for c in CATEGORIES if executed and executed[c][status]]
+        if counted:
+            lines.append(
+                f"{status.capitalize()}: "
+                + ", ".join(f"{e[status]} {c.replace('_', ' ')}" for c, e in counted)
+            )
+            reasons = sorted({r for _, e in counted for r in e["reasons"]})
+            lines += [f"  - {reason}" for reason in reasons]
     young = [f"{summary[c]['kept_young']} {c.replace('_', ' ')}" for c in CATEGORIES]
     if any(summary[c]["kept_young"] for c in CATEGORIES):
         grace = report["settings"].get("keep_younger_than")
         lines.append(f"Kept, younger than {grace}: " + ", ".join(young))
+    if not dry:
+        lines += _cache_lines(report)
     return "\n".join(lines)
 
 
@@ -145,26 +232,53 @@ def projection_text(projection: dict[str, Any]) -> str:
     ).format(**projection)
 
 
-def _deleted_text(report: dict[str, Any]) -> str:
-    executed = report["executed"]
-    lines = [f"Deleted {executed[c]['done']} {c.replace('_', ' ')}" for c in CATEGORIES]
-    freed = executed["blobs"]["bytes"] + executed["uploads"]["bytes"]
-    lines.append(f"Freed up {format_bytes(freed)} of disk space")
-    for status in ("skipped", "failed"):
-        counted = [(c, executed[c]) for c in CATEGORIES if executed[c][status]]
-        if counted:
-            lines.append(
-                f"{status.capitalize()}: "
-                + ", ".join(f"{e[status]} {c.replace('_', ' ')}" for c, e in counted)
+def _quarantine_lines(report: dict[str, Any], dry: bool) -> list[str]:
+    """Where this run's removals are, how to undo, what it purged of older quarantines."""
+    found = report["summary"].get("quarantine")
+    if not found:
+        return []
+    lines = []
+    own, run_dir = found["own"], report.get("run_dir", "RUN")
+    purged_now = own.get("purged") or own.get("would-purge")
+    if purged_now:
+        lines.append(
+            f"{'Would purge' if dry else 'Purged'} at once (--quarantine-retention 0): "
+            f"{purged_now['count']} objects, {format_bytes(purged_now['bytes'])}"
+        )
+    elif not dry and report["executed"] and any(e["done"] for e in report["executed"].values()):
+        retention = report["settings"].get("quarantine_retention")
+        lines.append(
+            f"Quarantined in {found['storage']}/_regprune/quarantine/{found['id']}: "
+            f"'regprune undo {run_dir}' moves it all back; a confirmed run {retention} or "
+            f"more from now purges it, after its own re-check (or 'regprune purge {run_dir}')"
+        )
+    for qid, statuses in sorted(found["others"].items()):
+        done = [
+            f"{entry['count']} {verb} ({format_bytes(entry['bytes'])})"
+            for status, verb in (
+                ("restored", "moved back"),
+                ("would-restore", "would move back"),
+                ("purged", "purged"),
+                ("would-purge", "would purge"),
+                ("failed", "failed"),
             )
-            reasons = sorted({r for _, e in counted for r in e["reasons"]})
-            lines += [f"  - {reason}" for reason in reasons]
+            if (entry := statuses.get(status))
+        ]
+        if done:
+            lines.append(f"Older quarantine {qid}: " + ", ".join(done))
+    return lines
+
+
+def _cache_lines(report: dict[str, Any]) -> list[str]:
+    """What cleared a caching registry of what this run moved, or the warning when nothing
+    did (docs/safety.md)."""
+    executed = report["executed"]
+    if not executed or not any(e["done"] for e in executed.values()):
+        return []
     handled = report["settings"].get("registry_cache") or []
     if not any("restarted" in line for line in handled):
-        lines.append(CACHE_WARNING.format(handled=API_ONLY if handled else ""))
-    else:
-        lines.append("Registry cache: " + "; ".join(handled))
-    return "\n".join(lines)
+        return [CACHE_WARNING.format(handled=API_ONLY if handled else "")]
+    return ["Registry cache: " + "; ".join(handled)]
 
 
 def _namespace_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,6 +12,10 @@ from typing import Any
 import duckdb
 import pytest
 
+# A confirmed prune waits --settle (default 5m) before its re-check; the tests drive the
+# moments that matter with regprune/hooks.py instead of waiting.
+os.environ.setdefault("REGPRUNE_SETTLE", "0s")
+
 pytest_plugins = [
     "tests.openshift_api",
     "tests.openshift_apiserver",
@@ -21,8 +25,77 @@ pytest_plugins = [
 ]
 
 
+SERVICES = frozenset(
+    {
+        "prefect_server",
+        "moto",
+        "s3_env",
+        "registry_fs",
+        "registry_s3",
+        "gcs_emulator",
+        "azurite",
+        "swift_aio",
+        "openshift_registry_fs",
+        "openshift_registry_s3",
+        "openshift_apiserver_session",
+    }
+)
+"""Fixtures that start a service (a process that serves requests): a test that uses one, even
+through another fixture, is ``slow``. The in-process fakes (``openshift_api``) are not."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` means "starts a service": a test that uses a service fixture unmarked would put
+    a server start into the fast suite (``-m "not slow"``), so collection stops there."""
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(sorted(SERVICES & set(item.fixturenames)))})"
+        for item in items
+        if SERVICES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow")
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that start a service must be marked slow:\n  " + "\n  ".join(unmarked)
+        )
+
+
+def regprune_tasks() -> Iterator[Any]:
+    """Every Prefect task of ``regprune.tasks`` (each module imported)."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import regprune.tasks
+
+    for module in pkgutil.iter_modules(regprune.tasks.__path__, "regprune.tasks."):
+        for value in vars(importlib.import_module(module.name)).values():
+            if isinstance(value, Task):
+                yield value
+
+
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
+def no_retry_waits() -> Iterator[None]:
+    """Retries are tested, waiting is not: for the session, every Prefect task retries at once
+    (their delays are 2 s to 30 s) and regprune's own client loops (the metadata listing, the
+    bulk deletes of every backend: cloud.delete_in_batches) back off by 0 s. The one
+    mechanism for every test that runs a flow (``prefect_server`` uses it) or retries."""
+    from regprune import metadata
+    from regprune.storage import cloud
+
+    with pytest.MonkeyPatch.context() as patch:
+        for task in regprune_tasks():
+            delays = task.retry_delay_seconds
+            if delays:
+                zero = [0.0] * len(delays) if isinstance(delays, list) else 0.0
+                patch.setattr(task, "retry_delay_seconds", zero)
+        patch.setattr(metadata, "RETRY_BASE_SECONDS", 0.0)
+        patch.setattr(metadata, "RETRY_MAX_SECONDS", 0.0)
+        patch.setattr(cloud, "DELETE_BACKOFF_SECONDS", 0.0)
+        yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server(no_retry_waits: None) -> Iterator[None]:
     """Prefect's temporary server takes seconds to start: one for the whole session."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness

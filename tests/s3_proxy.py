@@ -2,10 +2,11 @@
 
 Point ``AWS_ENDPOINT_URL`` at :attr:`S3FaultProxy.url`: every request is forwarded to moto
 unchanged, unless a :meth:`S3FaultProxy.inject`-ed fault matches it, which then answers
-``503 SlowDown`` or ``500 InternalError`` (S3's own XML error bodies), resets the connection
-before or after moto handled the request, or (``DeleteObjects`` only) reports some keys as
-failed and does not delete them. Each fault fires for the next ``times`` matching requests
-(None: for ever); :attr:`S3FaultProxy.log` keeps every request with what happened to it.
+``503 SlowDown``, ``500 InternalError`` or ``409 ConditionalRequestConflict`` (S3's own XML
+error bodies), resets the connection before or after moto handled the request, or
+(``DeleteObjects`` only) reports some keys as failed and does not delete them. Each fault
+fires for the next ``times`` matching requests (None: for ever); :attr:`S3FaultProxy.log`
+keeps every request with what happened to it.
 
 Standard library only, plus boto3 to call moto for a partially failed ``DeleteObjects``.
 The hooks :meth:`S3FaultProxy.classify`, :meth:`S3FaultProxy.continued`,
@@ -30,13 +31,20 @@ from xml.sax.saxutils import escape
 from tests.local_http import LocalHTTPServer
 
 Operation = Literal["list", "delete_objects", "get", "head", "put", "delete", "other"]
-FaultKind = Literal["slowdown", "internal", "forbidden", "reset", "reset_after", "fail_keys"]
+FaultKind = Literal[
+    "slowdown", "internal", "forbidden", "conflict", "reset", "reset_after", "fail_keys"
+]
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 ERRORS = {
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
     "forbidden": (403, "AccessDenied", "Access Denied"),
+    "conflict": (
+        409,
+        "ConditionalRequestConflict",
+        "A conflicting conditional operation is currently in progress against this resource.",
+    ),
 }
 
 

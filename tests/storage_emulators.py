@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -61,6 +62,7 @@ __all__ = [
     "GcsDownloadProxy",
     "GcsEmulator",
     "GcsPagingFront",
+    "GcsPreconditionFront",
     "ReferenceServer",
     "StorageEmulator",
     "SwiftAllInOne",
@@ -973,11 +975,14 @@ class GcsPagingFront(_Front):
     objects a page (1,000 on GCS, and ``maxResults`` can only lower it), the rest behind a
     ``nextPageToken``. The emulator itself returns everything at once, so a client that reads
     only the first page would pass against it; through this front it fails. Listings with a
-    delimiter and every other request go through unchanged."""
+    delimiter go through unchanged unless ``delimited`` (then a page holds at most
+    ``max_page`` entries of ``items`` and ``prefixes`` together, as GCS counts them); every
+    other request goes through unchanged."""
 
-    def __init__(self, upstream: str, max_page: int = 1000) -> None:
+    def __init__(self, upstream: str, max_page: int = 1000, delimited: bool = False) -> None:
         super().__init__(upstream)
         self.max_page = max_page
+        self.delimited = delimited
         #: Pages served, as (prefix, number of items, had a token): for request counts.
         self.pages: list[tuple[str, int, bool]] = []
 
@@ -987,7 +992,7 @@ class GcsPagingFront(_Front):
         route, _, query = path.partition("?")
         params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
         listing = method == "GET" and re.fullmatch(r"/storage/v1/b/[^/]+/o", route)
-        if not listing or params.get("delimiter"):
+        if not listing or (params.get("delimiter") and not self.delimited):
             return self.forward(method, path, headers, body)
         token = params.pop("pageToken", "")
         limit = min(int(params.pop("maxResults", self.max_page) or self.max_page), self.max_page)
@@ -996,17 +1001,54 @@ class GcsPagingFront(_Front):
         if status != 200:
             return status, reply_headers, data
         page = json.loads(data)
-        items = sorted(page.get("items") or [], key=lambda item: item["name"])
+        entries: list[tuple[str, Any]] = [(item["name"], item) for item in page.get("items") or []]
+        entries += [(prefix, None) for prefix in page.get("prefixes") or []]
+        entries.sort(key=lambda entry: entry[0])
         after = base64.urlsafe_b64decode(token.encode()).decode() if token else None
         if after is not None:
-            items = [item for item in items if item["name"] > after]
-        page["items"] = items[:limit]
+            entries = [entry for entry in entries if entry[0] > after]
+        served = entries[:limit]
+        page["items"] = [item for _, item in served if item is not None]
+        if "prefixes" in page:
+            page["prefixes"] = [name for name, item in served if item is None]
         page.pop("nextPageToken", None)
-        if len(items) > limit:
-            last = items[limit - 1]["name"]
+        if len(entries) > limit:
+            last = served[-1][0]
             page["nextPageToken"] = base64.urlsafe_b64encode(last.encode()).decode()
-        self.pages.append((params.get("prefix", ""), len(page["items"]), bool(token)))
+        self.pages.append((params.get("prefix", ""), len(served), bool(token)))
         return 200, [("Content-Type", "application/json")], json.dumps(page).encode()
+
+
+class GcsPreconditionFront(_Front):
+    """Answers an upload with ``ifGenerationMatch=0`` as GCS does: 412 (GCS's JSON error)
+    when the object exists. The emulator ignores preconditions and overwrites; here the check
+    and the upload are one step (a lock), as GCS makes them one. Everything else goes
+    through unchanged."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self._lock = threading.Lock()
+
+    def respond(
+        self, method: str, path: str, headers: Any, body: bytes | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        route, _, query = path.partition("?")
+        params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        upload = re.fullmatch(r"/upload/storage/v1/b/([^/]+)/o", route)
+        if method != "POST" or not upload or params.get("ifGenerationMatch") != "0":
+            return self.forward(method, path, headers, body)
+        name = urllib.parse.quote(params.get("name", ""), safe="")
+        with self._lock:
+            found, _, _ = self.forward("GET", f"/storage/v1/b/{upload.group(1)}/o/{name}", {}, None)
+            if found == 200:
+                message = "At least one of the pre-conditions you specified did not hold."
+                error = {"code": 412, "message": message, "errors": [{"reason": "conditionNotMet"}]}
+                return (
+                    412,
+                    [("Content-Type", "application/json")],
+                    json.dumps({"error": error}).encode(),
+                )
+            return self.forward(method, path, headers, body)
 
 
 #: Where distribution's GCS driver reads object data from, whatever STORAGE_EMULATOR_HOST says.

@@ -17,17 +17,19 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from regprune.audit import AuditTrail
 from regprune.layout import (
     V2_ROOT,
     blob_data_path,
     layer_link_path,
     link_content,
+    new_quarantine_id,
     tag_current_link_path,
     upload_startedat_path,
 )
 from regprune.storage import LocalStorage, StorageObject, StorageSpec
-from regprune.tables import TableWriter, TableWriters
-from regprune.tasks.actions import DONE, SKIPPED, ExecutionSettings, _Batch
+from regprune.tables import TableWriters
+from regprune.tasks.actions import QUARANTINED, SKIPPED, ExecutionSettings, _Batch
 from regprune.tasks.storage_snapshot import REPOSITORY_TABLES, _listings, _RepositoryShardWalker
 
 OLD = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,12 +66,15 @@ def write(root: Path, key: str, content: bytes, modified: datetime = OLD) -> Non
 
 def run_batch(root: Path, items: list[dict[str, Any]]) -> tuple[CountingStorage, list[dict]]:
     storage = CountingStorage(StorageSpec(str(root)))
+    qid = new_quarantine_id(SNAPSHOT_STARTED)
     settings = ExecutionSettings(
-        StorageSpec(str(root)), str(root / "audit"), "run-1", SNAPSHOT_STARTED
+        StorageSpec(str(root)), str(root / "audit"), "run-1", SNAPSHOT_STARTED, qid
     )
-    with TableWriter("actions", root / "audit.parquet") as audit:
-        _Batch(settings, storage, audit).run(items)
-    return storage, pq.read_table(root / "audit.parquet").to_pylist()
+    audit = AuditTrail(root / "audit", "batch")
+    _Batch(settings, storage, audit).run(items)
+    parts = audit.close()
+    rows = [row for part in parts for row in pq.read_table(part).to_pylist()]
+    return storage, [row for row in rows if row["status"] != "quarantining"]
 
 
 def test_a_batch_rereads_its_targets_together_and_still_protects_each(tmp_path: Path) -> None:
@@ -100,8 +105,8 @@ def test_a_batch_rereads_its_targets_together_and_still_protects_each(tmp_path: 
     outcome = {(row["action"], row["digest"]): (row["status"], row["reason"]) for row in audit}
     assert outcome[("delete_blob", touched)] == (SKIPPED, "modified after the snapshot started")
     assert outcome[("delete_layer_link", back)] == (SKIPPED, "its blob exists (again)")
-    assert outcome[("delete_layer_link", missing)] == (DONE, None)
-    assert all(outcome[("delete_blob", d)] == (DONE, None) for d in old_blobs)
+    assert outcome[("delete_layer_link", missing)] == (QUARANTINED, None)
+    assert all(outcome[("delete_blob", d)] == (QUARANTINED, None) for d in old_blobs)
     assert (tmp_path / V2_ROOT / blob_data_path(touched)).exists()
     assert (tmp_path / V2_ROOT / layer_link_path("ns/app", back)).exists()
     assert not (tmp_path / V2_ROOT / blob_data_path(old_blobs[0])).exists()

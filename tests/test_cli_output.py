@@ -3,7 +3,7 @@
 stdout: phase lines, progress and the summary (``--output json``: the report alone;
 ``--quiet``: nothing); stderr: warnings and one error line, with a traceback only with
 ``--debug``; Prefect's log lines in the run folder's ``regprune.log`` (and on stderr with
-``-v``); exit codes 0 / 1 / 2 / 3 as the README says. The flows report to the session's
+``-v``); exit codes 0 / 1 / 2 / 3 as docs/getting-started.md says. The flows report to the session's
 Prefect test server (``PREFECT_API_URL``), so no command starts a server of its own.
 """
 
@@ -26,7 +26,7 @@ import pytest
 
 from regprune import progress
 from regprune.cli.output import LineDisplay, Output, server_listening
-from regprune.demo.synthetic import SyntheticSpec, generate
+from regprune.demo.synthetic import SyntheticSpec, generate, load_truth
 from tests.openshift_api import OpenShiftAPIServer
 from tests.registry_bench import free_port
 
@@ -65,10 +65,20 @@ def regprune(
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The demo registry (every kind of drift) and its metadata dump, once per module."""
+    """The demo registry (every kind of drift), its metadata dump and truth, once per module."""
     folder = tmp_path_factory.mktemp("demo")
-    generate(folder / "registry", SyntheticSpec.demo(0), folder / "metadata.json")
-    return {"storage": str(folder / "registry"), "metadata": str(folder / "metadata.json")}
+    paths = {name: str(folder / name) for name in ("registry", "metadata.json", "truth.json")}
+    generate(paths["registry"], SyntheticSpec.demo(0), paths["metadata.json"], paths["truth.json"])
+    return {
+        "storage": paths["registry"],
+        "metadata": paths["metadata.json"],
+        "truth": paths["truth.json"],
+    }
+
+
+def orphan_blobs(demo: dict[str, str]) -> int:
+    """The blobs a default dry run would delete: the truth's, with the spec's 24h grace."""
+    return len(load_truth(demo["truth"]).prune_grace.orphan_blobs)
 
 
 def prune_args(demo: dict[str, str], out: Path) -> list[str]:
@@ -105,7 +115,7 @@ def default_run(
 
 @pytest.mark.slow
 def test_default_output_is_phases_progress_and_summary(
-    default_run: tuple[subprocess.CompletedProcess[str], Path],
+    demo: dict[str, str], default_run: tuple[subprocess.CompletedProcess[str], Path]
 ) -> None:
     result, out = default_run
     assert result.returncode == 0, result.stderr
@@ -116,7 +126,7 @@ def test_default_output_is_phases_progress_and_summary(
     assert re.search(
         r"^  [\d,]+ objects, [\d.]+ [KM]?i?B, [\d,]+/s, [\d.]+s elapsed", result.stdout, re.M
     )
-    assert "Would delete 70 blobs" in lines
+    assert f"Would delete {orphan_blobs(demo)} blobs" in lines
     assert f"Results: {out}" in lines
     assert not PREFECT_LOG_LINE.search(result.stdout), result.stdout
     assert result.stderr == ""
@@ -154,7 +164,7 @@ def test_verbose_streams_prefect_logs_on_stderr_and_keeps_stdout_clean(
     assert re.search(r"^  [\d,]+ of ~[\d,]+ objects, ", result.stdout, re.M), result.stdout
     assert PREFECT_LOG_LINE.search(result.stderr)
     assert "Finished in state Completed()" in result.stderr
-    assert "Would delete 70 blobs" in result.stdout.splitlines()
+    assert f"Would delete {orphan_blobs(demo)} blobs" in result.stdout.splitlines()
     assert not PREFECT_LOG_LINE.search(result.stdout)
 
 
@@ -179,7 +189,7 @@ def test_quiet_says_nothing_and_json_prints_the_report_alone(
     assert pruned.returncode == 0, pruned.stderr
     plan = json.loads(pruned.stdout)
     assert plan["mode"] == "dry-run"
-    assert plan["summary"]["blobs"]["delete"] == 70
+    assert plan["summary"]["blobs"]["delete"] == orphan_blobs(demo)
 
 
 @pytest.mark.slow

@@ -15,8 +15,9 @@ one line naming the backend and the path and deletes nothing; a batch that partl
 reports the objects it did not delete as failed, and a re-run finishes them.
 
 The clients' own retries are kept (that is what absorbs a single 503 in production) but made
-fast: Azure's and Swift's backoff through ``--storage-option``, gcsfs' sleep patched here; the
-snapshot tasks' retry delays are set to 0.
+fast: Azure's and Swift's backoff through ``--storage-option``, gcsfs' sleep patched here;
+regprune's backoffs and the tasks' retry delays are zero (``no_retry_waits``, through
+``prefect_server``).
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ import pytest
 from regprune import layout
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
-from regprune.storage import azure, cloud, swift
-from regprune.tasks import storage_snapshot
+from regprune.storage import azure, swift
 from tests.cloud_proxy import CloudFaultProxy
 from tests.conftest import rows
 from tests.storage_emulators import (
@@ -180,13 +180,6 @@ def bucket(
             monkeypatch.setenv(variable, value)
         monkeypatch.setattr(azure, "LIST_PAGE", PAGE)
         monkeypatch.setattr(swift, "LIST_PAGE", PAGE)
-        monkeypatch.setattr(cloud, "DELETE_BACKOFF_SECONDS", 0.01)
-        for task in (
-            storage_snapshot.plan_storage_shards,
-            storage_snapshot.walk_blob_shard,
-            storage_snapshot.walk_repository_shard,
-        ):
-            monkeypatch.setattr(task, "retry_delay_seconds", [0, 0])
         yield Bucket(kind, emulator, name, proxy)
 
 

@@ -29,8 +29,8 @@ import pytest
 
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
-from regprune.lock import LOCK_KEY, LockHolder, StorageLock, StorageLocked, lock_object
-from regprune.storage import StorageSpec
+from regprune.lock import LOCK_KEY, LockHolder, StorageLock, StorageLocked
+from regprune.storage import StorageSpec, open_storage
 from tests.conftest import imagestream, rows, write_dump
 from tests.drift import HOST
 from tests.registry_bench import (
@@ -175,9 +175,9 @@ def test_the_lock_has_one_winner_on_a_folder(tmp_path: Path) -> None:
     for _ in range(5):
         winners = race(spec, 8)
         assert len(winners) == 1
-        holder = LockHolder.decode(lock_object(spec).read() or b"")
+        holder = LockHolder.decode(open_storage(spec).lock_read(LOCK_KEY) or b"")
         assert holder is not None and holder.run_id == winners[0]
-        lock_object(spec).remove()
+        open_storage(spec).lock_remove(LOCK_KEY)
 
 
 def test_the_lock_has_one_winner_on_s3(moto: MotoServer, s3_env: dict[str, str]) -> None:
@@ -187,11 +187,11 @@ def test_the_lock_has_one_winner_on_s3(moto: MotoServer, s3_env: dict[str, str])
     for _ in range(3):
         winners = race(spec, 6)
         assert len(winners) == 1
-        holder = LockHolder.decode(lock_object(spec).read() or b"")
+        holder = LockHolder.decode(open_storage(spec).lock_read(LOCK_KEY) or b"")
         assert holder is not None and holder.run_id == winners[0]
         keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket)["Contents"]]
         assert keys == [f"registry/{LOCK_KEY}"]
-        lock_object(spec).remove()
+        open_storage(spec).lock_remove(LOCK_KEY)
 
 
 # --- pushes during a prune ------------------------------------------------------------------
@@ -239,7 +239,7 @@ def test_images_pushed_during_a_prune_still_pull(
     def pusher(start: str, pushes: tuple[tuple[str, str], ...]) -> None:
         """Push once the run has reached ``start``: the snapshot (its _parts folder) or the
         deletion (the re-read before phase 1). Not earlier: with a dump, the metadata's time
-        is when the snapshot reads it (README, Reliability, known limits)."""
+        is when the snapshot reads it (docs/reliability.md, known limits)."""
         deadline = time.monotonic() + 120
         while not (run / start).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -274,7 +274,7 @@ def test_images_pushed_during_a_prune_still_pull(
     print(f"skipped because: {skipped}")
     assert not errors, errors
     assert code == EXIT_OK and len(pushed) == len(PUSHES_WHILE_PLANNING + PUSHES_WHILE_DELETING)
-    deleted = {r["digest"] for r in actions if r["status"] == "done"}
+    deleted = {r["digest"] for r in actions if r["status"] == "quarantined"}
     assert set(abandoned) <= deleted  # the prune did delete
     for ref, _ in pushed:
         assert_pulls(registry_fs, ref)

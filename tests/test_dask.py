@@ -99,6 +99,8 @@ def test_task_arguments_survive_a_pickle() -> None:
 def test_the_runner_is_chosen_per_command_else_by_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.delenv(TASK_RUNNER_ENV, raising=False)
     monkeypatch.delenv(DASK_ADDRESS_ENV, raising=False)
     chosen = ChosenTaskRunner()
@@ -115,7 +117,11 @@ def test_the_runner_is_chosen_per_command_else_by_the_environment(
         assert isinstance(chosen.duplicate(), ThreadPoolTaskRunner)
     monkeypatch.setenv(TASK_RUNNER_ENV, "threads")
     monkeypatch.delenv(DASK_ADDRESS_ENV)
-    with use_task_runner(TaskRunnerSettings.choose(None, "tcp://10.0.0.1:8786")):
+    # a Prefect server is named, so choosing Dask starts none (the runner is what is tested)
+    with (
+        temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}),
+        use_task_runner(TaskRunnerSettings.choose(None, "tcp://10.0.0.1:8786")),
+    ):
         assert chosen.duplicate().address == "tcp://10.0.0.1:8786"  # type: ignore[attr-defined]
 
     monkeypatch.setenv(TASK_RUNNER_ENV, "ray")

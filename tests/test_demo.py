@@ -9,7 +9,7 @@ import pytest
 
 from regprune.cli.main import EXIT_OK, main
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 def test_demo_agrees_with_the_ground_truth(tmp_path: Path, capsys: Any) -> None:

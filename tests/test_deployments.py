@@ -1,7 +1,8 @@
 """The deployments of deployments/prefect.yaml on a real Prefect server, run by a process worker.
 
-The module starts ``prefect server start`` on loopback (its own PREFECT_HOME), creates the work
-pools and registers the deployments with the commands the README gives, starts a worker, and
+On the session's Prefect test server (over HTTP, with a PREFECT_HOME of the module's own), the
+module creates the work pools and registers the deployments with the commands docs/operations.md
+gives, starts a worker, and
 triggers runs the way the UI's Run button does (a flow run created from the deployment, with
 parameters). The runs read the real registry and the OpenShift API test server, which allows
 only what the RBAC manifests grant (regprune/permissions.py).
@@ -15,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import PrefectHTTPStatusError
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL
 
 from regprune.layout import blob_data_path
 from regprune.permissions import PRUNE_IMAGES, READ_METADATA, RECOVER, Role
@@ -43,7 +43,6 @@ from tests.openshift_api import OpenShiftAPIServer
 from tests.registry_bench import (
     PushedImage,
     Registry,
-    free_port,
     push,
     upload_blob_without_manifest,
 )
@@ -54,7 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 K8S_TEMPLATE = REPO / "deployments" / "kubernetes-job-template.json"
 POOL = "regprune"
-PREFECT = str(Path(sys.executable).with_name("prefect"))
+PREFECT = [sys.executable, "-m", "prefect"]
+"""The ``prefect`` command of this interpreter (a virtual environment may lack the script)."""
 RUN_TIMEOUT = 300.0
 
 
@@ -67,7 +67,7 @@ class PrefectServer:
     def cli(self, *args: str, cwd: Path = REPO) -> str:
         """A ``prefect`` command against this server, as a user types it."""
         proc = subprocess.run(
-            [PREFECT, *args], cwd=cwd, env=self.env, capture_output=True, text=True, timeout=300
+            [*PREFECT, *args], cwd=cwd, env=self.env, capture_output=True, text=True, timeout=300
         )
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"prefect {' '.join(args)} failed:\n{output}"
@@ -90,11 +90,11 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """``prefect server start`` on a free loopback port; PREFECT_API_URL points at it for the
-    subprocesses started here and, through Prefect's settings, for this module's client."""
+def prefect_api(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> PrefectServer:
+    """The session's Prefect test server (one server per session), reached by the ``prefect``
+    commands and the worker started here as a user reaches a server: PREFECT_API_URL."""
     home = tmp_path_factory.mktemp("prefect-home")
-    url = f"http://127.0.0.1:{free_port()}/api"
+    url = str(PREFECT_API_URL.value())
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -104,41 +104,19 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectSer
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "2",
     }
-    server = PrefectServer(url, env, home)
-    port = url.split(":")[2].split("/")[0]
-    with (home / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", port],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"prefect server exited:\n{server.log_tail('server.log')}"
-            assert time.monotonic() < deadline, "prefect server did not answer within 120 s"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        with temporary_settings({PREFECT_API_URL: url}):
-            yield server
-    finally:
-        stop(proc)
+    return PrefectServer(url, env, home)
 
 
 @pytest.fixture(scope="module")
 def deployed(prefect_api: PrefectServer) -> PrefectServer:
-    """The README's steps: both pools, then every deployment of the file."""
-    prefect_api.cli("work-pool", "create", POOL, "--type", "process")
+    """The steps of docs/operations.md: both pools, then every deployment of the file."""
+    # --overwrite: the session's server is shared, and test_container may have made this pool
+    prefect_api.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
     prefect_api.cli(
         "work-pool",
         "create",
         f"{POOL}-kubernetes",
+        "--overwrite",
         "--type",
         "kubernetes",
         "--base-job-template",
@@ -154,7 +132,7 @@ def worker(deployed: PrefectServer, tmp_path_factory: pytest.TempPathFactory) ->
     decides where runs execute."""
     with (deployed.logs / "worker.log").open("wb") as log:
         proc = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", POOL, "--type", "process"],
+            [*PREFECT, "worker", "start", "--pool", POOL, "--type", "process"],
             cwd=tmp_path_factory.mktemp("worker"),
             env=deployed.env,
             stdout=log,

@@ -1,6 +1,7 @@
-"""The dry run lists exactly the files ``--confirm`` deletes: both run the same executor over
-the same snapshot (only the storage's last call differs), so what the dry run's audit trail
-says would go must be what goes, file by file, and the dry run itself must touch nothing."""
+"""The dry run lists exactly the files ``--confirm`` removes: both run the same executor over
+the same snapshot (only the storage's answers differ), so what the dry run's audit trail
+says would go must be what goes (into the quarantine), file by file, and the dry run itself
+must touch nothing."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_the_dry_run_lists_what_confirm_deletes(tmp_path: Path) -> None:
 
     dry = ["--storage", str(registry), "--metadata", str(metadata), "--out", str(run)]
     assert main([*base, *dry]) == EXIT_OK
-    would = audit_files(run, "would-delete")
+    would = audit_files(run, "would-quarantine")
     assert files_under(v2) == before, "the dry run changed the storage"
     assert would, "the demo registry has garbage: the dry run must list some files"
     assert len(would) == len(set(would)), "a file listed twice"
@@ -43,4 +44,6 @@ def test_the_dry_run_lists_what_confirm_deletes(tmp_path: Path) -> None:
     assert main([*base, "--snapshot", str(run), "--confirm"]) == EXIT_OK
     deleted = before - files_under(v2)
     assert set(would) == deleted
-    assert set(audit_files(run, "done")) == set(would)
+    assert set(audit_files(run, "quarantined")) == set(would)
+    held = registry / "_regprune" / "quarantine"
+    assert {key.split("/", 1)[1] for key in files_under(held)} == deleted

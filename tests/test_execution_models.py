@@ -161,9 +161,11 @@ def action(
 
 def test_prune_actions_are_the_deletions_with_their_tags_minus_what_is_done() -> None:
     """Kept rows are no actions; a manifest link carries the tags whose index lists it; an
-    action done by an earlier attempt is left out, one skipped, failed or only would-delete
-    (a dry run) is not."""
+    action an earlier attempt quarantined, purged or found gone is left out; one skipped,
+    failed, only intended (killed before its outcome), would-quarantine (a dry run), or
+    quarantined and then restored by its re-check is not: its latest outcome decides."""
     a, b, c, d = digest("a1"), digest("b2"), digest("c3"), digest("d4")
+    e, f, g, h = digest("e5"), digest("f6"), digest("g7"), digest("h8")
     plan_actions = [
         action(1, "delete_repository", "gone/app", verdict="delete"),
         action(1, "delete_manifest_link", "ns/app", a, verdict="delete"),
@@ -172,21 +174,35 @@ def test_prune_actions_are_the_deletions_with_their_tags_minus_what_is_done() ->
         action(2, "delete_blob", None, b, verdict="delete"),
         action(2, "delete_blob", None, c, verdict="delete"),
         action(2, "delete_blob", None, d, verdict="delete"),
+        *(action(2, "delete_blob", None, x, verdict="delete") for x in (e, f, g, h)),
         action(3, "delete_upload", "ns/app", None, "u1", verdict="delete"),
     ]
     tag_index = [
         {"repository": "ns/app", "tag": tag, "digest": a, "modified": OLD} for tag in ("v2", "v1")
     ] + [{"repository": "other/app", "tag": "v9", "digest": a, "modified": OLD}]
 
-    def outcome(digest: str | None, status: str, name: str = "delete_blob") -> dict[str, Any]:
-        return {"action": name, "digest": digest, "status": status, "time": OLD}
+    def outcome(
+        digest: str | None, status: str, name: str = "delete_blob", time: datetime = OLD
+    ) -> dict[str, Any]:
+        return {"action": name, "digest": digest, "status": status, "time": time}
 
+    later = OLD + timedelta(seconds=1)
     completed = [
-        outcome(b, "done"),
+        outcome(b, "quarantining"),
+        outcome(b, "quarantined", time=later),
         outcome(c, "skipped"),
-        outcome(d, "would-delete"),
+        outcome(d, "would-quarantine"),
         outcome(a, "failed"),
-        {**outcome(None, "done", "delete_upload"), "repository": "ns/app", "upload_id": "u2"},
+        outcome(e, "quarantining"),  # killed before its outcome was written
+        outcome(f, "gone"),
+        outcome(g, "quarantined"),
+        outcome(g, "restored", time=later),  # the re-check found a reference
+        outcome(h, "purged"),
+        {
+            **outcome(None, "quarantined", "delete_upload"),
+            "repository": "ns/app",
+            "upload_id": "u2",
+        },
     ]
     given = {"plan_actions": plan_actions, "tag_index": tag_index, "completed_actions": completed}
     got = run_model("prune_actions", given, "phase, action, repository, digest, upload_id, tags")
@@ -196,6 +212,8 @@ def test_prune_actions_are_the_deletions_with_their_tags_minus_what_is_done() ->
         (2, "delete_blob", None, a, None, None),
         (2, "delete_blob", None, c, None, None),
         (2, "delete_blob", None, d, None, None),
+        (2, "delete_blob", None, e, None, None),
+        (2, "delete_blob", None, g, None, None),
         (3, "delete_upload", "ns/app", None, "u1", None),
     ]
 
@@ -226,7 +244,12 @@ def test_the_queue_skips_what_was_planned_before_and_is_not_planned_now() -> Non
         {"repository": repository, "digest": same, "modified": OLD}
         for repository in ("ns/web", "ns/app")
     ]
-    given = {"prune_actions": planned, "recheck_plan_actions": now, "layer_links": links}
+    given = {
+        "prune_actions": planned,
+        "recheck_plan_actions": now,
+        "layer_links": links,
+        "completed_actions": [],
+    }
     columns = "action, coalesce(repository, digest), blob_repositories, skip_reason"
     assert run_model("execution_queue", given, columns) == [
         ("delete_repository", "back/app", None, NOT_PLANNED),
@@ -239,6 +262,33 @@ def test_the_queue_skips_what_was_planned_before_and_is_not_planned_now() -> Non
 
 
 NOT_PLANNED = "not planned when re-read: kept by the metadata or storage as they are now"
+
+
+def test_the_queue_says_which_layer_links_lost_their_blob_to_this_run() -> None:
+    """A dangling link whose blob this run quarantined (or, dry, would) is not kept by that
+    blob's presence: its latest outcome decides, a blob moved back by the re-check or only
+    intended does not count."""
+    moved, back, intended, other = (digest(n) for n in ("m1", "b2", "i3", "o4"))
+    later = OLD + timedelta(seconds=1)
+    planned = [
+        action(3, "delete_layer_link", "ns/app", d, tags=None)
+        for d in (moved, back, intended, other)
+    ]
+    now = [{**row, "verdict": "delete"} for row in planned]
+    completed = [
+        {"action": "delete_blob", "digest": moved, "status": "would-quarantine", "time": OLD},
+        {"action": "delete_blob", "digest": back, "status": "quarantined", "time": OLD},
+        {"action": "delete_blob", "digest": back, "status": "restored", "time": later},
+        {"action": "delete_blob", "digest": intended, "status": "quarantining", "time": OLD},
+    ]
+    given = {
+        "prune_actions": planned,
+        "recheck_plan_actions": now,
+        "completed_actions": completed,
+        "layer_links": [],
+    }
+    got = run_model("execution_queue", given, "digest, blob_removed")
+    assert sorted(got) == sorted([(moved, True), (back, False), (intended, False), (other, False)])
 
 
 # --- the re-check: the plan's own models over re-read tables, then the queue ----------------

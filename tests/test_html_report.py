@@ -74,7 +74,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Runs
 def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("chromium")
     if binary is None:
-        pytest.fail("headless Chromium is missing: apt-get install chromium (see the README)")
+        pytest.fail("headless Chromium is missing: apt-get install chromium (as .ci/install does)")
     command = [
         binary,
         "--headless",

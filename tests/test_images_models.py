@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regprune.images_plan import IMAGES_TABLES, PruneImagesSettings, plan_prune_images
 from regprune.tables import TableWriter
-from tests.conftest import rows
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=30)
@@ -76,6 +76,12 @@ def ref(
         "created": created,
         "phase": phase,
     }
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    """A plan table's rows, read with pyarrow (the same values): a DuckDB connection per read
+    was a quarter of each property example's CPU time (48 of 189 ms)."""
+    return pq.read_table(path).to_pylist()
 
 
 def write_snapshot(folder: Path, **tables: list[dict[str, Any]]) -> Path:

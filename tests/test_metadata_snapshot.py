@@ -1,5 +1,5 @@
 """The metadata half of the snapshot: the live API (through the OpenShift API test server over
-real HTTP) and dump files, driven through the ``regprune`` command.
+real HTTP) and dump files.
 
 What the real OpenShift API shows (pagination, its 410 for an expired continue token, RBAC's
 403, a wrong token's 401, ``oc get`` dumps) is tests/test_metadata_snapshot_real.py's. Here
@@ -8,10 +8,16 @@ stays what needs the test server: faults a real server cannot be made to answer 
 object by object (the test server only builds them; no request is made).
 
 Later steps delete what the metadata does *not* list, so the contract checked here is that a
-listing is complete or the snapshot fails: every object exactly once across pages, transient
-errors retried, an expired continue token restarting the list, and anything that cannot be
-read completely (persistent errors, RBAC, broken dumps) ending in exit code 1 with a message
-that says what went wrong, never in tables that look complete.
+listing is complete or fails: every object exactly once across pages, transient errors
+retried, an expired continue token restarting the list, and anything that cannot be read
+completely (persistent errors, RBAC, broken dumps) failing with a message that says what went
+wrong, never tables that look complete.
+
+The decisions are the library's and the listing tasks' functions, called here as plain
+functions (no flow run, no Prefect server): the parts they write are merged as the snapshot
+merges them. A few tests (``slow``) run ``regprune snapshot`` itself for the command's
+contract: exit code 1 with one error line, no Prefect retry on top of the client's, and no
+``snapshot.json`` after a failure.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prefect.logging import disable_run_logger
 
 from regprune import metadata
 from regprune.cli.main import main
@@ -35,7 +42,13 @@ from regprune.layout import (
     manifest_link_path,
     tag_current_link_path,
 )
-from regprune.tasks.metadata_snapshot import MAX_LIST_RESTARTS
+from regprune.metadata import Listed, MetadataError, MetadataSource
+from regprune.tasks.metadata_snapshot import (
+    MAX_LIST_RESTARTS,
+    list_cluster_objects,
+    merge_metadata_tables,
+    read_metadata_dump,
+)
 from tests.conftest import rows
 from tests.openshift_api import (
     DOCKER_MANIFEST_LIST,
@@ -45,8 +58,6 @@ from tests.openshift_api import (
     make_image,
 )
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
-
 IMAGES = 57
 STREAMS = 23
 PAGE = 10
@@ -55,11 +66,7 @@ STREAMS_PATH = r"/imagestreams$"
 ATTEMPTS = 7  # MetadataSource.max_retries (6) + 1
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Our retry loop sleeps 0.5 s doubling to 30 s; the behaviour, not the wait, is tested."""
-    monkeypatch.setattr(metadata, "RETRY_BASE_SECONDS", 0.01)
-    monkeypatch.setattr(metadata, "RETRY_MAX_SECONDS", 0.02)
+pytestmark = pytest.mark.usefixtures("no_retry_waits")
 
 
 @pytest.fixture
@@ -113,29 +120,58 @@ def snapshot_kube(tmp_path: Path, storage: Path, kubeconfig: Path) -> tuple[int,
     return run_snapshot(tmp_path / "snap", storage, "kube", *args)
 
 
+def merged(listings: list[Listed], out: Path) -> dict[str, int]:
+    """The listings' parts merged into the snapshot's metadata tables, as the flow merges them;
+    the objects each listing read (``snapshot.json``'s ``metadata_objects``)."""
+    merge_metadata_tables.fn(listings, str(out))
+    return {kind: n for listed in listings for kind, n in listed.objects.items()}
+
+
+def list_kube(out: Path, kubeconfig: Path) -> dict[str, int]:
+    """Both listing tasks' work, ten objects a page, as plain calls; the merged tables in
+    ``out``. Raises what the listing raises."""
+    source = MetadataSource(kubeconfig=str(kubeconfig), page_size=PAGE)
+    with disable_run_logger():
+        listings = [
+            list_cluster_objects.fn(source, plural, str(out / "parts"))
+            for plural in ("images", "imagestreams")
+        ]
+    return merged(listings, out)
+
+
+def read_dump(out: Path, dump: Path) -> dict[str, int]:
+    """The dump task's work as a plain call; the merged tables in ``out``."""
+    return merged([read_metadata_dump.fn(MetadataSource(str(dump)), str(out / "parts"))], out)
+
+
+def parts_left(out: Path) -> list[Path]:
+    """Parquet parts a failed listing left behind (it must drop what it wrote)."""
+    return list(out.rglob("*.parquet"))
+
+
 def lists(server: OpenShiftAPIServer, path_regex: str) -> list[RequestRecord]:
     """The logged list requests of one resource, oldest first."""
     pattern = re.compile(path_regex)
     return [r for r in server.requests if r.method == "GET" and pattern.search(r.path)]
 
 
-def check_complete(out: Path, server: OpenShiftAPIServer) -> None:
+def check_complete(out: Path, server: OpenShiftAPIServer, objects: dict[str, int]) -> None:
     """Every object exactly once: the merge de-duplicates rows, so the object counts the
-    listing tasks saw (snapshot.json) prove that no page was read twice."""
+    listing tasks saw (``objects``, snapshot.json's) prove that no page was read twice."""
     images = rows(out / "images.parquet")
     assert sorted(r["image"] for r in images) == [i["metadata"]["name"] for i in server.images()]
     streams = rows(out / "imagestreams.parquet")
     assert [(r["namespace"], r["name"]) for r in streams] == [
         (s["metadata"]["namespace"], s["metadata"]["name"]) for s in server.imagestreams()
     ]
-    summary = json.loads((out / "snapshot.json").read_text())
-    assert summary["metadata_objects"] == {"images": len(images), "imagestreams": len(streams)}
-    assert summary["metadata"] == "kube"
+    assert objects == {"images": len(images), "imagestreams": len(streams)}
 
 
 # --- faults ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_persistent_500_on_the_third_page_fails_the_snapshot(
     cluster: OpenShiftAPIServer,
     openshift_kubeconfig: Path,
@@ -143,8 +179,9 @@ def test_persistent_500_on_the_third_page_fails_the_snapshot(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Two good pages are not a listing: no images table may come out of them. (Test server:
-    a real one cannot be made to answer 500 from the third page on.)"""
+    """Two good pages are not a listing: through the command, exit 1 with one line, and no
+    images table (nor snapshot.json) may come out of them. (Test server: a real one cannot be
+    made to answer 500 from the third page on.)"""
     fault = cluster.inject("GET", IMAGES_PATH, status=500, after=2, times=None)
     code, out = snapshot_kube(tmp_path, storage, openshift_kubeconfig)
 
@@ -161,6 +198,8 @@ def test_persistent_500_on_the_third_page_fails_the_snapshot(
     assert not [p for p in leftovers if p.parent.name in ("images", "image_blobs")], leftovers
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_a_failed_snapshot_leaves_no_earlier_snapshot_looking_current(
     cluster: OpenShiftAPIServer, openshift_kubeconfig: Path, storage: Path, tmp_path: Path
 ) -> None:
@@ -169,10 +208,25 @@ def test_a_failed_snapshot_leaves_no_earlier_snapshot_looking_current(
     injected 500.)"""
     code, out = snapshot_kube(tmp_path, storage, openshift_kubeconfig)
     assert code == 0
+    summary = json.loads((out / "snapshot.json").read_text())
+    assert summary["metadata"] == "kube"
+    assert summary["metadata_objects"] == {"images": IMAGES, "imagestreams": STREAMS}
     cluster.inject("GET", IMAGES_PATH, status=500, after=2, times=None)
     code, out = snapshot_kube(tmp_path, storage, openshift_kubeconfig)
     assert code == 1
     assert not (out / "snapshot.json").exists()
+
+
+def test_a_page_that_keeps_failing_fails_the_listing_and_drops_its_parts(
+    cluster: OpenShiftAPIServer, openshift_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The library's side of the above: our retries, then an error naming the list; the part
+    written from the two good pages is dropped."""
+    fault = cluster.inject("GET", IMAGES_PATH, status=500, after=2, times=None)
+    with pytest.raises(MetadataError, match=f"HTTP 500.*after {ATTEMPTS} attempts"):
+        list_kube(tmp_path / "snap", openshift_kubeconfig)
+    assert fault.fired == ATTEMPTS
+    assert parts_left(tmp_path / "snap") == []
 
 
 @pytest.mark.parametrize(
@@ -189,7 +243,6 @@ def test_a_failed_snapshot_leaves_no_earlier_snapshot_looking_current(
 def test_transient_errors_mid_list_are_retried(
     cluster: OpenShiftAPIServer,
     openshift_kubeconfig: Path,
-    storage: Path,
     tmp_path: Path,
     fault: dict[str, Any],
     failures: int,
@@ -199,11 +252,11 @@ def test_transient_errors_mid_list_are_retried(
     cannot be made to answer these faults.)"""
     injected = cluster.inject("GET", IMAGES_PATH, after=2, **fault)
     streams_fault = cluster.inject("GET", STREAMS_PATH, status=500, after=1, times=1)
-    code, out = snapshot_kube(tmp_path, storage, openshift_kubeconfig)
+    out = tmp_path / "snap"
+    objects = list_kube(out, openshift_kubeconfig)
 
-    assert code == 0
     assert injected.fired == failures and streams_fault.fired == 1
-    check_complete(out, cluster)
+    check_complete(out, cluster, objects)
     pages = lists(cluster, IMAGES_PATH)
     assert len(pages) == -(-IMAGES // PAGE) + failures
     assert sum(1 for p in pages if "continue" not in p.query) == 1
@@ -235,16 +288,17 @@ def expire_continue_tokens_on(
 
 
 def test_injected_410_on_a_continued_page_restarts_the_list(
-    cluster: OpenShiftAPIServer, openshift_kubeconfig: Path, storage: Path, tmp_path: Path
+    cluster: OpenShiftAPIServer, openshift_kubeconfig: Path, tmp_path: Path
 ) -> None:
     """A 410 Status on the fourth request (the third page) drops what was listed and lists
     again from the start. (Test server: the real one's 410 on the first continued page is
     tests/test_metadata_snapshot_real.py's; this is the same path later in the list.)"""
     fault = cluster.inject("GET", IMAGES_PATH, status=410, after=3, times=1)
-    code, out = snapshot_kube(tmp_path, storage, openshift_kubeconfig)
+    out = tmp_path / "snap"
+    objects = list_kube(out, openshift_kubeconfig)
 
-    assert code == 0 and fault.fired == 1
-    check_complete(out, cluster)
+    assert fault.fired == 1
+    check_complete(out, cluster, objects)
     pages = lists(cluster, IMAGES_PATH)
     assert [p.status for p in pages] == [200, 200, 200, 410] + [200] * 6
     assert [i for i, p in enumerate(pages) if "continue" not in p.query] == [0, 4]
@@ -253,31 +307,25 @@ def test_injected_410_on_a_continued_page_restarts_the_list(
 def test_a_list_that_keeps_expiring_fails(
     cluster: OpenShiftAPIServer,
     openshift_kubeconfig: Path,
-    storage: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Restarts are bounded; the message says what to try. (Test server: it expires every
     token it handed out, which no real server can be made to do.)"""
     expire_continue_tokens_on(cluster, monkeypatch, times=None)
-    code, out = snapshot_kube(tmp_path, storage, openshift_kubeconfig)
+    with pytest.raises(MetadataError, match="list of images kept expiring") as failed:
+        list_kube(tmp_path / "snap", openshift_kubeconfig)
 
-    assert code == 1
-    err = capsys.readouterr().err
-    assert "list of images kept expiring" in err and "--page-size" in err
+    assert "--page-size" in str(failed.value)
     starts = [p for p in lists(cluster, IMAGES_PATH) if "continue" not in p.query]
     assert len(starts) == MAX_LIST_RESTARTS + 1
-    assert not (out / "images.parquet").exists()
+    assert parts_left(tmp_path / "snap") == []
 
 
-def test_unreadable_kubeconfig(
-    storage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_unreadable_kubeconfig(tmp_path: Path) -> None:
     """A wrong --kubeconfig path is an error message, not a traceback."""
-    code, _ = snapshot_kube(tmp_path, storage, tmp_path / "no-such-kubeconfig")
-    assert code == 1
-    assert "regprune: error: cannot load kubeconfig" in capsys.readouterr().err
+    with pytest.raises(MetadataError, match=r"^cannot load kubeconfig"):
+        list_kube(tmp_path / "snap", tmp_path / "no-such-kubeconfig")
 
 
 # --- dumps -----------------------------------------------------------------------------------
@@ -316,26 +364,18 @@ def check_dump_tables(out: Path, server: OpenShiftAPIServer) -> None:
         (fake_digest("list"), fake_digest("child"))
     ]
     assert rows(out / "metadata_anomalies.parquet") == []
-    summary = json.loads((out / "snapshot.json").read_text())
-    assert summary["metadata"].endswith(("dump.json", "dump.yaml", "dumps"))
 
 
-def test_dump_as_json_list(
-    openshift_api: OpenShiftAPIServer, storage: Path, tmp_path: Path
-) -> None:
+def test_dump_as_json_list(openshift_api: OpenShiftAPIServer, tmp_path: Path) -> None:
     """What ``oc get images,imagestreams -A -o json`` writes."""
     dump = tmp_path / "dump.json"
     dump.write_text(json.dumps(dump_content(openshift_api), indent=2))
-    code, out = run_snapshot(tmp_path / "snap", storage, str(dump))
-    assert code == 0
-    check_dump_tables(out, openshift_api)
+    read_dump(tmp_path / "snap", dump)
+    check_dump_tables(tmp_path / "snap", openshift_api)
 
 
 def test_dump_as_json_list_read_in_small_chunks(
-    openshift_api: OpenShiftAPIServer,
-    storage: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    openshift_api: OpenShiftAPIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A JSON dump is decoded item by item from chunks of the file (a big cluster's dump does
     not fit in memory parsed whole): chunks of a few bytes split every kind of token, and
@@ -344,9 +384,8 @@ def test_dump_as_json_list_read_in_small_chunks(
     content = dump_content(openshift_api)
     dump = tmp_path / "dump.json"
     dump.write_text(json.dumps(content, indent=1))
-    code, out = run_snapshot(tmp_path / "snap", storage, str(dump))
-    assert code == 0
-    check_dump_tables(out, openshift_api)
+    read_dump(tmp_path / "snap", dump)
+    check_dump_tables(tmp_path / "snap", openshift_api)
     images = [{k: v for k, v in i.items() if k != "kind"} for i in content["items"]]
     images = [i for i in images if i["apiVersion"] == "image.openshift.io/v1" and "image" not in i]
     kind_last = tmp_path / "imagelist.json"
@@ -354,9 +393,7 @@ def test_dump_as_json_list_read_in_small_chunks(
     assert [o["kind"] for o in metadata.read_dump_objects(kind_last)] == ["Image", "Image"]
 
 
-def test_dump_as_yaml_documents(
-    openshift_api: OpenShiftAPIServer, storage: Path, tmp_path: Path
-) -> None:
+def test_dump_as_yaml_documents(openshift_api: OpenShiftAPIServer, tmp_path: Path) -> None:
     """A stream of YAML documents: single objects and a List, with unquoted timestamps."""
     items = dump_content(openshift_api)["items"]
     dump = tmp_path / "dump.yaml"
@@ -364,14 +401,14 @@ def test_dump_as_yaml_documents(
         [items[0], {"apiVersion": "v1", "kind": "List", "items": items[1:3]}, items[3]]
     )
     dump.write_text(re.sub(r"'(\d{4}-\d\d-\d\dT[\d:]+Z)'", r"\1", text))
-    code, out = run_snapshot(tmp_path / "snap", storage, str(dump))
-    assert code == 0
+    out = tmp_path / "snap"
+    read_dump(out, dump)
     check_dump_tables(out, openshift_api)
     assert all(r["created"] is not None for r in rows(out / "imagestreams.parquet"))
 
 
 def test_dump_folder_with_typed_lists_and_overlap(
-    openshift_api: OpenShiftAPIServer, storage: Path, tmp_path: Path
+    openshift_api: OpenShiftAPIServer, tmp_path: Path
 ) -> None:
     """``oc get images -o json`` and ``oc get is -A -o yaml`` in one folder, plus an API
     ``ImageList`` whose items carry no kind, and an overlapping file: rows come out once."""
@@ -389,11 +426,9 @@ def test_dump_folder_with_typed_lists_and_overlap(
     )
     (folder / "3-again.json").write_text(json.dumps({"kind": "List", "items": images[:1]}))
     (folder / "README.txt").write_text("not a dump: ignored")
-    code, out = run_snapshot(tmp_path / "snap", storage, str(folder))
-    assert code == 0
-    check_dump_tables(out, openshift_api)
-    summary = json.loads((out / "snapshot.json").read_text())
-    assert summary["metadata_objects"] == {"images": 3, "imagestreams": 2}
+    objects = read_dump(tmp_path / "snap", folder)
+    check_dump_tables(tmp_path / "snap", openshift_api)
+    assert objects == {"images": 3, "imagestreams": 2}
 
 
 def truncated_yaml(server: OpenShiftAPIServer) -> str:
@@ -433,13 +468,9 @@ BAD_DUMPS: dict[str, tuple[str | bytes | Callable[[OpenShiftAPIServer], str], st
 
 @pytest.mark.parametrize("case", list(BAD_DUMPS))
 def test_bad_dump_fails_with_a_clear_message(
-    case: str,
-    openshift_api: OpenShiftAPIServer,
-    storage: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    case: str, openshift_api: OpenShiftAPIServer, tmp_path: Path
 ) -> None:
-    """A dump that cannot be read completely fails the snapshot: exit 1 naming the file."""
+    """A dump that cannot be read completely fails, naming the file; nothing is kept of it."""
     content, message = BAD_DUMPS[case]
     if callable(content):
         content = content(openshift_api)
@@ -448,11 +479,29 @@ def test_bad_dump_fails_with_a_clear_message(
         dump.write_bytes(content)
     else:
         dump.write_text(content)
+    with pytest.raises(MetadataError) as failed:
+        read_dump(tmp_path / "snap", dump)
+    assert str(dump) in str(failed.value)
+    assert message in str(failed.value)
+    assert parts_left(tmp_path / "snap") == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_bad_dump_fails_the_snapshot_with_one_line(
+    openshift_api: OpenShiftAPIServer,
+    storage: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Through the command: exit 1, one error line naming the file, no snapshot.json."""
+    dump = tmp_path / "dump.json"
+    dump.write_text(truncated_json(openshift_api))
     code, out = run_snapshot(tmp_path / "snap", storage, str(dump))
     assert code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("regprune: error: ") and str(dump) in err
-    assert message in err
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("regprune: error: "), lines
+    assert str(dump) in lines[0] and "is broken JSON after 2 items" in lines[0]
     assert not (out / "snapshot.json").exists()
 
 
@@ -464,22 +513,14 @@ def test_bad_dump_fails_with_a_clear_message(
     ],
     ids=["missing", "folder-without-dumps"],
 )
-def test_missing_dump(
-    make: Callable[[Path], Path],
-    message: str,
-    storage: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_missing_dump(make: Callable[[Path], Path], message: str, tmp_path: Path) -> None:
     """Nothing to read is an error, never an empty cluster."""
-    code, _ = run_snapshot(tmp_path / "snap", storage, str(make(tmp_path)))
-    assert code == 1
-    assert message in capsys.readouterr().err
+    with pytest.raises(MetadataError) as failed:
+        read_dump(tmp_path / "snap", make(tmp_path))
+    assert message in str(failed.value)
 
 
-def test_bad_objects_in_a_dump_become_anomalies(
-    openshift_api: OpenShiftAPIServer, storage: Path, tmp_path: Path
-) -> None:
+def test_bad_objects_in_a_dump_become_anomalies(tmp_path: Path) -> None:
     """Objects a hand-edited dump gets wrong are reported row by row; the good ones (and the
     good parts of a damaged one) are still recorded, so nothing they reference is lost."""
     good = fake_digest("good")
@@ -511,8 +552,8 @@ def test_bad_objects_in_a_dump_become_anomalies(
     ]
     dump = tmp_path / "dump.json"
     dump.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-    code, out = run_snapshot(tmp_path / "snap", storage, str(dump))
-    assert code == 0
+    out = tmp_path / "snap"
+    read_dump(out, dump)
 
     images = {r["image"] for r in rows(out / "images.parquet")}
     assert images == {good, fake_digest("bad-layer"), fake_digest("layers-not-a-list")}

@@ -52,7 +52,9 @@ def digest_of(data: bytes) -> str:
 
 
 def stored(root: Path) -> set[str]:
-    return {p.relative_to(root / V2_ROOT).as_posix() for p in root.rglob("*") if p.is_file()}
+    """The registry's files (not regprune's own: its quarantine is beside them)."""
+    v2 = root / V2_ROOT
+    return {p.relative_to(v2).as_posix() for p in v2.rglob("*") if p.is_file()}
 
 
 def planned_files(hard_prune_dir: str) -> set[str]:

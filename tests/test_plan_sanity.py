@@ -5,6 +5,11 @@ why, and deletes nothing, unless ``--force`` (sql/plan_sanity.sql).
 * metadata with no Images at all while the storage holds blobs;
 * Images that could not be read in full (a layer that is not a digest): what they reference
   cannot be proven, so blobs in use could go.
+
+Which metadata is refused is the model's decision, tested with given/expect rows in
+tests/test_sql_models.py; here, through the command, each reason refuses a confirmed run with
+its message and deletes nothing, and one case goes the whole way: the dry run still plans,
+resuming its plan is refused too, and ``--force`` deletes.
 """
 
 from __future__ import annotations
@@ -42,13 +47,22 @@ def prune(registry: Path, dump: Path, out: Path, *extra: str) -> int:
 def assert_refused(
     registry: Path, dump: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], why: str
 ) -> None:
+    """``--confirm`` is refused, saying why and how to override; nothing goes."""
     before = files(registry)
-    assert prune(registry, dump, tmp_path / "plan") == EXIT_OK  # the dry-run still plans
     assert prune(registry, dump, tmp_path / "refused", "--confirm") == EXIT_FAILURE
     err = capsys.readouterr().err
     assert "refusing to delete" in err and why in err and "--force" in err
     assert files(registry) == before
     assert not (tmp_path / "refused" / "actions").exists()
+
+
+def assert_refused_until_forced(
+    registry: Path, dump: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], why: str
+) -> None:
+    """The dry run still plans; confirming, or resuming its plan, is refused; --force deletes."""
+    before = files(registry)
+    assert prune(registry, dump, tmp_path / "plan") == EXIT_OK  # the dry-run still plans
+    assert_refused(registry, dump, tmp_path, capsys, why)
     resume = ["prune", "--resume", str(tmp_path / "plan")]
     assert main(resume) == EXIT_FAILURE  # executing the dry-run's plan is refused too
     assert files(registry) == before
@@ -74,7 +88,7 @@ def test_metadata_without_images_is_refused(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dump = write_dump(tmp_path / "empty.json", [])
-    assert_refused(registry, dump, tmp_path, capsys, "lists no Images")
+    assert_refused_until_forced(registry, dump, tmp_path, capsys, "lists no Images")
 
 
 def test_images_that_cannot_be_read_in_full_are_refused(

@@ -18,6 +18,7 @@ from regprune.permissions import (
     ROLES,
     SERVICE_ACCOUNT,
     SERVICE_ACCOUNT_NAMESPACE,
+    UNDO_PRUNE_IMAGES,
     Role,
 )
 from regprune.workloads import LISTINGS
@@ -88,13 +89,18 @@ def test_roles_grant_exactly_what_the_code_needs() -> None:
 
 def test_only_recovery_the_registry_restart_and_prune_images_write() -> None:
     """Snapshot, prune and check never write to the cluster; the roles that do are separate,
-    so a cluster can leave them out, and only prune-images deletes (Images, nothing else)."""
+    so a cluster can leave them out, and only prune-images deletes (Images, nothing else);
+    its undo creates Images and updates the streams' status, nothing else."""
     verbs = {role.name: {verb for grant in role.grants for verb in grant.verbs} for role in ROLES}
     assert verbs[READ_METADATA.name] == {"get", "list", "watch"}
     for name, granted in verbs.items():
         assert "*" not in granted and "deletecollection" not in granted, name
-        if name != PRUNE_IMAGES.name:
+        if name not in (PRUNE_IMAGES.name, UNDO_PRUNE_IMAGES.name):
             assert not granted & {"delete", "update"}, name
+    assert {(g.resource, v) for g in UNDO_PRUNE_IMAGES.grants for v in g.verbs} == {
+        ("images", "create"),
+        ("imagestreams/status", "update"),
+    }
     writes = {
         (grant.group, grant.resource, verb)
         for grant in PRUNE_IMAGES.grants
@@ -198,5 +204,8 @@ def test_the_kubernetes_job_is_a_valid_job_run_as_the_service_account() -> None:
     assert source.secret_ref.name == defaults["aws_credentials_secret"]
     assert container.security_context.allow_privilege_escalation is False
     assert pod.security_context.run_as_non_root is True
-    (mount,) = container.volume_mounts
-    assert mount.mount_path == f"{container.working_dir}/regprune-runs"
+    # a read-only root: the runs' folder and /tmp (PREFECT_HOME) are the only writable paths
+    assert container.security_context.read_only_root_filesystem is True
+    mounts = {mount.name: mount.mount_path for mount in container.volume_mounts}
+    assert mounts == {"runs": f"{container.working_dir}/regprune-runs", "tmp": "/tmp"}
+    assert {volume.name for volume in pod.volumes if volume.empty_dir} == set(mounts)

@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from regprune import metadata
 from regprune.cli.main import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
 from regprune.layout import (
     V2_ROOT,
@@ -59,13 +58,6 @@ RECOVERY_GRANTS = READ_GRANTS | {("create", "imagestreammappings"), ("create", "
 
 def lost_found(digest: str) -> str:
     return "lost-found-" + digest.removeprefix("sha256:")
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries back off 0.5 s doubling to 30 s; the behaviour, not the wait, is tested."""
-    monkeypatch.setattr(metadata, "RETRY_BASE_SECONDS", 0.01)
-    monkeypatch.setattr(metadata, "RETRY_MAX_SECONDS", 0.02)
 
 
 # --- the Image builder on a hand-written schema 1 manifest (no server, no registry) -----------
@@ -331,7 +323,7 @@ def results(report: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server", "fast_backoff")
+@pytest.mark.usefixtures("prefect_server")
 def test_recover_restores_tags_images_and_streams(
     real_cluster: RealOpenShiftAPI,
     pushed: Pushed,
@@ -394,7 +386,7 @@ def test_recover_restores_tags_images_and_streams(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server", "fast_backoff")
+@pytest.mark.usefixtures("prefect_server")
 def test_transient_answers_to_mappings_are_retried(
     cluster: OpenShiftAPIServer, openshift_kubeconfig: Path, pushed: Pushed, tmp_path: Path
 ) -> None:
@@ -415,7 +407,7 @@ def test_transient_answers_to_mappings_are_retried(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server", "fast_backoff")
+@pytest.mark.usefixtures("prefect_server")
 def test_a_conflict_for_one_mapping_is_reported_and_the_rest_go_on(
     cluster: OpenShiftAPIServer,
     openshift_kubeconfig: Path,
@@ -480,7 +472,7 @@ def test_a_list_whose_children_were_not_restored_is_skipped(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server", "fast_backoff")
+@pytest.mark.usefixtures("prefect_server")
 def test_forbidden_mappings_stop_the_recovery_and_create_nothing(
     real_cluster: RealOpenShiftAPI,
     pushed: Pushed,

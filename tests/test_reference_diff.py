@@ -4,7 +4,7 @@ On one drifted registry (storage + API), the reference (``dockerregistry -prune=
 ``-restore-mode=check-database|check-storage``, see ``tests/reference.py``) and regprune
 (``prune`` dry run and ``check``) each name what they would delete and what is broken. The
 expected regprune result is the reference's result adjusted by the named rules below — each a
-deliberate difference documented in the README ("Compared with OpenShift's own hard prune") —
+deliberate difference documented in docs/comparison.md —
 so any other difference fails a test. The rules read their inputs from the metadata and the
 storage listing only (never from how the scenario was built), so the scenario is a parameter:
 in ``fs`` and ``s3`` the Debian registry writes the tree and the tests write the Images (a
@@ -396,7 +396,7 @@ def facts(scenario: Scenario, both: Both) -> Facts:
 # --------------------------------------------------------------------------- the rules
 #
 # Each rule turns the reference's answer into the one regprune must give, for one category.
-# The names are the rows of the README's table "Compared with OpenShift's own hard prune".
+# The names are the rows of the table in docs/comparison.md.
 
 
 def rule_config_of_images_as_sent(blobs: set[str], f: Facts) -> set[str]:

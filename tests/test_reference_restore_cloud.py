@@ -12,7 +12,7 @@ each emulator in that backend's key form. On that copy:
 
 - check: the reference's ``-restore-mode=check`` (and ``check-database``/``check-storage``)
   through its own driver names what it names on the folder, and ``regprune check`` names that
-  adjusted by the rules of the README's table "Compared with OpenShift's own hard prune"
+  adjusted by the rules of the table in docs/comparison.md
   (the rule functions of ``test_reference_diff``, the same rows);
 - recover: two identical copies and two identical API servers (loaded from the scenario's
   dump): ``-restore-mode=recover`` on one, ``regprune check --recover --confirm`` on the

@@ -8,7 +8,8 @@ identical synthetic registry; whatever happened, the end state must equal the fa
 run's, or the objects that could not be deleted must be kept and reported as failed.
 
 botocore is set to two attempts (``AWS_MAX_ATTEMPTS``) so that faults reach regprune's own
-retries quickly, and regprune's delete backoff is shortened (``DELETE_BACKOFF_SECONDS``).
+retries quickly; regprune's backoffs and the tasks' retry delays are zero (``no_retry_waits``,
+through ``prefect_server``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from regprune import layout, storage
+from regprune import layout
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
 from tests.conftest import rows
@@ -117,7 +118,6 @@ def proxy(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Fault
         }.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
-        monkeypatch.setattr(storage.s3, "DELETE_BACKOFF_SECONDS", 0.02)
         yield started
 
 

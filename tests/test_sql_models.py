@@ -54,6 +54,7 @@ EXTRA_TABLES = {
     **{f"recheck_{table}": table for table in (*SNAPSHOT_TABLES, *MANIFEST_TABLES)},
     "actions": "actions",
     "completed_actions": "actions",
+    "quarantined_keys": "quarantined_keys",
     **{table: table for table in WORKLOAD_TABLES},  # a prune-images snapshot's
 }
 EXTRA_MODEL_OUTPUTS = {"recheck_plan_actions": "plan_actions"}
@@ -933,17 +934,89 @@ def test_execution_summary_counts_the_latest_outcome_of_each_action(run: Any) ->
     actions = table(
         "action repository digest upload_id size status reason time",
         ("delete_blob", None, A, None, 10, "failed", "timeout", OLD),
-        ("delete_blob", None, A, None, 10, "done", None, YOUNG),  # retried: done counts
+        ("delete_blob", None, A, None, 10, "quarantining", None, YOUNG),  # retried: the
+        ("delete_blob", None, A, None, 10, "quarantined", None, YOUNG),  # outcome counts
         ("delete_blob", None, B, None, 20, "skipped", "an Image references it now", OLD),
-        ("delete_upload", "ns/app", None, "u1", 5, "done", None, OLD),
-        ("delete_upload", "ns/app", None, "u2", 6, "done", None, OLD),
+        ("delete_upload", "ns/app", None, "u1", 5, "quarantined", None, OLD),
+        ("delete_upload", "ns/app", None, "u2", 6, "quarantined", None, OLD),
     )
     rows = run("execution_summary", actions=actions)
     assert pick(rows, "action status count size reasons") == sorted(
         [
-            ("delete_blob", "done", 1, 10, None),
+            ("delete_blob", "quarantined", 1, 10, None),
             ("delete_blob", "skipped", 1, 20, ["an Image references it now"]),
-            ("delete_upload", "done", 2, 11, None),
+            ("delete_upload", "quarantined", 2, 11, None),
+        ],
+        key=repr,
+    )
+
+
+def test_quarantine_restore_moves_back_what_the_plan_run_again_no_longer_deletes(
+    run: Any,
+) -> None:
+    """Each quarantined key follows the action that removes it in the re-plan: a blob the
+    re-plan keeps (a push linked it since: young) comes back with its layer link; a manifest
+    link comes back with its tag index link; a repository still deleted keeps every file in
+    quarantine, even one whose own action the re-plan would not take; a key that fits no
+    layout comes back; what is still garbage stays."""
+    q1, q2 = "20260101T030000000000Z-aaaaaa", "20260102T030000000000Z-bbbbbb"
+    keys = table(
+        "quarantine key kind repository digest tag upload_id size",
+        (q1, "blobs/a", "blob", None, A, None, None, 10),
+        (q1, "repositories/ns/app/_layers/a", "layer_link", "ns/app", A, None, None, 71),
+        (q1, "blobs/b", "blob", None, B, None, None, 20),
+        (q1, "repositories/ns/app/_manifests/rev/c", "manifest_link", "ns/app", C, None, None, 71),
+        (
+            q1,
+            "repositories/ns/app/_manifests/tags/v1/index/c",
+            "tag_index",
+            "ns/app",
+            C,
+            "v1",
+            None,
+            71,
+        ),
+        (q2, "repositories/gone/app/_layers/a", "layer_link", "gone/app", A, None, None, 71),
+        (
+            q2,
+            "repositories/gone/app/_manifests/tags/v1/current/link",
+            "tag_current",
+            "gone/app",
+            None,
+            "v1",
+            None,
+            71,
+        ),
+        (q2, "repositories/ns/app/_uploads/u1/data", "upload_file", "ns/app", None, None, "u1", 5),
+        (q2, "odd/file", None, None, None, None, None, 1),
+    )
+    replan = table(
+        "action repository digest upload_id verdict kept_because",
+        ("delete_blob", None, A, None, "keep", "young"),
+        ("delete_blob", None, B, None, "delete", None),
+        ("delete_repository", "gone/app", None, None, "delete", None),
+        ("delete_upload", "ns/app", None, "u1", "delete", None),
+    )
+    rows = run("quarantine_restore", quarantined_keys=keys, recheck_plan_actions=replan)
+    assert pick(rows, "quarantine key reason") == sorted(
+        [
+            (q1, "blobs/a", "kept when re-checked: young"),
+            (
+                q1,
+                "repositories/ns/app/_layers/a",
+                "no longer planned when re-checked: something refers to it again",
+            ),
+            (
+                q1,
+                "repositories/ns/app/_manifests/rev/c",
+                "no longer planned when re-checked: something refers to it again",
+            ),
+            (
+                q1,
+                "repositories/ns/app/_manifests/tags/v1/index/c",
+                "no longer planned when re-checked: something refers to it again",
+            ),
+            (q2, "odd/file", "not a file the plan judges"),
         ],
         key=repr,
     )

@@ -38,8 +38,6 @@ from regprune.storage import S3Storage, StorageSpec
 from tests.conftest import rows, write_dump
 from tests.registry_bench import MotoServer
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
-
 REPO = "ns/app"
 UPLOAD = "6c3e2a9e-2f0b-4a51-9f0e-0d6f1b2a3c4d"
 BAD_UPLOAD = "0a1b2c3d-0000-4000-8000-000000000000"
@@ -217,6 +215,8 @@ def broken_tree(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_every_broken_entry_is_an_anomaly_and_nothing_else(
     broken_tree: Path, tmp_path: Path
 ) -> None:
@@ -238,6 +238,8 @@ def test_every_broken_entry_is_an_anomaly_and_nothing_else(
     assert summary["rows"]["storage_anomalies"] == len(BROKEN_LOCAL)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_storage_without_a_registry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A folder that is not a registry rootdirectory: exit 1 at once, saying what is expected."""
     (tmp_path / "not-a-registry" / "docker").mkdir(parents=True)
@@ -253,6 +255,8 @@ def test_storage_without_a_registry(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_unsupported_storage_driver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The registry config decides the driver; the message lists the ones regprune reads."""
     config = tmp_path / "config.yml"
@@ -282,6 +286,8 @@ def test_credentials_as_storage_options_are_refused(
     assert not (out / "snapshot.json").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_refused_credentials_never_reach_prefect(tmp_path: Path) -> None:
     """The point of refusing them: flow-run parameters are stored by and shown in Prefect."""
     root = tmp_path / "registry"
@@ -333,6 +339,8 @@ def put_multipart(client: Any, bucket: str, key: str, body: bytes) -> None:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_s3_anomalies_and_requests(
     moto: MotoServer,
     s3_env: dict[str, str],
@@ -394,6 +402,7 @@ def test_s3_anomalies_and_requests(
     assert s3_calls.count("list_objects_v2") == 4 + len(prefixes) + 1
 
 
+@pytest.mark.slow
 def test_s3_stat_of_scattered_keys_is_one_head_each(
     moto: MotoServer, s3_env: dict[str, str], s3_calls: list[str]
 ) -> None:

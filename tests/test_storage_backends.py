@@ -348,7 +348,6 @@ def test_bulk_deletes_survive_faults(
             monkeypatch.delenv(name)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        monkeypatch.setattr(cloud, "DELETE_BACKOFF_SECONDS", 0.02)
         front.faults = list(FAULTS)
         code, prune = run("prune", made.url, source.dump, tmp_path / "prune", *AGES, "--confirm")
     finally:
@@ -375,7 +374,6 @@ def test_a_delete_that_keeps_failing_is_reported_and_kept(
     try:
         conn = made.env["AZURE_STORAGE_CONNECTION_STRING"].replace(base, front.url)
         monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", conn)
-        monkeypatch.setattr(cloud, "DELETE_BACKOFF_SECONDS", 0.01)
         monkeypatch.setattr(cloud, "DELETE_ATTEMPTS", 2)
         front.faults = ["503"] * 10_000
         before = made.kept()

@@ -35,6 +35,8 @@ from tests.storage_emulators import (
     uploaded_blobs,
 )
 
+pytestmark = pytest.mark.slow  # every test starts an emulator (and most a registry)
+
 #: What is pushed into the module's folder registry: shared layers, a manifest list.
 PUSHES = (("base", "ns1/base:latest"), ("app-v1", "ns1/app:v1"), ("multi", "ns2/multi:latest"))
 
@@ -78,7 +80,6 @@ def _bucket() -> str:
 # --------------------------------------------------------------------------- GCS
 
 
-@pytest.mark.slow
 def test_gcs_copy_round_trips(gcs_emulator: GcsEmulator, tree: Tree) -> None:
     """Keys are ``docker/registry/v2/...`` at the top of the bucket, bytes unchanged."""
     bucket = gcs_emulator.create_bucket(_bucket())
@@ -180,7 +181,6 @@ def _gcs_json(emulator: GcsEmulator, path: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- Azure
 
 
-@pytest.mark.slow
 def test_azure_copy_round_trips_with_leading_slash(azurite: AzuriteEmulator, tree: Tree) -> None:
     """Blob names are ``/docker/registry/v2/...`` as OpenShift's registry writes them."""
     container = azurite.create_bucket(_bucket())
@@ -192,7 +192,6 @@ def test_azure_copy_round_trips_with_leading_slash(azurite: AzuriteEmulator, tre
     assert blob.readall() == tree.files[rel].read_bytes()
 
 
-@pytest.mark.slow
 def test_azure_plain_and_mixed_forms(azurite: AzuriteEmulator, tree: Tree) -> None:
     """``docker/...`` (upstream v3) and a mix of both forms (a migrated container)."""
     plain = azurite.create_bucket(_bucket())
@@ -254,7 +253,6 @@ def test_azure_batch_delete_with_leading_slash(azurite: AzuriteEmulator) -> None
 # --------------------------------------------------------------------------- Swift
 
 
-@pytest.mark.slow
 def test_swift_copy_round_trips_with_dlo(swift_aio: SwiftAllInOne, tree: Tree) -> None:
     """Objects are ``files/docker/registry/v2/...``; the largest blob is a Dynamic Large
     Object: a 0-byte manifest with ``X-Object-Manifest``, whose HEAD and GET give the whole
@@ -283,7 +281,6 @@ def test_swift_copy_round_trips_with_dlo(swift_aio: SwiftAllInOne, tree: Tree) -
     assert body == tree.files[big].read_bytes()
 
 
-@pytest.mark.slow
 def test_swift_paging_follows_markers(swift_aio: SwiftAllInOne) -> None:
     """Listings stop at ``limit`` (10,000 by default, from ``/info``) and go on from a
     ``marker``; python-swiftclient's ``full_listing`` follows them to the end."""
@@ -299,7 +296,6 @@ def test_swift_paging_follows_markers(swift_aio: SwiftAllInOne) -> None:
     assert info["bulk_delete"]["max_deletes_per_request"] == 10000
 
 
-@pytest.mark.slow
 def test_swift_bulk_delete(swift_aio: SwiftAllInOne) -> None:
     """``POST ?bulk-delete`` with one ``/container/object`` a line (URL-encoded) deletes
     them in one request and reports what it did, missing names counted as not found."""
@@ -331,7 +327,6 @@ def _get(url: str) -> bytes:
 # --------------------------------------------------------------------------- reference
 
 
-@pytest.mark.slow
 def test_reference_reads_gcs_copy(
     gcs_emulator: GcsEmulator, tree: Tree, folder_listing: dict[str, list[tuple[str, ...]]]
 ) -> None:
@@ -341,7 +336,6 @@ def test_reference_reads_gcs_copy(
     assert reference_listing(*gcs_emulator.reference_storage(bucket)) == folder_listing
 
 
-@pytest.mark.slow
 def test_reference_reads_azure_copy(
     azurite: AzuriteEmulator, tree: Tree, folder_listing: dict[str, list[tuple[str, ...]]]
 ) -> None:
@@ -358,7 +352,6 @@ def test_reference_reads_azure_copy(
     assert "Path not found: /docker/registry/v2/repositories" in proc.stderr
 
 
-@pytest.mark.slow
 def test_reference_reads_swift_copy_with_dlo(
     swift_aio: SwiftAllInOne,
     tree: Tree,
@@ -409,7 +402,6 @@ def _basic(token: str) -> str:
 SEGMENTS = r"segments/[0-9a-f]{3}/[0-9a-f]{37}"
 
 
-@pytest.mark.slow
 def test_reference_serves_pushes_on_swift(
     swift_aio: SwiftAllInOne, oci_layouts: OciLayouts, tmp_path: Path
 ) -> None:

@@ -1,6 +1,6 @@
-"""The warehouse and ``regprune sql``: the README's example queries over two snapshots of a
-changing registry, answered through the command line and checked against values computed
-here in plain Python from the run folders and the generator's ground truth.
+"""The warehouse and ``regprune sql``: the example queries of docs/warehouse.md over two
+snapshots of a changing registry, answered through the command line and checked against
+values computed here in plain Python from the run folders and the generator's ground truth.
 
 The registry changes between the snapshots: a week later it has another namespace, other
 images, and promoted tags (``stable``, ``prod``) pointing at images already tagged.
@@ -32,25 +32,22 @@ from regprune.demo.synthetic import PruneTruth, SyntheticSpec, generate
 from regprune.tables import SCHEMAS
 from regprune.warehouse import WarehouseError, connect_warehouse, publish_run
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+QUERIES_PAGE = Path(__file__).resolve().parent.parent / "docs" / "warehouse.md"
 WEEK = timedelta(days=7)
 PROMOTED = ("stable", "prod")
 
 
-# --- the README's queries --------------------------------------------------------------------
+# --- the documented queries --------------------------------------------------------------------
 
 
-def readme_queries() -> dict[str, str]:
-    """Every SQL statement of the README's warehouse section, by its leading ``--`` title."""
-    text = README.read_text()
-    section = text[text.index("## The warehouse") :]
-    section = section[: section.index("\n## ", 1)]
+def documented_queries() -> dict[str, str]:
+    """Every SQL statement of docs/warehouse.md, by its leading ``--`` title."""
     queries = {}
-    for block in re.findall(r"```sql\n(.*?)```", section, re.S):
+    for block in re.findall(r"```sql\n(.*?)```", QUERIES_PAGE.read_text(), re.S):
         for statement in block.split(";"):
             lines = statement.strip().splitlines()
             if lines:
-                assert lines[0].startswith("-- "), f"README query without a title: {lines[0]}"
+                assert lines[0].startswith("-- "), f"documented query without a title: {lines[0]}"
                 queries[lines[0].removeprefix("-- ")] = statement.strip()
     return queries
 
@@ -255,7 +252,7 @@ def most_shared(folder: Path) -> list[dict[str, Any]]:
 def check_answers(
     capsys: pytest.CaptureFixture[str], registry: Registry, warehouse: str
 ) -> set[str]:
-    """Run every README query over ``warehouse`` and compare; returns the titles checked."""
+    """Run every documented query over ``warehouse`` and compare; returns the titles checked."""
     before, after = registry.before, registry.after
     runs = published_runs(warehouse)
     assert {date for date, _ in runs} == {before.date, after.date}
@@ -263,7 +260,7 @@ def check_answers(
     folders = {before.date: before.folder, after.date: after.folder}
     source = ["--warehouse", warehouse]
     checked = set()
-    for title, query in readme_queries().items():
+    for title, query in documented_queries().items():
         if "'snap/" in query or "'warehouse/" in query:
             continue
         rows = sql_json(capsys, source, query)
@@ -293,7 +290,7 @@ def check_answers(
         elif title == "blobs shared by the most images":
             assert rows == most_shared(after.folder)
         else:
-            pytest.fail(f"README query {title!r} has no check here: add one")
+            pytest.fail(f"documented query {title!r} has no check here: add one")
     return checked
 
 
@@ -301,7 +298,7 @@ def check_answers(
 
 
 @pytest.mark.slow
-def test_readme_queries_over_a_local_warehouse(
+def test_documented_queries_over_a_local_warehouse(
     registry: Registry, local_warehouse: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     checked = check_answers(capsys, registry, local_warehouse)
@@ -309,9 +306,10 @@ def test_readme_queries_over_a_local_warehouse(
 
 
 @pytest.mark.slow
-def test_readme_plain_duckdb_queries(registry: Registry, local_warehouse: str) -> None:
-    """The README's plain-DuckDB examples, on the week-2 folder and the warehouse folder."""
-    plain = {t: q for t, q in readme_queries().items() if "'snap/" in q or "'warehouse/" in q}
+def test_documented_plain_duckdb_queries(registry: Registry, local_warehouse: str) -> None:
+    """The plain-DuckDB examples of docs/warehouse.md, on the week-2 folder and the warehouse
+    folder."""
+    plain = {t: q for t, q in documented_queries().items() if "'snap/" in q or "'warehouse/" in q}
     assert len(plain) == 2
     after = registry.after
     for title, query in plain.items():
@@ -331,7 +329,7 @@ def test_readme_plain_duckdb_queries(registry: Registry, local_warehouse: str) -
 
 
 @pytest.mark.slow
-def test_readme_queries_over_an_s3_warehouse(
+def test_documented_queries_over_an_s3_warehouse(
     registry: Registry,
     local_warehouse: str,
     moto: Any,

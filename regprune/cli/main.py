@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regprune import progress
+from regprune import progress, twophase
 from regprune.cli.output import LOG_FILE, START_SERVER_HINT, Output, prepare_environment
 from regprune.cli.sql import add_sql_parser, warehouse_url
+from regprune.twophase import default_retention, default_settle
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -46,20 +47,23 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--storage",
         metavar="URL",
-        help="registry rootdirectory: PATH, file:///PATH or s3://BUCKET[/ROOTDIRECTORY] "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION apply)",
+        help="the registry's storage: a folder (PATH, file:///PATH: its rootdirectory), "
+        "s3://BUCKET[/ROOT], gs://BUCKET[/ROOT], az://CONTAINER[/ROOT] or "
+        "swift://CONTAINER[/PREFIX]; "
+        "credentials from each service's usual environment (docs/storage.md)",
     )
     group.add_argument(
         "--registry-config",
         metavar="FILE",
-        help="the registry's config.yml: its storage.filesystem or storage.s3 section decides",
+        help="the registry's config.yml: its storage section (filesystem, s3, gcs, azure or swift) "
+        "decides, with the registry's REGISTRY_STORAGE_* environment overrides",
     )
     group.add_argument(
         "--storage-option",
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="extra fsspec option (repeatable), e.g. client_kwargs are not credentials",
+        help="extra option for the storage's client (repeatable); never credentials",
     )
 
 
@@ -337,6 +341,8 @@ def run_prune(args: argparse.Namespace) -> int:
     for flag, value in (
         ("--keep-younger-than", args.keep_younger_than),
         ("--upload-max-age", args.upload_max_age),
+        ("--settle", args.settle),
+        ("--quarantine-retention", args.quarantine_retention),
     ):
         try:
             parse_duration(value)
@@ -389,6 +395,8 @@ def run_prune(args: argparse.Namespace) -> int:
         force=args.force,
         force_unlock=args.force_unlock,
         project_images_plan=args.project_images_plan,
+        settle=args.settle,
+        quarantine_retention=args.quarantine_retention,
         **inputs,
     )
     finish(args, inputs, result)
@@ -479,7 +487,7 @@ def run_demo(args: argparse.Namespace) -> int:
         result["check"]["text"],
         "\n== against the generator's ground truth",
         "\n".join(result["agreement"]),
-        f"\nTables and results: {result['run_dir']} (query them with DuckDB, see README)",
+        f"\nTables and results: {result['run_dir']} (query them with DuckDB: docs/tables.md)",
     ):
         say(args, text)
     return EXIT_OK if all("matches" in line for line in result["agreement"]) else EXIT_FAILURE
@@ -534,7 +542,24 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--confirm",
         action="store_true",
-        help="delete for real: execute the plan, re-verifying every object just before",
+        help="delete for real, in two phases: move what the plan deletes into a quarantine "
+        "(each object re-read just before), wait --settle, re-check, move back what gained "
+        "a reference (docs/safety.md)",
+    )
+    prune.add_argument(
+        "--settle",
+        default=default_settle(),
+        metavar="DURATION",
+        help="wait this long after the last move before the re-check, so pushes in flight "
+        f"have written their links (default {twophase.SETTLE}, or $REGPRUNE_SETTLE)",
+    )
+    prune.add_argument(
+        "--quarantine-retention",
+        default=default_retention(),
+        metavar="DURATION",
+        help="keep a quarantine this long (for 'regprune undo') before a confirmed run "
+        f"purges it after its re-check (default {twophase.RETENTION}, or "
+        "$REGPRUNE_QUARANTINE_RETENTION; 0s: purge this run's at once)",
     )
     prune.add_argument(
         "--resume",
@@ -622,8 +647,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=run_demo)
     add_sql_parser(commands)
     from regprune.cli.prune_images import add_prune_images_parser
+    from regprune.cli.quarantine import add_quarantine_parsers
 
     add_prune_images_parser(commands)
+    add_quarantine_parsers(commands)
     return parser
 
 
@@ -696,6 +723,8 @@ def output_mode(args: argparse.Namespace) -> Output:
 
 
 KNOWN_FAILURES = {
+    "AuditWriteError",
+    "QuarantineError",
     "StorageConfigError",
     "StorageListingError",
     "MetadataError",
@@ -705,6 +734,8 @@ KNOWN_FAILURES = {
     "WarehouseError",
     "RecoveryError",
     "RegistryRefused",
+    "JournalError",
+    "UndoError",
 }
 """Errors whose message says it all: printed without their type."""
 

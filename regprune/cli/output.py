@@ -123,6 +123,16 @@ def prepare_environment() -> str | None:
     return None
 
 
+class RunLogHandler(logging.FileHandler):
+    """The run folder's log file. A record it cannot write (a full disk) is dropped
+    without a word: Python's default prints a traceback on stderr for every record, which
+    drowned a full disk's one error line in thousands (the run itself stops at its first
+    failed audit write, regprune/audit.py)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        return None
+
+
 def configure_logging(output: Output, log_file: Path | None) -> Callable[[], None]:
     """Prefect's console handler stays only with ``--verbose``; every Prefect log line also
     goes to ``log_file`` (the run folder's regprune.log). Returns what undoes it."""
@@ -144,7 +154,7 @@ def configure_logging(output: Output, log_file: Path | None) -> Callable[[], Non
                     owner.removeHandler(handler)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = RunLogHandler(log_file, encoding="utf-8")
         handler.setFormatter(
             PrefectFormatter(
                 format="%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s",

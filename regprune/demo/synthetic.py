@@ -17,6 +17,12 @@ Times: every push happens at an "old" time (between ``age_days`` and twice that 
 a ``young_fraction`` of pushes, within the last hour; local files get these modification
 times with ``os.utime``. S3 cannot backdate objects, so an S3 tree is all young: its truth
 uses the time of writing for every object (``startedat`` contents keep the modelled times).
+
+Two clocks: the model runs on a fixed clock (:data:`MODEL_NOW`), so what is hashed (image
+configs carry a ``created`` time) and every seeded choice made in digest order are the same
+for a seed whenever it runs; the times a prune reads (file modification times, the dump's
+timestamps, ``startedat``) are the model's shifted to ``now``. Same seed: the same digests,
+drift and truth at any time of day; only those times move.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 UPLOAD_MAX_AGE = timedelta(days=7)
 """Uploads started longer ago are stale (the registry's own upload purging age)."""
 
+MODEL_NOW = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+"""The model's fixed clock: generated content never depends on when it is generated."""
 _DAY = 86400.0
 _YOUNG_WINDOW = 3600.0
 _POOL_SIZE = 1 << 16
@@ -279,7 +287,7 @@ class Truth:
         """The prune truth for another grace period (only on a Truth fresh from generate)."""
         if self._model is None:
             raise ValueError("the model is not kept in truth.json: use a Truth from generate()")
-        at = self._model.now if now is None else now.timestamp()
+        at = self._model.now if now is None else now.timestamp() - self._model.shift
         return _prune_truth(self._model, keep_younger_than.total_seconds(), at)
 
     def to_json(self) -> dict[str, Any]:
@@ -403,9 +411,10 @@ class _Repo:
 class _Model:
     """The registry after drift: storage (what exists, with mtimes) and metadata."""
 
-    now: float
+    now: float  # on the model's clock (MODEL_NOW)
     pool: bytes
     registry_host: str
+    shift: float = 0.0  # model clock -> the wall clock of the files and the dump
     blob_time: dict[str, float] = field(default_factory=dict)  # present blobs -> mtime
     blob_size: dict[str, int] = field(default_factory=dict)  # every blob ever written
     layer_src: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -431,30 +440,38 @@ class _Model:
 
     def blob_files(self, lo: int, hi: int) -> Iterator[tuple[str, bytes, float]]:
         for digest in self.blob_order[lo:hi]:
-            yield layout.blob_data_path(digest), self.blob_bytes(digest), self.blob_time[digest]
+            path, mtime = layout.blob_data_path(digest), self.blob_time[digest] + self.shift
+            yield path, self.blob_bytes(digest), mtime
 
     def repo_files(self, lo: int, hi: int) -> Iterator[tuple[str, bytes, float]]:
+        s = self.shift
         for name in self.repo_order[lo:hi]:
             repo = self.repos[name]
             for digest, t in repo.layers.items():
-                yield layout.layer_link_path(name, digest), layout.link_content(digest), t
+                yield layout.layer_link_path(name, digest), layout.link_content(digest), t + s
             for digest, t in repo.manifests.items():
-                yield layout.manifest_link_path(name, digest), layout.link_content(digest), t
+                yield layout.manifest_link_path(name, digest), layout.link_content(digest), t + s
             for tag, (digest, t) in repo.current.items():
-                yield layout.tag_current_link_path(name, tag), layout.link_content(digest), t
+                yield layout.tag_current_link_path(name, tag), layout.link_content(digest), t + s
                 for old, ti in repo.index[tag].items():
                     path = layout.tag_index_link_path(name, tag, old)
-                    yield path, layout.link_content(old), ti
+                    yield path, layout.link_content(old), ti + s
             for upload_id, (started, t, data) in repo.uploads.items():
-                yield layout.upload_startedat_path(name, upload_id), _rfc3339(started).encode(), t
-                yield layout.upload_dir(name, upload_id) + "data", data, t
+                startedat = self.stamp(started).encode()
+                yield layout.upload_startedat_path(name, upload_id), startedat, t + s
+                yield layout.upload_dir(name, upload_id) + "data", data, t + s
+
+    def stamp(self, t: float) -> str:
+        """A model time as the wall-clock RFC 3339 time the dump and ``startedat`` carry."""
+        return _rfc3339(t + self.shift)
 
     def all_files(self) -> Iterator[tuple[str, bytes, float]]:
         yield from self.blob_files(0, len(self.blob_order))
         yield from self.repo_files(0, len(self.repo_order))
 
-    def set_all_mtimes(self, t: float) -> None:
-        """S3 objects carry their write time, whatever the model said."""
+    def set_all_mtimes(self, wall: float) -> None:
+        """S3 objects carry their write time (``wall``), whatever the model said."""
+        t = wall - self.shift
         self.blob_time = dict.fromkeys(self.blob_time, t)
         for repo in self.repos.values():
             repo.manifests = dict.fromkeys(repo.manifests, t)
@@ -494,7 +511,10 @@ class _Builder:
         self.spec = spec
         self.rng = random.Random(spec.seed)
         self.m = _Model(
-            now=now, pool=self.rng.randbytes(_POOL_SIZE), registry_host=spec.registry_host
+            now=MODEL_NOW,
+            pool=self.rng.randbytes(_POOL_SIZE),
+            registry_host=spec.registry_host,
+            shift=now - MODEL_NOW,
         )
         self.serial = 0
         self.shared: list[str | None] = [None] * spec.shared_layers
@@ -548,7 +568,7 @@ class _Builder:
         layers += [self.layer(t) for _ in range(spec.layers_per_image - base)]
         self.serial += 1
         arch, os_, variant = platform
-        created = _rfc3339(t)
+        created = _rfc3339(t)  # the model's clock: hashed into the config's digest
         config = {
             "architecture": arch,
             "os": os_,
@@ -782,6 +802,9 @@ class _Builder:
             for d in self.drift.get("deleted_images", [])
             if d in self.m.manifests and not self.m.manifests[d].children
         ]
+        # an old manifest under a young link: the young link alone keeps it (when one exists)
+        old = self.m.now - _YOUNG_WINDOW
+        deleted = [d for d in deleted if self.m.manifests[d].created < old] or deleted
         mounted = []
         for i in range(self.spec.mounted_count if repos else 0):
             young = i % 2 == 1
@@ -867,7 +890,7 @@ class _Builder:
             data = _layer_bytes(self.m.pool, self.serial, self.spec.min_blob_size)
             self.m.repos[repo].uploads[upload_id] = (started, started, data)
             made.append(
-                {"repository": repo, "upload_id": upload_id, "started_at": _rfc3339(started)}
+                {"repository": repo, "upload_id": upload_id, "started_at": self.m.stamp(started)}
             )
         self.drift["uploads"] = made
 
@@ -1011,7 +1034,7 @@ def _prune_truth(m: _Model, grace: float, now: float) -> PruneTruth:
                 _judge(young(t), kept["layer_links"], layer_links, LinkItem(name, digest, reason))
         for upload_id, (started, t, _) in sorted(repo.uploads.items()):
             if started < stale_before:
-                item = UploadItem(name, upload_id, _rfc3339(started))
+                item = UploadItem(name, upload_id, m.stamp(started))
                 _judge(young(t), kept["uploads"], uploads, item)
     return PruneTruth(
         keep_younger_than_seconds=grace,
@@ -1109,7 +1132,7 @@ def _counts(m: _Model) -> dict[str, int]:
 def _image_object(m: _Model, digest: str) -> dict[str, Any]:
     repo, t = m.images[digest]
     manifest = m.manifests[digest]
-    created = _rfc3339(t)
+    created = m.stamp(t)
     layers: list[dict[str, Any]] = [
         {"name": d, "size": m.blob_size[d], "mediaType": LAYER_MEDIA_TYPE} for d in manifest.layers
     ]
@@ -1166,7 +1189,7 @@ def _stream_object(m: _Model, repo: str) -> dict[str, Any]:
             "namespace": stream.namespace,
             "name": stream.name,
             "uid": str(uuid.uuid5(_UID_NAMESPACE, repo)),
-            "creationTimestamp": _rfc3339(min(times)),
+            "creationTimestamp": m.stamp(min(times)),
         },
         "spec": {"lookupPolicy": {"local": False}},
         "status": {
@@ -1176,7 +1199,7 @@ def _stream_object(m: _Model, repo: str) -> dict[str, Any]:
                     "tag": tag,
                     "items": [
                         {
-                            "created": _rfc3339(e.created),
+                            "created": m.stamp(e.created),
                             "dockerImageReference": f"{host_repo}@{e.image}",
                             "image": e.image,
                             "generation": e.generation,
@@ -1356,7 +1379,9 @@ def generate(
     ``target`` is the registry's rootdirectory (the folder that will hold
     ``docker/registry/v2``; it must not hold a registry yet) or an fsspec URL such as
     ``s3://bucket/root`` (``storage_options`` go to fsspec, e.g. ``endpoint_url``).
-    ``now`` pins every modelled time (same seed and ``now``: byte-identical output).
+    ``now`` (default: the current time) is where the modelled times end: it moves the files'
+    modification times and the dump's timestamps only; the content, the drift and the truth's
+    sets depend on the seed alone (same seed and ``now``: byte-identical output).
     ``workers`` caps the writer processes for large local trees (default: CPU count).
     """
     started = time.perf_counter()
@@ -1375,7 +1400,7 @@ def generate(
     grace = spec.keep_younger_than_hours * 3600.0
     truth = Truth(
         target=target,
-        now=_rfc3339(model.now),
+        now=model.stamp(model.now),
         spec=asdict(spec),
         counts=_counts(model) | {"files_written": files},
         drift=builder.drift,

@@ -477,8 +477,11 @@ def custom_objects_api(source: MetadataSource) -> Any:
     from kubernetes import client, config
 
     kubeconfig = source.kubeconfig or os.environ.get("KUBECONFIG")
-    default = Path.home() / ".kube" / "config"
-    if kubeconfig or default.exists() or "KUBERNETES_SERVICE_HOST" not in os.environ:
+    try:
+        default_exists = (Path.home() / ".kube" / "config").exists()
+    except RuntimeError:  # no HOME and a UID without a passwd entry: an arbitrary UID in a pod
+        default_exists = False
+    if kubeconfig or default_exists or "KUBERNETES_SERVICE_HOST" not in os.environ:
         try:
             api_client = config.new_client_from_config(
                 config_file=kubeconfig, context=source.context
@@ -486,8 +489,18 @@ def custom_objects_api(source: MetadataSource) -> Any:
         except (config.ConfigException, OSError, TypeError) as exc:
             raise MetadataError(f"cannot load kubeconfig: {exc}") from exc
     else:
-        config.load_incluster_config()
-        api_client = client.ApiClient()
+        # the pod's ServiceAccount: token and CA from the kubelet's mount, re-read as the
+        # token rotates; into a configuration of our own, not the client's global default
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as exc:
+            raise MetadataError(
+                f"cannot load the in-cluster configuration (KUBERNETES_SERVICE_HOST is set, "
+                f"no kubeconfig found): {exc} (the ServiceAccount's token and ca.crt belong "
+                f"in {Path(config.incluster_config.SERVICE_TOKEN_FILENAME).parent})"
+            ) from exc
+        api_client = client.ApiClient(configuration)
     return client.CustomObjectsApi(api_client)
 
 

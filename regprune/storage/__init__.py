@@ -17,6 +17,7 @@ from regprune.storage.base import (
     StorageListingError,
     StorageObject,
     StorageSpec,
+    folder_marker,
     listing_table,
     modification_time,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "StorageObject",
     "StorageSpec",
     "check_options_hold_no_secrets",
+    "folder_marker",
     "listing_table",
     "modification_time",
     "open_storage",

@@ -27,11 +27,14 @@ from typing import Any
 from regprune.layout import V2_ROOT
 from regprune.storage import cloud
 from regprune.storage.base import (
+    GONE,
     LISTED_STAT_MIN_DEPTH,
+    MOVED,
     Storage,
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    folder_marker,
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
@@ -40,6 +43,8 @@ DELETE_BATCH = 256  # a Blob batch request takes at most 256 sub-requests
 LIST_PAGE = 5_000  # a listing's default (and maximum) page
 READ_THREADS = 8
 FORM_CACHE_SECONDS = 600.0
+COPY_WAIT_SECONDS = 600.0
+"""How long a pending server-side copy is waited for before the move reports it failed."""
 _FORMS: dict[tuple[str, str], tuple[str, bool, float]] = {}
 """(container URL, plain prefix) -> (prefix in use, both forms present, when found)."""
 OTHER_FORM = (
@@ -55,7 +60,7 @@ class AzureStorage(Storage):
         blob = cloud.require("azure.storage.blob", "azure")
         self.spec = spec
         self.container_name, root = spec.bucket_and_root("Azure", "container")
-        plain = f"{root}/{V2_ROOT}/" if root else f"{V2_ROOT}/"
+        plain = f"{root}/{spec.folder}/" if root else f"{spec.folder}/"
         self.forms = ("/" + plain, plain)
         self.container = _service(blob, spec.options).get_container_client(self.container_name)
         self._prefix: str | None = None
@@ -163,9 +168,12 @@ class AzureStorage(Storage):
         return out
 
     def _object(self, item: Any) -> StorageObject:
+        key = item.name[len(self.prefix) :]
+        if key.endswith("/"):
+            return folder_marker(key, item.last_modified)
         md5 = getattr(item.content_settings, "content_md5", None)
         return StorageObject(
-            item.name[len(self.prefix) :],
+            key,
             int(item.size),
             item.last_modified,
             bytes(md5).hex() if md5 else None,
@@ -223,6 +231,34 @@ class AzureStorage(Storage):
                 out[key] = f"HTTP {code} {error}".strip()
         return out
 
+    # ------------------------------------------------------------------ moving
+
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """``Copy Blob`` per key (within the account the service copies at once; a pending
+        copy is waited for), then the batch delete of the sources."""
+        if not isinstance(to, AzureStorage) or to.container_name != self.container_name:
+            raise TypeError(f"cannot move from {self.spec.display} to {to.spec.display}")
+        errors = cloud.require("azure.core.exceptions", "azure")
+
+        def copy(key: str) -> str:
+            source = self.container.get_blob_client(self.prefix + key)
+            target = to.container.get_blob_client(to.prefix + key)
+            try:
+                status = target.start_copy_from_url(source.url).get("copy_status")
+                deadline = time.monotonic() + COPY_WAIT_SECONDS
+                while status == "pending" and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    status = target.get_blob_properties().copy.status
+            except errors.HttpResponseError as exc:
+                if getattr(exc, "status_code", None) == 404 and not source.exists():
+                    return GONE
+                return f"{type(exc).__name__}: {exc}"
+            except (errors.AzureError, OSError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+            return MOVED if status == "success" else f"copy {status}"
+
+        return cloud.move_by_copy(keys, copy, self.delete_many)
+
     # ------------------------------------------------------------------ lock
 
     def lock_create(self, key: str, data: bytes) -> bool:
@@ -249,7 +285,7 @@ class AzureStorage(Storage):
         return f"az://{self.container_name}/{self._root_key(key)}"
 
     def _root_key(self, key: str) -> str:
-        return self.prefix[: -len(V2_ROOT) - 1] + key
+        return self.prefix[: -len(self.spec.folder) - 1] + key
 
 
 def _service(blob: Any, options: dict[str, Any]) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,13 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
+from regprune.layout import (
+    QUARANTINE_ROOT,
+    V2_ROOT,
+    is_content_addressed,
+    is_quarantine_id,
+    quarantine_area,
+)
 from regprune.tables import TIMESTAMP
 
 LISTED_STAT_MIN_DEPTH = 3
@@ -31,6 +38,22 @@ LISTING_SCHEMA = pa.schema(
 )
 """A walk as columns (:meth:`Storage.list_files`): the fields of :class:`StorageObject`."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+MOVED = "moved"
+WOULD_MOVE = "would-move"
+GONE = "gone"
+PRESENT = "present"
+DELETED = "deleted"
+WOULD_DELETE = "would-delete"
+OUTCOMES = frozenset({MOVED, WOULD_MOVE, GONE, PRESENT, DELETED, WOULD_DELETE})
+"""What a move, a restore or a purge did to one key (any other value is the error's text):
+moved (or, by the dry run's storage, would be); gone: the source was not there, so nothing
+moved; present: a restore found the key back in place with the same bytes and dropped the
+quarantined copy; deleted (or would be)."""
+
+
+def is_error(outcome: str) -> bool:
+    return outcome not in OUTCOMES
 
 
 class StorageConfigError(ValueError):
@@ -72,10 +95,23 @@ class StorageObject:
 
 @dataclass(frozen=True)
 class StorageSpec:
-    """A storage URL (``/path``, ``file:///path``, ``s3://bucket/rootdirectory``) and options."""
+    """A storage URL (``/path``, ``file:///path``, ``s3://``, ``gs://``, ``az://`` or
+    ``swift://`` with the bucket or container and the root) and the client's options."""
 
     url: str
     options: dict[str, Any] = field(default_factory=dict)
+    area: str | None = None
+    """A folder beside ``docker/`` (relative to the root) that the storage reads and writes
+    instead of ``docker/registry/v2``, keyed the same way: a quarantine
+    (:meth:`Storage.quarantine_many`). None: the registry's own tree."""
+
+    def in_area(self, area: str) -> StorageSpec:
+        return replace(self, area=area)
+
+    @property
+    def folder(self) -> str:
+        """The folder below the root that keys are relative to."""
+        return self.area or V2_ROOT
 
     @property
     def scheme(self) -> str:
@@ -84,12 +120,14 @@ class StorageSpec:
 
     @property
     def display(self) -> str:
-        """The URL without credentials, for logs, reports and snapshot.json."""
+        """The URL without credentials, for logs, reports and snapshot.json (an area's
+        after it in brackets)."""
         parsed = urlparse(self.url)
+        url = self.url
         if parsed.password or parsed.username:
             netloc = parsed.hostname or ""
-            return parsed._replace(netloc=netloc).geturl()
-        return self.url
+            url = parsed._replace(netloc=netloc).geturl()
+        return f"{url} [{self.area}]" if self.area else url
 
     def bucket_and_root(self, service: str, holder: str) -> tuple[str, str]:
         """A cloud URL's bucket (or container) and root directory, without slashes at the
@@ -138,22 +176,100 @@ class Storage:
         error. Never raises for one key: the caller records every outcome."""
         raise NotImplementedError
 
-    # The storage lock (regprune/lock.py) on backends without a LockObject of their own:
-    # ``key`` is relative to the root (beside ``docker/``), not to ``docker/registry/v2``.
+    # The storage lock's primitive, one per backend; regprune/lock.py holds the protocol
+    # (who holds it, when it is stale, --force-unlock). ``key`` is relative to the storage's
+    # root, beside ``docker/`` (outside everything the registry reads), not to
+    # ``docker/registry/v2``.
+
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """Move each key to the same key in ``to`` (this storage in another area,
+        :meth:`area`), without sending the bytes through this process: a rename on a
+        folder, a server-side copy and then a (bulk) delete of the source on object stores.
+        Per key an outcome (MOVED, GONE when the source is not there) or the error; never
+        raises for one key. A key that failed may exist in both places (the copy made, the
+        delete failed): moving it again finishes the move."""
+        raise NotImplementedError
+
+    def area(self, name: str) -> Storage:
+        """This storage with keys relative to ``<root>/<name>`` instead of the v2 root."""
+        from regprune.storage.config import open_storage
+
+        return open_storage(self.spec.in_area(name))
+
+    # The quarantine of the two-phase delete (docs/safety.md): what a confirmed prune
+    # removes is moved to ``_regprune/quarantine/<id>/`` (regprune/layout.py), from where it
+    # is restored (a re-check found a reference, or `regprune undo`) or purged for good.
+
+    def quarantine_many(self, quarantine_id: str, keys: Sequence[str]) -> dict[str, str]:
+        """Move keys into the quarantine ``quarantine_id`` (outcomes of :meth:`move_many`)."""
+        return self.move_many(keys, self.area(quarantine_area(quarantine_id)))
+
+    def restore_many(self, quarantine_id: str, keys: Sequence[str]) -> dict[str, str]:
+        """Move quarantined keys back. A key that exists again is not overwritten: with the
+        same bytes the quarantined copy is dropped (PRESENT), with other bytes both stay and
+        the outcome says so (an error). GONE: the quarantine does not hold the key."""
+        quarantine = self.area(quarantine_area(quarantine_id))
+        here = self.stat_many(keys)
+        back = [key for key in keys if here.get(key) is None]
+        out = quarantine.move_many(back, self)
+        again = [key for key in keys if here.get(key) is not None]
+        if again:
+            kept = quarantine.stat_many(again)
+            same = {key for key in again if self._same_bytes(quarantine, key, here, kept)}
+            for key in again:
+                if kept.get(key) is None:
+                    out[key] = GONE
+                elif key not in same:
+                    out[key] = "exists again with other bytes: the quarantined copy is kept"
+            dropped = quarantine.delete_many(sorted(same))
+            out.update({key: error or PRESENT for key, error in dropped.items()})
+        return out
+
+    def _same_bytes(
+        self,
+        quarantine: Storage,
+        key: str,
+        here: dict[str, StorageObject | None],
+        kept: dict[str, StorageObject | None],
+    ) -> bool:
+        mine, theirs = here.get(key), kept.get(key)
+        if mine is None or theirs is None or mine.size != theirs.size:
+            return False
+        if is_content_addressed(key):
+            return True
+        ours, other = self.read_many([key]).get(key), quarantine.read_many([key]).get(key)
+        return isinstance(ours, bytes) and ours == other
+
+    def purge_many(self, quarantine_id: str, keys: Sequence[str]) -> dict[str, str]:
+        """Delete quarantined keys for good (DELETED, or the error)."""
+        quarantine = self.area(quarantine_area(quarantine_id))
+        return {key: error or DELETED for key, error in quarantine.delete_many(keys).items()}
+
+    def quarantined(self, quarantine_id: str) -> list[StorageObject]:
+        """What the quarantine ``quarantine_id`` holds (keys relative to the v2 root)."""
+        area = self.area(quarantine_area(quarantine_id))
+        return [obj for obj in area.walk("") if obj.problem is None]
+
+    def quarantine_ids(self) -> list[str]:
+        """The quarantines this storage holds, oldest first."""
+        folders, _ = self.area(QUARANTINE_ROOT).list_children("")
+        return sorted(name for name in folders if is_quarantine_id(name))
 
     def lock_create(self, key: str, data: bytes) -> bool:
-        """Write ``data`` only if ``key`` does not exist (a conditional write); False if it
-        does."""
+        """Write ``data`` at ``key`` only if nothing is there, in one conditional request
+        (``O_EXCL``, ``If-None-Match: *``, ``ifGenerationMatch=0``); False if something is."""
         raise NotImplementedError
 
     def lock_read(self, key: str) -> bytes | None:
+        """The content at ``key``, or None when there is none."""
         raise NotImplementedError
 
     def lock_remove(self, key: str) -> None:
+        """Remove ``key``; nothing there is no error."""
         raise NotImplementedError
 
     def lock_where(self, key: str) -> str:
-        """Where the lock lives, for messages (a URL without credentials)."""
+        """Where ``key`` lives, for messages (a path, or a URL without credentials)."""
         raise NotImplementedError
 
 
@@ -171,6 +287,12 @@ def listing_table(objects: Sequence[StorageObject]) -> pa.Table:
         ],
         schema=LISTING_SCHEMA,
     )
+
+
+def folder_marker(key: str, modified: datetime | None) -> StorageObject:
+    """An object store's folder marker (a 0-byte ``x/``, what the S3 console's "Create
+    folder" and sync tools leave) as the walk of a folder lists an empty folder."""
+    return StorageObject(key, -1, modified, problem=EMPTY_FOLDER)
 
 
 def modification_time(mtime_ns: int) -> datetime:

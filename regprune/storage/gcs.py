@@ -21,11 +21,14 @@ from urllib.parse import quote
 from regprune.layout import V2_ROOT
 from regprune.storage import cloud
 from regprune.storage.base import (
+    GONE,
     LISTED_STAT_MIN_DEPTH,
+    MOVED,
     Storage,
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    folder_marker,
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
@@ -43,7 +46,8 @@ class GcsStorage(Storage):
         gcsfs_core = cloud.require("gcsfs.core", "gcs")
         self.spec = spec
         self.bucket, root = spec.bucket_and_root("GCS", "bucket")
-        self.prefix = f"{root}/{V2_ROOT}/" if root else f"{V2_ROOT}/"
+        self.prefix = f"{root}/{spec.folder}/" if root else f"{spec.folder}/"
+        self._root_prefix = f"{root}/" if root else ""
         options: dict[str, Any] = {
             "use_listings_cache": False,
             "skip_instance_cache": True,
@@ -116,6 +120,8 @@ class GcsStorage(Storage):
 
     def _object(self, item: dict[str, Any]) -> StorageObject:
         key = item["name"][len(self.prefix) :]
+        if key.endswith("/"):
+            return folder_marker(key, _time(item))
         return StorageObject(key, int(item.get("size") or 0), _time(item), _md5_hex(item))
 
     # ------------------------------------------------------------------ reading
@@ -169,6 +175,38 @@ class GcsStorage(Storage):
         )
         return _batch_answer(keys, headers.get("Content-Type", ""), content)
 
+    # ------------------------------------------------------------------ moving
+
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """``objects.rewrite`` per key (server-side; one call unless the service asks for
+        more), then the batch delete of the sources."""
+        if not isinstance(to, GcsStorage) or to.bucket != self.bucket:
+            raise TypeError(f"cannot move from {self.spec.display} to {to.spec.display}")
+
+        def copy(key: str) -> str:
+            token = None
+            try:
+                while True:
+                    answer = self.fs.call(
+                        "POST",
+                        "b/{}/o/{}/rewriteTo/b/{}/o/{}",
+                        self.bucket,
+                        self.prefix + key,
+                        self.bucket,
+                        to.prefix + key,
+                        json_out=True,
+                        **({"rewriteToken": token} if token else {}),
+                    )
+                    if answer.get("done", True):
+                        return MOVED
+                    token = answer["rewriteToken"]
+            except FileNotFoundError:
+                return GONE
+            except Exception as exc:  # recorded for this key; the others go on
+                return f"{type(exc).__name__}: {exc}"
+
+        return cloud.move_by_copy(keys, copy, self.delete_many)
+
     # ------------------------------------------------------------------ lock
 
     def lock_create(self, key: str, data: bytes) -> bool:
@@ -203,7 +241,7 @@ class GcsStorage(Storage):
         return f"gs://{self.bucket}/{self._root_key(key)}"
 
     def _root_key(self, key: str) -> str:
-        return self.prefix[: -len(V2_ROOT) - 1] + key
+        return self._root_prefix + key
 
 
 def _precondition_failed(exc: BaseException) -> bool:

@@ -12,7 +12,9 @@ import pyarrow as pa
 from regprune.layout import V2_ROOT
 from regprune.storage.base import (
     EMPTY_FOLDER,
+    GONE,
     LISTING_SCHEMA,
+    MOVED,
     Storage,
     StorageConfigError,
     StorageObject,
@@ -29,7 +31,16 @@ class LocalStorage(Storage):
     def __init__(self, spec: StorageSpec):
         self.spec = spec
         self.root = spec.local_root()
-        self.v2 = self.root / V2_ROOT
+        self.v2 = self.root / spec.folder
+        # the folders deleting never removes: the v2 tree's own; an area (a quarantine) goes
+        # with its last file, and the folders above it up to the root when they are empty
+        # too, so a drained quarantine leaves nothing behind
+        self._kept_folders = (
+            {self.v2, self.v2 / "blobs", self.v2 / "repositories"}
+            if spec.area is None
+            else {self.root}
+        )
+        self._top = self.v2 if spec.area is None else self.root
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -69,7 +80,8 @@ class LocalStorage(Storage):
         mtimes: list[int] = []
         odd: list[StorageObject] = []
         top = self.v2 / prefix
-        stack = [(str(top), prefix.rstrip("/") + "/")] if top.is_dir() else []
+        first = prefix.rstrip("/") + "/" if prefix.strip("/") else ""  # the root: no "/"
+        stack = [(str(top), first)] if top.is_dir() else []
         while stack:
             folder, key_prefix = stack.pop()
             try:
@@ -152,14 +164,72 @@ class LocalStorage(Storage):
             self._prune_empty_parents(path.parent)
         return out
 
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """``os.rename`` into the same key of ``to`` (a folder on the same filesystem: the
+        quarantine lives beside ``docker/``), creating its folders, then removing the
+        folders the move left empty, as deleting does. No fsync: a rename a power loss
+        undoes leaves the file where it was before that move, which a later re-check or
+        undo finds as it is."""
+        if not isinstance(to, LocalStorage):
+            raise TypeError(f"cannot move from a folder to {type(to).__name__}")
+        out: dict[str, str] = {}
+        for key in keys:
+            source, target = self.v2 / key, to.v2 / key
+            for _ in range(2):  # a folder just made may be removed as empty meanwhile
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(source, target)
+                    out[key] = MOVED
+                    break
+                except FileNotFoundError as exc:
+                    if not os.path.lexists(source):
+                        out[key] = GONE
+                        to._prune_empty_parents(target.parent)  # made for nothing
+                        break
+                    out[key] = f"{type(exc).__name__}: {exc}"
+                except OSError as exc:
+                    out[key] = f"{type(exc).__name__}: {exc}"
+                    break
+            if out[key] == MOVED:
+                self._prune_empty_parents(source.parent)
+        return out
+
     def _prune_empty_parents(self, folder: Path) -> None:
-        stop = {self.v2, self.v2 / "blobs", self.v2 / "repositories"}
-        while folder not in stop and self.v2 in folder.parents:
+        stop = self._kept_folders
+        while folder not in stop and (folder == self.v2 or self._top in folder.parents):
             try:
                 folder.rmdir()
             except OSError:  # not empty (or already gone, or busy): stop climbing
                 return
             folder = folder.parent
+
+    def lock_create(self, key: str, data: bytes) -> bool:
+        """``O_EXCL``: the file system creates the file only if it is absent."""
+        if not self.root.is_dir():
+            raise StorageConfigError(f"storage folder {self.root} does not exist")
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        return True
+
+    def lock_read(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def lock_remove(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def lock_where(self, key: str) -> str:
+        return str(self.root / key)
 
 
 def _describe(entry: os.DirEntry[str], key: str) -> StorageObject:

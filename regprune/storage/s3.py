@@ -9,23 +9,21 @@ from typing import Any
 
 from regprune.layout import V2_ROOT
 from regprune.retries import backoff
+from regprune.storage import cloud
 from regprune.storage.base import (
-    EMPTY_FOLDER,
+    GONE,
     LISTED_STAT_MIN_DEPTH,
+    MOVED,
     Storage,
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    folder_marker,
 )
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
-
-
-DELETE_ATTEMPTS = 6
-
-
-DELETE_BACKOFF_SECONDS = 0.5
-DELETE_BACKOFF_MAX_SECONDS = 20.0
+LOCK_CONFLICT_ATTEMPTS = 5
+LOCK_CONFLICT_BACKOFF_SECONDS = 0.2
 
 
 class S3Storage(Storage):
@@ -36,7 +34,8 @@ class S3Storage(Storage):
 
         self.spec = spec
         self.bucket, root = spec.bucket_and_root("S3", "bucket")
-        self.base = "/".join(p for p in (self.bucket, root, V2_ROOT) if p)
+        self.base = "/".join(p for p in (self.bucket, root, spec.folder) if p)
+        self.root = f"{root}/" if root else ""
         # max_concurrency=1: s3fs otherwise sends a HEAD before every GET (to decide whether
         # to split the download), doubling the requests for the small files the snapshot reads
         options = {
@@ -61,10 +60,13 @@ class S3Storage(Storage):
             )
 
     def list_children(self, prefix: str) -> tuple[list[str], list[StorageObject]]:
+        folder = f"{self.base}/{prefix}"
         try:
-            listing = self.fs.ls(f"{self.base}/{prefix}", detail=True)
+            listing = self.fs.ls(folder, detail=True)
         except FileNotFoundError:
             return [], []
+        # s3fs lists a file named like the folder (``x`` for ``x/``) as itself: not below it
+        listing = [entry for entry in listing if entry["name"].startswith(folder)]
         dirs = sorted(
             entry["name"].rstrip("/").rsplit("/", 1)[-1]
             for entry in listing
@@ -74,12 +76,14 @@ class S3Storage(Storage):
         return dirs, files
 
     def walk(self, prefix: str) -> Iterator[StorageObject]:
+        folder = f"{self.base}/{prefix}"
         try:
-            found = self.fs.find(f"{self.base}/{prefix}", detail=True, withdirs=False)
+            found = self.fs.find(folder, detail=True, withdirs=False)
         except FileNotFoundError:
             return
         for entry in found.values():
-            yield self._object(entry)
+            if entry["name"].startswith(folder):  # not a file named like the folder
+                yield self._object(entry)
 
     def _object_key(self, key: str) -> str:
         """The S3 object key of a key relative to ``docker/registry/v2``."""
@@ -90,7 +94,7 @@ class S3Storage(Storage):
         modified = entry.get("LastModified")
         etag = (entry.get("ETag") or "").strip('"') or None
         if key.endswith("/"):
-            return StorageObject(key, -1, modified, etag, problem=EMPTY_FOLDER)
+            return folder_marker(key, modified)
         return StorageObject(key, int(entry.get("size") or 0), modified, etag)
 
     def stat_many(self, keys: Sequence[str]) -> dict[str, StorageObject | None]:
@@ -113,49 +117,58 @@ class S3Storage(Storage):
         return StorageObject(key, int(head.get("ContentLength") or 0), head["LastModified"], etag)
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, str | None]:
-        """``DeleteObjects`` with up to 1,000 keys a request; throttling (503 SlowDown) and
-        server errors are retried with backoff, and keys the answer lists as failed are
-        retried, then reported, never counted as done."""
-        out: dict[str, str | None] = {}
-        for start in range(0, len(keys), DELETE_BATCH):
-            out.update(self._delete_batch(list(keys[start : start + DELETE_BATCH])))
-        return out
-
-    def _delete_batch(self, keys: list[str]) -> dict[str, str | None]:
+        """``DeleteObjects`` with up to 1,000 keys a request, through the retry loop every
+        bulk delete shares: throttling (503 SlowDown), server errors and reset connections
+        are retried with backoff, keys the answer lists as failed are retried, then
+        reported, never counted as done."""
         from botocore.exceptions import BotoCoreError
 
-        pending = {self._object_key(key): key for key in keys}
-        out: dict[str, str | None] = {}
-        for attempt in range(DELETE_ATTEMPTS):
-            if not pending:
-                break
+        # OSError: s3fs's translation of throttling and 5xx; BotoCoreError: connections
+        # refused or reset once botocore's own retries are spent (s3fs passes them on)
+        transient = (OSError, BotoCoreError)
+        return cloud.delete_in_batches(keys, DELETE_BATCH, self._delete_batch, transient)
+
+    def _delete_batch(self, keys: list[str]) -> dict[str, str | None]:
+        """One ``DeleteObjects`` (quiet: the answer lists only the keys that failed)."""
+        objects = {self._object_key(key): key for key in keys}
+        answer = self.fs.call_s3(
+            "delete_objects",
+            Bucket=self.bucket,
+            Delete={"Objects": [{"Key": k} for k in objects], "Quiet": True},
+        )
+        failed = {
+            objects[e["Key"]]: f"{e.get('Code')}: {e.get('Message')}"
+            for e in answer.get("Errors", [])
+            if e.get("Key") in objects
+        }
+        return {key: failed.get(key) for key in keys}
+
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """``CopyObject`` per key (a multipart copy above 5 GiB), then ``DeleteObjects`` of
+        the sources: about one request per key (bench/s3count.py)."""
+        if not isinstance(to, S3Storage) or to.bucket != self.bucket:
+            raise TypeError(f"cannot move from {self.spec.display} to {to.spec.display}")
+
+        def copy(key: str) -> str:
+            source = {"Bucket": self.bucket, "Key": self._object_key(key)}
             try:
-                answer = self.fs.call_s3(
-                    "delete_objects",
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": k} for k in pending], "Quiet": True},
+                self.fs.call_s3(
+                    "copy_object", Bucket=self.bucket, Key=to._object_key(key), CopySource=source
                 )
-            # OSError: s3fs's translation of throttling and 5xx; BotoCoreError: connections
-            # refused or reset once botocore's own retries are spent (s3fs passes them on)
-            except (OSError, BotoCoreError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                if attempt == DELETE_ATTEMPTS - 1:
-                    out.update({key: error for key in pending.values()})
-                    return out
-                time.sleep(backoff(attempt, DELETE_BACKOFF_SECONDS, DELETE_BACKOFF_MAX_SECONDS))
-                continue
-            failed = {
-                e["Key"]: f"{e.get('Code')}: {e.get('Message')}" for e in answer.get("Errors", [])
-            }
-            for s3_key, key in pending.items():
-                if s3_key not in failed:
-                    out[key] = None
-            pending = {k: v for k, v in pending.items() if k in failed}
-            if pending and attempt < DELETE_ATTEMPTS - 1:
-                time.sleep(backoff(attempt, DELETE_BACKOFF_SECONDS, DELETE_BACKOFF_MAX_SECONDS))
-            else:
-                out.update({pending[k]: failed[k] for k in pending})
-        return out
+            except FileNotFoundError:
+                return GONE
+            except Exception as exc:
+                if "larger than the maximum allowable size" not in str(exc):
+                    return f"{type(exc).__name__}: {exc}"
+                try:  # s3fs copies in parts (UploadPartCopy)
+                    self.fs.copy(f"{self.base}/{key}", f"{to.base}/{key}")
+                except FileNotFoundError:
+                    return GONE
+                except Exception as again:
+                    return f"{type(again).__name__}: {again}"
+            return MOVED
+
+        return cloud.move_by_copy(keys, copy, self.delete_many)
 
     def read_many(self, keys: Sequence[str]) -> dict[str, bytes | Exception]:
         if not keys:
@@ -163,6 +176,46 @@ class S3Storage(Storage):
         paths = {f"{self.base}/{key}": key for key in keys}
         found = self.fs.cat(list(paths), on_error="return")
         return {paths[path]: value for path, value in found.items()}
+
+    def lock_create(self, key: str, data: bytes) -> bool:
+        """``PutObject`` with ``If-None-Match: *``: 412 when the key exists; 409
+        ``ConditionalRequestConflict`` while another conditional write of it is under way,
+        which S3 asks to send again (a 412 then, if that write landed)."""
+        for attempt in range(LOCK_CONFLICT_ATTEMPTS):
+            try:
+                self.fs.call_s3(
+                    "put_object",
+                    Bucket=self.bucket,
+                    Key=self.root + key,
+                    Body=data,
+                    IfNoneMatch="*",
+                )
+                return True
+            except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
+                return False
+            except OSError as exc:
+                if _error_code(exc) != "ConditionalRequestConflict":
+                    raise
+            time.sleep(backoff(attempt, LOCK_CONFLICT_BACKOFF_SECONDS, 2.0))
+        return False  # another writer kept it busy: the lock's protocol reads who holds it
+
+    def lock_read(self, key: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(f"{self.bucket}/{self.root}{key}"))
+        except FileNotFoundError:
+            return None
+
+    def lock_remove(self, key: str) -> None:
+        self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.root + key)
+
+    def lock_where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.root}{key}"
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """S3's error code behind an error s3fs translated (it keeps botocore's as the cause)."""
+    response = getattr(exc.__cause__, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 def _common_folder(keys: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -29,11 +30,14 @@ from urllib.parse import quote, unquote
 from regprune.layout import V2_ROOT
 from regprune.storage import cloud
 from regprune.storage.base import (
+    GONE,
     LISTED_STAT_MIN_DEPTH,
+    MOVED,
     Storage,
     StorageConfigError,
     StorageObject,
     StorageSpec,
+    folder_marker,
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
@@ -41,6 +45,10 @@ from regprune.storage.s3 import _common_folder
 DELETE_BATCH = 10_000  # the bulk middleware's default max_deletes_per_request
 LIST_PAGE = 10_000  # a container listing's default (and maximum) page
 THREADS = 8
+LOCK_SETTLE_SECONDS = 2.0
+"""How long a lock's writer waits before reading the lock back: the other writes that passed
+Swift's unlocked If-None-Match check at the same moment (a lock is a few hundred bytes: each
+lands in milliseconds) are in by then, and the newest of them is the one that stays."""
 _TOKENS: dict[tuple[str, str | None, str], tuple[str, str]] = {}
 """(auth URL, user, container) -> (storage URL, token): one authentication per process, not
 one per task and thread; never written anywhere."""
@@ -55,7 +63,8 @@ class SwiftStorage(Storage):
         self.spec = spec
         self.container, root = spec.bucket_and_root("Swift", "container")
         self.root = f"{root}/" if root else ""
-        self.prefix = f"{self.root}files/{V2_ROOT}/"
+        # the driver keeps every file under files/; an area (a quarantine) lives beside it
+        self.prefix = f"{self.root}{spec.area}/" if spec.area else f"{self.root}files/{V2_ROOT}/"
         self._local = threading.local()
         _connection_settings(spec.options)  # fail early on missing credentials
 
@@ -133,7 +142,11 @@ class SwiftStorage(Storage):
 
     def _objects(self, items: list[dict[str, Any]]) -> list[StorageObject]:
         """Listed objects; a 0-byte one may be a DLO manifest, whose size a HEAD gives."""
-        empty = [item["name"] for item in items if int(item.get("bytes") or 0) == 0]
+        empty = [
+            item["name"]
+            for item in items
+            if int(item.get("bytes") or 0) == 0 and not item["name"].endswith("/")
+        ]
         heads = dict(zip(empty, self._map(self._head, empty), strict=True)) if empty else {}
         out = []
         for item in items:
@@ -141,7 +154,9 @@ class SwiftStorage(Storage):
             key = name[len(self.prefix) :]
             modified = _time(item.get("last_modified"))
             head = heads.get(name)
-            if head is not None and head.get("x-object-manifest"):
+            if key.endswith("/"):
+                out.append(folder_marker(key, modified))
+            elif head is not None and head.get("x-object-manifest"):
                 out.append(StorageObject(key, int(head.get("content-length") or 0), modified))
             else:
                 size = int(item.get("bytes") or 0)
@@ -268,22 +283,68 @@ class SwiftStorage(Storage):
         # 404 counts as done: the bulk middleware already counts those as "Not Found"
         return {name: failed.get(name) for name in names}
 
+    def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
+        """A server-side ``COPY`` per key; a DLO's manifest is moved as what it is (a
+        0-byte object naming its segments, written anew where it goes), its segments stay
+        where they are: no byte is copied. Then the bulk delete of the sources alone (a
+        DLO's segments go only when it is purged)."""
+        if not isinstance(to, SwiftStorage) or to.container != self.container:
+            raise TypeError(f"cannot move from {self.spec.display} to {to.spec.display}")
+
+        def copy(key: str) -> str:
+            name, target = self.prefix + key, to.prefix + key
+            try:
+                head = self._head(name)
+                if head is None:
+                    return GONE
+                manifest = head.get("x-object-manifest")
+                if manifest:
+                    self.conn.put_object(
+                        self.container, target, b"", headers={"X-Object-Manifest": manifest}
+                    )
+                else:
+                    self.conn.copy_object(
+                        self.container, name, destination=f"/{self.container}/{target}"
+                    )
+            except self._client.ClientException as exc:
+                return GONE if exc.http_status == 404 else f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # recorded for this key; the others go on
+                return f"{type(exc).__name__}: {exc}"
+            return MOVED
+
+        def delete_sources(keys: list[str]) -> dict[str, str | None]:
+            transient = (self._client.ClientException, OSError)
+            names = {self.prefix + key: key for key in keys}
+            done = cloud.delete_in_batches(list(names), DELETE_BATCH, self._bulk_delete, transient)
+            return {names[name]: error for name, error in done.items()}
+
+        return cloud.move_by_copy(keys, copy, delete_sources)
+
     # ------------------------------------------------------------------ lock
 
     def lock_create(self, key: str, data: bytes) -> bool:
+        """A ``PUT`` with ``If-None-Match: *``, then, once writers that passed the same
+        check have landed (:data:`LOCK_SETTLE_SECONDS`), the newest copy read back: Swift
+        checks the condition when a request arrives, holding nothing, so writers arriving
+        together all pass it and the newest write wins. That one alone answers True."""
         try:
             self.conn.put_object(
                 self.container, self.root + key, data, headers={"If-None-Match": "*"}
             )
         except self._client.ClientException as exc:
-            if exc.http_status == 412:
+            if exc.http_status in (409, 412):  # 409: a newer write or delete got there first
                 return False
             raise
-        return True
+        time.sleep(LOCK_SETTLE_SECONDS)
+        return self.lock_read(key) == data
 
     def lock_read(self, key: str) -> bytes | None:
+        """The newest copy (``X-Newest``: every replica asked, not the first to answer)."""
         try:
-            return bytes(self.conn.get_object(self.container, self.root + key)[1])
+            answer = self.conn.get_object(
+                self.container, self.root + key, headers={"X-Newest": "true"}
+            )
+            return bytes(answer[1])
         except self._client.ClientException as exc:
             if exc.http_status == 404:
                 return None
