@@ -29,12 +29,12 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from regprune.mediatypes import DOCKER_V2 as MANIFEST_V2
 from regprune.tables import SCHEMAS, SNAPSHOT_FILE, SNAPSHOT_TABLES, SORT_KEYS, sql_literal
 
 STORED_PER_STREAM = 11
 """Ten images in metadata plus the one deleted from it (index 10 of every stream)."""
 DELETED = STORED_PER_STREAM - 1
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 REGISTRY_HOST = "image-registry.openshift-image-registry.svc:5000"
 AGE = timedelta(days=40)
 EXPECTED_TABLES = ("blobs", "repositories", "manifest_links", "layer_links")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from regprune import progress
+from regprune import interrupts, progress
 from regprune.storage import Storage, StorageSpec, open_storage
 
 LOCK_KEY = "_regprune/lock"
@@ -107,6 +107,17 @@ def current_boot_id() -> str | None:
         return None
 
 
+_held: set[StorageLock] = set()
+"""The locks this process holds: an interrupted command releases what is still held."""
+
+
+def held_locks() -> list[StorageLock]:
+    return list(_held)
+
+
+interrupts.track_locks(held_locks)  # an interrupted run reports and releases them
+
+
 class StorageLock:
     """Held from :meth:`acquire` to :meth:`release`."""
 
@@ -131,6 +142,7 @@ class StorageLock:
             self._remove_existing("removed by --force-unlock")
         for _ in range(3):
             if self._create(data):
+                _held.add(self)
                 return
             found = self._read()
             if found is None:  # released in between: try again
@@ -155,6 +167,7 @@ class StorageLock:
             self.storage.lock_remove(LOCK_KEY)
         else:
             progress.warning(f"The lock {self.where} is no longer this run's: left in place")
+        _held.discard(self)
 
     def _create(self, data: bytes) -> bool:
         """The backend's conditional create, then the content read back, in case an endpoint

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regprune.layout import is_digest
+from regprune.mediatypes import (
+    DOCKER_V1,
+    DOCKER_V1_SIGNED,
+    IMAGE_MEDIA_TYPES,
+    LIST_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
 
-DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_V1 = "application/vnd.docker.distribution.manifest.v1+json"
-DOCKER_V1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-LIST_MEDIA_TYPES = frozenset({DOCKER_LIST, OCI_INDEX})
-IMAGE_MEDIA_TYPES = frozenset({DOCKER_V2, OCI_MANIFEST})
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution's own limit on a manifest's size
 MANIFEST_TABLES = ("manifests", "manifest_references")
 

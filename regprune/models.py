@@ -20,9 +20,9 @@ from types import TracebackType
 from typing import Any
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
 
-from regprune.tables import SNAPSHOT_TABLES, sql_literal
+from regprune.duck import DuckDBSettings, sql_literal
+from regprune.tables import SNAPSHOT_TABLES
 
 PLAN_INTERMEDIATES = ("unreferenced_blobs", "unreferenced_links")
 """Models the plan writes once (to a scratch folder, not into DuckDB's memory) because several
@@ -257,37 +257,6 @@ def models_in_order(
     for model in models:
         visit(model, ())
     return order
-
-
-class DuckDBSettings(BaseModel):
-    """Resource limits so analysis memory does not grow with the registry."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    memory_limit: str | None = Field(
-        None,
-        pattern=r"^\s*\d+(\.\d+)?\s*([KMGTkmgt]([Ii][Bb]|[Bb])?|[Bb]|%)\s*$",
-        description="DuckDB's memory cap, e.g. 2GB, 512MiB or 50% (of the machine); past it "
-        "DuckDB spills to temp_directory. Default: 80% of the machine's memory.",
-    )
-    temp_directory: str | None = Field(
-        None,
-        min_length=1,
-        description="Folder for DuckDB's spill files (created when needed). Default: .tmp in "
-        "the working directory.",
-    )
-    threads: int | None = Field(
-        None, ge=1, le=1024, description="DuckDB threads. Default: one per CPU core."
-    )
-
-    def apply(self, con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> None:
-        """Set these limits on ``con``; ``memory_limit``: the cap when none is set here."""
-        if limit := self.memory_limit or memory_limit:
-            con.execute(f"SET memory_limit = {sql_literal(limit)}")
-        if self.temp_directory:
-            con.execute(f"SET temp_directory = {sql_literal(self.temp_directory)}")
-        if self.threads:
-            con.execute(f"SET threads = {int(self.threads)}")
 
 
 def is_projected(run_dir: str | os.PathLike[str]) -> bool:

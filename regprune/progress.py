@@ -124,6 +124,7 @@ _lock = threading.Lock()
 _activities: dict[str, Activity] = {}
 _expected: dict[str, int] = {}
 _display: Display | None = None
+_last_phase: str | None = None
 
 
 def attach(display: Display | None) -> None:
@@ -157,6 +158,8 @@ def _run_logger() -> Any:
 
 def phase(text: str) -> None:
     """Announce a step (one line for a person; an INFO line in the run's log)."""
+    global _last_phase
+    _last_phase = text
     _run_logger().info(text)
     if _display is not None:
         with suppress(Exception):
@@ -169,6 +172,17 @@ def warning(text: str) -> None:
     if _display is not None:
         with suppress(Exception):
             _display.warning(text)
+
+
+def doing() -> tuple[str | None, str | None]:
+    """(key, title) of the newest open activity, else (None, the last phase announced): what
+    an interrupted run was doing. Takes no lock (a signal handler calls it, maybe inside
+    code that holds one): copying the values is one step under the interpreter's lock."""
+    current = list(_activities.values())
+    if current:
+        newest = max(current, key=lambda a: a.started)
+        return newest.key, newest.title
+    return None, _last_phase
 
 
 def advance(key: str, objects: int = 0, nbytes: int = 0) -> None:

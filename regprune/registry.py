@@ -11,10 +11,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from regprune.metadata import MetadataError, MetadataSource, cluster_bearer_token
+from regprune.timeouts import Timeouts
 
 PREFLIGHT_REPOSITORY = "regprune/pre-flight"
 """Where the pre-flight asks: OpenShift's registry checks the same cluster-wide right for any
@@ -45,7 +46,8 @@ class RegistryAPI:
     """Read when used: the token never travels in parameters, logs or reports."""
     cluster: MetadataSource | None = None
     """Where the default token comes from (its kubeconfig path and context, never the token)."""
-    timeout: float = 30.0
+    timeout: float = field(default_factory=lambda: Timeouts.current().read)
+    """Seconds for the connection and for each read (urllib has one number for both)."""
 
     def token(self) -> str | None:
         """The bearer token this registry gets (see the class)."""

@@ -19,12 +19,16 @@ def backoff(attempt: int, base: float, cap: float) -> float:
 
 
 def retry_unless(*permanent: type[BaseException]) -> Callable[[Any, Any, Any], bool]:
-    """A Prefect ``retry_condition_fn`` that retries anything but the ``permanent`` errors."""
+    """A Prefect ``retry_condition_fn`` that retries anything but the ``permanent`` errors
+    (and an interrupted run's: it starts nothing again)."""
+    from regprune.interrupts import Interrupted
+
+    never: tuple[type[BaseException], ...] = (*permanent, Interrupted)
 
     def should_retry(task: Any, task_run: Any, state: Any) -> bool:
         try:
             state.result()
-        except permanent:
+        except never:
             return False
         except Exception:
             return True

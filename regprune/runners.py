@@ -27,6 +27,8 @@ from pydantic import (
     field_validator,
 )
 
+from regprune import interrupts
+
 TASK_RUNNER_ENV = "REGPRUNE_TASK_RUNNER"
 DASK_ADDRESS_ENV = "REGPRUNE_DASK_ADDRESS"
 DASK_ADDRESS = re.compile(r"(tcp|tls|ucx|ws|wss)://[^\s/]+")
@@ -112,10 +114,31 @@ def use_task_runner(settings: TaskRunnerSettings) -> Iterator[TaskRunnerSettings
         _chosen.reset(token)
 
 
+class ThreadsTaskRunner(ThreadPoolTaskRunner):
+    """Prefect's thread pool, except that an interrupted run (regprune/interrupts.py) does
+    not wait for its threads: one blocked on a silent server would hold the run for its
+    timeouts; the command line ends the process instead. Entered when the flow run starts,
+    just after Prefect's engine took SIGTERM: it is given back to the command line here."""
+
+    def __enter__(self) -> Any:
+        interrupts.take_sigterm()
+        return super().__enter__()
+
+    def cancel_all(self) -> None:
+        executor = getattr(self, "_executor", None)
+        if interrupts.requested() and executor is not None:
+            for event in getattr(self, "_cancel_events", {}).values():
+                event.set()
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            return
+        super().cancel_all()
+
+
 def build_task_runner(settings: TaskRunnerSettings) -> TaskRunner[Any]:
     if settings.task_runner == "threads":
         configured = get_current_settings().tasks.runner.thread_pool_max_workers
-        return ThreadPoolTaskRunner(max_workers=configured or THREAD_WORKERS)
+        return ThreadsTaskRunner(max_workers=configured or THREAD_WORKERS)
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as exc:

@@ -37,6 +37,32 @@ def read_snapshot_summary(snapshot_dir: str | Path) -> dict[str, Any]:
         raise SnapshotError(f"cannot read {path}: {exc}") from exc
 
 
+def anomalies_text(run_dir: str | Path) -> str | None:
+    """The summary's line on what the snapshot recorded as anomalies (files the walk found
+    wrong, objects that do not parse), never acted upon: how many, and where to read them;
+    None when there are none."""
+    try:
+        rows = read_snapshot_summary(run_dir).get("rows") or {}
+    except SnapshotError:
+        return None
+    found = [
+        (int(rows.get(table) or 0), what, table)
+        for table, what in (
+            ("storage_anomalies", "in storage"),
+            ("metadata_anomalies", "in the cluster's metadata"),
+        )
+        if rows.get(table)
+    ]
+    if not found:
+        return None
+    counts = " and ".join(f"{n:,} {what}" for n, what, _ in found)
+    more = f" (and {found[1][2]})" if len(found) > 1 else ""
+    return (
+        f"Anomalies, recorded and never acted upon: {counts}; read them with: regprune sql "
+        f'--snapshot {run_dir} "SELECT * FROM {found[0][2]}"{more}'
+    )
+
+
 def snapshot_started_at(snapshot_dir: str | Path) -> datetime:
     """The earliest start: metadata is listed first, so grace periods count from it."""
     return datetime.fromisoformat(read_snapshot_summary(snapshot_dir)["metadata_started_at"])

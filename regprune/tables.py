@@ -10,13 +10,12 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-if TYPE_CHECKING:
-    from regprune.models import DuckDBSettings
+from regprune.duck import DuckDBSettings, sql_literal
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 SNAPSHOT_FILE = "snapshot.json"
@@ -419,11 +418,6 @@ def empty_table(table: str) -> pa.Table:
     return SCHEMAS[table].empty_table()
 
 
-def sql_literal(value: str | os.PathLike[str]) -> str:
-    """A single-quoted SQL string literal (file paths go into DuckDB table functions)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 MERGE_MEMORY_LIMIT = "512MB"
 """DuckDB's cap for a merge when the run sets none (its default is 80% of the machine): the
 sort and DISTINCT of the images table took about 1 GiB at 1M Images without one; within 512MB it
@@ -442,8 +436,6 @@ def merge_parts(
     streaming through DuckDB within ``settings`` (else MERGE_MEMORY_LIMIT) so memory does not
     grow with the table."""
     import duckdb
-
-    from regprune.models import DuckDBSettings
 
     parts = [str(p) for p in parts if Path(p).exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)

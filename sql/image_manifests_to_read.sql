@@ -14,17 +14,10 @@ WITH listed_children AS (
 SELECT images.image AS digest
 FROM images
 WHERE images.config_digest IS NULL
-    AND coalesce(images.media_type, '') NOT IN (
-        'application/vnd.docker.distribution.manifest.list.v2+json',
-        'application/vnd.oci.image.index.v1+json',
-        'application/vnd.docker.distribution.manifest.v1+json',
-        'application/vnd.docker.distribution.manifest.v1+prettyjws'
-    )
+    AND NOT is_list_media_type(coalesce(images.media_type, ''))
+    AND NOT is_schema1_media_type(coalesce(images.media_type, ''))
 UNION
 SELECT images.image AS digest
 FROM images
 ANTI JOIN listed_children USING (image)
-WHERE images.media_type IN (
-    'application/vnd.docker.distribution.manifest.list.v2+json',
-    'application/vnd.oci.image.index.v1+json'
-)
+WHERE is_list_media_type(images.media_type)

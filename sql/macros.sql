@@ -27,3 +27,23 @@ CREATE OR REPLACE TEMP MACRO in_scope(ns) AS
 -- truly absent from the other side; a collision can only make an absent digest look present,
 -- which keeps an object. Never decide a deletion by a match on it.
 CREATE OR REPLACE TEMP MACRO digest_hash(digest) AS hash(digest);
+
+-- Media types, spelled here for SQL and in regprune/mediatypes.py for Python only
+-- (tests/test_mediatypes.py holds the two alike and finds any spelled elsewhere).
+-- is_list_media_type(mt): a Docker manifest list or an OCI index (children; no config, no
+-- layers). NULL for an unknown media type, as IN gives.
+CREATE OR REPLACE TEMP MACRO is_list_media_type(mt) AS mt IN (
+    'application/vnd.docker.distribution.manifest.list.v2+json',
+    'application/vnd.oci.image.index.v1+json'
+);
+
+-- is_schema1_media_type(mt): a schema 1 manifest, signed or not (layers; no config blob).
+CREATE OR REPLACE TEMP MACRO is_schema1_media_type(mt) AS mt IN (
+    'application/vnd.docker.distribution.manifest.v1+json',
+    'application/vnd.docker.distribution.manifest.v1+prettyjws'
+);
+
+-- schema1_layer_media_type(): what the registry says a schema 1 layer is (schema 1 manifests
+-- name no layer media type).
+CREATE OR REPLACE TEMP MACRO schema1_layer_media_type() AS
+    'application/vnd.docker.container.image.rootfs.diff+x-gtar';

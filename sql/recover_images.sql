@@ -46,7 +46,7 @@ layers AS (
                 -- schema 1 layers have no media type; the registry gives them this one
                 'media_type': CASE
                     WHEN manifests.layer_order = 'descending'
-                        THEN 'application/vnd.docker.container.image.rootfs.diff+x-gtar'
+                        THEN schema1_layer_media_type()
                     ELSE refs.media_type
                 END
             }
@@ -97,10 +97,7 @@ SELECT
     lost.tag,
     manifests.media_type,
     manifests.layer_order,
-    manifests.media_type IN (
-        'application/vnd.docker.distribution.manifest.list.v2+json',
-        'application/vnd.oci.image.index.v1+json'
-    ) AS is_list,
+    is_list_media_type(manifests.media_type) AS is_list,
     (SELECT host FROM registry_host) || '/' || lost.repository || '@' || lost.digest
         AS docker_image_reference,
     configs.config_digest,

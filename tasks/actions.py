@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
-from regprune import progress
+from regprune import interrupts, progress
 from regprune.audit import AuditTrail, AuditWriteError
 from regprune.layout import (
     blob_data_path,
@@ -367,12 +367,19 @@ def execute_batches(settings: ExecutionSettings, queue: str, batches: list[Batch
     round_batch = _Batch(settings, storage, audit)
     ready: list[Ready] = []
     opened = time.monotonic()
-    for batch in batches:
-        rows = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
-        ready += round_batch.prepare(rows)
-        if len(ready) >= ROUND_ACTIONS or time.monotonic() - opened >= ROUND_SECONDS:
-            round_batch.move(ready)
-            ready, opened = [], time.monotonic()
+    try:
+        for batch in batches:
+            interrupts.check()  # an interrupted run starts no round (nothing half-done)
+            rows = queued.get(batch.shard, [])[batch.start : batch.start + BATCH_SIZE]
+            ready += round_batch.prepare(rows)
+            if len(ready) >= ROUND_ACTIONS or time.monotonic() - opened >= ROUND_SECONDS:
+                interrupts.check()
+                round_batch.move(ready)
+                ready, opened = [], time.monotonic()
+    except interrupts.Interrupted:
+        round_batch.move([])  # the outcomes so far are recorded: --resume redoes less
+        audit.close()
+        raise
     round_batch.move(ready)
     return audit.close()
 

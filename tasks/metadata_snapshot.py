@@ -15,6 +15,7 @@ from prefect.logging import get_run_logger
 
 from regprune import progress
 from regprune.metadata import (
+    MAX_LIST_RESTARTS,
     Listed,
     ListingRestart,
     MetadataError,
@@ -34,7 +35,6 @@ from regprune.tables import (
 )
 from regprune.tasks.storage_snapshot import merge_snapshot_tables
 
-MAX_LIST_RESTARTS = 3
 RowFunction = Callable[[dict[str, Any]], tuple[dict | None, list[dict], list[dict]]]
 LISTINGS: dict[str, tuple[str, str, RowFunction]] = {
     # plural: (object table, child table, row function)

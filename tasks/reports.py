@@ -16,6 +16,7 @@ from prefect.logging import get_run_logger
 
 from regprune.categories import CHECK_FINDINGS, PLAN_CATEGORIES
 from regprune.models import SnapshotDatabase, fetch_records
+from regprune.snapshots import anomalies_text
 from regprune.tables import sql_literal
 from regprune.tasks.recovery import RESULTS_FILE
 from regprune.units import format_bytes
@@ -295,6 +296,12 @@ def _namespace_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def with_anomalies(text: str, run_dir: str | Path) -> str:
+    """The summary, and the snapshot's anomalies (how many, where to read them) if any."""
+    anomalies = anomalies_text(run_dir)
+    return f"{text}\n{anomalies}" if anomalies else text
+
+
 @task(name="publish-prune-report")
 def publish_prune_report(
     run_dir: str, mode: str, settings: dict[str, Any], report_path: str | None
@@ -305,7 +312,7 @@ def publish_prune_report(
     if report_path:
         full = prune_report(report, run_dir)
         Path(report_path).write_text(json.dumps(full, indent=2, default=str) + "\n")
-    text = prune_summary_text(report)
+    text = with_anomalies(prune_summary_text(report), run_dir)
     projected = "projected_from" in report["summary"]
     get_run_logger().info("%s", text)
     create_markdown_artifact(
@@ -385,7 +392,7 @@ def publish_check_report(run_dir: str, report_path: str | None) -> dict[str, Any
     report = check_report(run_dir)
     if report_path:
         Path(report_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    text = check_text(report)
+    text = with_anomalies(check_text(report), run_dir)
     get_run_logger().info("%s", text)
     counts = {key: len(rows) for key, rows in report.items()}
     create_markdown_artifact(

@@ -15,11 +15,16 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
-from regprune.metadata import Listed, ListingRestart, MetadataError, MetadataSource
+from regprune.metadata import (
+    MAX_LIST_RESTARTS,
+    Listed,
+    ListingRestart,
+    MetadataError,
+    MetadataSource,
+)
 from regprune.models import DuckDBSettings
 from regprune.retries import retry_unless
 from regprune.tables import WORKLOAD_TABLES, TableWriters
-from regprune.tasks.metadata_snapshot import MAX_LIST_RESTARTS
 from regprune.tasks.storage_snapshot import merge_snapshot_tables
 from regprune.workloads import (
     LISTINGS,

@@ -29,7 +29,8 @@ from regprune.layout import (
     link_content,
     manifest_link_path,
 )
-from regprune.manifests import DOCKER_V1, DOCKER_V2, parse_manifest
+from regprune.manifests import parse_manifest
+from regprune.mediatypes import DOCKER_V1, DOCKER_V2
 from regprune.storage import StorageSpec
 from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, empty_table
 from regprune.tasks.recovery import (

@@ -279,3 +279,81 @@ def test_no_cloud_storage_credential_reaches_any_output(
         outputs[f"prefect record {n}"] = record
     found = {name: leaks(text, secret_values) for name, text in outputs.items()}
     assert {name: names for name, names in found.items() if names} == {}
+
+
+def test_secrets_in_storage_options_and_urls_are_refused_before_they_reach_anything(
+    tmp_path: Path,
+) -> None:
+    """A credential at any depth of a ``--storage-option`` (a key that names one, a URL with
+    a password in a JSON value) and a user or password in ``--registry-url`` or ``--storage``
+    are refused before any flow run exists. A run given a harmless nested option beside them
+    shows where a secret would have gone: its value is in the flow run's parameters, and the
+    refused ones are in no output at all."""
+    from regprune.demo.synthetic import SyntheticSpec, generate
+
+    generate(tmp_path / "registry", SyntheticSpec.demo(0), tmp_path / "metadata.json")
+    secret_values = {
+        name: f"{name}-{secrets.token_urlsafe(16)}"
+        for name in ("option key", "option URL", "registry URL", "storage URL")
+    }
+    marker = "harmless-" + secrets.token_hex(8)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_LOGGING_LEVEL": "DEBUG",
+    }
+    dump = ["--metadata", str(tmp_path / "metadata.json")]
+    storage = ["--storage", str(tmp_path / "registry"), *dump]
+    refused = {
+        "option key": [
+            *storage,
+            "--storage-option",
+            "client_kwargs="
+            + json.dumps({"config": {"aws_secret_access_key": secret_values["option key"]}}),
+        ],
+        "option URL": [
+            *storage,
+            "--storage-option",
+            "client_kwargs="
+            + json.dumps({"endpoint_url": f"https://minio:{secret_values['option URL']}@minio"}),
+        ],
+        "registry URL": [
+            *storage,
+            "--confirm",
+            "--registry-url",
+            f"https://admin:{secret_values['registry URL']}@registry:5000",
+        ],
+        "storage URL": ["--storage", f"s3://AKIA:{secret_values['storage URL']}@b", *dump],
+    }
+    since = datetime.now(UTC)
+    outputs: dict[str, str | bytes] = {}
+    for name, args in refused.items():
+        run = cli("prune", *args, "--out", str(tmp_path / name.replace(" ", "-")), env=env)
+        assert run.returncode == 2, run.stderr
+        assert "Traceback" not in run.stderr
+        outputs[f"{name} stdout"], outputs[f"{name} stderr"] = run.stdout, run.stderr
+    assert flow_runs_started_since(since) == []  # refused before Prefect heard of them
+
+    accepted = cli(
+        "snapshot",
+        *storage,
+        "--storage-option",
+        f'client_kwargs={{"region_name": "{marker}"}}',
+        "--out",
+        str(tmp_path / "accepted"),
+        env=env,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    outputs["accepted stdout"], outputs["accepted stderr"] = accepted.stdout, accepted.stderr
+    runs = flow_runs_started_since(since)
+    records = prefect_records(runs)
+    assert any(marker in record for record in records)  # options reach the parameters...
+    for n, record in enumerate(records):
+        outputs[f"prefect record {n}"] = record
+    for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
+        outputs[str(path)] = path.read_bytes()
+    database = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
+    for path in database.parent.glob(database.name + "*"):
+        outputs[str(path)] = path.read_bytes()
+    found = {name: leaks(text, secret_values) for name, text in outputs.items()}
+    assert {name: names for name, names in found.items() if names} == {}  # ...secrets don't

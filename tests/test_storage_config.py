@@ -4,8 +4,10 @@ overrides, credentials refused as options, and a missing client named by its ext
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from regprune.storage import (
     StorageConfigError,
     StorageSpec,
     open_storage,
+    parse_storage_option,
     resolve_storage,
     storage_from_registry_config,
 )
@@ -128,3 +131,94 @@ def test_missing_credentials_say_what_to_set() -> None:
         open_storage(StorageSpec("az://c"))
     with pytest.raises(StorageConfigError, match="OS_AUTH_URL"):
         open_storage(StorageSpec("swift://c"))
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("storage:\n  filesystem: {rootdirectory: /r}\n", "unsupported version None"),
+        ("version: 2\nstorage:\n  filesystem: {}\n", "unsupported version 2"),
+        ("version: 0.1\nstorage: [filesystem]\n", "storage must map one storage type"),
+        ("version: 0.1\nstorage:\n  s3: the-bucket\n", "storage.s3 must be a mapping"),
+        ("version: 0.1\nstorage:\n  delete: {enabled: true}\n", "has no storage section"),
+        ("version: 0.1\nstorage:\n  s3: {bucket: [b]}\n", "storage.s3.bucket must be text"),
+        ("version: 0.1\nstorage:\n  azure: {container: {c: 1}}\n", "container must be text"),
+        (
+            "version: 0.1\nstorage:\n  gcs: {bucket: b}\n  swift: {container: c}\n",
+            "must provide exactly one storage type (as the registry says); it has gcs, swift",
+        ),
+        ("- just\n- a list\n", "is not a registry config"),
+    ],
+)
+def test_a_config_the_registry_refuses_is_refused(tmp_path: Path, text: str, says: str) -> None:
+    """As distribution's configuration parser: version 0.1, one storage type, mappings."""
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    with pytest.raises(StorageConfigError, match=re.escape(says)):
+        storage_from_registry_config(path)
+
+
+def test_what_the_registry_accepts_is_read_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``storage: filesystem`` (a driver without parameters); a numeric bucket name; the
+    sections that configure the registry beside the driver."""
+    assert storage_from_registry_config(config(tmp_path, "storage: filesystem\n")).url == (
+        "/var/lib/registry"
+    )
+    spec = storage_from_registry_config(
+        config(tmp_path, "storage:\n  s3: {bucket: 2024}\n  cache: {}\n  maintenance: {}\n")
+    )
+    assert spec.url == "s3://2024"
+
+
+def test_an_environment_variable_for_another_driver_makes_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry creates the section a REGISTRY_STORAGE_<DRIVER>_<PARAM> names; beside
+    the file's driver that is two, which it refuses: so does regprune, naming the cause."""
+    path = config(tmp_path, "storage:\n  filesystem: {rootdirectory: /x}\n")
+    monkeypatch.setenv("REGISTRY_STORAGE_S3_REGION", "eu-west-1")
+    with pytest.raises(StorageConfigError, match=r"filesystem, s3 .*REGISTRY_STORAGE"):
+        storage_from_registry_config(path)
+    monkeypatch.setenv("REGISTRY_STORAGE", "s3")  # the driver chosen: the file's goes
+    monkeypatch.setenv("REGISTRY_STORAGE_S3_BUCKET", "b")
+    assert storage_from_registry_config(path).url == "s3://b"
+
+
+def test_an_unparsable_variable_is_named_without_its_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGISTRY_STORAGE_AZURE_ACCOUNTKEY", "key: [unclosed")
+    path = config(tmp_path, "storage:\n  azure: {accountname: a, container: c}\n")
+    with pytest.raises(StorageConfigError) as caught:
+        storage_from_registry_config(path)
+    assert "REGISTRY_STORAGE_AZURE_ACCOUNTKEY" in str(caught.value)
+    assert "unclosed" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"client_kwargs": {"aws_secret_access_key": "x"}}, "'client_kwargs.aws_secret_access"),
+        ({"client_kwargs": {"endpoint_url": "https://u:p@h"}}, "is a URL with credentials"),
+        ({"a": [{"b": {"password": "p"}}]}, "'a[0].b.password'"),
+        ({"endpoints": ["https://h", "http://u@h"]}, "'endpoints[1]' is a URL with credentials"),
+    ],
+)
+def test_credentials_at_any_depth_of_the_options_are_refused(
+    options: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(StorageConfigError, match=re.escape(says)):
+        resolve_storage("s3://b", options)
+
+
+def test_option_values_in_braces_are_json() -> None:
+    assert parse_storage_option('client_kwargs={"region_name": "eu"}') == (
+        "client_kwargs",
+        {"region_name": "eu"},
+    )
+    assert parse_storage_option("n=3") == ("n", 3)
+    assert parse_storage_option("flag=False") == ("flag", False)
+    with pytest.raises(StorageConfigError, match="is JSON, and this is not"):
+        parse_storage_option("client_kwargs={region_name: eu}")

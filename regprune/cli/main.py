@@ -12,75 +12,75 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from regprune import progress, twophase
-from regprune.cli.output import LOG_FILE, START_SERVER_HINT, Output, prepare_environment
+from regprune import interrupts, progress, timeouts, twophase
+from regprune.cli.common import (
+    EXIT_FAILURE,
+    EXIT_FINDINGS,
+    EXIT_MEANING,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    _validation_message,
+    add_metadata_arguments,
+    add_output_arguments,
+    add_storage_arguments,
+    add_timeout_arguments,
+    begin,
+    check_duration,
+    check_registry_url,
+    duckdb_settings,
+    finish,
+    json_report,
+    new_run_folder,
+    print_json,
+    ready,
+    say,
+    snapshot_source,
+)
+from regprune.cli.output import Output, prepare_environment
 from regprune.cli.sql import add_sql_parser, warehouse_url
 from regprune.twophase import default_retention, default_settle
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
-
-    from regprune.models import DuckDBSettings
     from regprune.runners import TaskRunnerSettings
     from regprune.snapshots import SnapshotSource
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
-EXIT_MEANING = {
-    EXIT_FAILURE: "exit 1: the run failed",
-    EXIT_USAGE: "exit 2: bad usage",
-}
 DEFAULT_RECOVER_RATE = 10.0  # tasks/recovery.py's default, checked by tests/test_cli_output.py
 
 
-class UsageError(Exception):
-    """Bad command-line input: exit code 2."""
+def apply_timeouts(args: argparse.Namespace) -> None:
+    """The timeouts given, checked, in the environment every client reads them from (tasks
+    in this process and in Dask workers it starts); undone when called in-process."""
+    saved = {t.env: os.environ.get(t.env) for t in timeouts.ALL}
+    for timeout in timeouts.ALL:
+        value = getattr(args, timeout.flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        try:
+            timeouts.parse_timeout(value)
+        except ValueError as exc:
+            raise UsageError(f"{timeout.flag}: {exc}") from exc
+        os.environ[timeout.env] = value
+    args.restore_timeouts = saved
+    try:
+        timeouts.Timeouts.current()
+    except ValueError as exc:  # a bad value in the environment, not on the command line
+        raise UsageError(str(exc)) from exc
 
 
-def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("storage (one of)")
-    group.add_argument(
-        "--storage",
-        metavar="URL",
-        help="the registry's storage: a folder (PATH, file:///PATH: its rootdirectory), "
-        "s3://BUCKET[/ROOT], gs://BUCKET[/ROOT], az://CONTAINER[/ROOT] or "
-        "swift://CONTAINER[/PREFIX]; "
-        "credentials from each service's usual environment (docs/storage.md)",
-    )
-    group.add_argument(
-        "--registry-config",
-        metavar="FILE",
-        help="the registry's config.yml: its storage section (filesystem, s3, gcs, azure or swift) "
-        "decides, with the registry's REGISTRY_STORAGE_* environment overrides",
-    )
-    group.add_argument(
-        "--storage-option",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="extra option for the storage's client (repeatable); never credentials",
-    )
-
-
-def add_metadata_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("cluster metadata")
-    group.add_argument(
-        "--metadata",
-        default="kube",
-        metavar="SRC",
-        help="'kube' (default: the API through kubeconfig or in-cluster config) or a JSON/YAML "
-        "dump from 'oc get images,imagestreams -A -o json', or a folder of dumps",
-    )
-    group.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: usual)")
-    group.add_argument("--context", help="kubeconfig context")
-    group.add_argument(
-        "--page-size", type=int, default=500, help="objects per list request (default 500)"
-    )
+def restore_timeouts(args: argparse.Namespace) -> None:
+    for name, value in getattr(args, "restore_timeouts", {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,78 +125,20 @@ def task_runner_settings(args: argparse.Namespace) -> TaskRunnerSettings:
         raise UsageError(_validation_message(exc)) from exc
 
 
-def storage_options(args: argparse.Namespace) -> dict[str, Any]:
-    from regprune.storage import parse_storage_option
-
-    options: dict[str, Any] = {}
-    for text in args.storage_option:
-        key, value = parse_storage_option(text)
-        options[key] = value
-    return options
+LIST_VALUES = {"storage_option"}
+"""Options whose value is a list (``action="append"``); every other one is one text."""
 
 
-def check_storage_choice(args: argparse.Namespace) -> None:
-    if bool(args.storage) == bool(args.registry_config):
-        raise UsageError("give exactly one of --storage URL or --registry-config FILE")
-
-
-def snapshot_source(args: argparse.Namespace) -> SnapshotSource:
-    from pydantic import ValidationError
-
-    from regprune.snapshots import SnapshotSource
-
-    check_storage_choice(args)
-    try:
-        return SnapshotSource(
-            storage=args.storage,
-            registry_config=args.registry_config,
-            storage_options=storage_options(args),
-            metadata=args.metadata,
-            kubeconfig=args.kubeconfig,
-            context=args.context,
-            page_size=args.page_size,
-            shard_tasks=args.shards,
-        )
-    except ValidationError as exc:
-        raise UsageError(_validation_message(exc)) from exc
-
-
-FLAGS = {"shard_tasks": "--shards", "storage_options": "--storage-option"}
-
-
-def _validation_message(exc: ValidationError) -> str:
-    def flag(name: str) -> str:
-        return FLAGS.get(name, "--" + name.replace("_", "-"))
-
-    return "; ".join(
-        f"{flag(str(error['loc'][0]))}: {error['msg'].removeprefix('Value error, ')}"
-        for error in exc.errors()
-    )
-
-
-def new_run_folder(kind: str) -> str:
-    from regprune.snapshots import new_run_folder as folder
-
-    return folder(kind)
-
-
-def begin(args: argparse.Namespace, run_dir: str | Path) -> None:
-    """The command line is valid: the run's log file, and a Prefect server if none runs
-    (started in the background while the flows are imported; see :func:`ready`)."""
-    from prefect.settings import PREFECT_API_URL
-
-    from regprune.cli.output import configure_logging
-
-    args.log_file = Path(run_dir) / LOG_FILE
-    args.undo_logging = configure_logging(args.output_mode, args.log_file)
-    if args.api_url:
-        progress.phase(f"Prefect server: {args.api_url.removesuffix('/api')}")
-    elif not PREFECT_API_URL.value():
-        progress.phase(
-            "Starting a temporary Prefect server (seconds; a minute on the first run). "
-            + START_SERVER_HINT
-        )
-        args.server_start = ServerStart()
+def check_values(args: argparse.Namespace) -> None:
+    """``--keep-younger-than=--``: argparse takes ``--`` away and leaves an empty list where
+    one value belongs; every option gets one text (a repeatable one, texts)."""
+    for name, value in vars(args).items():
+        flag = "--" + name.replace("_", "-")
+        if name in LIST_VALUES:
+            if not all(isinstance(item, str) for item in value):
+                raise UsageError(f"{flag}: expects a value, not '--'")
+        elif isinstance(value, list):
+            raise UsageError(f"{flag}: expects a value, not '--'")
 
 
 WALKED_TABLES = ("blobs", "layer_links", "manifest_links", "tags", "tag_index")
@@ -244,25 +186,8 @@ def expect_walk(args: argparse.Namespace, source: SnapshotSource | None, out: st
         progress.expect("walk", files)
 
 
-def ready(args: argparse.Namespace) -> None:
-    """Just before the first flow runs: the Prefect server answers."""
-    server: ServerStart | None = getattr(args, "server_start", None)
-    if server is not None:
-        server.wait()
-
-
-def say(args: argparse.Namespace, text: str) -> None:
-    """A line of the result for a person (not with --quiet or --output json)."""
-    if args.output_mode.human:
-        print(text, flush=True)
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str), flush=True)
-
-
 def run_snapshot(args: argparse.Namespace) -> int:
-    from regprune.snapshots import read_snapshot_summary
+    from regprune.snapshots import anomalies_text, read_snapshot_summary
 
     source = snapshot_source(args)
     out = args.out or new_run_folder("snapshot")
@@ -286,6 +211,9 @@ def run_snapshot(args: argparse.Namespace) -> int:
         args,
         f"Tables: {out}" + (f" (and the warehouse {args.warehouse})" if args.warehouse else ""),
     )
+    anomalies = anomalies_text(out)
+    if anomalies:
+        say(args, anomalies)
     return EXIT_OK
 
 
@@ -323,31 +251,14 @@ def analysis_inputs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def duckdb_settings(args: argparse.Namespace) -> DuckDBSettings:
-    from pydantic import ValidationError
-
-    from regprune.models import DuckDBSettings
-
-    try:
-        return DuckDBSettings(memory_limit=args.memory_limit, temp_directory=args.temp_directory)
-    except ValidationError as exc:
-        raise UsageError(_validation_message(exc)) from exc
-
-
 def run_prune(args: argparse.Namespace) -> int:
     from regprune.tasks.registry_restart import parse_deployment
-    from regprune.units import parse_duration
 
-    for flag, value in (
-        ("--keep-younger-than", args.keep_younger_than),
-        ("--upload-max-age", args.upload_max_age),
-        ("--settle", args.settle),
-        ("--quarantine-retention", args.quarantine_retention),
-    ):
-        try:
-            parse_duration(value)
-        except ValueError as exc:
-            raise UsageError(f"{flag}: {exc}") from exc
+    check_duration("--keep-younger-than", args.keep_younger_than)
+    check_duration("--upload-max-age", args.upload_max_age)
+    check_duration("--settle", args.settle)
+    check_duration("--quarantine-retention", args.quarantine_retention)
+    check_registry_url(args.registry_url)
     if args.registry_token_file and not args.registry_url:
         raise UsageError("--registry-token-file goes with --registry-url")
     for flag, given in (("--force", args.force), ("--force-unlock", args.force_unlock)):
@@ -412,8 +323,8 @@ def run_check(args: argparse.Namespace) -> int:
             "--recover --confirm writes lost-found tags to the cluster: it needs --metadata "
             "kube (a dump cannot be recovered into)"
         )
-    if not args.recover_rate > 0:
-        raise UsageError("--recover-rate: requests per second must be positive")
+    if not 0 < args.recover_rate < float("inf"):
+        raise UsageError("--recover-rate: requests per second must be a positive number")
     host = args.registry_host
     if host is not None and (not host or any(c in host for c in "/@ ")):
         raise UsageError(
@@ -451,20 +362,6 @@ def run_check(args: argparse.Namespace) -> int:
     )
     finish(args, inputs, result)
     return EXIT_FINDINGS if result["findings"] else EXIT_OK
-
-
-def json_report(args: argparse.Namespace, inputs: dict[str, Any], run_dir: str) -> None:
-    """With --output json the report JSON is printed: written to the run folder if no
-    --report names a file."""
-    if args.output_mode.json and not inputs.get("report"):
-        inputs["report"] = str(Path(run_dir) / "report.json")
-
-
-def finish(args: argparse.Namespace, inputs: dict[str, Any], result: dict[str, Any]) -> None:
-    if args.output_mode.json:
-        print(Path(inputs["report"]).read_text(), end="", flush=True)
-    say(args, result["text"])
-    say(args, f"Results: {result['run_dir']}")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -516,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder for the tables (default: regprune-runs/snapshot-<time>)",
     )
+    add_timeout_arguments(snapshot)
     add_output_arguments(snapshot)
     snapshot.set_defaults(run=run_snapshot)
 
@@ -601,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a dry run only: plan over the cluster as the prune-images plan in RUN_DIR would "
         "leave it (its Images deleted, its tag revisions removed)",
     )
+    add_timeout_arguments(prune)
     add_output_arguments(prune)
     prune.set_defaults(run=run_prune)
 
@@ -635,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PER_SECOND",
         help=f"API requests per second while recovering (default {DEFAULT_RECOVER_RATE:g})",
     )
+    add_timeout_arguments(check)
     add_output_arguments(check)
     check.set_defaults(run=run_check)
 
@@ -652,65 +552,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_images_parser(commands)
     add_quarantine_parsers(commands)
     return parser
-
-
-class ServerStart:
-    """Prefect's temporary server, started in a thread while the command imports the flows
-    (both take seconds); :meth:`wait` before the first flow runs."""
-
-    def __init__(self) -> None:
-        # imported here, in the main thread: two threads importing Prefect at once can meet
-        # its circular imports half done
-        from prefect.server.api.server import SubprocessASGIServer
-
-        self.server = SubprocessASGIServer()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._start, name="prefect-server", daemon=True)
-        self.thread.start()
-
-    def _start(self) -> None:
-        try:
-            self.server.start()
-        except BaseException as exc:  # raised again in wait(), in the main thread
-            self.error = exc
-
-    def wait(self) -> None:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
-def add_output_arguments(parser: argparse.ArgumentParser, top: bool = False) -> None:
-    """-v, -q, --debug, --output: accepted before and after the command's name."""
-    default: Any = {} if top else {"default": argparse.SUPPRESS}
-    group = parser.add_argument_group("output")
-    group.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="also stream Prefect's log lines (stderr); they always go to the run folder's "
-        f"{LOG_FILE}",
-        **default,
-    )
-    group.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="nothing on stdout: the exit code tells",
-        **default,
-    )
-    group.add_argument(
-        "--debug",
-        action="store_true",
-        help="tracebacks with errors (also REGPRUNE_DEBUG=1)",
-        **default,
-    )
-    group.add_argument(
-        "--output",
-        choices=("text", "json"),
-        help="'json': the report JSON (snapshot: snapshot.json) alone on stdout",
-        **({"default": "text"} if top else default),
-    )
 
 
 def output_mode(args: argparse.Namespace) -> Output:
@@ -755,16 +596,37 @@ def error_line(exc: BaseException, log_file: Path | None, debug: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command. Run as a program (``argv`` None), SIGTERM and SIGINT end it promptly at
+    any point (regprune/interrupts.py); called with ``argv`` (tests), signals are left as
+    they are."""
+    if argv is None and threading.current_thread() is threading.main_thread():
+        interrupts.arm(lambda state, forced: interrupted_line(args, state, forced))
+    args = argparse.Namespace()
+    try:
+        code = _main(argv, args)
+    except KeyboardInterrupt:  # before _main's own handling began (or after it ended)
+        state = interrupts.current(wait=2.0)
+        code = state.exit_code if state else 130
+        line = interrupted_line(args, state, False) if state else "regprune: interrupted (exit 130)"
+        print(line, file=sys.stderr, flush=True)
+    if argv is None and interrupts.requested():
+        interrupts.end_process(code)  # threads still blocked in a request are not waited for
+    return code
+
+
+def _main(argv: Sequence[str] | None, args: argparse.Namespace) -> int:
     api_url = prepare_environment()  # before anything imports Prefect
     parser = build_parser()
-    args = parser.parse_args(argv)
+    parser.parse_args(argv, namespace=args)
     args.output_mode = output = output_mode(args)
     args.api_url = api_url
     run: Callable[[argparse.Namespace], int] = args.run
     display = None
     try:
+        check_values(args)
         if args.command == "sql":
             return run(args)
+        apply_timeouts(args)
         from regprune.cli.output import make_display
 
         display = make_display(output)
@@ -778,8 +640,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"regprune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("regprune: interrupted (exit 130)", file=sys.stderr)
-        return 130
+        if display is not None:
+            display.close()
+        state = interrupts.current(wait=2.0)
+        if state is None:  # a KeyboardInterrupt of its own (called in-process)
+            print("regprune: interrupted (exit 130)", file=sys.stderr)
+            return 130
+        release_held_locks()
+        print(interrupted_line(args, state, forced=False), file=sys.stderr, flush=True)
+        return state.exit_code
     except BrokenPipeError:
         return quiet_broken_pipe()
     except Exception as exc:  # the run's log keeps the traceback; the terminal gets one line
@@ -798,6 +667,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         undo = getattr(args, "undo_logging", None)
         if undo is not None and argv is not None:  # called in-process (tests): as it was
             undo()
+        if argv is not None:
+            restore_timeouts(args)
+
+
+def release_held_locks() -> None:
+    """A lock this process still holds once the flow unwound (normally none: the deleting
+    step releases it on its way out)."""
+    from regprune.lock import held_locks
+
+    for held in held_locks():
+        try:
+            held.release()
+        except Exception as exc:  # its line says so; the next run on this host takes it over
+            progress.warning(f"the storage lock {held.where} could not be released: {exc}")
+
+
+def interrupted_line(args: argparse.Namespace, state: interrupts.Interruption, forced: bool) -> str:
+    """The one line of an interrupted run: the signal, what it interrupted, what that
+    leaves and what to do, the exit code."""
+    from regprune.lock import held_locks
+
+    doing = re.split(r" \(|\. ", state.doing or "starting", maxsplit=1)[0]  # no aside
+    line = f"regprune: interrupted by {state.name} while {doing[:1].lower()}{doing[1:]}"
+    if forced:
+        line += f"; it did not end within {interrupts.GRACE_SECONDS:g} s, so it stopped at once"
+    left = [held.where for held in held_locks()]
+    if left:
+        line += (
+            f"; the storage lock {', '.join(left)} is left: the next run on this host takes "
+            "it over (elsewhere: --force-unlock)"
+        )
+    elif state.locks:
+        line += "; the storage lock is released"
+    run_dir = getattr(args, "run_dir", None)
+    command = getattr(args, "command", None)
+    confirm = bool(getattr(args, "confirm", False))
+    changes = {
+        "prune": confirm or bool(getattr(args, "resume", None)),
+        "check": confirm and bool(getattr(args, "recover", False)),
+        "prune-images": confirm,
+    }.get(str(command), False)
+    deleted = bool(run_dir) and any(Path(str(run_dir), "actions").glob("*.parquet"))
+    if command == "prune" and changes and run_dir and (state.locks or deleted):
+        line += f"; regprune prune --resume {run_dir} finishes the plan"
+    elif not changes or (command == "prune" and not deleted):
+        line += "; nothing was deleted" if command in ("snapshot", "prune") else "; nothing changed"
+        if run_dir and state.key in ("metadata", "walk"):
+            line += f", the snapshot in {run_dir} is incomplete"
+    elif run_dir:
+        line += f"; what was done is in {run_dir}"
+    return f"{line} (exit {state.exit_code})"
 
 
 def quiet_broken_pipe() -> int:

@@ -9,6 +9,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from regprune.cli.common import (
+    EXIT_OK,
+    UsageError,
+    _validation_message,
+    add_metadata_arguments,
+    add_storage_arguments,
+    add_timeout_arguments,
+    begin,
+    check_duration,
+    check_registry_url,
+    duckdb_settings,
+    finish,
+    json_report,
+    new_run_folder,
+    ready,
+    snapshot_source,
+)
+
 GO_TRUE = {"true", "t", "1", "yes"}
 GO_FALSE = {"false", "f", "0", "no"}
 
@@ -37,8 +55,6 @@ def _bool_flag(parser: argparse.ArgumentParser, flag: str, default: bool, help: 
 
 
 def add_prune_images_parser(commands: Any) -> None:
-    from regprune.cli.main import add_metadata_arguments, add_storage_arguments
-
     parser = commands.add_parser(
         "prune-images",
         help="what 'oc adm prune images' removes (tag revisions, Images), planned in SQL; "
@@ -117,32 +133,18 @@ def add_prune_images_parser(commands: Any) -> None:
     parser.add_argument("--report", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--memory-limit", metavar="SIZE", help="DuckDB memory limit, e.g. 2GB")
     parser.add_argument("--temp-directory", metavar="DIR", help="DuckDB spill folder")
+    add_timeout_arguments(parser)
     parser.set_defaults(run=run_prune_images)
 
 
 def run_prune_images(args: argparse.Namespace) -> int:
-    from regprune.cli.main import (
-        EXIT_OK,
-        UsageError,
-        _validation_message,
-        begin,
-        duckdb_settings,
-        finish,
-        json_report,
-        new_run_folder,
-        ready,
-        snapshot_source,
-    )
     from regprune.images_plan import PruneImagesSettings
     from regprune.metadata import MetadataSource
-    from regprune.units import parse_duration
 
     if args.keep_younger_than is not None:
-        try:
-            if parse_duration(args.keep_younger_than).total_seconds() < 0:
-                raise ValueError("must be greater than or equal to 0")
-        except ValueError as exc:
-            raise UsageError(f"--keep-younger-than: {exc}") from exc
+        check_duration("--keep-younger-than", args.keep_younger_than)
+    check_duration("--hard-prune-keep-younger-than", args.hard_prune_keep_younger_than)
+    check_registry_url(args.registry_url)
     if args.keep_tag_revisions is not None and args.keep_tag_revisions < 0:
         raise UsageError("--keep-tag-revisions must be greater than or equal to 0")
     if args.snapshot and args.out:

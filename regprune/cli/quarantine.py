@@ -8,10 +8,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from regprune.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    UsageError,
+    _validation_message,
+    add_output_arguments,
+    add_storage_arguments,
+    begin,
+    new_run_folder,
+    print_json,
+    ready,
+    say,
+    storage_options,
+)
+
 
 def add_quarantine_parsers(commands: Any) -> None:
-    from regprune.cli.main import add_output_arguments, add_storage_arguments
-
     undo = commands.add_parser(
         "undo",
         help="put back what a confirmed run removed (its quarantine; a nightly GC's or "
@@ -70,7 +83,6 @@ def _storage_source(args: argparse.Namespace, recorded: str | None) -> Any:
     a SnapshotSource (no credentials: flow parameters are stored); None when neither."""
     from pydantic import ValidationError
 
-    from regprune.cli.main import UsageError, _validation_message, storage_options
     from regprune.snapshots import SnapshotSource
 
     if args.storage and args.registry_config:
@@ -91,8 +103,6 @@ def _storage_source(args: argparse.Namespace, recorded: str | None) -> Any:
 
 
 def _run_folder(path: str) -> Path:
-    from regprune.cli.main import UsageError
-
     folder = Path(path)
     if not folder.is_dir():
         raise UsageError(f"{path} is not a run folder")
@@ -100,8 +110,6 @@ def _run_folder(path: str) -> Path:
 
 
 def run_undo(args: argparse.Namespace) -> int:
-    from regprune.cli.main import EXIT_FAILURE, EXIT_OK, begin, print_json, ready, say
-
     folder = _run_folder(args.run_dir)
     source = _storage_source(args, None)
     begin(args, folder)
@@ -122,16 +130,6 @@ def run_undo(args: argparse.Namespace) -> int:
 
 
 def run_purge(args: argparse.Namespace) -> int:
-    from regprune.cli.main import (
-        EXIT_FAILURE,
-        EXIT_OK,
-        UsageError,
-        begin,
-        new_run_folder,
-        print_json,
-        ready,
-        say,
-    )
     from regprune.snapshots import read_snapshot_summary
     from regprune.units import parse_duration
 

@@ -5,6 +5,13 @@ Each table is a view: over a warehouse ``<table>`` spans every complete run with
 where that run lacks the table) and ``latest_<command>.<table>`` the newest run of a command;
 over a snapshot folder ``<table>`` and ``latest.<table>`` are that folder's table. A query on
 ``latest.`` views therefore runs unchanged on either.
+
+By default a query reads the snapshot or the warehouse and nothing else: DuckDB's external
+access is limited to that folder (``allowed_directories``, then ``enable_external_access``
+off and the configuration locked), no extension is installed or loaded, and only statements
+that read (``SELECT``, ``EXPLAIN`` of one) run, so no query writes a file, changes a
+snapshot a later ``prune --snapshot`` trusts, or reads ``/etc/passwd``. ``--unrestricted``
+gives the whole of DuckDB (docs/limits.md).
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import argparse
 import csv
 import io
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
@@ -20,12 +29,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from regprune.cli.common import EXIT_FAILURE, EXIT_OK, UsageError
+
 if TYPE_CHECKING:  # DuckDB is imported when a query runs: `regprune --help` stays quick
     import duckdb
 
 FORMATS = ("table", "csv", "json", "parquet")
+READING = {"SELECT"}
+"""Statement types a restricted query may run (``EXPLAIN`` of one of them too)."""
+_EXPLAIN = re.compile(r"\s*explain(\s+analy[sz]e)?\s+(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
+ONLY_READS = "regprune sql reads the snapshot or warehouse only"
+UNRESTRICTED_HINT = "--unrestricted: the whole of DuckDB, any file, any statement"
 PROMPT, CONTINUATION = "regprune> ", "     ...> "
-EXIT_OK, EXIT_FAILURE = 0, 1
 
 
 def warehouse_url(text: str) -> str:
@@ -63,35 +78,114 @@ def add_sql_parser(commands: Any) -> None:
         "--format", choices=FORMATS, default="table", help="output format (default table)"
     )
     sql.add_argument("--output", metavar="FILE", help="write the result here (needed for parquet)")
+    sql.add_argument(
+        "--unrestricted",
+        action="store_true",
+        help="the whole of DuckDB: read and write any file, install and load extensions, run "
+        "any statement (default: read the snapshot or warehouse and nothing else, SELECT "
+        "only; see docs/limits.md)",
+    )
     sql.set_defaults(run=run_sql)
+
+
+class RefusedQuery(ValueError):
+    """A statement a restricted ``regprune sql`` does not run; the message says why."""
+
+
+def check_reads_only(query: str) -> None:
+    """Refuse any statement but one that reads (COPY, ATTACH, INSTALL, SET, CREATE, ...);
+    ``EXPLAIN ANALYZE`` runs what it explains, so that is checked too."""
+    import duckdb
+
+    for statement in duckdb.extract_statements(query):
+        kind = statement.type.name
+        if kind == "EXPLAIN":
+            explained = _EXPLAIN.match(statement.query)
+            inner = duckdb.extract_statements(explained["rest"]) if explained else []
+            if inner and all(i.type.name in READING for i in inner):
+                continue
+        elif kind in READING:
+            continue
+        raise RefusedQuery(f"{ONLY_READS}: {kind} statements are refused ({UNRESTRICTED_HINT})")
+
+
+def restrict(con: duckdb.DuckDBPyConnection, folders: list[str], files: list[str]) -> None:
+    """DuckDB may read under ``folders`` and write ``files`` (the --output file) and
+    nothing else; no extension installs or loads; the configuration is locked."""
+    con.execute("SET allowed_directories = ?", [folders])
+    con.execute("SET allowed_paths = ?", [files])
+    for setting in (
+        "autoinstall_known_extensions",
+        "autoload_known_extensions",
+        "allow_community_extensions",
+        "enable_external_access",
+    ):
+        con.execute(f"SET {setting} = false")
+    con.execute("SET lock_configuration = true")
+
+
+def source_folder(warehouse: str | None, snapshot: str | None) -> str:
+    """The folder a restricted query reads: the snapshot's, or the warehouse's root (a local
+    path or s3://BUCKET/PREFIX), with a trailing slash."""
+    from regprune.warehouse import Warehouse
+
+    root = Warehouse(warehouse).root if warehouse else os.path.abspath(str(snapshot))
+    return root.rstrip("/") + "/"
+
+
+def _inside(path: str, folder: str) -> bool:
+    if "://" in folder:
+        return path.startswith(folder)
+    return os.path.realpath(path).startswith(os.path.realpath(folder).rstrip("/") + "/")
 
 
 def run_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from regprune.cli.main import UsageError  # cli imports this module: import at call time
     from regprune.warehouse import WarehouseError
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet writes a file: give --output FILE")
     if args.output and not args.query:
         raise UsageError("--output goes with a QUERY")
+    folder = source_folder(args.warehouse, args.snapshot)
+    if args.output and not args.unrestricted and _inside(args.output, folder):
+        raise UsageError(
+            f"--output {args.output} is inside {folder}, which the query reads: write the "
+            "result elsewhere"
+        )
+    check = None if args.unrestricted else check_reads_only
     try:
+        if args.query and check:
+            check(args.query)
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
-            views = open_views(con, args.warehouse, args.snapshot)
+            snapshot = os.path.abspath(args.snapshot) if args.snapshot else None
+            views = open_views(con, args.warehouse, snapshot)
+            if not args.unrestricted:
+                output = [os.path.abspath(args.output)] if args.output else []
+                restrict(con, [folder], output)
             if args.query:
                 write_result(con, args.query, args.format, args.output, sys.stdout)
             elif sys.stdin.isatty():
-                repl(con, views, sys.stdout)
+                repl(con, views, sys.stdout, check)
             else:
                 print_views(con, sys.stdout)
     except BrokenPipeError:
         raise  # the reader left (`| head`): main() stops quietly
-    except (WarehouseError, duckdb.Error, OSError) as exc:
-        print(f"regprune: error: {exc}", file=sys.stderr)
+    except (WarehouseError, RefusedQuery, duckdb.Error, OSError) as exc:
+        print(f"regprune: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _one_line(exc: BaseException) -> str:
+    """DuckDB's messages run over lines (a caret under the query): the first says it; a
+    refused file access also says how to allow it."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "disabled by configuration" in text or "disabled through configuration" in text:
+        text += f" ({ONLY_READS}; {UNRESTRICTED_HINT})"
+    return text
 
 
 def open_views(con: duckdb.DuckDBPyConnection, warehouse: str | None, snapshot: str | None) -> int:
@@ -194,8 +288,14 @@ def print_views(con: duckdb.DuckDBPyConnection, out: TextIO) -> None:
         )
 
 
-def repl(con: duckdb.DuckDBPyConnection, views: int, out: TextIO) -> None:
-    """A small prompt: statements end with ';', '.tables' lists the views, '.quit' leaves."""
+def repl(
+    con: duckdb.DuckDBPyConnection,
+    views: int,
+    out: TextIO,
+    check: Callable[[str], None] | None = None,
+) -> None:
+    """A small prompt: statements end with ';', '.tables' lists the views, '.quit' leaves;
+    ``check`` refuses what a restricted session does not run."""
     import readline  # noqa: F401  (line editing and history for input())
 
     import duckdb
@@ -222,7 +322,9 @@ def repl(con: duckdb.DuckDBPyConnection, views: int, out: TextIO) -> None:
         if command.endswith(";"):
             query, pending = "\n".join(pending), []
             try:
+                if check:
+                    check(query)
                 write_result(con, query, "table", None, out)
-            except duckdb.Error as exc:
+            except (duckdb.Error, RefusedQuery) as exc:
                 out.write(f"Error: {exc}\n")
         out.flush()

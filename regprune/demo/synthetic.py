@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from regprune import layout
+from regprune.mediatypes import DOCKER_CONFIG as CONFIG_MEDIA_TYPE
+from regprune.mediatypes import DOCKER_LAYER as LAYER_MEDIA_TYPE
+from regprune.mediatypes import DOCKER_LIST as MANIFEST_LIST
+from regprune.mediatypes import DOCKER_V2 as MANIFEST_V2
 
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
-LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 UPLOAD_MAX_AGE = timedelta(days=7)
 """Uploads started longer ago are stale (the registry's own upload purging age)."""
 

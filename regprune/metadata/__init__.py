@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
+from regprune import interrupts
 from regprune.layout import is_digest
-from regprune.manifests import IMAGE_MEDIA_TYPES
+from regprune.mediatypes import IMAGE_MEDIA_TYPES
 from regprune.retries import backoff
 
 GROUP = "image.openshift.io"
@@ -35,6 +36,9 @@ RETRY_BASE_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 RETRY_AFTER_MAX_SECONDS = 60.0
 """A server's ``Retry-After`` is honoured up to this many seconds."""
+TIMED_OUT_ATTEMPTS = 3
+"""Attempts of a call whose requests run out of time (regprune/timeouts.py): a silent server
+fails a listing after three read timeouts, not seven."""
 
 
 class MetadataError(RuntimeError):
@@ -61,7 +65,9 @@ class MetadataSource:
     context: str | None = None
     page_size: int = 500
     max_retries: int = 6
-    request_timeout: float = 60.0
+    request_timeout: float | None = None
+    """Seconds for a whole API call; None: the bounds of every API call (regprune/timeouts.py:
+    connect, read and request timeouts), which apply in any case."""
 
     @property
     def is_kube(self) -> bool:
@@ -438,6 +444,13 @@ def _objects_of(documents: list[Any], file: Path) -> Iterator[dict[str, Any]]:
                 f"{file}: expected an object or a List, got {type(document).__name__}"
             )
         kind = document.get("kind")
+        if kind in LIST_KINDS and document.get("items", []) is None:
+            continue  # "items": null, as Go writes an empty list: nothing listed
+        if kind in LIST_KINDS and not isinstance(document.get("items"), list):
+            raise MetadataError(
+                f"{file}: the {kind}'s items are {type(document.get('items')).__name__}, not a "
+                "list (write the dump with: oc get images,imagestreams -A -o json)"
+            )
         if isinstance(document.get("items"), list):
             if kind not in LIST_KINDS:
                 # oc prints "kind: List" after the items: a YAML dump cut short loses it
@@ -471,6 +484,11 @@ class ListingRestart(Exception):
     """The server expired our continue token (410): the whole list must start again."""
 
 
+MAX_LIST_RESTARTS = 3
+"""A list whose continue token expires (410 Gone) starts again from the beginning at most this
+many times (the Image and ImageStream listings and every workload kind's)."""
+
+
 def custom_objects_api(source: MetadataSource) -> Any:
     """The official client, from a kubeconfig (``--kubeconfig``, ``KUBECONFIG``, ~/.kube) or,
     inside a pod with none of those, the in-cluster service account."""
@@ -501,6 +519,9 @@ def custom_objects_api(source: MetadataSource) -> Any:
                 f"in {Path(config.incluster_config.SERVICE_TOKEN_FILENAME).parent})"
             ) from exc
         api_client = client.ApiClient(configuration)
+    from regprune.timeouts import bound_pool_manager
+
+    bound_pool_manager(api_client.rest_client.pool_manager)
     return client.CustomObjectsApi(api_client)
 
 
@@ -525,10 +546,14 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     """Retry 429/5xx and connection errors with capped exponential backoff (honouring
-    Retry-After); turn 403/401 and 410 into errors that say what to do."""
+    Retry-After); turn 403/401 and 410 into errors that say what to do. A request that ran
+    out of time is tried :data:`TIMED_OUT_ATTEMPTS` times at most: each took a timeout."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    from regprune.timeouts import RequestTimeout
+
+    timed_out = 0
     for attempt in range(max_retries + 1):
         try:
             return call()
@@ -548,7 +573,8 @@ def call_with_retries(
                 ) from exc
             delay = _retry_after(exc) or backoff(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
         except (HTTPError, OSError) as exc:
-            if attempt == max_retries:
+            timed_out += isinstance(exc, RequestTimeout)
+            if attempt == max_retries or timed_out == TIMED_OUT_ATTEMPTS:
                 raise MetadataError(f"cannot {what}: {exc} (after {attempt + 1} attempts)") from exc
             delay = backoff(attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
         sleep(delay)
@@ -589,7 +615,29 @@ def list_pages(api: Any, plural: str, source: MetadataSource) -> Iterator[list[d
             f"list {plural}.{GROUP}",
             source.max_retries,
         )
-        yield list(page.get("items") or [])
-        token = (page.get("metadata") or {}).get("continue")
+        items, token = _list_page(page, f"list {plural}.{GROUP}")
+        yield items
         if not token:
             return
+        interrupts.check()
+
+
+def _list_page(page: Any, what: str) -> tuple[list[dict[str, Any]], str | None]:
+    """A list page's items and continue token; anything else (a proxy's HTML login page, a
+    half-read answer) stops the listing with what came instead."""
+    metadata = page.get("metadata") if isinstance(page, dict) else None
+    items = page.get("items") if isinstance(page, dict) else None
+    token = metadata.get("continue") if isinstance(metadata, dict) else None
+    if (
+        not isinstance(page, dict)
+        or not isinstance(items, list | None)
+        or not isinstance(metadata, dict | None)
+        or not isinstance(token, str | None)
+        or not all(isinstance(item, dict) for item in items or ())
+    ):
+        shown = " ".join(str(page).split())[:80]
+        raise MetadataError(
+            f"cannot {what}: the answer is not a Kubernetes list ({type(page).__name__} "
+            f"{shown!r}); is the kubeconfig's server the cluster's API server?"
+        )
+    return list(items or []), token or None

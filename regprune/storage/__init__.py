@@ -22,6 +22,7 @@ from regprune.storage.base import (
     modification_time,
 )
 from regprune.storage.config import (
+    CREDENTIALS_ELSEWHERE,
     SUPPORTED_DRIVERS,
     URL_FORMS,
     check_options_hold_no_secrets,
@@ -29,12 +30,14 @@ from regprune.storage.config import (
     parse_storage_option,
     resolve_storage,
     storage_from_registry_config,
+    url_holds_credentials,
 )
 from regprune.storage.dryrun import DryRunStorage
 from regprune.storage.local import LocalStorage
 from regprune.storage.s3 import S3Storage
 
 __all__ = [
+    "CREDENTIALS_ELSEWHERE",
     "EMPTY_FOLDER",
     "LISTED_STAT_MIN_DEPTH",
     "LISTING_SCHEMA",
@@ -56,4 +59,5 @@ __all__ = [
     "parse_storage_option",
     "resolve_storage",
     "storage_from_registry_config",
+    "url_holds_credentials",
 ]

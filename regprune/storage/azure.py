@@ -38,6 +38,7 @@ from regprune.storage.base import (
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
+from regprune.timeouts import Timeouts
 
 DELETE_BATCH = 256  # a Blob batch request takes at most 256 sub-requests
 LIST_PAGE = 5_000  # a listing's default (and maximum) page
@@ -233,6 +234,9 @@ class AzureStorage(Storage):
 
     # ------------------------------------------------------------------ moving
 
+    def area(self, name: str) -> Storage:
+        return AzureStorage(self.spec.in_area(name))
+
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``Copy Blob`` per key (within the account the service copies at once; a pending
         copy is waited for), then the batch delete of the sources."""
@@ -294,6 +298,9 @@ def _service(blob: Any, options: dict[str, Any]) -> Any:
     kwargs = {
         k: v for k, v in options.items() if k not in ("account_name", "account_url", "account_key")
     }
+    bounds = Timeouts.current()  # every request: connect and read bounded (options win)
+    kwargs.setdefault("connection_timeout", bounds.connect)
+    kwargs.setdefault("read_timeout", bounds.read)
     connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if connection and not options.get("account_key"):
         return blob.BlobServiceClient.from_connection_string(connection, **kwargs)

@@ -191,10 +191,9 @@ class Storage:
         raise NotImplementedError
 
     def area(self, name: str) -> Storage:
-        """This storage with keys relative to ``<root>/<name>`` instead of the v2 root."""
-        from regprune.storage.config import open_storage
-
-        return open_storage(self.spec.in_area(name))
+        """This storage with keys relative to ``<root>/<name>`` instead of the v2 root (each
+        backend opens its own kind: the interface knows no backend)."""
+        raise NotImplementedError
 
     # The quarantine of the two-phase delete (docs/safety.md): what a confirmed prune
     # removes is moved to ``_regprune/quarantine/<id>/`` (regprune/layout.py), from where it

@@ -32,6 +32,7 @@ from regprune.storage.base import (
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
+from regprune.timeouts import Timeouts
 
 DELETE_BATCH = 100  # the JSON batch API takes at most 100 calls a request
 LIST_PAGE = 1_000  # a listing's default (and maximum) page
@@ -59,6 +60,13 @@ class GcsStorage(Storage):
             and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
         ):
             options["token"] = "anon"  # an emulator takes no credentials
+        if "requests_timeout" not in options:  # every request bounded, the whole answer too
+            import aiohttp
+
+            bounds = Timeouts.current()
+            options["requests_timeout"] = aiohttp.ClientTimeout(
+                total=bounds.request, sock_connect=bounds.connect, sock_read=bounds.read
+            )
         # gcsfs.core's class, not the package's default one: that one asks a gRPC control
         # API for every bucket's layout (hierarchical namespaces), which regprune never needs
         self.fs = gcsfs_core.GCSFileSystem(**options)
@@ -176,6 +184,9 @@ class GcsStorage(Storage):
         return _batch_answer(keys, headers.get("Content-Type", ""), content)
 
     # ------------------------------------------------------------------ moving
+
+    def area(self, name: str) -> Storage:
+        return GcsStorage(self.spec.in_area(name))
 
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``objects.rewrite`` per key (server-side; one call unless the service asks for

@@ -43,6 +43,11 @@ class LocalStorage(Storage):
         self._top = self.v2 if spec.area is None else self.root
 
     def check_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StorageConfigError(
+                f"storage {self.root} is a file, not a folder: pass the registry's "
+                "rootdirectory (the folder holding docker/registry/v2)"
+            )
         if not self.root.is_dir():
             raise StorageConfigError(f"storage folder {self.root} does not exist")
         if not self.v2.is_dir():
@@ -163,6 +168,9 @@ class LocalStorage(Storage):
                 continue
             self._prune_empty_parents(path.parent)
         return out
+
+    def area(self, name: str) -> Storage:
+        return LocalStorage(self.spec.in_area(name))
 
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``os.rename`` into the same key of ``to`` (a folder on the same filesystem: the

@@ -20,6 +20,7 @@ from regprune.storage.base import (
     StorageSpec,
     folder_marker,
 )
+from regprune.timeouts import Timeouts
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
 LOCK_CONFLICT_ATTEMPTS = 5
@@ -43,6 +44,12 @@ class S3Storage(Storage):
             "skip_instance_cache": True,
             "max_concurrency": 1,
             **spec.options,
+        }
+        bounds = Timeouts.current()  # every request: connect and read bounded (options win)
+        options["config_kwargs"] = {
+            "connect_timeout": bounds.connect,
+            "read_timeout": bounds.read,
+            **(options.get("config_kwargs") or {}),
         }
         self.fs = s3fs.S3FileSystem(**options)
 
@@ -142,6 +149,9 @@ class S3Storage(Storage):
             if e.get("Key") in objects
         }
         return {key: failed.get(key) for key in keys}
+
+    def area(self, name: str) -> Storage:
+        return S3Storage(self.spec.in_area(name))
 
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``CopyObject`` per key (a multipart copy above 5 GiB), then ``DeleteObjects`` of

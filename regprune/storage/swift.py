@@ -41,6 +41,7 @@ from regprune.storage.base import (
     listing_failed,
 )
 from regprune.storage.s3 import _common_folder
+from regprune.timeouts import Timeouts
 
 DELETE_BATCH = 10_000  # the bulk middleware's default max_deletes_per_request
 LIST_PAGE = 10_000  # a container listing's default (and maximum) page
@@ -283,6 +284,9 @@ class SwiftStorage(Storage):
         # 404 counts as done: the bulk middleware already counts those as "Not Found"
         return {name: failed.get(name) for name in names}
 
+    def area(self, name: str) -> Storage:
+        return SwiftStorage(self.spec.in_area(name))
+
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """A server-side ``COPY`` per key; a DLO's manifest is moved as what it is (a
         0-byte object naming its segments, written anew where it goes), its segments stay
@@ -405,6 +409,8 @@ def _connection_settings(options: dict[str, Any]) -> dict[str, Any]:
         "os_options": os_options,
         "retries": 3,
         "cacert": env.get("OS_CACERT"),
+        # one number for the connect and each read (keystoneauth takes no pair): the read's
+        "timeout": Timeouts.current().read,
     }
     settings.update({k: v for k, v in options.items() if k != "os_options"})
     return settings

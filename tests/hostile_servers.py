@@ -1,0 +1,97 @@
+"""Servers that misbehave on purpose, on 127.0.0.1 (tests/local_http.py): one that accepts a
+request and never answers, one that trickles its answer a byte at a time (the headers or the
+body), one that answers 200 with an HTML page. Each counts its requests and says when one
+arrived (:attr:`HostileServer.arrived`), so a test waits on that, never on a sleep."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.local_http import LocalHTTPServer
+
+TRICKLE_EVERY = 0.02
+"""Seconds between the trickled bytes: a read timeout never fires, the answer never ends."""
+
+
+class HostileServer(LocalHTTPServer):
+    """``mode``: ``silent`` (reads the request, sends nothing), ``trickle`` (200 and the start
+    of a JSON list, then a space every :data:`TRICKLE_EVERY` s), ``trickle-headers`` (the
+    status line, one byte at a time, forever), ``html`` (200 text/html)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.requests = 0
+        self.arrived = threading.Event()
+        self.released = threading.Event()
+        self._count = threading.Lock()
+
+    def start(self) -> HostileServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                with server._count:
+                    server.requests += 1
+                server.arrived.set()
+                getattr(self, "_" + server.mode.replace("-", "_"))()
+
+            do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
+
+            def _silent(self) -> None:
+                server.released.wait()
+
+            def _trickle(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"kind": "ImageList", "metadata": {}, "items": [')
+                self._drip(b" ")
+
+            def _trickle_headers(self) -> None:
+                self._drip(b"H")
+
+            def _drip(self, byte: bytes) -> None:
+                while not server.released.wait(TRICKLE_EVERY):
+                    self.wfile.write(byte)
+                    self.wfile.flush()
+
+            def _html(self) -> None:
+                body = b"<html><body>Log in</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.serve(Handler)
+        return self
+
+    def stop(self) -> None:
+        self.released.set()  # the handlers' threads end; then the server
+        super().stop()
+
+    def kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig whose cluster is this server (a bearer token user)."""
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "c", "cluster": {"server": self.url}}],
+                    "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        return path

@@ -1,0 +1,573 @@
+"""Careless and hostile input through the real command (issue 21): each case gets one clear
+line on stderr (exit 2 for bad usage, 1 for a failed run) and no traceback; a silent or
+trickling API server is bounded by the documented timeouts and by SIGTERM/SIGINT; an
+interrupted deletion leaves the lock released and a run ``--resume`` finishes; ``regprune
+sql`` reads its tables and nothing else; anomalies are said in the summary.
+
+The cases that stop before any flow runs need no Prefect server; the others report to the
+session's test server (``PREFECT_API_URL``), so no command starts a server of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from regprune.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from regprune.demo.synthetic import SyntheticSpec, generate
+from tests.hostile_servers import HostileServer
+
+SHORT_BACKOFF = (
+    "import sys; from regprune import metadata; "
+    "metadata.RETRY_BASE_SECONDS = 0.01; metadata.RETRY_MAX_SECONDS = 0.02; "
+    "from regprune.cli.main import main; sys.exit(main())"
+)
+
+
+def env_for(prefect: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGPRUNE_")}
+    env["COLUMNS"] = "200"
+    if prefect:
+        from prefect.settings import PREFECT_API_URL
+
+        env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+    return env
+
+
+def regprune(
+    *args: str, prefect: bool = False, code: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``regprune ARGS`` as a user runs it (``code``: the same main() with a patch first)."""
+    start = ["-c", code] if code else ["-m", "regprune.cli.main"]
+    return subprocess.run(
+        [sys.executable, *start, *args],
+        capture_output=True,
+        text=True,
+        env=env_for(prefect),
+        cwd=cwd,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused or failed command prints (after the usage lines, for bad
+    usage); no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [
+        line for line in result.stderr.splitlines() if not line.startswith(("usage: regprune", " "))
+    ]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("regprune: error: ") or lines[0].startswith(
+        "regprune: interrupted"
+    ), lines
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("demo")
+    generate(folder / "registry", SyntheticSpec.demo(0), folder / "metadata.json")
+    return {"storage": folder / "registry", "metadata": folder / "metadata.json"}
+
+
+def storage_args(demo: dict[str, Path]) -> list[str]:
+    return ["--storage", str(demo["storage"]), "--metadata", str(demo["metadata"])]
+
+
+# --- durations and timeouts: bad usage, before anything runs ------------------------------
+
+
+ISSUE_DURATIONS = ["--", "99999999999d", "9999999d", "9223372036854775807s", " 1h"]
+"""The values issue 21 found failing with a traceback or a parameter error."""
+
+
+@pytest.mark.parametrize("value", ISSUE_DURATIONS)
+def test_a_bad_duration_is_bad_usage(value: str, demo: dict[str, Path]) -> None:
+    result = regprune("prune", *storage_args(demo), f"--keep-younger-than={value}")
+    assert result.returncode == EXIT_USAGE
+    line = error_line(result)
+    assert line.startswith("regprune: error: --keep-younger-than: "), line
+    expected = {"--": "expects a value, not '--'", " 1h": "not a duration: ' 1h'"}
+    assert expected.get(value, f"{value} is longer than 3650d, the longest accepted") in line
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """main() in this process: the same exit code and stderr, without a process's start."""
+    from regprune.cli.main import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value", "says"),
+    [
+        ("prune", "--upload-max-age", "4000d", "longer than 3650d"),
+        ("prune", "--upload-max-age", "7D", "not a duration"),
+        ("prune-images", "--keep-younger-than", "-1h", "not a duration"),
+        ("prune-images", "--hard-prune-keep-younger-than", "99999999999d", "longer than"),
+        ("snapshot", "--read-timeout", "0s", "must be longer than 0s"),
+        ("snapshot", "--connect-timeout", "2h", "longer than 1h"),
+        ("prune", "--request-timeout", "soon", "not a duration"),
+        ("check", "--read-timeout", "--", "expects a value"),
+    ],
+)
+def test_every_duration_and_timeout_is_checked(
+    command: str,
+    flag: str,
+    value: str,
+    says: str,
+    demo: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    extra = storage_args(demo) if command != "prune-images" else []
+    result = in_process(capsys, command, *extra, f"{flag}={value}")
+    assert result.returncode == EXIT_USAGE
+    line = error_line(result)
+    assert line.startswith(f"regprune: error: {flag}: ") and says in line, line
+
+
+# --- storage and its config: one line before a server starts --------------------------------
+
+
+def test_a_file_given_as_the_storage_folder(demo: dict[str, Path], tmp_path: Path) -> None:
+    afile = tmp_path / "registry.tar"
+    afile.write_bytes(b"not a folder")
+    result = regprune("prune", "--storage", str(afile), "--metadata", str(demo["metadata"]))
+    assert result.returncode == EXIT_FAILURE
+    line = error_line(result)
+    assert f"storage {afile} is a file, not a folder" in line, line
+    assert "does not exist" not in line
+
+
+def test_a_registry_config_with_two_storage_types_is_refused_as_the_registry_does(
+    demo: dict[str, Path], tmp_path: Path
+) -> None:
+    """storage.s3 beside storage.filesystem: the registry refuses to start; so does a run
+    (before a Prefect server starts), instead of using the folder."""
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "version: 0.1\nstorage:\n  s3: {bucket: b, region: us-east-1}\n"
+        f"  filesystem: {{rootdirectory: {demo['storage']}}}\n  delete: {{enabled: true}}\n"
+    )
+    args = ["--registry-config", str(path), "--metadata", str(demo["metadata"])]
+    result = regprune("prune", *args)
+    assert result.returncode == EXIT_FAILURE
+    assert error_line(result) == (
+        f"regprune: error: {path}: must provide exactly one storage type (as the registry "
+        "says); it has filesystem, s3 (exit 1: the run failed; --debug for a traceback)"
+    )
+
+
+def test_a_storage_variable_for_another_driver_makes_two(
+    demo: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The registry applies REGISTRY_STORAGE_<DRIVER>_<PARAM> by creating that driver's
+    section: beside the file's own, that is two storage types, refused by both."""
+    path = tmp_path / "config.yml"
+    path.write_text(f"version: 0.1\nstorage:\n  filesystem: {{rootdirectory: {demo['storage']}}}\n")
+    monkeypatch.setenv("REGISTRY_STORAGE_S3_BUCKET", "elsewhere")
+    result = in_process(capsys, "snapshot", "--registry-config", str(path), "--metadata", "x")
+    assert result.returncode == EXIT_FAILURE
+    line = error_line(result)
+    assert "more than one storage type: filesystem, s3" in line and "REGISTRY_STORAGE" in line
+
+
+# --- secrets refused with the way to pass them -----------------------------------------------
+
+
+SECRET = "s3cr3t-" + os.urandom(6).hex()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["--storage-option", f'client_kwargs={{"aws_secret_access_key": "{SECRET}"}}'],
+            "--storage-option: storage option 'client_kwargs.aws_secret_access_key' looks like "
+            "a credential; pass credentials through the storage's own environment (S3: "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            ["--registry-url", f"http://admin:{SECRET}@registry:5000"],
+            "--registry-url holds a user or password, which would be stored with the flow run: "
+            "put the registry's bearer token in a file and pass --registry-token-file FILE",
+        ),
+    ],
+)
+def test_a_secret_in_a_parameter_is_refused_with_the_way_to_pass_it(
+    args: list[str], says: str, demo: dict[str, Path]
+) -> None:
+    result = regprune("prune", *storage_args(demo), *args, "--confirm")
+    assert result.returncode == EXIT_USAGE
+    assert says in error_line(result)
+    assert SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["--storage-option", f'client_kwargs={{"endpoint_url": "https://u:{SECRET}@s3"}}'],
+            "storage option 'client_kwargs.endpoint_url' is a URL with credentials",
+        ),
+        (
+            ["--storage-option", f'config_kwargs={{"proxies": [{{"token": "{SECRET}"}}]}}'],
+            "'config_kwargs.proxies[0].token' looks like a credential",
+        ),
+        (["--storage-option", f"endpoint_url=https://{SECRET}:x@s3"], "a URL with credentials"),
+        (["--storage-option", f"client_kwargs={{{SECRET}"], "is JSON, and this is not"),
+        (["--storage", f"s3://AKIA:{SECRET}@bucket"], "--storage holds a user or password"),
+        (["--registry-url", "ftp://registry"], "expected http://HOST[:PORT]"),
+    ],
+)
+def test_secrets_anywhere_in_the_parameters_are_refused_without_echoing_them(
+    args: list[str], says: str, demo: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = [] if args[0] == "--storage" else ["--storage", str(demo["storage"])]
+    result = in_process(capsys, "prune", *storage, "--metadata", "x.json", *args)
+    assert result.returncode == EXIT_USAGE
+    assert says in error_line(result)
+    assert SECRET not in result.stderr + result.stdout
+
+
+# --- regprune sql: the snapshot's tables and nothing else --------------------------------
+
+
+@pytest.fixture
+def snapshot_folder(tmp_path: Path) -> Path:
+    """A run folder as `regprune sql` sees one: a table and the files beside it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    pq.write_table(pa.table({"image": ["sha256:aa", "sha256:bb"]}), run / "images.parquet")
+    (run / "snapshot.json").write_text(json.dumps({"rows": {"images": 2}}))
+    return run
+
+
+ISSUE_QUERIES = [
+    ("COPY (SELECT 'x') TO 'x.csv'", "COPY statements are refused"),
+    ("SELECT * FROM read_csv('/etc/passwd')", 'Cannot access file "/etc/passwd"'),
+    ("COPY (SELECT 1 AS image) TO '{run}/images.parquet'", "COPY statements are refused"),
+    ("INSTALL httpfs", "statements are refused"),
+]
+MORE_QUERIES = [
+    ("EXPLAIN ANALYZE COPY (SELECT 1) TO '{run}/x.csv'", "EXPLAIN statements are refused"),
+    ("SELECT * FROM read_text('{run}/../../../../etc/passwd')", "Cannot access file"),
+    ("SELECT * FROM glob('/etc/*')", "Cannot access file"),
+    ("ATTACH '{cwd}/x.db'", "ATTACH statements are refused"),
+    ("SELECT 1; SET enable_external_access = true", "SET statements are refused"),
+    ("LOAD httpfs", "LOAD statements are refused"),
+    ("CREATE TABLE t AS SELECT 1", "CREATE statements are refused"),
+]
+
+
+def assert_nothing_read_or_written(
+    result: subprocess.CompletedProcess[str], says: str, run: Path, cwd: Path, before: bytes
+) -> None:
+    assert result.returncode == EXIT_FAILURE
+    line = error_line(result)
+    assert says in line and "--unrestricted" in line, line
+    assert "root:" not in result.stdout
+    assert not (cwd / "x.csv").exists() and not (run / "x.csv").exists()
+    assert not (cwd / "x.db").exists()
+    assert (run / "images.parquet").read_bytes() == before
+
+
+@pytest.mark.parametrize(("query", "says"), ISSUE_QUERIES)
+def test_sql_reads_the_snapshot_and_nothing_else(
+    query: str, says: str, snapshot_folder: Path, tmp_path: Path
+) -> None:
+    before = (snapshot_folder / "images.parquet").read_bytes()
+    filled = query.format(run=snapshot_folder, cwd=tmp_path)
+    result = regprune("sql", "--snapshot", str(snapshot_folder), filled, cwd=tmp_path)
+    assert_nothing_read_or_written(result, says, snapshot_folder, tmp_path, before)
+
+
+@pytest.mark.parametrize(("query", "says"), MORE_QUERIES)
+def test_sql_refuses_every_other_way_out(
+    query: str,
+    says: str,
+    snapshot_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = (snapshot_folder / "images.parquet").read_bytes()
+    filled = query.format(run=snapshot_folder, cwd=tmp_path)
+    result = in_process(capsys, "sql", "--snapshot", str(snapshot_folder), filled)
+    assert_nothing_read_or_written(result, says, snapshot_folder, tmp_path, before)
+
+
+def test_sql_reads_its_own_tables_and_writes_only_the_output_asked_for(
+    snapshot_folder: Path, tmp_path: Path
+) -> None:
+    run = str(snapshot_folder)
+    counted = regprune(
+        "sql", "--snapshot", run, "--format", "csv", "SELECT count(*) AS n FROM images"
+    )
+    assert (counted.returncode, counted.stdout) == (EXIT_OK, "n\n2\n")
+    direct = regprune(
+        "sql", "--snapshot", run, "--format", "csv",
+        f"SELECT count(*) AS n FROM read_parquet('{snapshot_folder}/images.parquet')",
+    )  # fmt: skip
+    assert direct.stdout == "n\n2\n", direct.stderr
+    out = tmp_path / "result.parquet"
+    written = regprune(
+        "sql", "--snapshot", run, "--format", "parquet", "--output", str(out),
+        "SELECT * FROM images",
+    )  # fmt: skip
+    assert written.returncode == EXIT_OK, written.stderr
+    assert pq.read_table(out).num_rows == 2
+    inside = regprune(
+        "sql", "--snapshot", run, "--format", "parquet", "--output",
+        str(snapshot_folder / "images.parquet"), "SELECT 1 AS image",
+    )  # fmt: skip
+    assert inside.returncode == EXIT_USAGE
+    assert "which the query reads: write the result elsewhere" in error_line(inside)
+    assert pq.read_table(snapshot_folder / "images.parquet").num_rows == 2
+
+
+def test_sql_unrestricted_is_the_whole_of_duckdb(snapshot_folder: Path, tmp_path: Path) -> None:
+    result = regprune(
+        "sql", "--snapshot", str(snapshot_folder), "--unrestricted",
+        f"COPY (SELECT image FROM images) TO '{tmp_path}/x.csv'",
+    )  # fmt: skip
+    assert result.returncode == EXIT_OK, result.stderr
+    assert (tmp_path / "x.csv").read_text().splitlines() == ["image", "sha256:aa", "sha256:bb"]
+    help_text = regprune("sql", "--help").stdout
+    assert "--unrestricted" in help_text and "SELECT only" in help_text
+
+
+# --- through a flow (the session's Prefect server) -------------------------------------------
+
+
+@pytest.fixture
+def hostile(request: pytest.FixtureRequest) -> Iterator[HostileServer]:
+    server = HostileServer(request.param).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_list_with_null_items_is_an_empty_list(
+    prefect_server: None, demo: dict[str, Path], tmp_path: Path
+) -> None:
+    """``"items": null`` is how Go writes an empty list: no Images, which the plan's sanity
+    check says (and refuses to delete on)."""
+    dump = tmp_path / "null.json"
+    dump.write_text('{"apiVersion":"v1","kind":"List","items":null}')
+    args = ["prune", "--storage", str(demo["storage"]), "--metadata", str(dump)]
+    result = regprune(*args, "--out", str(tmp_path / "run"), prefect=True)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("regprune: warning: the metadata lists no Images")
+    refused = regprune(*args, "--out", str(tmp_path / "run2"), "--confirm", prefect=True)
+    assert refused.returncode == EXIT_FAILURE
+    assert "refusing to delete" in error_line(refused)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("hostile", "flags", "says"),
+    [
+        ("html", [], "the answer is not a Kubernetes list (str '<html><body>Log in"),
+        ("silent", ["--read-timeout", "300ms"], "no answer for 0.3 s (--read-timeout) (after 3"),
+        ("trickle", ["--request-timeout", "500ms"], "within 0.5 s (--request-timeout) (after 3"),
+    ],
+    indirect=["hostile"],
+)
+def test_an_api_server_that_misbehaves_fails_the_run_in_one_line(
+    prefect_server: None,
+    hostile: HostileServer,
+    flags: list[str],
+    says: str,
+    demo: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    kubeconfig = hostile.kubeconfig(tmp_path / "kubeconfig")
+    result = regprune(
+        "snapshot", "--storage", str(demo["storage"]), "--kubeconfig", str(kubeconfig),
+        "--out", str(tmp_path / "run"), *flags, prefect=True, code=SHORT_BACKOFF,
+    )  # fmt: skip
+    assert result.returncode == EXIT_FAILURE
+    line = error_line(result)
+    assert line.startswith("regprune: error: cannot list images.image.openshift.io: "), line
+    assert says in line, line
+    assert not (tmp_path / "run" / "snapshot.json").exists()
+
+
+def interrupted(process: subprocess.Popen[str], signum: int) -> tuple[int, str, str]:
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "regprune.cli.main", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env_for(True),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hostile", ["silent", "trickle"], indirect=True)
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_a_listing_that_hangs(
+    prefect_server: None,
+    hostile: HostileServer,
+    signum: int,
+    code: int,
+    demo: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    """Default timeouts (the listing would wait 30 s, or a minute): the signal ends it now,
+    with the line saying what it interrupted; no snapshot is left that looks complete."""
+    kubeconfig = hostile.kubeconfig(tmp_path / "kubeconfig")
+    run = tmp_path / "run"
+    process = start(
+        "snapshot", "--storage", str(demo["storage"]), "--kubeconfig", str(kubeconfig),
+        "--out", str(run),
+    )  # fmt: skip
+    try:
+        assert hostile.arrived.wait(120), "the listing never reached the server"
+        returncode, out, err = interrupted(process, signum)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    name = signal.Signals(signum).name
+    assert returncode == code, err
+    assert error_line(subprocess.CompletedProcess([], returncode, out, err)) == (
+        f"regprune: interrupted by {name} while listing images and imagestreams of kube; "
+        f"nothing was deleted, the snapshot in {run} is incomplete (exit {code})"
+    )
+    assert not (run / "snapshot.json").exists()
+
+
+@pytest.mark.slow
+def test_a_deletion_interrupted_by_sigterm_releases_the_lock_and_resumes_to_the_same_end(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    """Two identical registries: one pruned in one go, one sent SIGTERM while deleting, then
+    resumed. The interrupted run says so in one line, leaves no lock, and the resumed one
+    ends where the straight one did."""
+    from regprune.cli.main import main
+
+    now = datetime.now(UTC)
+    spec = SyntheticSpec.for_blobs(3000, seed=7)
+    trees = {}
+    for name in ("straight", "interrupted"):
+        generate(tmp_path / name / "registry", spec, tmp_path / name / "metadata.json", now=now)
+        trees[name] = tmp_path / name
+
+    def args(name: str, out: Path) -> list[str]:
+        folder = trees[name]
+        return [
+            "prune", "--storage", str(folder / "registry"),
+            "--metadata", str(folder / "metadata.json"), "--out", str(out), "--confirm",
+        ]  # fmt: skip
+
+    assert main(args("straight", tmp_path / "straight-run")) == EXIT_OK
+    run = tmp_path / "interrupted-run"
+    lock = trees["interrupted"] / "registry" / "_regprune" / "lock"
+    process = start(*args("interrupted", run))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            parts = list((run / "actions").glob("*-p2-*.parquet")) if lock.exists() else []
+            if len(parts) >= 2:  # blobs are being deleted, batch after batch
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        returncode, out, err = interrupted(process, signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert returncode == 143, err
+    line = error_line(subprocess.CompletedProcess([], returncode, out, err))
+    assert "interrupted by SIGTERM while " in line
+    assert f"the storage lock is released; regprune prune --resume {run} finishes the plan" in line
+    assert not lock.exists()
+    assert main(["prune", "--resume", str(run)]) == EXIT_OK
+
+    def remaining(name: str) -> set[str]:
+        root = trees[name] / "registry"
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+    assert remaining("interrupted") == remaining("straight") != set()
+
+
+@pytest.mark.slow
+def test_anomalies_are_said_in_the_summary(
+    prefect_server: None, demo: dict[str, Path], tmp_path: Path
+) -> None:
+    """A tree with an odd entry: the summary says how many anomalies and how to read them;
+    the command it names shows them."""
+    storage = tmp_path / "registry"
+    generate(storage, SyntheticSpec.demo(0), tmp_path / "metadata.json")
+    odd = storage / "docker/registry/v2/blobs/sha256/ab/odd"
+    odd.parent.mkdir(parents=True, exist_ok=True)
+    odd.symlink_to("/etc/passwd")
+    run = tmp_path / "run"
+    args = ["--storage", str(storage), "--metadata", str(tmp_path / "metadata.json")]
+    result = regprune("prune", *args, "--out", str(run), prefect=True)
+    assert result.returncode == EXIT_OK, result.stderr
+    said = [line for line in result.stdout.splitlines() if line.startswith("Anomalies")]
+    query = "SELECT * FROM storage_anomalies"
+    assert said == [
+        "Anomalies, recorded and never acted upon: 1 in storage; read them with: "
+        f'regprune sql --snapshot {run} "{query}"'
+    ], result.stdout
+    shown = regprune("sql", "--snapshot", str(run), "--format", "csv", query)
+    assert shown.stdout.splitlines() == ["path,problem", "blobs/sha256/ab/odd,symbolic link"]
+
+
+def test_the_sql_prompt_refuses_alike(
+    snapshot_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interactive prompt checks each statement as a QUERY argument is checked."""
+    import io
+
+    import duckdb
+
+    from regprune.cli import sql
+
+    typed = iter([f"COPY (SELECT 1) TO '{tmp_path}/x.csv';", "SELECT count(*) FROM images;"])
+
+    def answer(prompt: str) -> str:
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", answer)
+    out = io.StringIO()
+    with duckdb.connect() as con:
+        views = sql.open_views(con, None, str(snapshot_folder))
+        sql.restrict(con, [sql.source_folder(None, str(snapshot_folder))], [])
+        sql.repl(con, views, out, sql.check_reads_only)
+    assert "Error: regprune sql reads the snapshot or warehouse only: COPY" in out.getvalue()
+    assert "(1 row)" in out.getvalue()
+    assert not (tmp_path / "x.csv").exists()
