@@ -42,6 +42,7 @@ from regprune.images_plan import PruneImagesSettings
 from regprune.metadata import Listed, MetadataError, MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.permissions import PRUNE_IMAGES, READ_METADATA, denied
+from regprune.registry import RegistryAPI
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotError, SnapshotSource
 from regprune.tables import SNAPSHOT_FILE
@@ -168,6 +169,9 @@ def prune_images_flow(
     problems = planned["sanity"]["problems"]
     summary = planned["summary"]
     mode = "refused" if problems else ("delete" if confirm else "dry-run")
+    if mode == "delete" and hard_prune is not None and registry_url:
+        # the registry is asked before the first change, not only before the hard prune
+        RegistryAPI(registry_url, registry_token_file, metadata or MetadataSource()).preflight()
     if not problems:  # the dry run too: the same code, its cluster records instead of changing
         summary = {
             **summary,

@@ -626,6 +626,20 @@ def decode_json(data: bytes) -> Any:
         return json.loads(data)
 
 
+def cluster_bearer_token(source: MetadataSource) -> str | None:
+    """The bearer token the client sends to the cluster (the kubeconfig user's, an exec
+    plugin's, or the in-cluster ServiceAccount's); None for credentials without one (client
+    certificates). ``oc adm prune images`` sends the same token to the registry."""
+    configuration = custom_objects_api(source).api_client.configuration
+    if configuration.refresh_api_key_hook is not None:
+        configuration.refresh_api_key_hook(configuration)
+    value = configuration.api_key.get("BearerToken") or configuration.api_key.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = str(value).partition(" ")
+    return (token if scheme.lower() == "bearer" else str(value)).strip() or None
+
+
 def call_with_retries(
     call: Callable[[], Any],
     what: str,
