@@ -7,8 +7,9 @@ The cluster of bench/prune_images_oc.py (streams of one tag x 10 revisions, one 
 streams) is served by the HTTPS API test server in this process; regprune runs as a child. Its
 RSS is sampled every 0.02 s and every Prefect task run's start and end are taken from its log,
 so the peak is named by the task that was running. Prints one JSON line per run: wall time,
-the run's own peak RSS (``own_peak_mib``: VmHWM, which no sampling gap misses), and the peak
-RSS seen during each task.
+CPU seconds (``cpu_s``: the run and its children; ``server_cpu_s``: this process, the API
+server), seconds per task, the run's own peak RSS (``own_peak_mib``: VmHWM, which no
+sampling gap misses), and the peak RSS seen during each task.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def run_once(
     if api_url:
         env["PREFECT_API_URL"] = api_url
     started = time.monotonic()
+    own_cpu = time.process_time()  # this process: the API server's threads (and the sampling)
     proc = subprocess.Popen(
         command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
     )
@@ -103,6 +105,7 @@ def run_once(
         time.sleep(0.02)
     reader.join(5)
     elapsed = time.monotonic() - started
+    server_cpu = time.process_time() - own_cpu
     if proc.returncode != 0:
         raise SystemExit("regprune failed:\n" + "".join(lines[-40:]))
     open_at: dict[str, float] = {}
@@ -130,8 +133,16 @@ def run_once(
     seen = [r for s, r in samples if s >= previous]
     timeline.append((round(elapsed, 1), round(max(seen, default=0) / 2**20), "exit"))
     report = json.loads((folder / "report.json").read_text())
+    task_seconds: dict[str, float] = {}
+    for name, a, b in spans:
+        task_seconds[name] = round(task_seconds.get(name, 0) + b - a, 2)
     return {
         "seconds": round(elapsed, 1),
+        # user+sys of the run and every child it waited for (wait4), and of this process
+        # meanwhile (the API server it lists from; the 0.02 s sampling too)
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "server_cpu_s": round(server_cpu, 2),
+        "task_seconds": task_seconds,
         # wait4's figure starts from this process's RSS at the fork (kept across exec): with
         # the cluster held here it is this process's size, not the run's, at 300k and more
         "wait4_maxrss_mib": round(usage.ru_maxrss / 1024),

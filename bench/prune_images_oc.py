@@ -60,8 +60,9 @@ def populate(api: OpenShiftAPIServer, images: int) -> None:
 
 def measure(
     command: list[str], cwd: Path, env: dict[str, str] | None = None
-) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) of the child, its stdout.
+) -> tuple[float, float, str, float]:
+    """Wall seconds, peak RSS (MiB) of the child, its stdout, its CPU seconds (user + system
+    of the child and every descendant it waited for, from wait4).
 
     The peak is the child's own high-water mark (``VmHWM``, read every 20 ms until it exits),
     not wait4's ``ru_maxrss``: a child forked from this process starts with this process's
@@ -72,7 +73,7 @@ def measure(
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
         while True:
-            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             peak = max(peak, high_water_kib(proc.pid))
@@ -83,7 +84,7 @@ def measure(
         text = out.read().decode(errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"{command[0]} failed ({proc.returncode}):\n{text[-3000:]}")
-    return elapsed, peak / 1024, text
+    return elapsed, peak / 1024, text, usage.ru_utime + usage.ru_stime
 
 
 def high_water_kib(pid: int) -> int:
@@ -96,6 +97,18 @@ def high_water_kib(pid: int) -> int:
     return int(found.group(1)) if found else 0
 
 
+def oc_counts(text: str) -> tuple[int, int]:
+    """(tag revisions, Images) ``oc adm prune images`` says it would delete."""
+    images = len(re.findall(r"^Deleting image ", text, re.MULTILINE))
+    revisions = sum(int(n) for n in re.findall(r"Deleting (\d+) items from image stream", text))
+    return revisions, images
+
+
+def oc_removed(log: Path) -> tuple[int, int]:
+    """:func:`oc_counts` of a log file holding oc's output."""
+    return oc_counts(log.read_text(errors="replace"))
+
+
 def run(images: int, prefect_api_url: str | None = None) -> dict[str, object]:
     api = OpenShiftAPIServer(tls=True).start()
     try:
@@ -103,12 +116,12 @@ def run(images: int, prefect_api_url: str | None = None) -> dict[str, object]:
         with tempfile.TemporaryDirectory(prefix="bench-oc-") as tmp:
             folder = Path(tmp)
             kubeconfig = api.kubeconfig(folder / "kubeconfig")
-            oc_s, oc_mib, oc_out = measure(
+            oc_s, oc_mib, oc_out, oc_cpu = measure(
                 [str(OC), "--kubeconfig", str(kubeconfig), "adm", "prune", "images", *OPTIONS],
                 folder,
             )
             report = folder / "report.json"
-            rp_s, rp_mib, _ = measure(
+            rp_s, rp_mib, _, rp_cpu = measure(
                 [
                     str(Path(sys.executable).with_name("regprune")),
                     "prune-images",
@@ -126,15 +139,17 @@ def run(images: int, prefect_api_url: str | None = None) -> dict[str, object]:
             got = json.loads(report.read_text())
     finally:
         api.stop()
-    oc_images = len(re.findall(r"^Deleting image ", oc_out, re.MULTILINE))
-    oc_revisions = sum(
-        int(n) for n in re.findall(r"Deleting (\d+) items from image stream", oc_out)
-    )
+    oc_revisions, oc_images = oc_counts(oc_out)
     return {
         "images": images,
         "streams": max(1, images // DEPTH),
-        "oc": {"seconds": round(oc_s, 1), "peak_rss_mib": round(oc_mib)},
-        "regprune": {"seconds": round(rp_s, 1), "peak_rss_mib": round(rp_mib)},
+        "oc": {"seconds": round(oc_s, 1), "cpu_s": round(oc_cpu, 2), "peak_rss_mib": round(oc_mib)},
+        "regprune": {
+            "seconds": round(rp_s, 1),
+            "cpu_s": round(rp_cpu, 2),
+            "peak_rss_mib": round(rp_mib),
+        },
+        "load": round(os.getloadavg()[0], 1),
         "removed": {
             "oc": [oc_revisions, oc_images],
             "regprune": [len(got["tag_revisions"]), len(got["images"])],

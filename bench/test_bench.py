@@ -522,3 +522,29 @@ def test_reference_comparison_explains_list_children_and_flags_the_rest() -> Non
     output += "\n" + line(f"Would delete manifest link: ns/m@{other}")
     assert not reference_bench.compare(output, report, metadata).explained()
     assert not reference_bench.compare(output, {**report, "blobs": []}, metadata).same_blobs
+
+
+def test_rm_files_removes_what_the_listing_names_and_nothing_else(tmp_path: Path) -> None:
+    import rm_files
+
+    for name in ("a/b/f1", "a/b/f2", "a/c/f3", "d/f4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    before = rm_files.tree(tmp_path)
+    assert before == {"a/", "a/b/", "a/c/", "d/", "a/b/f1", "a/b/f2", "a/c/f3", "d/f4"}
+    listing = tmp_path.parent / "listing.txt"
+    listing.write_text("a/b/f1\na/b/f2\na/b/\na/c/f3\n")
+    assert rm_files.remove(tmp_path, listing) == (3, 1)
+    assert rm_files.tree(tmp_path) == {"a/", "a/c/", "d/", "d/f4"}
+
+
+def test_oc_removals_are_read_from_its_output() -> None:
+    import prune_images_oc
+
+    text = (
+        "Deleting 7 items from image stream ns0/s0\n"
+        "Deleting 3 items from image stream ns1/s1\n"
+        "Deleting image sha256:aa\nDeleting image sha256:bb\n"
+        "Summary: deleted 2 objects\n"
+    )
+    assert prune_images_oc.oc_counts(text) == (10, 2)

@@ -151,6 +151,7 @@ def execute_plan(
     dry_run: bool = False,
     settle: str | None = None,
     retention: str | None = None,
+    registry_cluster: MetadataSource | None = None,
 ) -> dict[str, Any]:
     """Run the plan of ``run_dir`` inside the prune flow (not a subflow: flow parameters are
     stored, and the storage spec may carry credentials); what an earlier attempt did (its
@@ -162,7 +163,10 @@ def execute_plan(
     ``dry_run``: the same phases, re-reads, queues, batches, re-check and purge, against a
     storage that changes nothing (outcomes ``would-quarantine``, ``would-restore``,
     ``would-purge``): its lock is held in memory (it writes nothing, needs no write access),
-    and as nothing moves, no registry is called and no settle time waited."""
+    and as nothing moves, no registry is called and no settle time waited.
+
+    ``registry_cluster``: whose credentials' token the registry gets when there is no
+    ``registry_token_file`` (regprune/registry.py)."""
     summary = read_snapshot_summary(run_dir)
     started = datetime.fromisoformat(summary["metadata_started_at"])
     variables = plan_variables(
@@ -181,7 +185,9 @@ def execute_plan(
         quarantine_id=quarantine.id,
         dry_run=dry_run,
     )
-    registry = RegistryAPI(registry_url, registry_token_file) if registry_url else None
+    registry = (
+        RegistryAPI(registry_url, registry_token_file, registry_cluster) if registry_url else None
+    )
     metadata = metadata_of_snapshot(run_dir)
     replanned: str | None = None
     lock = StorageLock(spec, attempt, run_dir, force_unlock, run_storage(settings))

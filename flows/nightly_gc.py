@@ -28,6 +28,7 @@ from regprune.flows.prune import UnsafePlan, prune_flow
 from regprune.flows.prune_images import prune_images_flow
 from regprune.images_plan import PruneImagesSettings
 from regprune.models import DuckDBSettings
+from regprune.registry import RegistryAPI
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, new_run_folder
 from regprune.units import Duration
@@ -69,6 +70,9 @@ def nightly_gc_flow(
         raise UnsafePlan("the nightly GC reads and changes the cluster: metadata must be kube")
     if not (source.storage or source.registry_config):
         raise UnsafePlan("the nightly GC needs the registry's storage (or registry_config)")
+    if confirm and registry_url:
+        # asked before prune-images changes anything, not only before the hard prune
+        RegistryAPI(registry_url, registry_token_file, metadata).preflight()
     run_dir = Path(out or new_run_folder("nightly-gc"))
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = PruneImagesSettings(

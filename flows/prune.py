@@ -32,6 +32,7 @@ from regprune.flows.execute import execute_plan
 from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings, is_projected
+from regprune.registry import RegistryAPI
 from regprune.resume import ResumeError, check_same_job, given_storage, record_plan
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, metadata_of_snapshot
@@ -44,6 +45,7 @@ from regprune.tasks.analysis import (
 from regprune.tasks.analysis import project_images_plan as project_images_plan_task
 from regprune.tasks.html_report import write_html_report
 from regprune.tasks.manifests import read_manifests_in_batches
+from regprune.tasks.registry_restart import require_restart_access
 from regprune.tasks.registry_restart import restart_registry as restart_registry_task
 from regprune.tasks.reports import publish_prune_report
 from regprune.tasks.warehouse import publish_to_warehouse
@@ -128,7 +130,9 @@ def prune_flow(
             skipping what its audit trail records as done.
         registry_url: the running registry (e.g. https://registry:5000): layer links of
             deleted blobs are removed through its API, which clears its blob cache.
-        registry_token_file: a file holding the registry's bearer token.
+        registry_token_file: a file holding the registry's bearer token (default: the
+            cluster credentials' token, as oc adm prune images sends; a confirmed run asks
+            the registry once with it before deleting anything).
         restart_registry: NAMESPACE/DEPLOYMENT of the registry, restarted through the
             Kubernetes API after deleting so that no cache claims deleted blobs exist.
         warehouse: also keep the snapshot and plan as a new run in this warehouse (a folder
@@ -196,6 +200,13 @@ def prune_flow(
         if deleting
         else "Listing what would be deleted (the same 3 phases, nothing moved)"
     )
+    cluster = cluster_of_run(run_dir, source) if deleting else None
+    if cluster is not None and registry_url:
+        # Before the first delete: a token the registry refuses would leave its cache
+        # claiming deleted blobs (and fail every batch after deleting).
+        RegistryAPI(registry_url, registry_token_file, cluster).preflight()
+    if cluster is not None and restart_registry:
+        require_restart_access(cluster, restart_registry)  # the same, for the restart
     with progress.activity("delete", title):
         executed = execute_plan(
             run_dir,
@@ -206,12 +217,13 @@ def prune_flow(
             registry_token_file,
             force_unlock,
             dry_run=not deleting,
+            registry_cluster=cluster,
             settle=settle,
             retention=quarantine_retention,
         )
     moved = executed["moved"] > 0
     if moved and restart_registry:
-        restart_registry_task(cluster_of_run(run_dir, source), restart_registry)
+        restart_registry_task(cluster or cluster_of_run(run_dir, source), restart_registry)
     settings["registry_cache"] = cache_handling(
         registry_url if moved else None, restart_registry if moved else None
     )

@@ -16,10 +16,12 @@ A dump is read by one task instead of the listings. Every listing must complete:
 list that fails fails the run before anything is planned, so nothing is removed on a partial
 view of what is in use. Dry run unless ``confirm``: the executor runs all the same, over a
 cluster that records instead of changing (regprune/images_cluster.py ``cluster_for``, the one
-place the mode is decided), so the dry run reads the cluster again as the confirmed run
-would, and says what it would do now. Before any of it, from the cluster, the
-API is asked whether it grants what this run uses (regprune/permissions.py): a missing grant
-stops the run there, named.
+place the mode is decided). Over an existing snapshot (``snapshot``) the dry run reads the
+cluster again as the confirmed run would, and says what it would do now; over the listing
+this run just took it reads that listing's tables instead (the cluster of seconds ago), and
+its journal saves nothing (a dry run changes nothing to undo). Before any of it, from the
+cluster, the API is asked whether it grants what this run uses (regprune/permissions.py): a
+missing grant stops the run there, named.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from regprune.images_plan import PruneImagesSettings
 from regprune.metadata import Listed, MetadataError, MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.permissions import PRUNE_IMAGES, READ_METADATA, denied
+from regprune.registry import RegistryAPI
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotError, SnapshotSource
 from regprune.tables import SNAPSHOT_FILE
@@ -166,10 +169,15 @@ def prune_images_flow(
     problems = planned["sanity"]["problems"]
     summary = planned["summary"]
     mode = "refused" if problems else ("delete" if confirm else "dry-run")
+    if mode == "delete" and hard_prune is not None and registry_url:
+        # the registry is asked before the first change, not only before the hard prune
+        RegistryAPI(registry_url, registry_token_file, metadata or MetadataSource()).preflight()
     if not problems:  # the dry run too: the same code, its cluster records instead of changing
         summary = {
             **summary,
-            "executed": execute_images(str(run_dir), metadata or MetadataSource(), confirm),
+            "executed": execute_images(
+                str(run_dir), metadata or MetadataSource(), confirm, listed=not snapshot
+            ),
         }
     published = publish_images_report(
         str(run_dir), mode, settings.effective(), summary, problems, report
@@ -198,7 +206,7 @@ def prune_images_flow(
 def require_access(source: MetadataSource, confirm: bool) -> None:
     """Refuse before listing or changing anything when the API denies a grant this run uses
     (regprune/permissions.py): one error naming every missing one, instead of a 403 halfway.
-    Every run lists (the executor lists the streams and Images again, a dry run too)."""
+    Every run lists (the confirmed run's executor lists the streams and Images again)."""
     verbs = {"list"} | ({"get", "update", "delete"} if confirm else set())
     missing = denied(source, (READ_METADATA, PRUNE_IMAGES), verbs)
     if missing:
@@ -211,12 +219,15 @@ def require_access(source: MetadataSource, confirm: bool) -> None:
 
 
 @task(name="execute-prune-images")
-def execute_images(run_dir: str, metadata: MetadataSource, confirm: bool) -> dict[str, int]:
+def execute_images(
+    run_dir: str, metadata: MetadataSource, confirm: bool, listed: bool = False
+) -> dict[str, int]:
     """Tag revisions out of the streams' status (conflicts retried), then the Images deleted
     (each re-checked against the streams as they are now, each saved first in the run's
     journal): regprune/images_execute.py. Without ``confirm`` the same walk over a cluster
-    that records instead of changing (regprune/images_cluster.py cluster_for)."""
-    return execute_images_plan(run_dir, cluster_for(metadata, confirm))
+    that records instead of changing (regprune/images_cluster.py cluster_for); ``listed``:
+    ``run_dir``'s tables are this run's own listing, which a dry run reads instead."""
+    return execute_images_plan(run_dir, cluster_for(metadata, confirm, run_dir if listed else None))
 
 
 def _refusal(run_dir: Path, problems: list[str]) -> str:

@@ -6,6 +6,8 @@ is made or only recorded.
 the dry run the same wrapped in :class:`DryRunCluster`, which reads through and answers each
 change with its ``would-…`` outcome without a request (as ``DryRunStorage`` does for the
 hard prune). A dump is read by :class:`DumpCluster` (it cannot be changed: a dry run only).
+A dry run whose plan was made from a listing this run just took reads that listing
+(:class:`TablesCluster`, the run's tables) instead of the cluster again.
 The executor (regprune/images_execute.py) runs unchanged over any of them.
 
 Errors the executor decides on are typed (:class:`NotFound`, :class:`Conflict`,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from regprune.metadata import (
@@ -30,6 +33,7 @@ from regprune.metadata import (
     list_pages,
     read_dump_objects,
 )
+from regprune.tables import sql_literal
 
 Page = list[dict[str, Any]]
 
@@ -65,6 +69,9 @@ class ImagesCluster:
 
     dry_run = False
     display = "cluster"
+    frozen = False
+    """Nothing but this run changes it (a listing read back): the executor need not list again
+    to see what others changed meanwhile."""
 
     def list_streams(self) -> Iterator[Page]:
         raise NotImplementedError
@@ -227,6 +234,7 @@ class DryRunCluster(ImagesCluster):
     def __init__(self, cluster: ImagesCluster):
         self.cluster = cluster
         self.display = cluster.display
+        self.frozen = cluster.frozen
         self.changes: list[tuple[str, str]] = []
         self.streams: dict[tuple[str, str], dict[str, Any]] = {}
         self.deleted: set[str] = set()
@@ -334,7 +342,131 @@ class DumpCluster(ImagesCluster):
         return self._unchangeable()
 
 
-def cluster_for(source: MetadataSource, confirm: bool) -> ImagesCluster:
-    """The cluster a run acts on: the mode of prune-images is decided here and nowhere else."""
-    cluster: ImagesCluster = KubeCluster(source) if source.is_kube else DumpCluster(source)
-    return cluster if confirm else DryRunCluster(cluster)
+class TablesCluster(ImagesCluster):
+    """The listing a run took moments ago, as the cluster: its tables (``imagestreams``,
+    ``imagestream_tags``, ``images``, the manifest list children of ``image_blobs``) read back
+    as the objects the executor reads — the streams' tag history items (``image``,
+    ``dockerImageReference``) at their positions, each Image's name and children — in the
+    API's order (namespace and name; Image name), in pages of ``page_size``.
+
+    Why: a dry run of a plan made from this listing would list the cluster again only to read
+    what it read seconds ago (at 100k Images: the streams twice and every Image once more).
+    Read-only (a dry run only, wrapped in :class:`DryRunCluster`); a confirmed run always reads
+    the cluster."""
+
+    frozen = True
+
+    def __init__(self, run_dir: str | Path, display: str, page_size: int = 500):
+        self.run_dir = Path(run_dir)
+        self.display = display
+        self.page_size = page_size
+
+    def _table(self, name: str) -> str:
+        return f"read_parquet({sql_literal(self.run_dir / f'{name}.parquet')})"
+
+    def _rows(self, query: str, *params: Any) -> Iterator[tuple[Any, ...]]:
+        import duckdb
+
+        with duckdb.connect() as con:  # through Arrow: DuckDB's own rows cost 3x the CPU
+            for batch in con.sql(query, params=list(params)).to_arrow_reader(10_000):
+                yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+
+    def _streams(self, where: str = "", *params: Any) -> Iterator[dict[str, Any]]:
+        rows = self._rows(
+            f"SELECT s.namespace, s.name, s.uid, t.tag, t.position, t.image, "
+            f"t.docker_image_reference FROM {self._table('imagestreams')} AS s "
+            f"LEFT JOIN {self._table('imagestream_tags')} AS t USING (namespace, name) {where} "
+            "ORDER BY s.namespace, s.name, t.tag NULLS FIRST, t.position",
+            *params,
+        )
+        stream: dict[str, Any] | None = None
+        for namespace, name, uid, tag, position, image, reference in rows:
+            if stream is None or (namespace, name) != _key(stream):
+                if stream is not None:
+                    yield stream
+                meta = {"namespace": namespace, "name": name, "uid": uid}
+                stream = {"kind": "ImageStream", "metadata": meta, "status": {"tags": []}}
+            if position is None:  # a stream without tag history
+                continue
+            tags = stream["status"]["tags"]
+            if not tags or tags[-1]["tag"] != tag:
+                tags.append({"tag": tag, "items": []})
+            items = tags[-1]["items"]
+            if position > len(items):  # an item not recorded: keep the positions
+                items.extend({} for _ in range(position - len(items)))
+            items.append({"image": image, "dockerImageReference": reference})
+        if stream is not None:
+            yield stream
+
+    def _images(self, where: str = "", *params: Any) -> Iterator[dict[str, Any]]:
+        rows = self._rows(
+            f"SELECT i.image, list(c.digest ORDER BY c.position) FILTER (c.digest IS NOT NULL) "
+            f"FROM {self._table('images')} AS i LEFT JOIN (SELECT image, digest, position "
+            f"FROM {self._table('image_blobs')} WHERE kind = 'manifest_list_child') AS c "
+            f"USING (image) {where} GROUP BY i.image ORDER BY i.image",
+            *params,
+        )
+        for name, children in rows:
+            image: dict[str, Any] = {"kind": "Image", "metadata": {"name": name}}
+            if children:
+                image["dockerImageManifests"] = [{"digest": d} for d in children]
+            yield image
+
+    def _pages(self, objects: Iterator[dict[str, Any]]) -> Iterator[Page]:
+        page: Page = []
+        for obj in objects:
+            page.append(obj)
+            if len(page) == self.page_size:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def list_streams(self) -> Iterator[Page]:
+        return self._pages(self._streams())
+
+    def list_images(self) -> Iterator[Page]:
+        return self._pages(self._images())
+
+    def get_stream(self, namespace: str, name: str) -> dict[str, Any]:
+        found = self._streams("WHERE s.namespace = ? AND s.name = ?", namespace, name)
+        stream = next(found, None)
+        if stream is None:
+            raise NotFound(f"{_stream_key(namespace, name)} not in the listing")
+        return stream
+
+    def get_image(self, name: str) -> dict[str, Any]:
+        image = next(self._images("WHERE i.image = ?", name), None)
+        if image is None:
+            raise NotFound(f"image {name} not in the listing")
+        return image
+
+    def _unchangeable(self) -> str:
+        raise MetadataError(f"the listing in {self.run_dir} cannot be changed")
+
+    def replace_stream_status(self, stream: dict[str, Any]) -> str:
+        return self._unchangeable()
+
+    def delete_image(self, name: str, uid: str | None, resource_version: str | None) -> str:
+        return self._unchangeable()
+
+    def create_image(self, image: dict[str, Any]) -> str:
+        return self._unchangeable()
+
+
+def _key(stream: dict[str, Any]) -> tuple[str, str]:
+    return stream["metadata"]["namespace"], stream["metadata"]["name"]
+
+
+def cluster_for(
+    source: MetadataSource, confirm: bool, listed: str | Path | None = None
+) -> ImagesCluster:
+    """The cluster a run acts on: the mode of prune-images is decided here and nowhere else.
+    ``listed``: the run folder whose tables this run listed from ``source`` moments ago; a dry
+    run reads them (:class:`TablesCluster`) instead of the cluster. A confirmed run reads the
+    cluster whatever was listed before: its re-check is what makes its changes safe."""
+    if confirm:
+        return KubeCluster(source) if source.is_kube else DumpCluster(source)
+    if listed is not None:
+        return DryRunCluster(TablesCluster(listed, source.display, source.page_size))
+    return DryRunCluster(KubeCluster(source) if source.is_kube else DumpCluster(source))

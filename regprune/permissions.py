@@ -100,7 +100,10 @@ PRUNE_IMAGES = Role(
     ),
 )
 """``prune-images`` and the nightly GC, on top of READ_METADATA: list what uses images, and with
-``--confirm`` take tag revisions out of the streams' status and delete Images."""
+``--confirm`` take tag revisions out of the streams' status and delete Images. OpenShift's
+registry asks the API for the same ``delete images`` before it clears its caches, so a
+``prune --confirm --registry-url`` with this account's token needs it too (regprune/registry.py
+asks the registry before deleting)."""
 
 UNDO_PRUNE_IMAGES = Role(
     "regprune-undo-prune-images",

@@ -345,8 +345,15 @@ class TableWriter:
             self._flush()
 
     def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        for row in rows:
-            self.append(**row)
+        """Many rows at once, column by column (a listed page's rows: far cheaper than
+        :meth:`append` per row)."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return
+        for name, column in self._columns.items():
+            column.extend([row.get(name) for row in rows])
+        if len(self._columns[self.schema.names[0]]) >= self.batch_rows:
+            self._flush()
 
     def write_table(self, rows: pa.Table) -> None:
         """Rows already in columns (the table's columns, any order): written as they are."""

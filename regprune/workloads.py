@@ -10,7 +10,6 @@ exception: whether it stops the prune is the plan's decision (``--ignore-invalid
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,9 @@ from regprune.metadata import (
     MetadataError,
     MetadataSource,
     call_with_retries,
+    get_json,
     parse_time,
+    prefetched,
 )
 
 # --- references --------------------------------------------------------------------------------
@@ -380,29 +381,37 @@ def image_size_row(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class Listing:
-    """One cluster-wide list: its kind, and how to call it."""
+    """One cluster-wide list: its kind, and its resource (the core group is ``""``)."""
 
     kind: str
-    api: str  # "core", "apps", "batch" (typed clients) or "custom"
-    method: str  # method of the typed client, or the plural of a custom object
-    group: str = ""
+    group: str
+    plural: str
     version: str = "v1"
     optional: bool = False  # a 404 (the API group is not installed) counts as empty
 
+    @property
+    def path(self) -> str:
+        prefix = f"/apis/{self.group}" if self.group else "/api"
+        return f"{prefix}/{self.version}/{self.plural}"
+
+    @property
+    def what(self) -> str:
+        return f"list {self.plural}" + (f".{self.group}" if self.group else "")
+
 
 LISTINGS: tuple[Listing, ...] = (
-    Listing("Pod", "core", "list_pod_for_all_namespaces"),
-    Listing("ReplicationController", "core", "list_replication_controller_for_all_namespaces"),
-    Listing("LimitRange", "core", "list_limit_range_for_all_namespaces"),
-    Listing("ReplicaSet", "apps", "list_replica_set_for_all_namespaces"),
-    Listing("Deployment", "apps", "list_deployment_for_all_namespaces"),
-    Listing("DaemonSet", "apps", "list_daemon_set_for_all_namespaces"),
-    Listing("StatefulSet", "apps", "list_stateful_set_for_all_namespaces"),
-    Listing("Job", "batch", "list_job_for_all_namespaces"),
-    Listing("CronJob", "batch", "list_cron_job_for_all_namespaces"),
-    Listing("DeploymentConfig", "custom", "deploymentconfigs", "apps.openshift.io", optional=True),
-    Listing("Build", "custom", "builds", "build.openshift.io", optional=True),
-    Listing("BuildConfig", "custom", "buildconfigs", "build.openshift.io", optional=True),
+    Listing("Pod", "", "pods"),
+    Listing("ReplicationController", "", "replicationcontrollers"),
+    Listing("LimitRange", "", "limitranges"),
+    Listing("ReplicaSet", "apps", "replicasets"),
+    Listing("Deployment", "apps", "deployments"),
+    Listing("DaemonSet", "apps", "daemonsets"),
+    Listing("StatefulSet", "apps", "statefulsets"),
+    Listing("Job", "batch", "jobs"),
+    Listing("CronJob", "batch", "cronjobs"),
+    Listing("DeploymentConfig", "apps.openshift.io", "deploymentconfigs", optional=True),
+    Listing("Build", "build.openshift.io", "builds", optional=True),
+    Listing("BuildConfig", "build.openshift.io", "buildconfigs", optional=True),
 )
 
 
@@ -410,67 +419,36 @@ class ApiGroupMissing(Exception):
     """A 404 on an optional list: the API group is not served, so there are no such objects."""
 
 
-def kube_clients(source: MetadataSource) -> dict[str, Any]:
-    """The official client's typed APIs over one connection (kubeconfig or in-cluster)."""
-    from kubernetes import client
-
-    from regprune.metadata import custom_objects_api
-
-    custom = custom_objects_api(source)
-    api_client = custom.api_client
-    return {
-        "core": client.CoreV1Api(api_client),
-        "apps": client.AppsV1Api(api_client),
-        "batch": client.BatchV1Api(api_client),
-        "custom": custom,
-    }
-
-
 def list_workload_pages(
-    clients: dict[str, Any], listing: Listing, source: MetadataSource
+    client: Any, listing: Listing, source: MetadataSource
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of one cluster-wide list as plain dicts (the JSON as served: no model objects),
-    following ``continue`` tokens; raises :class:`ApiGroupMissing` on a 404 of an optional one."""
+    following ``continue`` tokens, the next page fetched while this one is read; raises
+    :class:`ApiGroupMissing` on a 404 of an optional one. ``client``: the process's
+    ``ApiClient`` (:func:`regprune.metadata.api_client`)."""
     from kubernetes.client.exceptions import ApiException
 
-    what = (
-        f"list {listing.method}.{listing.group}"
-        if listing.api == "custom"
-        else f"list {listing.kind}s"
-    )
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {
-            "limit": source.page_size,
-            "_request_timeout": source.request_timeout,
-        }
+    def fetch(token: str | None) -> dict[str, Any]:
+        query: list[tuple[str, Any]] = [("limit", source.page_size)]
         if token:
-            kwargs["_continue"] = token
+            query.append(("continue", token))
 
-        def call(kwargs: dict[str, Any] = kwargs) -> dict[str, Any]:
+        def call() -> Any:
             try:
-                if listing.api == "custom":
-                    return clients["custom"].list_cluster_custom_object(
-                        listing.group, listing.version, listing.method, **kwargs
-                    )
-                response = getattr(clients[listing.api], listing.method)(
-                    _preload_content=False, **kwargs
-                )
-                return json.loads(response.data)
+                return get_json(client, listing.path, query, source.request_timeout)
             except ApiException as exc:
                 if exc.status == 404 and listing.optional:
                     raise ApiGroupMissing(listing.kind) from exc
                 raise
 
-        page = call_with_retries(call, what, source.max_retries)
+        page = call_with_retries(call, listing.what, source.max_retries)
         if not isinstance(page, dict):
-            raise MetadataError(f"cannot {what}: the answer is not a JSON object")
-        items = page.get("items") or []
+            raise MetadataError(f"cannot {listing.what}: the answer is not a JSON object")
+        return page
+
+    for items in prefetched(fetch):
         yield [
             item if "kind" in item else {**item, "kind": listing.kind}
             for item in items
             if isinstance(item, dict)
         ]
-        token = _mapping(page.get("metadata")).get("continue")
-        if not token:
-            return

@@ -20,7 +20,8 @@ from regprune.metadata import (
     ListingRestart,
     MetadataError,
     MetadataSource,
-    custom_objects_api,
+    api_client,
+    fewer_collections,
     image_rows,
     imagestream_rows,
     list_pages,
@@ -43,18 +44,26 @@ LISTINGS: dict[str, tuple[str, str, RowFunction]] = {
 }
 
 
-def _write(out: TableWriters, plural: str, obj: dict[str, Any]) -> None:
-    table, child_table, rows = LISTINGS[plural]
-    row, children, anomalies = rows(obj)
-    if row is not None:
-        out[table].append(**row)
+def _write(out: TableWriters, plural: str, objects: list[dict[str, Any]]) -> None:
+    """The rows of a page of objects, written table by table (one call per page)."""
+    table, child_table, row_function = LISTINGS[plural]
+    rows: list[dict] = []
+    children: list[dict] = []
+    anomalies: list[dict] = []
+    for obj in objects:
+        row, obj_children, obj_anomalies = row_function(obj)
+        if row is not None:
+            rows.append(row)
+        children += obj_children
+        anomalies += obj_anomalies
+    out[table].extend(rows)
     out[child_table].extend(children)
     out["metadata_anomalies"].extend(anomalies)
     if plural == "images" and "image_sizes" in out.writers:  # a snapshot for prune-images
         from regprune.workloads import image_size_row
 
-        if (size := image_size_row(obj)) is not None:
-            out["image_sizes"].append(**size)
+        sizes = [image_size_row(obj) for obj in objects]
+        out["image_sizes"].extend([size for size in sizes if size is not None])
 
 
 @task(
@@ -77,14 +86,14 @@ def list_cluster_objects(
         tables = (table, child_table, "metadata_anomalies", *extra_tables)
         out = TableWriters(tables, Path(parts_dir), plural)
         try:
-            api = custom_objects_api(source)
+            api = api_client(source)
             pages = objects = 0
-            for page in list_pages(api, plural, source):
-                pages += 1
-                for obj in page:
-                    objects += 1
-                    _write(out, plural, obj)
-                progress.advance("metadata", len(page))
+            with fewer_collections():
+                for page in list_pages(api, plural, source):
+                    pages += 1
+                    objects += len(page)
+                    _write(out, plural, page)
+                    progress.advance("metadata", len(page))
         except ListingRestart:
             out.abort()
             logger.warning(
@@ -115,30 +124,12 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str, workloads: bool =
         "metadata_anomalies",
     )
     if workloads:
-        from regprune.tasks.workload_snapshot import write_workload_object
-
         tables = (*tables, *WORKLOAD_TABLES)
     out = TableWriters(tables, Path(parts_dir), "dump")
     kinds: Counter[str] = Counter()
     try:
-        for obj in read_dump_objects(source.source):
-            kind = obj.get("kind")
-            if kind == "Image":
-                _write(out, "images", obj)
-            elif kind == "ImageStream":
-                _write(out, "imagestreams", obj)
-            elif workloads and write_workload_object(out, obj):
-                pass
-            else:
-                meta = obj.get("metadata")
-                name = meta.get("name") if isinstance(meta, dict) else None
-                out["metadata_anomalies"].append(
-                    kind=str(kind),
-                    namespace=None,
-                    name=str(name),
-                    problem="unexpected kind, ignored",
-                )
-            kinds[str(kind)] += 1
+        with fewer_collections():
+            _read_dump(source, out, kinds, workloads)
     except BaseException:
         out.abort()
         raise
@@ -148,6 +139,32 @@ def read_metadata_dump(source: MetadataSource, parts_dir: str, workloads: bool =
 
         counts |= {k: kinds[k] for k in (*WORKLOAD_KINDS, "LimitRange")}
     return Listed(out.close(), dict(counts))
+
+
+def _read_dump(
+    source: MetadataSource, out: TableWriters, kinds: Counter[str], workloads: bool
+) -> None:
+    """Every object of the dump into its tables, counted by kind in ``kinds``."""
+    from regprune.tasks.workload_snapshot import write_workload_object
+
+    for obj in read_dump_objects(source.source):
+        kind = obj.get("kind")
+        if kind == "Image":
+            _write(out, "images", [obj])
+        elif kind == "ImageStream":
+            _write(out, "imagestreams", [obj])
+        elif workloads and write_workload_object(out, obj):
+            pass
+        else:
+            meta = obj.get("metadata")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            out["metadata_anomalies"].append(
+                kind=str(kind),
+                namespace=None,
+                name=str(name),
+                problem="unexpected kind, ignored",
+            )
+        kinds[str(kind)] += 1
 
 
 @task(name="merge-metadata-tables")

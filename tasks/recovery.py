@@ -86,7 +86,8 @@ def image_for(row: Mapping[str, Any]) -> dict[str, Any]:
             "annotations": {
                 MANAGED_ANNOTATION: "true",
                 BLOB_STORED_ANNOTATION: "true",
-                LAYERS_ORDER_ANNOTATION: row["layer_order"],
+                # a list has no layers: OpenShift's registry sends the annotation empty
+                LAYERS_ORDER_ANNOTATION: "" if row["is_list"] else row["layer_order"],
             },
         },
         "dockerImageReference": row["docker_image_reference"],
@@ -359,22 +360,21 @@ def _blob_text(data: bytes | Exception | None, digest: str) -> str | None:
 
 
 def attach_texts(rows: list[dict[str, Any]], spec: StorageSpec) -> None:
-    """Add each single manifest's text and its config's (``manifest_text``, ``config_text``),
-    read from storage, so its Image is the one a push creates. Lists keep their child
-    manifests only (the apiserver derives nothing else from a list's text). A blob that cannot
-    be read as it was when checked leaves the row in the metadata form
-    (``dockerImageMetadata.Id``)."""
-    singles = [row for row in rows if not row["is_list"]]
+    """Add each manifest's text and its config's (``manifest_text``, ``config_text``), read
+    from storage, so its Image is the one a push creates: openshift-apiserver derives the
+    metadata from them (from a list's text too: its ``dockerImageMetadata.Id`` is the list's
+    own digest, as for a pushed list). A blob that cannot be read as it was when checked
+    leaves the row in the metadata form (``dockerImageMetadata.Id``; a list: its children)."""
     wanted = {
         blob_data_path(digest): digest
-        for row in singles
+        for row in rows
         for digest in (row["digest"], row["config_digest"])
         if digest
     }
     if not wanted:
         return
     contents = open_storage(spec).read_many(list(wanted))
-    for row in singles:
+    for row in rows:
         manifest = _blob_text(contents.get(blob_data_path(row["digest"])), row["digest"])
         config = None
         if row["config_digest"]:

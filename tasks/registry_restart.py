@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from prefect import task
 
-from regprune.metadata import MetadataSource, call_with_retries, custom_objects_api
+from regprune.metadata import MetadataError, MetadataSource, call_with_retries, custom_objects_api
+from regprune.permissions import APPS_GROUP, RESTART_REGISTRY, Grant, Role, denied
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
@@ -18,6 +19,24 @@ def parse_deployment(value: str) -> tuple[str, str]:
     if not sep or not namespace or not name or "/" in name:
         raise ValueError(f"--restart-registry expects NAMESPACE/DEPLOYMENT, got {value!r}")
     return namespace, name
+
+
+def require_restart_access(cluster: MetadataSource, deployment: str) -> None:
+    """Refuse before deleting when the API would not let this user restart the registry: a
+    prune whose restart then failed would leave the registry's cache claiming deleted blobs."""
+    namespace, name = parse_deployment(deployment)
+    role = Role(
+        RESTART_REGISTRY.name,
+        (Grant(APPS_GROUP, "deployments", ("patch",), (name,)),),
+        namespace=namespace,
+    )
+    missing = denied(cluster, (role,))
+    if missing:
+        raise MetadataError(
+            f"forbidden: --restart-registry {deployment} needs {', '.join(missing)} in "
+            f"namespace {namespace}, which the API does not grant this user (the Role "
+            f"{RESTART_REGISTRY.name} of deployments/rbac/ does) - nothing deleted"
+        )
 
 
 @task(name="restart-registry")

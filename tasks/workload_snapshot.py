@@ -21,6 +21,7 @@ from regprune.metadata import (
     ListingRestart,
     MetadataError,
     MetadataSource,
+    api_client,
 )
 from regprune.models import DuckDBSettings
 from regprune.retries import retry_unless
@@ -31,7 +32,6 @@ from regprune.workloads import (
     WORKLOAD_KINDS,
     ApiGroupMissing,
     Listing,
-    kube_clients,
     limit_range_rows,
     list_workload_pages,
     workload_rows,
@@ -64,8 +64,7 @@ def _list_kind(source: MetadataSource, listing: Listing, parts_dir: str, logger:
         out = TableWriters(tables, Path(parts_dir), f"workloads-{kind}")
         objects = pages = 0
         try:
-            clients = kube_clients(source)
-            for page in list_workload_pages(clients, listing, source):
+            for page in list_workload_pages(api_client(source), listing, source):
                 pages += 1
                 for obj in page:
                     objects += 1

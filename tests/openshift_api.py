@@ -1456,6 +1456,9 @@ class OpenShiftAPIServer:
         meta["creationTimestamp"] = rfc3339(created) if created else rfc3339()
         obj["apiVersion"] = API_VERSION
         obj["kind"] = "Image"
+        for name in ("dockerImageLayers", "dockerImageManifests", "dockerImageSignatures"):
+            if obj.get(name) == []:  # omitempty: the real server stores no empty list
+                del obj[name]
         return obj
 
     @staticmethod
@@ -2129,7 +2132,6 @@ def _image_with_metadata(image: dict[str, Any], internal: dict[str, Any]) -> Non
                 "Parent": v1.get("parent", ""),
                 "Created": v1.get("created"),
                 "Architecture": v1.get("architecture", ""),
-                "Os": v1.get("os", ""),
                 "Config": v1.get("config"),
                 "ContainerConfig": v1.get("container_config") or {},
             }
@@ -2144,19 +2146,17 @@ def _image_with_metadata(image: dict[str, Any], internal: dict[str, Any]) -> Non
         if not config_text:
             raise ValueError("dockerImageConfig must not be empty")
         config = json.loads(config_text)
+        # The stored DockerImage 1.0 has no Os nor Variant (observed on the real server).
         internal.update(
             {
                 "Created": config.get("created"),
                 "Architecture": config.get("architecture", ""),
-                "Os": config.get("os", ""),
                 "Author": config.get("author", ""),
                 "DockerVersion": config.get("docker_version", ""),
                 "Config": config.get("config"),
                 "ContainerConfig": config.get("container_config") or {},
             }
         )
-        if config.get("variant"):
-            internal["Variant"] = config["variant"]
         internal["Id"] = manifest["config"]["digest"]
         internal["Size"] = len(config_text.encode())
     else:

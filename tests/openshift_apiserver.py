@@ -54,7 +54,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -81,6 +81,9 @@ __all__ = [
 
 OPENSHIFT_APISERVER_ENV = "REGPRUNE_OPENSHIFT_APISERVER"
 OC_ENV = "REGPRUNE_OC"
+#: Set (CI does, .ci/run): a missing server, etcd, oc, OpenShift's registry or skopeo fails the
+#: tests instead of skipping them.
+REQUIRED_ENV = "REGPRUNE_REAL_API_REQUIRED"
 _SHARED = (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
 #: How ``../shared/openshift-apiserver/README.md`` builds the two servers (each from its
 #: source with its ``vendor/`` folder; Go 1.27.3, ``GOTOOLCHAIN=local``).
@@ -128,6 +131,15 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Role": ("apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
 }
+#: Delete at once: no grace period, and dependents in the background, since the "orphan"
+#: finalizer (the default of a ReplicationController) waits for a garbage collector, and there
+#: is no controller manager here.
+DELETE_NOW = {
+    "kind": "DeleteOptions",
+    "apiVersion": "v1",
+    "gracePeriodSeconds": 0,
+    "propagationPolicy": "Background",
+}
 #: What prune-images lists; :meth:`RealOpenShiftAPI.reset` deletes every one of them.
 WORKLOAD_KINDS = (
     "Pod",
@@ -173,13 +185,20 @@ def oc_binary() -> Path | None:
     return None
 
 
+def _missing(message: str) -> NoReturn:
+    """Skip, or fail where the real API is required (CI)."""
+    if os.environ.get(REQUIRED_ENV, "") not in ("", "0"):
+        pytest.fail(f"{message} (${REQUIRED_ENV} is set: these tests must run here)")
+    pytest.skip(message)
+
+
 def require_oc() -> Path:
     """``oc``, or skip saying how to build it."""
     found = oc_binary()
     if found is None:
         shared = (str(s / "openshift-oc" / "oc") for s in _SHARED)
         where = os.environ.get(OC_ENV) or " or ".join(shared)
-        pytest.skip(f"oc is missing (looked at {where}; set ${OC_ENV}). Build it: {OC_BUILD}")
+        _missing(f"oc is missing (looked at {where}; set ${OC_ENV}). Build it: {OC_BUILD}")
     return found
 
 
@@ -194,13 +213,13 @@ def require_openshift_apiserver() -> Path:
         where = os.environ.get(OPENSHIFT_APISERVER_ENV) or " or ".join(
             str(s / "openshift-apiserver") for s in _SHARED
         )
-        pytest.skip(
+        _missing(
             f"the OpenShift API server is missing (looked for start.sh and bin/ at {where}; set "
             f"${OPENSHIFT_APISERVER_ENV}). Build it as ../shared/openshift-apiserver/README.md "
             f"says: {OPENSHIFT_APISERVER_BUILD}"
         )
     if _etcd() is None:
-        pytest.skip("etcd is missing: apt-get install etcd-server")
+        _missing("etcd is missing: apt-get install etcd-server")
     require_oc()
     return folder
 
@@ -253,6 +272,7 @@ class RealOpenShiftAPI:
         self._tracked: list[tuple[str, str | None, str]] = []  # (kind, namespace, name)
         self._users: dict[str, str] = {}  # add_token's user -> token (kept across resets)
         self._rbac_serial = 0
+        self.etcd_port = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -284,6 +304,7 @@ class RealOpenShiftAPI:
             )
             if started.returncode == 0:
                 self.url = f"https://127.0.0.1:{kas}"
+                self.etcd_port = etcd
                 break
             last = started.stderr[-3000:] + self._log_tail()
             self.stop()
@@ -487,14 +508,24 @@ class RealOpenShiftAPI:
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete one object now (no grace period); False when there was none."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
         try:
-            self.request("DELETE", self.path_of(kind, namespace, name), body)
+            self.request("DELETE", self.path_of(kind, namespace, name), DELETE_NOW)
         except APIError as exc:
             if exc.status == 404:
                 return False
             raise
         return True
+
+    def set_status(
+        self, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge ``status`` into an object's status through its status subresource (what a
+        kubelet or controller would write; e.g. a Pod's ``phase``)."""
+        obj = self.get(kind, name, namespace)
+        if obj is None:
+            raise KeyError(f"no {kind} {namespace}/{name}")
+        obj["status"] = {**(obj.get("status") or {}), **status}
+        return self.request("PUT", self.path_of(kind, namespace, name) + "/status", obj)
 
     def namespace(self, name: str) -> str:
         """Make namespace ``name`` and its ``default`` ServiceAccount (no controller manager
@@ -627,12 +658,14 @@ class RealOpenShiftAPI:
         return stored
 
     def images(self) -> list[dict[str, Any]]:
-        """Every Image, sorted by name."""
-        return sorted(self.list("Image"), key=lambda i: i["metadata"]["name"])
+        """Every Image, sorted by name, each with its kind (as a GET answers it)."""
+        items = ({"apiVersion": API_VERSION, "kind": "Image", **i} for i in self.list("Image"))
+        return sorted(items, key=lambda i: i["metadata"]["name"])
 
     def imagestreams(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every ImageStream (of ``namespace``), in the server's order."""
-        return self.list("ImageStream", namespace)
+        """Every ImageStream (of ``namespace``), in the server's order, with its kind."""
+        kind = {"apiVersion": API_VERSION, "kind": "ImageStream"}
+        return [{**kind, **s} for s in self.list("ImageStream", namespace)]
 
     def image(self, name: str) -> dict[str, Any] | None:
         return self.get("Image", name)
@@ -652,10 +685,7 @@ class RealOpenShiftAPI:
             "apiVersion": "v1",
             "kind": "List",
             "metadata": {"resourceVersion": ""},
-            "items": [{"apiVersion": API_VERSION, "kind": "Image", **i} for i in self.images()]
-            + [
-                {"apiVersion": API_VERSION, "kind": "ImageStream", **s} for s in self.imagestreams()
-            ],
+            "items": self.images() + self.imagestreams(),
         }
 
     # ---- identities ---------------------------------------------------------------------------
@@ -920,6 +950,29 @@ class RealOpenShiftAPI:
                 raise RuntimeError(f"RBAC did not settle in {RBAC_SETTLE_TIMEOUT} s: {pending}")
             time.sleep(0.2)  # polling the condition above, not a synchronising sleep
 
+    # ---- etcd ---------------------------------------------------------------------------------
+
+    def _etcd(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One call of etcd's v3 JSON gateway, with the client certificate start.sh made."""
+        pki = self.data / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "etcd-client.crt"), str(pki / "etcd-client.key"))
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{self.etcd_port}/v3/{call}",
+            data=json.dumps(body).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30, context=context) as answer:
+            return json.loads(answer.read())
+
+    def compact(self) -> int:
+        """Compact etcd at its current revision (what kube-apiserver does every 5 minutes):
+        a continue token of an older resourceVersion that no watch cache still holds then
+        gets ``410 Expired``. Returns the revision."""
+        revision = int(self._etcd("kv/range", {"key": "Lw=="})["header"]["revision"])
+        self._etcd("kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
     # ---- emptying between tests ---------------------------------------------------------------
 
     def reset(self) -> None:
@@ -929,7 +982,7 @@ class RealOpenShiftAPI:
             if kind != "Namespace":
                 self.delete(kind, name, namespace)
         self._tracked.clear()
-        self.request("DELETE", self.path_of("Image"))  # deletecollection
+        self.request("DELETE", self.path_of("Image"), DELETE_NOW)  # deletecollection
         for kind in ("ImageStream", *WORKLOAD_KINDS):
             namespaces = {obj["metadata"]["namespace"] for obj in self.list(kind)}
             for namespace in sorted(namespaces):
@@ -937,7 +990,7 @@ class RealOpenShiftAPI:
                     for pod in self.list(kind, namespace):
                         self.delete(kind, pod["metadata"]["name"], namespace)
                 else:
-                    self.request("DELETE", self.path_of(kind, namespace))
+                    self.request("DELETE", self.path_of(kind, namespace), DELETE_NOW)
 
 
 def _label(group: str, resource: str, verb: str) -> str:
@@ -959,6 +1012,40 @@ def _rbac_docs(manifests: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
+# ---- what ran against it, in the terminal summary (CI's output shows they ran) ----------------
+
+_USERS: set[str] = set()
+_OUTCOMES: dict[str, int] = {}
+_STARTED: list[float] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _USERS.update(
+        item.nodeid
+        for item in session.items
+        if "openshift_apiserver_session" in getattr(item, "fixturenames", ())
+    )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.nodeid not in _USERS:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = "error" if report.when == "setup" and report.failed else report.outcome
+        _OUTCOMES[outcome] = _OUTCOMES.get(outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _USERS:
+        return
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_OUTCOMES.items())) or "none run"
+    started = f"; started in {_STARTED[0]:.1f} s" if _STARTED else ""
+    terminalreporter.write_line(
+        f"real OpenShift API (tests/openshift_apiserver.py): {len(_USERS)} tests selected, "
+        f"{counts}{started}"
+    )
+
+
 @pytest.fixture(scope="session")
 def openshift_apiserver_session(
     tmp_path_factory: pytest.TempPathFactory,
@@ -970,7 +1057,9 @@ def openshift_apiserver_session(
     data = Path(tempfile.mkdtemp(prefix="osapi-", dir=tmp_path_factory.getbasetemp()))
     server = RealOpenShiftAPI(home, data, oc=oc)
     try:
+        began = time.monotonic()
         server.start()
+        _STARTED.append(time.monotonic() - began)
         yield server
     finally:
         server.stop()

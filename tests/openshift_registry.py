@@ -17,7 +17,8 @@ Use:
 - fixtures ``openshift_registry_fs`` / ``openshift_registry_s3`` (module-scoped): a started
   :class:`OpenShiftRegistry` pushing into the session's **real** OpenShift API
   (``tests/openshift_apiserver.py``; emptied before and after the module, so a module using
-  them must not also ask for the per-test ``openshift_apiserver`` fixture); its ``api`` is
+  them must not also ask for the per-test ``openshift_apiserver`` fixture, and when a module
+  uses both, the second one's setup empties what the first pushed); its ``api`` is
   that server, ``creds`` the pusher's ``(user, token)``, and the
   ``push``/``pull_ok``/``assert_pulls``/``describe`` helpers of ``tests.registry_bench`` work
   on it unchanged (they send ``creds``);
@@ -40,7 +41,7 @@ import pytest
 import yaml
 
 from tests.openshift_api import OpenShiftAPIServer
-from tests.openshift_apiserver import RealOpenShiftAPI
+from tests.openshift_apiserver import RealOpenShiftAPI, _missing
 from tests.registry_bench import (
     SUBPROCESS_TIMEOUT,
     MotoServer,
@@ -90,13 +91,13 @@ def require_openshift_registry() -> Path:
     binary = openshift_registry_binary()
     if binary is None:
         where = os.environ.get(OPENSHIFT_REGISTRY_ENV) or " or ".join(map(str, _SHARED_CANDIDATES))
-        pytest.skip(
+        _missing(
             f"OpenShift's registry binary is missing (looked at {where}; set "
             f"${OPENSHIFT_REGISTRY_ENV}). Build it from github.com/openshift/image-registry "
             f"(see ../shared/openshift-registry/README.md): {OPENSHIFT_REGISTRY_BUILD}"
         )
     if shutil.which("skopeo") is None:
-        pytest.skip("skopeo is missing (apt-get install skopeo)")
+        _missing("skopeo is missing (apt-get install skopeo)")
     return binary
 
 
@@ -137,6 +138,12 @@ class OpenShiftRegistry(Registry):
         if isinstance(self.api, RealOpenShiftAPI):
             return self.api.registry_host
         return self.url
+
+    def prepare_push(self, repository: str) -> None:
+        """The real API refuses a push into a namespace that does not exist (as a cluster
+        does: the project comes first); make it, with its default ServiceAccount."""
+        if isinstance(self.api, RealOpenShiftAPI):
+            self.api.namespace(repository.split("/", 1)[0])
 
     def config(self) -> dict[str, Any]:
         """distribution's config plus ``auth: openshift`` and the ``openshift:`` section."""

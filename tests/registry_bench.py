@@ -474,6 +474,9 @@ class Registry:
         env.pop("AWS_CA_BUNDLE", None)
         return env
 
+    def prepare_push(self, repository: str) -> None:
+        """What must exist before a push to ``repository`` (nothing for distribution)."""
+
     def log(self) -> str:
         """The registry's captured stdout/stderr, for assertion messages."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -850,20 +853,18 @@ class PushedImage:
         }
         if self.config is not None:
             cfg = self.config_json or {}
-            # OpenShift sums unique layer sizes plus the config size.
+            # OpenShift sums unique layer sizes plus the config size; its DockerImage 1.0 keeps
+            # no Os nor Variant.
             unique = {layer.digest: layer.size for layer in self.layers}
             metadata.update(
                 {
                     "Id": self.config.digest,
                     "Created": cfg.get("created"),
                     "Architecture": cfg.get("architecture"),
-                    "Os": cfg.get("os"),
                     "Config": cfg.get("config", {}),
                     "Size": sum(unique.values()) + self.config.size,
                 }
             )
-            if cfg.get("variant"):
-                metadata["Variant"] = cfg["variant"]
         image["dockerImageMetadata"] = metadata
         return image
 
@@ -985,6 +986,7 @@ def push(
     picks the child matching this host's platform and only that is pushed under the tag.
     """
     repository, dest_tag = _split_ref(repo_ref)
+    registry.prepare_push(repository)
     args = ["copy", "--dest-tls-verify=false", "--retry-times", "0"]
     if all:
         args.append("--all")

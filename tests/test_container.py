@@ -363,7 +363,8 @@ def test_prune_images_then_the_hard_prune_in_a_pod(cluster: Cluster, first_night
 
 def check_audit_trail(night: Night, images_run: Path, hard_prune_run: Path) -> None:
     """prune-images' audit trail names every Image deleted, the hard prune's every blob it
-    deleted, and its report is beside them: in the pod's ``runs`` volume."""
+    removed (moved into its quarantine, or purged: the two-phase delete), and its report is
+    beside them: in the pod's ``runs`` volume."""
     removed = set(night.images_before) - set(night.images_after)
     deleted_images = duckdb.sql(
         f"SELECT name FROM '{images_run / 'images_actions.parquet'}' "
@@ -374,7 +375,7 @@ def check_audit_trail(night: Night, images_run: Path, hard_prune_run: Path) -> N
     freed = set().union(*(blobs_of(night.images_before[name]) for name in removed)) - kept
     deleted_blobs = duckdb.sql(
         f"SELECT digest FROM '{hard_prune_run / 'actions.parquet'}' "
-        "WHERE action = 'delete_blob' AND status = 'done'"
+        "WHERE action = 'delete_blob' AND status IN ('quarantined', 'purged')"
     ).fetchall()
     assert {digest for (digest,) in deleted_blobs} == freed
     assert (hard_prune_run / "report.html").stat().st_size > 0

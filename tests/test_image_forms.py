@@ -4,6 +4,7 @@ OpenShift's registry sends a new Image with ``dockerImageMetadata: null`` and th
 config as text; openshift-apiserver's image strategy fills the metadata and drops the texts.
 What an Image references must come out the same from either form, or from the stored manifest
 when the metadata names nothing (tests/test_openshift_registry_prune.py runs the real thing).
+The last test puts both forms through the real openshift-apiserver.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import copy
 import json
 from typing import Any
 
+import pytest
+
 from regprune.metadata import image_rows
 from tests.openshift_api import _apply_image_strategy
+from tests.openshift_apiserver import RealOpenShiftAPI
 from tests.registry_bench import sha256_digest
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -127,3 +131,35 @@ def test_a_text_that_does_not_parse_is_an_anomaly() -> None:
     assert [a["problem"] for a in anomalies] == [
         "dockerImageManifest does not parse: manifest is not JSON: JSONDecodeError"
     ]
+
+
+@pytest.mark.slow
+def test_the_real_server_keeps_forms_that_reference_the_same_blobs(
+    openshift_apiserver: RealOpenShiftAPI,
+) -> None:
+    """The same Images through openshift-apiserver's own strategy (an ImageStreamMapping, what
+    a push creates): the stored forms reference what the sent ones do, and the test server's
+    strategy stores the same metadata and children."""
+    api = openshift_apiserver
+    api.add_imagestream("ns", "app")
+    for manifest, config, media_type in (
+        (SINGLE, CONFIG.encode(), DOCKER_V2),
+        (LIST, None, DOCKER_LIST),
+    ):
+        sent = sent_image(manifest, config, media_type)
+        if media_type == DOCKER_LIST:
+            sent["dockerImageLayers"] = []
+        stored = api.map_image("ns", "app", "latest", sent)
+        assert "dockerImageManifest" not in stored  # dropped: the manifest blob is stored
+        assert references(stored) == references(sent)
+        kept = copy.deepcopy(sent)
+        _apply_image_strategy(kept)
+        for field in ("dockerImageLayers", "dockerImageManifests"):
+            assert stored.get(field) == (kept.get(field) or None), field
+        ours, theirs = kept["dockerImageMetadata"], dict(stored["dockerImageMetadata"])
+        if media_type == DOCKER_LIST:  # dated by each server's clock
+            ours, theirs = {**ours, "Created": None}, {**theirs, "Created": None}
+        assert {k: v for k, v in ours.items() if v not in ("", None)} == {
+            k: v for k, v in theirs.items() if v not in ("", None)
+        }
+        assert stored["metadata"]["annotations"] == kept["metadata"]["annotations"]

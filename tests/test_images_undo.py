@@ -251,18 +251,15 @@ def test_the_undo_summary_says_what_came_back_and_what_was_left() -> None:
     assert dry.text.startswith("Would create 2 Image(s) again and would put 4 tag history")
 
 
-def test_the_dry_run_executes_over_a_dump_and_reads_its_own_changes_back(tmp_path: Path) -> None:
-    """The executor over a dump, the one way a dump is executed: wrapped in DryRunCluster.
-    Once ns/app's revisions would be gone, only what other streams hold is kept."""
+def dump_and_plan(tmp_path: Path, tagged: list[dict[str, Any]] | None = None) -> Path:
+    """A dump (ns/app: latest = D0 D1 D2; ns/other: x = D2 and ``tagged``'s items; Images D0-D3)
+    and a plan in the run folder ``tmp_path/run`` (app's D1 and D2 and a gone stream's D3
+    removed; D1, D2, D3 deleted)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from regprune.images_cluster import DryRunCluster, DumpCluster, cluster_for
-    from regprune.images_execute import execute_images_plan
-    from regprune.metadata import MetadataError, MetadataSource
-
     app = stream({"latest": [item(0), item(1), item(2)]})
-    other = stream({"x": [item(2)]})
+    other = stream({"x": [item(2), *(tagged or [])]})
     other["metadata"] = {"namespace": "ns", "name": "other", "uid": "u2"}
     images = [{"kind": "Image", "metadata": {"name": D[n], "uid": f"i{n}"}} for n in range(4)]
     dump = tmp_path / "dump.json"
@@ -291,22 +288,81 @@ def test_the_dry_run_executes_over_a_dump_and_reads_its_own_changes_back(tmp_pat
         pa.Table.from_pylist([{"image": D[n], "action": "delete"} for n in (1, 2, 3)]),
         run / "images_plan.parquet",
     )
+    return dump
+
+
+DUMP_OUTCOMES = {
+    "Image:kept": 1,
+    "Image:would-delete": 2,
+    "ImageStream:gone": 1,
+    "ImageStream:would-update": 1,
+}
+
+
+def test_the_dry_run_executes_over_a_dump_and_reads_its_own_changes_back(tmp_path: Path) -> None:
+    """The executor over a dump, the one way a dump is executed: wrapped in DryRunCluster.
+    Once ns/app's revisions would be gone, only what other streams hold is kept."""
+    from regprune.images_cluster import DryRunCluster, DumpCluster, cluster_for
+    from regprune.images_execute import execute_images_plan
+    from regprune.metadata import MetadataError, MetadataSource
+
+    dump = dump_and_plan(tmp_path)
+    run = tmp_path / "run"
+    streams = json.loads(dump.read_text())["items"][4:]
     source = MetadataSource(str(dump), page_size=2)
     cluster = cluster_for(source, confirm=False)
     assert isinstance(cluster, DryRunCluster) and isinstance(cluster.cluster, DumpCluster)
 
-    assert execute_images_plan(str(run), cluster) == {
-        "Image:kept": 1,
-        "Image:would-delete": 2,
-        "ImageStream:gone": 1,
-        "ImageStream:would-update": 1,
-    }
+    assert execute_images_plan(str(run), cluster) == DUMP_OUTCOMES
     assert cluster.changes == [("update-status", "ns/app"), ("delete", D[1]), ("delete", D[3])]
     assert history(cluster.get_stream("ns", "app")) == {"latest": [D[0]]}  # read back changed
     assert json.loads(dump.read_text())["items"][4:] == streams  # the dump is untouched
     (path,) = journal_files(run / JOURNAL_DIR)
-    records = list(read_journal(path))
-    assert records[0]["dry_run"] is True
-    assert [r["record"] for r in records].count("image") == 3  # saved as the run would
+    # a dry run changes nothing: its journal says it ran, and saves nothing to undo
+    assert [r["record"] for r in read_journal(path)] == ["begin"]
+    assert next(read_journal(path))["dry_run"] is True
     with pytest.raises(MetadataError, match="is a dump: it cannot be changed"):
         cluster.cluster.delete_image(D[0], None, None)
+
+
+def test_a_dry_run_over_its_own_listing_reads_the_tables_as_the_cluster(tmp_path: Path) -> None:
+    """A dry run of a plan made from the listing it just took reads that listing's tables
+    (TablesCluster) instead of the cluster: the same objects as far as the executor reads
+    them (the position of an item without a digest kept), so the same outcomes and changes."""
+    from regprune.images_cluster import DryRunCluster, TablesCluster, cluster_for
+    from regprune.images_execute import execute_images_plan
+    from regprune.metadata import MetadataError, MetadataSource
+    from regprune.tasks.metadata_snapshot import merge_metadata_tables, read_metadata_dump
+
+    odd = {**item(4), "image": "not-a-digest"}
+    dump = dump_and_plan(tmp_path, tagged=[odd, item(1)])  # ns/other: x = D2, ?, D1
+    run = tmp_path / "run"
+    source = MetadataSource(str(dump), page_size=2)
+    listed = read_metadata_dump.fn(source, str(tmp_path / "parts"))
+    merge_metadata_tables.fn([listed], str(run))
+    tables = cluster_for(source, confirm=False, listed=run)
+    assert isinstance(tables, DryRunCluster) and isinstance(tables.cluster, TablesCluster)
+    live = cluster_for(source, confirm=False)
+
+    def shape(obj: dict[str, Any]) -> tuple[Any, ...]:
+        tags = (obj.get("status") or {}).get("tags") or []
+        items = {
+            t["tag"]: [i.get("image") if i.get("image") in D else None for i in t["items"]]
+            for t in tags
+        }
+        return obj["metadata"]["namespace"], obj["metadata"]["name"], items
+
+    assert [[shape(s) for s in page] for page in tables.list_streams()] == [
+        [shape(s) for s in page] for page in live.list_streams()
+    ]
+    assert shape(tables.get_stream("ns", "other"))[2] == {"x": [D[2], None, D[1]]}
+    pages = list(tables.list_images())  # in the API's order (the dump's is its own)
+    assert [len(p) for p in pages] == [2, 2]
+    names = [i["metadata"]["name"] for p in pages for i in p]
+    assert names == sorted(i["metadata"]["name"] for p in live.list_images() for i in p)
+    expected = {**DUMP_OUTCOMES, "Image:kept": 2, "Image:would-delete": 1}  # D1 held by other
+    assert execute_images_plan(str(run), live) == expected
+    assert execute_images_plan(str(run), tables) == expected
+    assert tables.changes == live.changes
+    with pytest.raises(MetadataError, match="cannot be changed"):
+        tables.cluster.delete_image(D[0], None, None)

@@ -1,11 +1,13 @@
 """The nightly GC flow (flows/nightly_gc.py): prune-images, then the hard prune, in one run.
 
-One setup for the module: a cluster (OpenShift's image API) with a stream of three revisions
+One setup for the module: a cluster (the real OpenShift API, tests/openshift_apiserver.py, as
+the ServiceAccount the RBAC manifests make) with a stream of three revisions
 of which prune-images removes the oldest, and the registry's storage holding their blobs and
 links; a dry run, then a confirmed run. The dry run changes nothing in the cluster or the
 storage, and its hard prune (projected from prune-images' plan) names exactly the blobs and
 links the confirmed run then deletes: the old revision's Image's manifest link, its own
-blobs and their layer links, while the kept Images' and a layer all Images share stay."""
+blobs and their layer links, while the kept Images' and a layer all Images share stay. The
+real server dates Images now, so the runs keep nothing for being younger than 0s."""
 
 from __future__ import annotations
 
@@ -34,10 +36,10 @@ from regprune.layout import (
 )
 from regprune.metadata import MetadataError
 from regprune.models import is_projected
-from regprune.permissions import PRUNE_IMAGES, READ_METADATA
+from regprune.permissions import PRUNE_IMAGES, grant_label
 from regprune.snapshots import SnapshotSource
 from regprune.tables import sql_literal
-from tests.openshift_api import OpenShiftAPIServer
+from tests.openshift_apiserver import RealOpenShiftAPI
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -74,7 +76,7 @@ def planned_files(hard_prune_dir: str) -> set[str]:
 
 @dataclass
 class NightlyRuns:
-    api: OpenShiftAPIServer
+    api: RealOpenShiftAPI
     root: Path
     source: SnapshotSource
     images: dict[str, list[str]]
@@ -90,13 +92,16 @@ class NightlyRuns:
 
 @pytest.fixture(scope="module")
 def nightly(
-    prefect_server: None, tmp_path_factory: pytest.TempPathFactory
+    prefect_server: None,
+    openshift_apiserver_session: RealOpenShiftAPI,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[NightlyRuns]:
     """Three Images (new, mid, gone: newest first in one tag) each with its own layer and
     config and one layer they share, all old; keep_tag_revisions=2 removes 'gone'."""
     out = tmp_path_factory.mktemp("nightly")
     root = out / "registry"
-    api = OpenShiftAPIServer().start()
+    api = openshift_apiserver_session
+    api.reset()
     try:
         shared_layer = b"shared-layer"
         files = {blob_data_path(digest_of(shared_layer)): shared_layer}
@@ -126,23 +131,34 @@ def nightly(
         old = OLD.timestamp()
         for path in root.rglob("*"):
             os.utime(path, (old, old))
-        kubeconfig = api.kubeconfig(out / "kubeconfig")
-        source = SnapshotSource(storage=str(root), metadata="kube", kubeconfig=str(kubeconfig))
         before = stored(root)
         # the service account of deployments/rbac/ without prune-images.yaml: refused, untouched
-        api.allow_roles(READ_METADATA)
+        without = [grant_label(g, v) for g in PRUNE_IMAGES.grants for v in g.verbs]
+        refused = api.rbac_kubeconfig(out / "refused.kubeconfig", without=without)
+        source = SnapshotSource(storage=str(root), metadata="kube", kubeconfig=str(refused))
         with pytest.raises(MetadataError, match=r"needs list pods, .*regprune-prune-images"):
-            nightly_gc_flow(source=source, confirm=True, out=str(out / "refused"))
+            nightly_gc_flow(
+                source=source, keep_younger_than="0s", confirm=True, out=str(out / "refused")
+            )
         assert stored(root) == before
         assert api.image(images["gone"][0]) is not None
         assert not (out / "refused" / "hard-prune").exists()
-        api.allow_roles(READ_METADATA, PRUNE_IMAGES)  # what deployments/rbac/ grants
-        dry = nightly_gc_flow(source=source, keep_tag_revisions=2, out=str(out / "dry"))
+        kubeconfig = api.rbac_kubeconfig(
+            out / "regprune.kubeconfig"
+        )  # what deployments/rbac/ grants
+        source = SnapshotSource(storage=str(root), metadata="kube", kubeconfig=str(kubeconfig))
+        dry = nightly_gc_flow(
+            source=source, keep_tag_revisions=2, keep_younger_than="0s", out=str(out / "dry")
+        )
         after_dry = stored(root)
         gone_after_dry = api.image(images["gone"][0])
         assert gone_after_dry is not None, "the dry run deleted an Image"
         done = nightly_gc_flow(
-            source=source, keep_tag_revisions=2, confirm=True, out=str(out / "confirmed")
+            source=source,
+            keep_tag_revisions=2,
+            keep_younger_than="0s",
+            confirm=True,
+            out=str(out / "confirmed"),
         )
         yield NightlyRuns(
             api,
@@ -159,7 +175,7 @@ def nightly(
             out,
         )
     finally:
-        api.stop()
+        api.reset()
 
 
 def test_the_dry_run_changes_nothing(nightly: NightlyRuns) -> None:

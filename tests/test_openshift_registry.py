@@ -49,8 +49,6 @@ def pushed(openshift_registry_fs: OpenShiftRegistry, oci_layouts: OciLayouts) ->
     """Single images sharing base layers across two namespaces, a manifest list, an OCI
     manifest, and a re-push of the same image to the same tag."""
     reg = openshift_registry_fs
-    for namespace in ("ns1", "ns2", "ns3"):  # a push into a missing namespace is refused
-        reg.api.namespace(namespace)
     app_v1 = push(reg, *oci_layouts["app-v1"], "ns1/app:v1")
     return Pushed(
         reg,
@@ -207,7 +205,6 @@ def test_on_s3_pushes_record_images_and_pull(
 ) -> None:
     """The same on moto S3: the push writes under the bucket's root and creates the Images."""
     reg = openshift_registry_s3
-    reg.api.namespace("s3ns")
     multi = push(reg, *oci_layouts["multi"], "s3ns/multi:latest")
     app = push(reg, *oci_layouts["app-v1"], "s3ns/app:v1")
     assert {i["metadata"]["name"] for i in reg.api.images()} == {

@@ -5,11 +5,18 @@ filled from the manifest and config, texts dropped) and as the registry sends th
 (``dockerImageMetadata`` null, manifest and config as text). Stored as sent, such an Image made
 the reference and regprune plan its config blob for deletion: a pushed, tagged image would
 lose its config. Skipped, saying how to build it, without the binary.
+
+On the API test server, not the real one: openshift-apiserver always fills the metadata and
+keeps no text of an Image whose manifest blob is stored, so the as-sent form exists only where
+a server can keep an Image as the client sent it (``store_as_sent``). Storage written by
+OpenShift's registry pushing into the real API is pruned and checked in
+tests/test_openshift_registry_delete.py and tests/test_reference_diff.py.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,7 @@ import pytest
 
 from regprune.cli.main import EXIT_OK, main
 from tests.drift import plan_from_report
-from tests.openshift_registry import OpenShiftRegistry
+from tests.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
 from tests.registry_bench import (
     OciLayouts,
     PushedImage,
@@ -44,8 +51,20 @@ class Pushed:
 
 
 @pytest.fixture(scope="module")
-def pushed(openshift_registry_fs: OpenShiftRegistry, oci_layouts: OciLayouts) -> Pushed:
-    reg = openshift_registry_fs
+def registry_on_test_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OpenShiftRegistry]:
+    """OpenShift's registry on a folder with an HTTPS API test server of its own (see above)."""
+    registry = start_openshift_registry(tmp_path_factory.mktemp("openshift-registry-forms"))
+    try:
+        yield registry
+    finally:
+        stop_pair(registry)
+
+
+@pytest.fixture(scope="module")
+def pushed(registry_on_test_server: OpenShiftRegistry, oci_layouts: OciLayouts) -> Pushed:
+    reg = registry_on_test_server
     kept = push(reg, *oci_layouts["app-v1"], "ns1/app:v1")
     sent = push(reg, *oci_layouts["tool"], "ns2/tool:1.0")
     sent_list = push(reg, *oci_layouts["multi"], "ns2/multi:latest")

@@ -3,26 +3,28 @@ on one cluster, ``regprune prune-images --confirm`` (with its hard prune of the 
 identical second one; both remove the same tag revisions and Images, and every image a
 workload uses still pulls through the registry afterwards.
 
-The clusters are built by pushing through OpenShift's registry (tests/openshift_registry.py), so
-the API holds what a cluster records for a push; the same tag is pushed several times for tag
-histories of different depths. Needs ``oc`` (see tests/test_prune_images_oc.py), the registry
-binary and skopeo; skips, saying what is missing, without them.
+The clusters are built, one after the other, by pushing through OpenShift's registry
+(tests/openshift_registry.py) into the real OpenShift API (tests/openshift_apiserver.py), so the
+API holds what a cluster records for a push; the same tag is pushed several times for tag
+histories of different depths; the workloads are real objects. Needs ``oc`` (see
+tests/test_prune_images_oc.py), the registry binary and skopeo; skips, saying what is missing,
+without them.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from regprune.cli.main import main
+from tests.openshift_apiserver import RealOpenShiftAPI
 from tests.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
 from tests.registry_bench import LayerSpec, assert_pulls, build_image, pull_ok, push
-from tests.test_prune_images_oc import OC, _require_oc_and_tls, _workload
-from tests.workloads_api import add_workload
+from tests.test_prune_images_oc import OC, real_workload
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -65,129 +67,127 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     return built
 
 
-def build_cluster(workdir: Path, layouts: dict[str, list[Path]]) -> Cluster:
-    """Push every history through OpenShift's registry; workloads by digest and by tag."""
-    registry = start_openshift_registry(workdir)
-    try:
-        pushed = {
-            tag: [push(registry, layout, "t", tag).digest for layout in history]
-            for tag, history in layouts.items()
-        }
-        host = registry.api.registry_host
-        app, tool = pushed["ns1/app:latest"], pushed["ns2/tool:1.0"]
-        used = [f"ns1/app@{app[0]}", f"ns1/app@{app[1]}", "ns2/tool:1.0", f"ns2/tool@{tool[0]}"]
-        kinds = ["Pod", "Job", "Deployment", "DeploymentConfig"]
-        for i, (kind, ref) in enumerate(zip(kinds, used, strict=True)):
-            ns = ref.split("/")[0]
-            add_workload(registry.api, _workload(kind, ns, f"w{i}", f"{host}/{ref}"))
-        return Cluster(registry, pushed, used)
-    except BaseException:
-        stop_pair(registry)
-        raise
+def build_cluster(registry: OpenShiftRegistry, layouts: dict[str, list[Path]]) -> Cluster:
+    """Push every history through OpenShift's registry; real workloads by digest and by tag."""
+    pushed = {
+        tag: [push(registry, layout, "t", tag).digest for layout in history]
+        for tag, history in layouts.items()
+    }
+    host = registry.advertised
+    app, tool = pushed["ns1/app:latest"], pushed["ns2/tool:1.0"]
+    used = [f"ns1/app@{app[0]}", f"ns1/app@{app[1]}", "ns2/tool:1.0", f"ns2/tool@{tool[0]}"]
+    kinds = ["Pod", "Job", "Deployment", "DeploymentConfig"]
+    for i, (kind, ref) in enumerate(zip(kinds, used, strict=True)):
+        ns = ref.split("/")[0]
+        registry.api.create(real_workload(kind, ns, f"w{i}", f"{host}/{ref}"))
+        if kind == "Pod":
+            registry.api.set_status("Pod", ns, f"w{i}", {"phase": "Running"})
+    return Cluster(registry, pushed, used)
 
 
-@pytest.fixture(scope="module")
-def clusters(
-    tmp_path_factory: pytest.TempPathFactory, layouts: dict[str, list[Path]]
-) -> Iterator[tuple[Cluster, Cluster]]:
-    """Two identical clusters: one for oc, one for regprune."""
-    if not OC.exists():
-        pytest.skip(
-            f"oc not found at {OC} (set REGPRUNE_OC); build it as "
-            "/work/shared/openshift-oc/README.md says"
-        )
-    made: list[Cluster] = []
+@dataclass
+class Outcome:
+    """One tool's run on a fresh cluster: what was there, what is left."""
+
+    pushed: dict[str, list[str]]
+    before: tuple[set[str], set[tuple[str, str, str]]]
+    after: tuple[set[str], set[tuple[str, str, str]]]
+    blobs_before: set[str]
+    blobs_after: set[str]
+
+
+def on_a_fresh_cluster(
+    api: RealOpenShiftAPI,
+    workdir: Path,
+    layouts: dict[str, list[Path]],
+    prune: Callable[[Cluster], None],
+) -> Outcome:
+    """Empty the real API, push the histories into a new registry, prune, and check every
+    image a workload uses and every tag still pulls, while the gone revisions do not."""
+    api.reset()
+    registry = start_openshift_registry(workdir / "registry", api=api)
     try:
-        for name in ("oc", "regprune"):
-            made.append(build_cluster(tmp_path_factory.mktemp(f"cluster-{name}"), layouts))
-        yield made[0], made[1]
+        cluster = build_cluster(registry, layouts)
+        for ref in cluster.used:
+            assert_pulls(registry, ref)
+        before = (cluster.images(), cluster.revisions())
+        blobs_before = blobs(registry)
+        prune(cluster)
+        after = (cluster.images(), cluster.revisions())
+        for ref in cluster.used:
+            assert_pulls(registry, ref)
+        for tag in HISTORIES:
+            assert_pulls(registry, tag)
+        for repo, tag, digest in before[1] - after[1]:
+            assert not pull_ok(registry, f"{repo}@{digest}"), (repo, tag)
+        return Outcome(cluster.pushed, before, after, blobs_before, blobs(registry))
     finally:
-        for cluster in made:
-            stop_pair(cluster.registry)
+        stop_pair(registry)
+        api.reset()
 
 
 def test_oc_and_regprune_confirm_remove_the_same(
-    clusters: tuple[Cluster, Cluster], tmp_path: Path
+    openshift_apiserver: RealOpenShiftAPI, layouts: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    by_oc, by_regprune = clusters
-    _require_oc_and_tls(by_oc.registry.api)
-    assert by_oc.pushed == by_regprune.pushed  # the same digests: identical clusters
-    before = (by_oc.images(), by_oc.revisions())
-    assert before == (by_regprune.images(), by_regprune.revisions())
-    for cluster in clusters:
-        for ref in cluster.used:
-            assert_pulls(cluster.registry, ref)
+    """The same pushes into the real API twice (the same digests: identical clusters); oc
+    prunes one through the registry's API, regprune the other (and its storage, clearing the
+    registry's cache with the kubeconfig's token)."""
+    if not OC.exists():
+        pytest.skip(f"oc not found at {OC} (set REGPRUNE_OC)")
+    api = openshift_apiserver
+    kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
+    oc_output: list[str] = []
 
-    stored_before = blobs(by_oc.registry)
-    assert stored_before == blobs(by_regprune.registry)
+    def by_oc(cluster: Cluster) -> None:
+        done = subprocess.run(
+            [
+                *(str(OC), "--kubeconfig", str(kubeconfig), "adm", "prune", "images"),
+                *(*OPTIONS, "--confirm", f"--registry-url={cluster.registry.base_url}"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        oc_output.append(done.stdout)
 
-    kubeconfig = by_oc.registry.api.kubeconfig(tmp_path / "oc-kubeconfig")
-    done = subprocess.run(
-        [
-            str(OC),
-            "--kubeconfig",
-            str(kubeconfig),
-            "adm",
-            "prune",
-            "images",
-            *OPTIONS,
-            "--confirm",
-            f"--registry-url=http://{by_oc.registry.api.registry_host}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    def by_regprune(cluster: Cluster) -> None:
+        code = main(
+            [
+                *("prune-images", "--kubeconfig", str(kubeconfig), *OPTIONS, "--confirm"),
+                *("--storage", cluster.registry.storage_url, "--hard-prune-keep-younger-than=0s"),
+                *("--registry-url", cluster.registry.base_url, "--out", str(tmp_path / "run")),
+            ]
+        )
+        assert code == 0
 
-    kubeconfig = by_regprune.registry.api.kubeconfig(tmp_path / "regprune-kubeconfig")
-    code = main(
-        [
-            "prune-images",
-            "--kubeconfig",
-            str(kubeconfig),
-            *OPTIONS,
-            "--confirm",
-            "--storage",
-            by_regprune.registry.storage_url,
-            "--hard-prune-keep-younger-than=0s",
-            "--out",
-            str(tmp_path / "regprune-run"),
-        ]
-    )
-    assert code == 0
+    oc = on_a_fresh_cluster(api, tmp_path / "oc", layouts, by_oc)
+    regprune = on_a_fresh_cluster(api, tmp_path / "regprune", layouts, by_regprune)
 
-    images_removed = before[0] - by_oc.images()
-    revisions_removed = before[1] - by_oc.revisions()
-    app, tool = by_oc.pushed["ns1/app:latest"], by_oc.pushed["ns2/tool:1.0"]
+    assert oc.pushed == regprune.pushed and oc.before == regprune.before
+    assert oc.blobs_before == regprune.blobs_before
+    images_removed = oc.before[0] - oc.after[0]
+    revisions_removed = oc.before[1] - oc.after[1]
+    app, tool = oc.pushed["ns1/app:latest"], oc.pushed["ns2/tool:1.0"]
     # Depth 5 keeps 2 revisions; revisions 0 and 1 are used by workloads by digest, which
     # keeps the revisions as well as their Images (oc: in use by digest): only app[2] goes.
     # tool keeps 2 of 3 and tool[0] is used by digest: nothing goes.
     # web, used by nothing, loses its 2 oldest revisions and their Images.
-    web = by_oc.pushed["ns2/web:latest"]
-    assert images_removed == {app[2], web[0], web[1]}, done.stdout
+    web = oc.pushed["ns2/web:latest"]
+    assert images_removed == {app[2], web[0], web[1]}, oc_output
     assert revisions_removed == {
         ("ns1/app", "latest", app[2]),
         ("ns2/web", "latest", web[0]),
         ("ns2/web", "latest", web[1]),
-    }, done.stdout
-    assert tool[0] in by_oc.images()
-    assert before[0] - by_regprune.images() == images_removed
-    assert before[1] - by_regprune.revisions() == revisions_removed
-
-    for cluster in clusters:
-        for ref in cluster.used:
-            assert_pulls(cluster.registry, ref)
-        for tag in HISTORIES:
-            assert_pulls(cluster.registry, tag)
-        for repo, digest in (("ns1/app", app[2]), ("ns2/web", web[0]), ("ns2/web", web[1])):
-            assert not pull_ok(cluster.registry, f"{repo}@{digest}")
+    }, oc_output
+    assert tool[0] in oc.after[0]
+    assert regprune.before[0] - regprune.after[0] == images_removed
+    assert regprune.before[1] - regprune.after[1] == revisions_removed
     # What is left in the storage: oc deleted through the registry's API, regprune's hard
     # prune in the storage; the blobs left are the same: the 3 manifests, their 3 configs and
     # their 3 own layers (the base layer is shared with kept Images).
-    left = blobs(by_oc.registry)
-    assert len(stored_before - left) == 9, sorted(stored_before - left)
-    assert left == blobs(by_regprune.registry)
+    assert len(oc.blobs_before - oc.blobs_after) == 9, sorted(oc.blobs_before - oc.blobs_after)
+    assert oc.blobs_after == regprune.blobs_after
 
 
 def blobs(registry: OpenShiftRegistry) -> set[str]:

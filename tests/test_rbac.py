@@ -115,14 +115,7 @@ def test_only_recovery_the_registry_restart_and_prune_images_write() -> None:
 
 def test_prune_images_lists_exactly_what_the_workload_snapshot_lists() -> None:
     """Every list of regprune/workloads.py, with its API group, and nothing more."""
-    typed_groups = {"core": "", "apps": "apps", "batch": "batch"}
-    listed = set()
-    for listing in LISTINGS:
-        if listing.api == "custom":
-            listed.add((listing.group, listing.method))
-        else:  # list_replica_set_for_all_namespaces -> replicasets
-            words = listing.method.removeprefix("list_").removesuffix("_for_all_namespaces")
-            listed.add((typed_groups[listing.api], words.replace("_", "") + "s"))
+    listed = {(listing.group, listing.plural) for listing in LISTINGS}
     lists = {
         (grant.group, grant.resource) for grant in PRUNE_IMAGES.grants if "list" in grant.verbs
     }

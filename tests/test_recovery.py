@@ -1,9 +1,12 @@
 """Recovery: ``regprune check --recover --confirm`` restores manifests that are stored but unknown
-to the API as ``lost-found-<hex>`` tags, through the OpenShift API test server over real HTTP.
+to the API as ``lost-found-<hex>`` tags, through the real OpenShift API
+(``tests/openshift_apiserver.py``) with the ServiceAccount token the RBAC manifests give.
 
 The registry is the real one (images pushed with skopeo); only some of them are registered in
-the API, one ImageStream is deleted entirely, and the restored Images are compared with the
-Images a push to the integrated registry creates (``PushedImage.openshift_image``).
+the API, one ImageStream is deleted entirely, and the restored Images, as openshift-apiserver
+stores them, are compared with the Images a push to the integrated registry creates
+(``PushedImage.openshift_image``). Answers a real server cannot be made to give (503, 429,
+409, 422 on chosen mappings) stay on the API test server, each test saying so.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from regprune.tasks.recovery import (
 )
 from tests.conftest import rows
 from tests.openshift_api import DEFAULT_REGISTRY_HOST, OpenShiftAPIServer
+from tests.openshift_apiserver import RealOpenShiftAPI
 from tests.registry_bench import PushedImage, Registry, push
 
 HOST = DEFAULT_REGISTRY_HOST
@@ -236,7 +240,7 @@ class Pushed:
     multi: PushedImage
     tool: PushedImage
 
-    def register(self, server: OpenShiftAPIServer) -> None:
+    def register(self, server: OpenShiftAPIServer | RealOpenShiftAPI) -> None:
         """app v1 was never registered, ns/multi lost its tag (the list and its children are
         stored only), other/tool's stream was deleted (its Image remains)."""
         for image in (self.app_v2, self.tool):
@@ -245,7 +249,8 @@ class Pushed:
         server.add_imagestream("ns", "multi", {})
         server.add_imagestream("other", "tool", {"1.0": [self.tool.digest]})
         server.delete_imagestream("other", "tool")
-        server.clear_requests()
+        if isinstance(server, OpenShiftAPIServer):
+            server.clear_requests()
 
     def lost(self) -> list[PushedImage]:
         """What recovery restores: every manifest of the stream-less ones."""
@@ -265,8 +270,20 @@ def pushed(registry_fs: Registry, oci_layouts: Any) -> Pushed:
 
 @pytest.fixture
 def cluster(openshift_api: OpenShiftAPIServer, pushed: Pushed) -> OpenShiftAPIServer:
+    """The API test server, for the answers a real one cannot be made to give."""
     pushed.register(openshift_api)
     return openshift_api
+
+
+@pytest.fixture
+def real_cluster(openshift_apiserver: RealOpenShiftAPI, pushed: Pushed) -> RealOpenShiftAPI:
+    pushed.register(openshift_apiserver)
+    return openshift_apiserver
+
+
+def state(api: RealOpenShiftAPI) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every Image and ImageStream as stored: equal before and after means nothing written."""
+    return api.images(), api.imagestreams()
 
 
 def run_check(
@@ -292,7 +309,9 @@ def restored_fields(image: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def tag_images(server: OpenShiftAPIServer, namespace: str, name: str) -> dict[str, list[str]]:
+def tag_images(
+    server: OpenShiftAPIServer | RealOpenShiftAPI, namespace: str, name: str
+) -> dict[str, list[str]]:
     stream = server.imagestream(namespace, name)
     assert stream is not None, f"no imagestream {namespace}/{name}"
     return {
@@ -307,22 +326,21 @@ def results(report: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_recover_restores_tags_images_and_streams(
-    cluster: OpenShiftAPIServer,
-    openshift_kubeconfig: Path,
+    real_cluster: RealOpenShiftAPI,
     pushed: Pushed,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """With exactly the grants recovery needs; transient 503 and 429 answers are retried;
-    afterwards the check is clean."""
-    cluster.allow(RECOVERY_GRANTS)
-    cluster.inject("POST", MAPPINGS, status=503, times=1)
-    cluster.inject("POST", MAPPINGS, status=429, times=1)
+    """With the ServiceAccount token of the RBAC manifests; the restored Images are what
+    openshift-apiserver makes of what recovery sends; afterwards the check is clean."""
+    cluster = real_cluster
+    openshift_kubeconfig = cluster.rbac_kubeconfig(tmp_path / "regprune.kubeconfig")
     images_before = {i["metadata"]["name"]: i for i in cluster.images()}
+    before = state(cluster)
 
     code, report = run_check(pushed, openshift_kubeconfig, tmp_path / "run", "--recover")
     assert code == EXIT_FINDINGS  # dry-run first: nothing is written
-    assert cluster.count("POST") == 0
+    assert state(cluster) == before
     assert "recovered" not in report
     out = capsys.readouterr().out
     for image in pushed.lost():
@@ -338,8 +356,6 @@ def test_recover_restores_tags_images_and_streams(
     out = capsys.readouterr().out
     for image in lost.values():
         assert f'Added image "{image.digest}" to imagestream "{image.repository}"' in out
-    assert cluster.count("POST", MAPPINGS, status=503) == 1
-    assert cluster.count("POST", MAPPINGS, status=429) == 1
     assert rows(tmp_path / "recover" / RESULTS_FILE, "SELECT status FROM t") == [
         {"status": "added"}
     ] * len(lost)
@@ -372,6 +388,27 @@ def test_recover_restores_tags_images_and_streams(
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
+def test_transient_answers_to_mappings_are_retried(
+    cluster: OpenShiftAPIServer, openshift_kubeconfig: Path, pushed: Pushed, tmp_path: Path
+) -> None:
+    """A 503 and a 429 for mappings are retried and every Image is added. (Test server: a
+    real one cannot be made to answer them.)"""
+    cluster.allow(RECOVERY_GRANTS)
+    cluster.inject("POST", MAPPINGS, status=503, times=1)
+    cluster.inject("POST", MAPPINGS, status=429, times=1)
+
+    code, report = run_check(
+        pushed, openshift_kubeconfig, tmp_path / "recover", "--recover", "--confirm"
+    )
+
+    assert code == EXIT_OK
+    assert results(report) == {image.digest: ("added", None) for image in pushed.lost()}
+    assert cluster.count("POST", MAPPINGS, status=503) == 1
+    assert cluster.count("POST", MAPPINGS, status=429) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_a_conflict_for_one_mapping_is_reported_and_the_rest_go_on(
     cluster: OpenShiftAPIServer,
     openshift_kubeconfig: Path,
@@ -379,7 +416,8 @@ def test_a_conflict_for_one_mapping_is_reported_and_the_rest_go_on(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A 409 fails other/tool's mapping only; a second run restores it (exit 0)."""
+    """A 409 fails other/tool's mapping only; a second run restores it (exit 0). (Test
+    server: a 409 for one chosen mapping.)"""
     cluster.inject("POST", r"/namespaces/other/imagestreammappings$", status=409, times=1)
     tool = pushed.tool.digest
 
@@ -412,7 +450,8 @@ def test_a_list_whose_children_were_not_restored_is_skipped(
 ) -> None:
     """Every mapping in namespace ns is invalid (422): the children of ns/multi fail, so its
     list is not even tried, since a list without its children's Images would leave their
-    blobs kept by no Image. other/tool goes on."""
+    blobs kept by no Image. other/tool goes on. (Test server: a 422 for every mapping of a
+    namespace.)"""
     cluster.inject("POST", r"/namespaces/ns/imagestreammappings$", status=422, times=None)
     multi = pushed.multi
 
@@ -436,14 +475,18 @@ def test_a_list_whose_children_were_not_restored_is_skipped(
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_forbidden_mappings_stop_the_recovery_and_create_nothing(
-    cluster: OpenShiftAPIServer,
-    openshift_kubeconfig: Path,
+    real_cluster: RealOpenShiftAPI,
     pushed: Pushed,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cluster.allow(READ_GRANTS | {("create", "imagestreams")})
-    images, streams = cluster.images(), cluster.imagestreams()
+    """The RBAC manifests minus ``create imagestreammappings``: the server's 403 stops the
+    recovery, naming the grant, and nothing is created."""
+    cluster = real_cluster
+    openshift_kubeconfig = cluster.rbac_kubeconfig(
+        tmp_path / "regprune.kubeconfig", without=["create imagestreammappings.image.openshift.io"]
+    )
+    before = state(cluster)
 
     code, report = run_check(
         pushed, openshift_kubeconfig, tmp_path / "recover", "--recover", "--confirm"
@@ -454,11 +497,10 @@ def test_forbidden_mappings_stop_the_recovery_and_create_nothing(
     err = capsys.readouterr().err
     assert "regprune: error: recovery stopped: forbidden: cannot create imagestreammappings" in err
     assert 'cannot create resource "imagestreammappings" in API group "image.openshift.io"' in err
-    assert (cluster.images(), cluster.imagestreams()) == (images, streams)
-    attempts = cluster.count("POST", MAPPINGS)
-    assert 1 <= attempts <= RECOVER_THREADS  # those already on their way when the 403 came
-    assert cluster.count("POST", MAPPINGS, status=403) == attempts
+    assert state(cluster) == before
     statuses = rows(tmp_path / "recover" / RESULTS_FILE, "SELECT status FROM t")
+    attempts = sum(1 for r in statuses if r["status"] == "failed")
+    assert 1 <= attempts <= RECOVER_THREADS  # those already on their way when the 403 came
     assert sorted(r["status"] for r in statuses) == sorted(
         ["failed"] * attempts + ["skipped"] * (len(pushed.lost()) - attempts)
     )
@@ -467,8 +509,10 @@ def test_forbidden_mappings_stop_the_recovery_and_create_nothing(
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_registry_host_option_names_the_restored_references(
-    cluster: OpenShiftAPIServer, openshift_kubeconfig: Path, pushed: Pushed, tmp_path: Path
+    real_cluster: RealOpenShiftAPI, pushed: Pushed, tmp_path: Path
 ) -> None:
+    cluster = real_cluster
+    openshift_kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")
     code, _ = run_check(
         pushed,
         openshift_kubeconfig,
@@ -505,12 +549,12 @@ def test_bad_recovery_options_are_usage_errors(
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_recovery_refuses_a_snapshot_of_a_dump(
-    openshift_api: OpenShiftAPIServer,
-    openshift_kubeconfig: Path,
+    openshift_apiserver: RealOpenShiftAPI,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Lost-found candidates of a dump are not lost in the cluster: nothing is written."""
+    openshift_kubeconfig = openshift_apiserver.kubeconfig(tmp_path / "kubeconfig")
     storage = hand_written_schema1_registry(tmp_path / "registry")
     dump = tmp_path / "dump.json"
     dump.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": []}))
@@ -519,7 +563,7 @@ def test_recovery_refuses_a_snapshot_of_a_dump(
     args = ["check", "--snapshot", str(tmp_path / "snap"), "--recover", "--confirm"]
     assert main([*args, "--kubeconfig", str(openshift_kubeconfig)]) == EXIT_FAILURE
     assert "take a fresh snapshot from the cluster" in capsys.readouterr().err
-    assert openshift_api.count("POST") == 0
+    assert state(openshift_apiserver) == ([], [])
 
 
 def hand_written_schema1_registry(root: Path) -> Path:
@@ -544,27 +588,32 @@ def hand_written_schema1_registry(root: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_schema1_manifest_is_restored_into_a_new_stream(
-    openshift_api: OpenShiftAPIServer, openshift_kubeconfig: Path, tmp_path: Path
+    openshift_apiserver: RealOpenShiftAPI, tmp_path: Path
 ) -> None:
-    """No Image names a registry host, so --registry-host is needed; the stream is created."""
+    """No Image names a registry host, so --registry-host is needed; the stream is created once
+    its namespace exists.
+    Recovery sends the layers newest first (fsLayers order, "descending", as a push does; see
+    test_image_of_a_schema1_manifest): openshift-apiserver stores them in ascending order."""
+    openshift_api = openshift_apiserver
+    openshift_kubeconfig = openshift_api.kubeconfig(tmp_path / "kubeconfig")
     storage = hand_written_schema1_registry(tmp_path / "registry")
     args = ["check", "--storage", str(storage), "--metadata", "kube", "--shards", "1"]
     args += ["--kubeconfig", str(openshift_kubeconfig), "--recover", "--confirm"]
     assert main([*args, "--out", str(tmp_path / "nohost")]) == EXIT_FAILURE
-    assert openshift_api.count("POST") == 0
+    assert state(openshift_api) == ([], [])
 
+    # the namespace is gone: the real server refuses the stream (a project comes first)
+    code = main([*args, "--out", str(tmp_path / "gone"), "--registry-host", "r.example"])
+    assert code == EXIT_FINDINGS
+    [result] = rows(tmp_path / "gone" / RESULTS_FILE)
+    assert result["status"] == "failed"
+    assert 'HTTP 404 namespaces "legacy" not found' in result["error"]
+    assert state(openshift_api) == ([], [])
+
+    openshift_api.namespace("legacy")
     code = main([*args, "--out", str(tmp_path / "run"), "--registry-host", "r.example"])
-    assert code == EXIT_OK
+    assert code == EXIT_OK, rows(tmp_path / "run" / RESULTS_FILE)
     [image] = openshift_api.images()
-    # sent newest first (fsLayers order, "descending") with the manifest text, as a push is:
-    # the apiserver puts them in ascending order
-    sent = openshift_api.image_as_sent(image["metadata"]["name"])
-    assert sent is not None
-    assert sent["metadata"]["annotations"]["image.openshift.io/dockerLayersOrder"] == ("descending")
-    assert [(layer["name"], layer["size"]) for layer in sent["dockerImageLayers"]] == [
-        (digest_of(b"top layer"), len(b"top layer")),
-        (digest_of(b"base layer"), len(b"base layer")),
-    ]
     assert image["metadata"]["annotations"]["image.openshift.io/dockerLayersOrder"] == ("ascending")
     assert [layer["name"] for layer in image["dockerImageLayers"]] == [
         digest_of(b"base layer"),
@@ -575,4 +624,5 @@ def test_schema1_manifest_is_restored_into_a_new_stream(
     }
     again = ["check", "--storage", str(storage), "--metadata", "kube", "--shards", "1"]
     again += ["--kubeconfig", str(openshift_kubeconfig), "--out", str(tmp_path / "again")]
-    assert main(again) == EXIT_OK
+    report = tmp_path / "again.json"
+    assert main([*again, "--report", str(report)]) == EXIT_OK, report.read_text()

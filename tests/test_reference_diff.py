@@ -7,9 +7,11 @@ expected regprune result is the reference's result adjusted by the named rules b
 deliberate difference documented in docs/comparison.md —
 so any other difference fails a test. The rules read their inputs from the metadata and the
 storage listing only (never from how the scenario was built), so the scenario is a parameter:
-in ``fs`` and ``s3`` the Debian registry writes the tree and the tests write the Images; in
+in ``fs`` and ``s3`` the Debian registry writes the tree and the tests write the Images (a
+dump regprune reads, loaded into the real OpenShift API for the reference); in
 ``openshift-fs`` and ``openshift-s3`` OpenShift's registry itself writes the tree and its
-pushes record the Images and ImageStreams in the API server the reference then reads.
+pushes record the Images and ImageStreams in the real OpenShift API
+(``tests/openshift_apiserver.py``), which both tools then read.
 
 Grace periods are off on regprune's side (``--keep-younger-than 0s --upload-max-age 0s``):
 the reference has none, and young objects would mask differences.
@@ -30,7 +32,7 @@ import pytest
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
 from tests.conftest import imagestream, rows, write_dump
 from tests.drift import HOST, Drift, build_drift, delete_blob_from_storage
-from tests.openshift_api import OpenShiftAPIServer
+from tests.openshift_apiserver import RealOpenShiftAPI
 from tests.openshift_registry import require_openshift_registry, start_openshift_registry, stop_pair
 from tests.reference import (
     BrokenTag,
@@ -47,8 +49,6 @@ from tests.registry_bench import (
     OciLayouts,
     Registry,
     S3Storage,
-    assert_pulls,
-    pull_ok,
     push,
     start_upload,
     upload_blob_without_manifest,
@@ -77,15 +77,17 @@ class Scenario:
 
     ``storage`` is anything ``tests.reference`` takes (``config()["storage"]``) with a
     ``storage_url`` and ``list_storage()`` (a ``tests.registry_bench.Registry``); ``dump`` is
-    the metadata regprune reads, ``api`` the same metadata served to the reference.
+    the metadata (regprune reads it unless ``kubeconfig`` is given: then the API itself),
+    ``api`` the real API serving the same metadata to the reference.
     """
 
     name: str
     storage: Any
     dump: Path
-    api: OpenShiftAPIServer
+    api: RealOpenShiftAPI
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
+    kubeconfig: Path | None = None
 
     def items(self) -> list[dict[str, Any]]:
         return list(json.loads(self.dump.read_text())["items"])
@@ -150,12 +152,12 @@ def build_debian_scenario(
     s3: bool,
 ) -> Scenario:
     """The drift of ``tests.drift`` (+ :func:`_extend_drift`) pushed to distribution 2.8 on
-    a folder or on moto S3; the tests write the Images, the API server serves that dump."""
+    a folder or on moto S3; the tests write the Images, the real API serves that dump."""
     storage, env = _s3_storage(request, tmp, "refdiff") if s3 else (None, {})
     registry = stack.enter_context(Registry(tmp / "registry", s3=storage))
     drift = build_drift(registry, layouts, tmp)
     dump = _extend_drift(drift, layouts, tmp)
-    api = stack.enter_context(OpenShiftAPIServer())
+    api = real_api(request, stack)
     load_dump(api, dump)
     return Scenario("s3" if s3 else "fs", registry, dump, api, tmp, env)
 
@@ -179,6 +181,14 @@ def copy_repository(registry: Registry, source: str, target: str) -> None:
             )
 
 
+def real_api(request: pytest.FixtureRequest, stack: ExitStack) -> RealOpenShiftAPI:
+    """The session's real API, emptied now and when the scenario ends."""
+    api: RealOpenShiftAPI = request.getfixturevalue("openshift_apiserver_session")
+    api.reset()
+    stack.callback(api.reset)
+    return api
+
+
 def build_openshift_scenario(
     request: pytest.FixtureRequest,
     layouts: OciLayouts,
@@ -187,16 +197,17 @@ def build_openshift_scenario(
     s3: bool,
 ) -> Scenario:
     """Pushes through OpenShift's own registry (its Images and ImageStreams are the ones it
-    recorded in the HTTPS API server: single images, shared layers, a manifest list whose
+    recorded in the real API: single images, shared layers, a manifest list whose
     children it took by digest, OCI manifests), then drift: Images and an ImageStream
-    deleted through the API, a stream recreated without its tag, an Image kept as the
-    registry sent it, blobs deleted from storage, unfinished uploads, repositories
-    with invalid names written into storage. The reference runs against that same API."""
-    require_openshift_registry()
+    deleted through the API, a stream recreated without its tag, blobs deleted from storage,
+    unfinished uploads, repositories with invalid names written into storage. regprune and
+    the reference both read that same API. (The Image form without the apiserver's strategy,
+    which the real server never stores, is tests/test_openshift_registry_prune.py's.)"""
+    binary = require_openshift_registry()
     storage, env = _s3_storage(request, tmp, "osdiff") if s3 else (None, {})
-    registry = start_openshift_registry(tmp / "openshift", s3=storage)
+    api = real_api(request, stack)
+    registry = start_openshift_registry(tmp / "openshift", s3=storage, api=api, binary=binary)
     stack.callback(stop_pair, registry)
-    api = registry.api
     images = {
         "app-v1": push(registry, *layouts["app-v1"], "ns/app:v1"),
         "app-v2": push(registry, *layouts["app-v2"], "ns/app:v2"),
@@ -214,9 +225,6 @@ def build_openshift_scenario(
     assert api.delete_imagestream("gone", "tool")
     assert api.delete_imagestream("ns", "broken")  # recreated without its tag
     api.add_imagestream("ns", "broken", {})
-    # a cluster without the apiserver's image strategy keeps the Image as the registry sent
-    # it: no dockerImageMetadata, the manifest as text
-    api.store_as_sent(images["oci"].digest)
     # drift in storage: blobs gone, unfinished pushes, names no push could write
     delete_blob_from_storage(registry, images["app-v2"].layers[2].digest)
     for layer in images["multi"].children[1].layers:
@@ -230,7 +238,7 @@ def build_openshift_scenario(
     dump = tmp / "dump.json"
     dump.write_text(json.dumps(api.dump_list()))
     name = "openshift-s3" if s3 else "openshift-fs"
-    return Scenario(name, registry, dump, api, tmp, env)
+    return Scenario(name, registry, dump, api, tmp, env, api.kubeconfig(tmp / "kubeconfig"))
 
 
 ScenarioBuilder = Callable[[pytest.FixtureRequest, OciLayouts, Path, ExitStack], Scenario]
@@ -271,7 +279,10 @@ def scenario(
 def regprune(scenario: Scenario, command: str, name: str, *extra: str) -> dict[str, Any]:
     """Run ``regprune <command>`` on the scenario; its JSON report."""
     report = scenario.workdir / f"{name}.json"
-    args = [command, "--storage", scenario.storage.storage_url, "--metadata", str(scenario.dump)]
+    metadata = ["--metadata", str(scenario.dump)]
+    if scenario.kubeconfig is not None:
+        metadata = ["--metadata", "kube", "--kubeconfig", str(scenario.kubeconfig)]
+    args = [command, "--storage", scenario.storage.storage_url, *metadata]
     args += ["--out", str(scenario.workdir / name), "--report", str(report), *extra]
     with pytest.MonkeyPatch.context() as mp:
         for key, value in scenario.env.items():
@@ -682,7 +693,10 @@ def test_grace_period_keeps_young_blobs_the_reference_deletes(
     as the 0s plan, default grace: every blob only the reference deletes is kept as young."""
     report = scenario.workdir / "grace.json"
     args = ["prune", "--snapshot", str(scenario.workdir / "plan"), "--report", str(report)]
-    assert main(args) == EXIT_OK
+    with pytest.MonkeyPatch.context() as mp:  # the dry run re-reads the storage: S3's keys
+        for key, value in scenario.env.items():
+            mp.setenv(key, value)
+        assert main(args) == EXIT_OK
     ours = {r["digest"] for r in json.loads(report.read_text())["blobs"]}
     theirs = rule_config_of_images_as_sent(both.ref_prune.blobs, facts)
     assert ours <= theirs
@@ -702,122 +716,3 @@ def test_check_mode_is_both_checks(scenario: Scenario, both: Both) -> None:
     assert combined.lost_found == both.ref_storage.lost_found
     assert combined.broken_tags == both.ref_database.broken_tags
     assert combined.broken_images == both.ref_database.broken_images
-
-
-# --------------------------------------------------------------------------- deleting
-
-
-@pytest.mark.usefixtures("prefect_server")
-def test_a_list_child_pulls_by_digest_after_regprune_and_not_after_the_reference(
-    oci_layouts: OciLayouts, tmp_path: Path
-) -> None:
-    """The same storage twice: a manifest list in its stream, its children Images of their
-    own. The reference's ``-prune=delete`` removes the children's revision links: a child no
-    longer pulls by digest (the list itself does not pull either, as it needs its children).
-    regprune's ``prune --confirm`` keeps them: both pull."""
-    require_reference()
-    outcomes: dict[str, tuple[bool, bool]] = {}
-    for tool in ("reference", "regprune"):
-        work = tmp_path / tool
-        with Registry(work / "registry") as registry, OpenShiftAPIServer() as api:
-            multi = push(registry, *oci_layouts["multi"], "ns/multi:latest")
-            items = [
-                *multi.openshift_images(HOST),
-                imagestream("ns", "multi", {"latest": [multi.digest]}, HOST),
-            ]
-            dump = write_dump(work / "dump.json", items)
-            load_dump(api, dump)
-            child = multi.children[0].digest
-            assert_pulls(registry, f"ns/multi@{child}")
-            if tool == "reference":
-                result = run_prune(registry, api, work, mode="delete")
-                assert ("ns/multi", child) in result.manifest_links
-            else:
-                args = ["prune", "--storage", registry.storage_url, "--metadata", str(dump)]
-                args += ["--out", str(work / "run"), "--confirm", *NO_GRACE]
-                assert main(args) == EXIT_OK
-            registry.restart()  # no cache in the way: what storage serves
-            outcomes[tool] = (
-                pull_ok(registry, f"ns/multi@{child}"),
-                pull_ok(registry, "ns/multi:latest"),
-            )
-    assert outcomes == {"reference": (False, False), "regprune": (True, True)}
-
-
-@pytest.mark.usefixtures("prefect_server")
-def test_the_reference_leaves_dangling_layer_links_and_uploads(
-    oci_layouts: OciLayouts, tmp_path: Path
-) -> None:
-    """After the reference's ``-prune=delete`` the layer links of the blobs it deleted and
-    an unfinished upload are still in storage; after regprune's ``prune --confirm`` not."""
-    require_reference()
-    left: dict[str, list[str]] = {}
-    for tool in ("reference", "regprune"):
-        work = tmp_path / tool
-        with Registry(work / "registry") as registry, OpenShiftAPIServer() as api:
-            app = push(registry, *oci_layouts["app-v1"], "ns/app:v1")
-            v2 = push(registry, *oci_layouts["app-v2"], "ns/app:v2")
-            upload = start_upload(registry, "ns/app")
-            items = [
-                *v2.openshift_images(HOST),
-                imagestream("ns", "app", {"v2": [v2.digest]}, HOST),
-            ]
-            dump = write_dump(work / "dump.json", items)
-            load_dump(api, dump)
-            if tool == "reference":
-                run_prune(registry, api, work, mode="delete")
-            else:
-                args = ["prune", "--storage", registry.storage_url, "--metadata", str(dump)]
-                args += ["--out", str(work / "run"), "--confirm", *NO_GRACE]
-                assert main(args) == EXIT_OK
-            stored = registry.list_storage()
-            hex_ = app.layers[-1].digest.removeprefix("sha256:")
-            left[tool] = sorted(
-                key
-                for key in stored
-                if key == f"repositories/ns/app/_layers/sha256/{hex_}/link"
-                or key.startswith(f"repositories/ns/app/_uploads/{upload}/")
-            )
-            assert_pulls(registry, "ns/app:v2")
-    assert left["regprune"] == []
-    assert any("/_layers/" in key for key in left["reference"])
-    assert any("/_uploads/" in key for key in left["reference"])
-
-
-@pytest.mark.usefixtures("prefect_server")
-def test_a_list_whose_children_have_no_images_of_their_own(
-    oci_layouts: OciLayouts, tmp_path: Path
-) -> None:
-    """A manifest list in its stream whose children have no Image objects (an import or a
-    cluster that lost them): the reference keeps only what Images name, so it deletes every
-    blob of every child and the list no longer pulls; regprune reads the children's
-    manifests through the list and keeps their manifests, configs and layers: after its
-    ``prune --confirm`` the list still pulls. (Found by this comparison: regprune used to
-    keep the child manifests but plan their configs and layers.)"""
-    require_reference()
-    with Registry(tmp_path / "registry") as registry, OpenShiftAPIServer() as api:
-        multi = push(registry, *oci_layouts["multi"], "ns/multi:latest")
-        items = [
-            multi.openshift_image(HOST),
-            imagestream("ns", "multi", {"latest": [multi.digest]}, HOST),
-        ]
-        dump = write_dump(tmp_path / "dump.json", items)
-        load_dump(api, dump)
-        children = {
-            blob
-            for child in multi.children
-            for blob in (child.digest, child.config.digest, *(x.digest for x in child.layers))
-        }
-        reference = run_prune(registry, api, tmp_path)
-        assert reference.blobs == children
-        report = tmp_path / "plan.json"
-        args = ["prune", "--storage", registry.storage_url, "--metadata", str(dump)]
-        args += ["--out", str(tmp_path / "run"), "--report", str(report), *NO_GRACE]
-        assert main(args) == EXIT_OK
-        plan = json.loads(report.read_text())
-        assert {r["digest"] for r in plan["blobs"]} == set()
-        assert ours_links(plan) == set()
-        assert plan["layer_links"] == []
-        assert main([*args, "--confirm"]) == EXIT_OK
-        registry.restart()
-        assert_pulls(registry, "ns/multi:latest")

@@ -17,6 +17,11 @@ each emulator in that backend's key form. On that copy:
 - recover: two identical copies and two identical API servers (loaded from the scenario's
   dump): ``-restore-mode=recover`` on one, ``regprune check --recover --confirm`` on the
   other; the tags and Images each created through the API are compared, again by the rules.
+
+The scenario is built on the real OpenShift API (tests/openshift_apiserver.py); the recoveries
+run on API test servers: they compare what each tool *sends* (the test server keeps an Image
+as sent, ``image_as_sent``), two servers side by side. Recovery against the real server, and
+what it stores, is tests/test_recovery.py's.
 """
 
 from __future__ import annotations
@@ -139,7 +144,7 @@ def source(
             scenario,
             root,
             recover_root,
-            registry.url,
+            registry.advertised,
             facts,
             repositories,
             invalid,

@@ -106,13 +106,14 @@ def test_an_html_page_is_no_list_page(
         ["a", "list"],
     ],
 )
-def test_a_page_that_is_no_list_stops_the_listing(page: Any) -> None:
-    class API:
-        def list_cluster_custom_object(self, *args: Any, **kwargs: Any) -> Any:
-            return page
+def test_a_page_that_is_no_list_stops_the_listing(
+    page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import regprune.metadata
 
+    monkeypatch.setattr(regprune.metadata, "get_json", lambda *args: page)  # the page served
     with pytest.raises(MetadataError, match="not a Kubernetes list"):
-        next(list_pages(API(), "images", MetadataSource("kube")))
+        next(list_pages(object(), "images", MetadataSource("kube")))
 
 
 @pytest.mark.parametrize("hostile", ["silent"], indirect=True)

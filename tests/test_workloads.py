@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 
-from regprune.metadata import MetadataSource
+from regprune.metadata import MetadataSource, api_client
 from regprune.tasks.metadata_snapshot import read_metadata_dump
 from regprune.workloads import (
     LISTINGS,
     ApiGroupMissing,
     InvalidReference,
-    kube_clients,
     limit_range_rows,
     list_workload_pages,
     parse_quantity,
@@ -261,7 +260,7 @@ def test_listing_from_the_api_is_paginated_and_404_means_no_such_api(
         add_workload(openshift_api, pod(f"ns{i % 2}", f"p{i}", f"reg.io/ns/s:{i}"))
     remove_api(openshift_api, "builds")
     source = MetadataSource("kube", str(openshift_api.kubeconfig(tmp_path / "kc")), page_size=2)
-    clients = kube_clients(source)
+    clients = api_client(source)
     listing = {lst.kind: lst for lst in LISTINGS}
     pages = list(list_workload_pages(clients, listing["Pod"], source))
     assert [len(p) for p in pages] == [2, 2, 1]

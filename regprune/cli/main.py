@@ -495,7 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
         "which also clears its blob-descriptor cache",
     )
     prune.add_argument(
-        "--registry-token-file", metavar="FILE", help="bearer token for --registry-url"
+        "--registry-token-file",
+        metavar="FILE",
+        help="bearer token for --registry-url (default: the token of the cluster credentials, "
+        "kubeconfig or in-cluster ServiceAccount, as oc adm prune images sends)",
     )
     prune.add_argument(
         "--restart-registry",
@@ -595,6 +598,7 @@ KNOWN_FAILURES = {
     "UnsafePlan",
     "WarehouseError",
     "RecoveryError",
+    "RegistryRefused",
     "JournalError",
     "UndoError",
 }

@@ -73,7 +73,10 @@ def add_prune_images_parser(commands: Any) -> None:
         "what the deleted Images freed (default 24h)",
     )
     parser.add_argument(
-        "--registry-token-file", metavar="FILE", help="bearer token for --registry-url"
+        "--registry-token-file",
+        metavar="FILE",
+        help="bearer token for --registry-url (default: the token of the cluster credentials, "
+        "kubeconfig or in-cluster ServiceAccount, as oc adm prune images sends)",
     )
     parser.add_argument(
         "--keep-tag-revisions",
