@@ -53,7 +53,11 @@ def test_plan_on_filesystem(drift_fs: Drift, tmp_path: Path) -> None:
     assert plan_from_report(report) == expected_plan(drift_fs)
     summary = report["summary"]
     sizes = {r["digest"]: r["size"] for r in rows(tmp_path / "run" / "blobs.parquet")}
-    assert summary["bytes_freed"] == sum(sizes[d] for d in expected_plan(drift_fs)["blobs"])
+    uploads = {r["upload_id"]: r["size"] for r in rows(tmp_path / "run" / "uploads.parquet")}
+    # what a confirmed run frees: the planned blobs and the stale upload (one count, both modes)
+    assert summary["bytes_freed"] == (
+        sum(sizes[d] for d in expected_plan(drift_fs)["blobs"]) + uploads[drift_fs.old_upload]
+    )
     # the abandoned push and its link are young: kept and counted, not planned
     assert summary["blobs"]["kept_young"] == 1
     assert summary["uploads"]["delete"] == 1
