@@ -250,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve()
 
-    do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
+    # COPY: Swift's server-side copy, the two-phase delete's quarantine move there
+    do_HEAD = do_PUT = do_POST = do_DELETE = do_COPY = do_GET
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
