@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+import regprune.metadata
 from regprune.cli.main import main
 from regprune.layout import V2_ROOT, blob_data_path, link_content, manifest_link_path
 from tests.conftest import rows
@@ -78,23 +78,29 @@ Call = tuple[str, str | None, int, int | None]
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
-    """Every cluster-wide list the client makes, in order: (plural, continue token, status,
-    limit)."""
+    """Every cluster-wide list of image.openshift.io the client makes, in order: (plural,
+    continue token, status, limit), recorded at the listing's one GET (``get_json``)."""
     seen: list[Call] = []
-    original = CustomObjectsApi.list_cluster_custom_object
+    original = regprune.metadata.get_json
 
-    def recorded(self: Any, group: str, version: str, plural: str, **kwargs: Any) -> Any:
-        token, limit = kwargs.get("_continue"), kwargs.get("limit")
+    def recorded(client: Any, path: str, query: list[tuple[str, Any]], timeout: Any) -> Any:
+        if not path.startswith(IMAGE_API):
+            return original(client, path, query, timeout)
+        plural, params = path.rsplit("/", 1)[1], dict(query)
+        token, limit = params.get("continue"), params.get("limit")
         try:
-            page = original(self, group, version, plural, **kwargs)
+            page = original(client, path, query, timeout)
         except ApiException as exc:
             seen.append((plural, token, exc.status, limit))
             raise
         seen.append((plural, token, 200, limit))
         return page
 
-    monkeypatch.setattr(CustomObjectsApi, "list_cluster_custom_object", recorded)
+    monkeypatch.setattr(regprune.metadata, "get_json", recorded)
     return seen
+
+
+IMAGE_API = f"/apis/{regprune.metadata.GROUP}/{regprune.metadata.VERSION}/"
 
 
 def snapshot(tmp_path: Path, storage: Path, metadata: list[str], name: str = "snap") -> Path:
@@ -180,16 +186,19 @@ def test_an_expired_continue_token_restarts_the_list(
     inconsistent continuation that regprune must not use); regprune drops what it listed and
     lists again from the start, every object once."""
     cluster.compact()
-    recorded = CustomObjectsApi.list_cluster_custom_object
+    recorded = regprune.metadata.get_json  # the calls fixture's, which records this one too
     aged_once: list[str] = []
 
-    def first_continue_aged(self: Any, group: str, version: str, plural: str, **kw: Any) -> Any:
-        if plural == "images" and kw.get("_continue") and not aged_once:
-            aged_once.append(kw["_continue"])
-            kw["_continue"] = aged(kw["_continue"])
-        return recorded(self, group, version, plural, **kw)
+    def first_continue_aged(
+        client: Any, path: str, query: list[tuple[str, Any]], timeout: Any
+    ) -> Any:
+        token = dict(query).get("continue")
+        if path.endswith("/images") and token and not aged_once:
+            aged_once.append(token)
+            query = [(k, aged(v) if k == "continue" else v) for k, v in query]
+        return recorded(client, path, query, timeout)
 
-    monkeypatch.setattr(CustomObjectsApi, "list_cluster_custom_object", first_continue_aged)
+    monkeypatch.setattr(regprune.metadata, "get_json", first_continue_aged)
     out = snapshot(tmp_path, storage, kube(cluster.kubeconfig(tmp_path / "kc")))
 
     check_complete(out, cluster)
