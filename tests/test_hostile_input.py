@@ -446,13 +446,17 @@ def test_undo_refuses_a_damaged_journal_before_it_changes_anything(
     assert "no Image or ImageStream was changed back" in message
 
 
-def test_an_interrupted_undo_or_purge_says_how_to_finish() -> None:
+def test_an_interrupted_undo_or_purge_says_how_to_finish(monkeypatch: pytest.MonkeyPatch) -> None:
     """Both change storage from their first move: the line says where their record is and
     that running them again finishes (what is back or gone counts as done)."""
     import argparse
 
-    from regprune import interrupts
+    from regprune import interrupts, lock
     from regprune.cli.main import interrupted_line
+
+    # no lock held in this process: a run an earlier test killed in-process may have left one
+    # registered, which the line would (rightly) name
+    monkeypatch.setattr(lock, "_held", set())
 
     state = interrupts.Interruption(signal.SIGTERM, "restore", "Moving back 40 objects", [])
     undo = argparse.Namespace(command="undo", run_dir="runs/prune-1", run_folder="runs/prune-1")
