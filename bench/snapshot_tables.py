@@ -270,6 +270,9 @@ def write_tables(
         # lists the files of every repository and upload it would remove, finds none
         "storage": str(empty_storage(out)),
         "metadata": "synthetic",
+        # not "kube": the tables are the whole cluster, as a dump's are; a re-check (the dry
+        # run's too) has no cluster to list again
+        "metadata_source": {"source": "synthetic"},
         "metadata_started_at": now.isoformat(),
         "storage_started_at": now.isoformat(),
         "finished_at": now.isoformat(),

@@ -927,7 +927,8 @@ class _Front(LocalHTTPServer):
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+            # COPY: Swift's server-side copy, the two-phase delete's quarantine move there
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_COPY = _serve
 
         self.serve(Handler)
         return self

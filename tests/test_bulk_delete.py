@@ -6,6 +6,7 @@ same promises are checked by tests/test_storage_conformance.py."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
@@ -42,8 +43,10 @@ def failing(marker: str, why: str = "InternalError: try again") -> Callable[...,
 
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses the deleting code takes (cloud's own ``time``: patching ``time.sleep``
+    itself would also hand every other thread of the session a sleep that returns at once)."""
     slept: list[float] = []
-    monkeypatch.setattr(cloud.time, "sleep", slept.append)
+    monkeypatch.setattr(cloud, "time", SimpleNamespace(sleep=slept.append))
     return slept
 
 

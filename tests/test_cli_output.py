@@ -400,6 +400,17 @@ def test_plain_progress_lines_come_periodically_and_at_the_end(tmp_path: Path) -
     assert err.read() == "regprune: warning: something to read\n"
 
 
+def test_the_progress_ticker_ends_with_the_display(tmp_path: Path) -> None:
+    """A command run in-process (a worker, the tests) leaves no thread that writes on."""
+    out, err = (tmp_path / "out").open("w+"), (tmp_path / "err").open("w+")
+    display = LineDisplay(out, err, interval=3600)
+    display.started(progress.Activity("walk", "Walking somewhere"))
+    assert display.ticker is not None and display.ticker.is_alive()
+    display.close()
+    display.ticker.join(timeout=10)
+    assert not display.ticker.is_alive()
+
+
 def test_output_modes() -> None:
     assert Output().human and not Output(quiet=True).human and not Output(json=True).human
 

@@ -17,7 +17,6 @@ import os
 import socket
 import sys
 import threading
-import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,6 +190,7 @@ class LineDisplay:
         self.lock = threading.Lock()
         self.open: list[progress.Activity] = []
         self.ticker: threading.Thread | None = None
+        self.closed = threading.Event()
 
     def say(self, text: str, stream: TextIO | None = None) -> None:
         # not print(): inside a flow with log_prints Prefect turns print() into log lines
@@ -220,15 +220,16 @@ class LineDisplay:
         self.say(f"  {activity.describe()}")
 
     def _tick(self) -> None:
-        while True:
-            time.sleep(self.interval)
+        # ends with the display: a command run in-process (a worker, the tests) leaves no
+        # thread behind that keeps writing to its streams
+        while not self.closed.wait(self.interval):
             with self.lock:
                 lines = [f"  {a.title}: {a.describe()}" for a in self.open]
             for line in lines:
                 self.say(line)
 
     def close(self) -> None:
-        pass
+        self.closed.set()
 
 
 class TerminalDisplay(LineDisplay):
@@ -293,6 +294,7 @@ class TerminalDisplay(LineDisplay):
         self.say(f"  {activity.describe()}")
 
     def close(self) -> None:
+        super().close()
         if self.live is not None:
             self.live.stop()
             self.live = None
