@@ -11,7 +11,7 @@ lock), then on a fresh copy the reference's ``-prune=check`` (which only reads).
 
     python bench/backend_requests.py [--namespaces 4] [--out /tmp/backend-requests.json]
 
-Needs the emulators of tests/storage_emulators.py (.ci/run installs them) and OpenShift's
+Needs the emulators of tests/harness/storage_emulators.py (.ci/run installs them) and OpenShift's
 registry binary (OPENSHIFT_REGISTRY_BIN). Prints a markdown table for bench/RESULTS.md.
 """
 
@@ -33,8 +33,8 @@ from urllib.parse import unquote
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from regprune.demo.synthetic import SyntheticSpec, generate
-from tests.openshift_api import OpenShiftAPIServer
-from tests.storage_emulators import (
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.storage_emulators import (
     AzuriteEmulator,
     GcsEmulator,
     GcsPagingFront,

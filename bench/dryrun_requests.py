@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.registry_bench import MotoServer, free_port  # noqa: E402
+from tests.harness.registry_bench import MotoServer, free_port  # noqa: E402
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

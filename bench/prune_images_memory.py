@@ -33,7 +33,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 from prune_images_oc import OPTIONS, populate  # noqa: E402
 
-from tests.openshift_api import OpenShiftAPIServer  # noqa: E402
+from tests.harness.openshift_api import OpenShiftAPIServer  # noqa: E402
 
 TASK_LINE = re.compile(r"Task run '([^']+)' - (Created task run|Finished in state|Beginning)")
 

@@ -1,5 +1,5 @@
 """Bench: ``oc adm prune images`` (dry run) next to ``regprune prune-images`` (dry run), both
-end to end against the same OpenShift API test server (HTTPS, tests/openshift_api.py).
+end to end against the same OpenShift API test server (HTTPS, tests/harness/openshift_api.py).
 
     python bench/prune_images_oc.py --images 2000 20000
 
@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.openshift_api import OpenShiftAPIServer, fake_digest  # noqa: E402
-from tests.workloads_api import add_workload  # noqa: E402
+from tests.harness.openshift_api import OpenShiftAPIServer, fake_digest  # noqa: E402
+from tests.harness.workloads_api import add_workload  # noqa: E402
 
 OC = Path(os.environ.get("REGPRUNE_OC", "/work/shared/openshift-oc/oc"))
 OPTIONS = ["--keep-tag-revisions=3", "--keep-younger-than=60m"]

@@ -2,9 +2,9 @@
 (``dockerregistry -prune=check``) on the bench's generated registries.
 
 The reference reads Images and ImageStreams from the API, not from a dump: the generated
-``metadata.json`` is served by the tests' OpenShift API server (``tests/openshift_api.py``)
+``metadata.json`` is served by the tests' OpenShift API server (``tests/harness/openshift_api.py``)
 in the bench process, over plain HTTP with ``OPENSHIFT_MASTER``/``BEARER_TOKEN`` (see
-``tests/reference.py``). The reference lists every Image in one request, then GETs one
+``tests/harness/reference.py``). The reference lists every Image in one request, then GETs one
 ImageStream per repository: the server's answers are part of its time, its memory is not
 part of its peak RSS (it is the bench process).
 """
@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # tests/ is importable from the checkout
     sys.path.insert(0, str(REPO))
 
-from tests.openshift_api import OpenShiftAPIServer  # noqa: E402
-from tests.reference import (  # noqa: E402
+from tests.harness.openshift_api import OpenShiftAPIServer  # noqa: E402
+from tests.harness.reference import (  # noqa: E402
     BUILD_LINE,
     REFERENCE_ENV,
     find_reference,

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.registry_bench import free_port
+from tests.harness.registry_bench import free_port
 
 
 def ensure_demo(regprune: str, folder: Path, env: dict[str, str]) -> tuple[str, str]:

@@ -28,7 +28,7 @@ import s3count
 import snapshot_tables
 
 from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, sql_literal
-from tests.registry_bench import MotoServer
+from tests.harness.registry_bench import MotoServer
 
 
 @pytest.mark.parametrize(

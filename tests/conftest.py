@@ -17,11 +17,11 @@ import pytest
 os.environ.setdefault("REGPRUNE_SETTLE", "0s")
 
 pytest_plugins = [
-    "tests.openshift_api",
-    "tests.openshift_apiserver",
-    "tests.registry_bench",
-    "tests.openshift_registry",
-    "tests.storage_emulators",
+    "tests.harness.openshift_api",
+    "tests.harness.openshift_apiserver",
+    "tests.harness.registry_bench",
+    "tests.harness.openshift_registry",
+    "tests.harness.storage_emulators",
 ]
 
 

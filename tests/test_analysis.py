@@ -16,7 +16,7 @@ import pytest
 
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
 from tests.conftest import imagestream, rows, write_dump
-from tests.drift import (
+from tests.harness.drift import (
     GHOST,
     HOST,
     Drift,
@@ -24,7 +24,7 @@ from tests.drift import (
     expected_plan,
     plan_from_report,
 )
-from tests.registry_bench import Registry, push
+from tests.harness.registry_bench import Registry, push
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

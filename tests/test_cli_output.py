@@ -27,8 +27,8 @@ import pytest
 from regprune import progress
 from regprune.cli.output import LineDisplay, Output, server_listening
 from regprune.demo.synthetic import SyntheticSpec, generate, load_truth
-from tests.openshift_api import OpenShiftAPIServer
-from tests.registry_bench import free_port
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.registry_bench import free_port
 
 PREFECT_LOG_LINE = re.compile(r"\d\d:\d\d:\d\d\.\d{3} \| (INFO|WARNING|ERROR|DEBUG)")
 SHORT_BACKOFF = (
@@ -140,7 +140,7 @@ def test_progress_reaches_the_prefect_ui_as_artifacts(
     default_run: tuple[subprocess.CompletedProcess[str], Path],
     before_default_run: datetime,
 ) -> None:
-    from tests.prefect_runs import artifacts_of, flow_runs_started_since
+    from tests.harness.prefect_runs import artifacts_of, flow_runs_started_since
 
     assert default_run[0].returncode == 0
     keys = ["regprune-walk-progress", "regprune-manifests-progress"]

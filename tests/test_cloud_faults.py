@@ -1,7 +1,7 @@
 """GCS, Azure Blob and Swift misbehaving during a snapshot and a deletion, with nothing lost.
 
-The S3 fault proxy, taught the other services (tests/cloud_proxy.py), sits between regprune and
-each emulator: 503s, 500s and reset connections on listing pages (first pages and pages in the
+The S3 fault proxy, taught the other services (tests/harness/cloud_proxy.py), sits between regprune
+and each emulator: 503s, 500s and reset connections on listing pages (first pages and pages in the
 middle of a listing), listings that keep failing or are refused (403), failing HEADs of Swift's
 Dynamic Large Object manifests (the snapshot's only way to a DLO's size) and bulk deletes that
 partly fail. Listings page by :data:`PAGE` objects so that there are middle pages: Azure and
@@ -42,9 +42,9 @@ from regprune import layout
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
 from regprune.storage import azure, swift
-from tests.cloud_proxy import CloudFaultProxy
 from tests.conftest import rows
-from tests.storage_emulators import (
+from tests.harness.cloud_proxy import CloudFaultProxy
+from tests.harness.storage_emulators import (
     V2,
     GcsPagingFront,
     copy_registry_tree,

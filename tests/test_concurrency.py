@@ -32,8 +32,8 @@ from regprune.demo.synthetic import SyntheticSpec, generate
 from regprune.lock import LOCK_KEY, LockHolder, StorageLock, StorageLocked
 from regprune.storage import StorageSpec, open_storage
 from tests.conftest import imagestream, rows, write_dump
-from tests.drift import HOST
-from tests.registry_bench import (
+from tests.harness.drift import HOST
+from tests.harness.registry_bench import (
     MotoServer,
     OciLayouts,
     Registry,

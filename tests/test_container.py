@@ -1,13 +1,13 @@
 """The work pool's image, run as OpenShift runs a pod: the nightly GC inside it.
 
 The image is built with podman from deployments/Containerfile on a Debian base made here
-(tests/container.py), then every run is a pod of ``deployments/kubernetes-job-template.json``
-rendered as Prefect's Kubernetes worker renders it: UID 1000790000 in group 0, a read-only root
-with only the template's ``emptyDir`` volumes writable, no capabilities, the template's memory
-and CPU limits, the S3 Secret's keys as environment, and what the kubelet gives a pod of
-ServiceAccount ``regprune``: its token and the cluster CA at the standard path and
-``KUBERNETES_SERVICE_HOST``/``PORT`` pointing at the real OpenShift API
-(tests/openshift_apiserver.py). The token is minted for the ServiceAccount of
+(tests/harness/container.py), then every run is a pod of
+``deployments/kubernetes-job-template.json`` rendered as Prefect's Kubernetes worker renders it: UID
+1000790000 in group 0, a read-only root with only the template's ``emptyDir`` volumes writable, no
+capabilities, the template's memory and CPU limits, the S3 Secret's keys as environment, and what
+the kubelet gives a pod of ServiceAccount ``regprune``: its token and the cluster CA at the standard
+path and ``KUBERNETES_SERVICE_HOST``/``PORT`` pointing at the real OpenShift API
+(tests/harness/openshift_apiserver.py). The token is minted for the ServiceAccount of
 ``deployments/rbac/`` with exactly its grants; no kubeconfig exists in the pod, so the
 kubernetes client takes the in-cluster configuration.
 
@@ -41,7 +41,7 @@ import duckdb
 import pytest
 import yaml
 
-from tests.container import (
+from tests.harness.container import (
     OPENSHIFT_USER,
     REPO,
     BuiltImage,
@@ -53,10 +53,10 @@ from tests.container import (
     require_podman,
     service_account_folder,
 )
-from tests.openshift_apiserver import RealOpenShiftAPI
-from tests.openshift_registry import OpenShiftRegistry
-from tests.prefect_runs import artifacts_of, flow_runs_started_since
-from tests.registry_bench import (
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.openshift_registry import OpenShiftRegistry
+from tests.harness.prefect_runs import artifacts_of, flow_runs_started_since
+from tests.harness.registry_bench import (
     MOTO_KEY,
     MOTO_REGION,
     MOTO_SECRET,
@@ -64,7 +64,7 @@ from tests.registry_bench import (
     assert_pulls,
     push,
 )
-from tests.registry_bench import (
+from tests.harness.registry_bench import (
     build_image as build_oci_image,
 )
 

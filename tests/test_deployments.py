@@ -39,8 +39,8 @@ from prefect.settings import PREFECT_API_URL
 
 from regprune.layout import blob_data_path
 from regprune.permissions import PRUNE_IMAGES, READ_METADATA, RECOVER, Role
-from tests.openshift_api import OpenShiftAPIServer
-from tests.registry_bench import (
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.registry_bench import (
     PushedImage,
     Registry,
     push,

@@ -21,12 +21,12 @@ from prefect.settings import PREFECT_API_URL
 from regprune.cli.main import EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
 from tests.conftest import rows, write_dump
-from tests.drift import Drift, build_drift, expected_plan, plan_from_report
-from tests.registry_bench import Registry, assert_pulls, pull_ok, push
+from tests.harness.drift import Drift, build_drift, expected_plan, plan_from_report
+from tests.harness.registry_bench import Registry, assert_pulls, pull_ok, push
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 METADATA_TAGS = ("ns/app:v2", "ns/multi:latest", "ns/other:latest")
-"""The tags the drift's metadata keeps (tests.drift.metadata_dump)."""
+"""The tags the drift's metadata keeps (tests.harness.drift.metadata_dump)."""
 
 
 def prune(drift: Drift, tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:

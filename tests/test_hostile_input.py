@@ -28,7 +28,7 @@ import pytest
 
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from regprune.demo.synthetic import SyntheticSpec, generate
-from tests.hostile_servers import HostileServer
+from tests.harness.hostile_servers import HostileServer
 
 SHORT_BACKOFF = (
     "import sys; from regprune import metadata; "

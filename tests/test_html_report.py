@@ -297,7 +297,7 @@ def test_check_report_shows_findings_and_the_prune_trend(runs: Runs, tmp_path: P
 
 
 def test_report_is_linked_as_a_prefect_artifact(runs: Runs) -> None:
-    from tests.prefect_runs import artifacts_of, flow_runs_started_since
+    from tests.harness.prefect_runs import artifacts_of, flow_runs_started_since
 
     flow_runs = flow_runs_started_since(runs.started)
     for command, folder in (("prune", runs.second), ("check", runs.check)):

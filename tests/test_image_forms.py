@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from regprune.metadata import image_rows
-from tests.openshift_api import _apply_image_strategy
-from tests.openshift_apiserver import RealOpenShiftAPI
-from tests.registry_bench import sha256_digest
+from tests.harness.openshift_api import _apply_image_strategy
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.registry_bench import sha256_digest
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

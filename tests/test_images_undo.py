@@ -29,7 +29,7 @@ from regprune.images_undo import (
     restore_stream_status,
     saved_changes,
 )
-from tests.openshift_api import fake_digest
+from tests.harness.openshift_api import fake_digest
 
 D = [fake_digest(f"undo-{i}") for i in range(8)]
 

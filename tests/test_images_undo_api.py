@@ -1,5 +1,5 @@
 """prune-images' journal, dry run and undo against the real OpenShift API
-(tests/openshift_apiserver.py: etcd + kube-apiserver + openshift-apiserver).
+(tests/harness/openshift_apiserver.py: etcd + kube-apiserver + openshift-apiserver).
 
 The cluster is made as pushes make it: ImageStreamMappings carrying the manifest and config
 texts, so the server derives each Image's metadata (dockerImageMetadata, layers, the layer
@@ -23,8 +23,8 @@ from regprune.images_journal import JOURNAL_DIR, UNDO_DIR, journal_files, read_j
 from regprune.images_undo import undo_images
 from regprune.metadata import MetadataSource
 from tests.conftest import rows
-from tests.openshift_api import DOCKER_MANIFEST_LIST, DOCKER_SCHEMA2, fake_digest
-from tests.openshift_apiserver import REGISTRY_HOST, RealOpenShiftAPI
+from tests.harness.openshift_api import DOCKER_MANIFEST_LIST, DOCKER_SCHEMA2, fake_digest
+from tests.harness.openshift_apiserver import REGISTRY_HOST, RealOpenShiftAPI
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -50,7 +50,7 @@ from regprune.tasks.metadata_snapshot import (
     read_metadata_dump,
 )
 from tests.conftest import rows
-from tests.openshift_api import (
+from tests.harness.openshift_api import (
     DOCKER_MANIFEST_LIST,
     OpenShiftAPIServer,
     RequestRecord,

@@ -1,6 +1,6 @@
 """The metadata half of the snapshot against the real OpenShift API
-(``tests/openshift_apiserver.py``: kube-apiserver, openshift-apiserver, etcd), driven through
-the ``regprune`` command.
+(``tests/harness/openshift_apiserver.py``: kube-apiserver, openshift-apiserver, etcd), driven
+through the ``regprune`` command.
 
 The contract is tests/test_metadata_snapshot.py's: a listing is complete or the snapshot fails.
 Here the server's own pagination, continue tokens, ``410 Expired``, RBAC and ``oc get`` dumps
@@ -25,8 +25,8 @@ import regprune.metadata
 from regprune.cli.main import main
 from regprune.layout import V2_ROOT, blob_data_path, link_content, manifest_link_path
 from tests.conftest import rows
-from tests.openshift_api import DOCKER_MANIFEST_LIST, fake_digest, make_image
-from tests.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.openshift_api import DOCKER_MANIFEST_LIST, fake_digest, make_image
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

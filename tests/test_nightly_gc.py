@@ -1,7 +1,7 @@
 """The nightly GC flow (flows/nightly_gc.py): prune-images, then the hard prune, in one run.
 
-One setup for the module: a cluster (the real OpenShift API, tests/openshift_apiserver.py, as
-the ServiceAccount the RBAC manifests make) with a stream of three revisions
+One setup for the module: a cluster (the real OpenShift API, tests/harness/openshift_apiserver.py,
+as the ServiceAccount the RBAC manifests make) with a stream of three revisions
 of which prune-images removes the oldest, and the registry's storage holding their blobs and
 links; a dry run, then a confirmed run. The dry run changes nothing in the cluster or the
 storage, and its hard prune (projected from prune-images' plan) names exactly the blobs and
@@ -39,7 +39,7 @@ from regprune.models import is_projected
 from regprune.permissions import PRUNE_IMAGES, grant_label
 from regprune.snapshots import SnapshotSource
 from regprune.tables import sql_literal
-from tests.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

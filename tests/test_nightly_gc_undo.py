@@ -1,8 +1,8 @@
 """A confirmed nightly GC, then ``regprune undo RUN``: the storage byte for byte as before,
 the API holding the same Images and tag histories, every image pulling again.
 
-The cluster is made by pushing through OpenShift's registry (tests/openshift_registry.py) on
-a folder into the real OpenShift API (tests/openshift_apiserver.py): the Images are what a
+The cluster is made by pushing through OpenShift's registry (tests/harness/openshift_registry.py) on
+a folder into the real OpenShift API (tests/harness/openshift_apiserver.py): the Images are what a
 cluster records for a push, the storage what the registry wrote. Needs the registry binary,
 the API server and skopeo; skips, saying what is missing, without them.
 """
@@ -17,8 +17,8 @@ import pytest
 from regprune.cli.main import main
 from regprune.flows.nightly_gc import nightly_gc_flow
 from regprune.snapshots import SnapshotSource
-from tests.openshift_registry import OpenShiftRegistry
-from tests.registry_bench import BASE_LAYERS, assert_pulls, build_image, build_index, push
+from tests.harness.openshift_registry import OpenShiftRegistry
+from tests.harness.registry_bench import BASE_LAYERS, assert_pulls, build_image, build_index, push
 from tests.test_images_undo_api import state
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.openshift_api import (
+from tests.harness.openshift_api import (
     API_VERSION,
     DOCKER_MANIFEST_LIST,
     GROUP,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.openshift_api import OpenShiftAPIServer
+from tests.harness.openshift_api import OpenShiftAPIServer
 
 SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 SAR = "/apis/authorization.k8s.io/v1/subjectaccessreviews"

@@ -1,5 +1,5 @@
-"""The real OpenShift API harness (``tests/openshift_apiserver.py``): what its helpers leave in
-the cluster is what the server made of them, and each test starts from an empty cluster."""
+"""The real OpenShift API harness (``tests/harness/openshift_apiserver.py``): what its helpers leave
+in the cluster is what the server made of them, and each test starts from an empty cluster."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.openshift_api import DOCKER_SCHEMA2, fake_digest
-from tests.openshift_apiserver import REGISTRY_HOST, APIError, RealOpenShiftAPI
+from tests.harness.openshift_api import DOCKER_SCHEMA2, fake_digest
+from tests.harness.openshift_apiserver import REGISTRY_HOST, APIError, RealOpenShiftAPI
 
 pytestmark = pytest.mark.slow
 

@@ -1,8 +1,8 @@
 """OpenShift's own registry as the registry under test: what its pushes record in the API.
 
 Pushes with skopeo through ``dockerregistry`` (``auth: openshift``) into the real OpenShift API
-(``tests/openshift_apiserver.py``): the Images and ImageStreams the API holds afterwards must be
-what a cluster records (the Image built by the registry, completed by openshift-apiserver's
+(``tests/harness/openshift_apiserver.py``): the Images and ImageStreams the API holds afterwards
+must be what a cluster records (the Image built by the registry, completed by openshift-apiserver's
 image strategy), pulls work, and a token without the permission is refused by the registry's
 access reviews against the real RBAC. Skipped, saying how to build it, without the binaries.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
-from tests.registry_bench import (
+from tests.harness.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
+from tests.harness.registry_bench import (
     BASE_LAYERS,
     DOCKER_LIST,
     DOCKER_V2,

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
-from tests.openshift_registry import OpenShiftRegistry
-from tests.registry_bench import (
+from tests.harness.openshift_registry import OpenShiftRegistry
+from tests.harness.registry_bench import (
     OciLayouts,
     PushedImage,
     assert_pulls,

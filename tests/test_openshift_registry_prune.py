@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from regprune.cli.main import EXIT_OK, main
-from tests.drift import plan_from_report
-from tests.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
-from tests.registry_bench import (
+from tests.harness.drift import plan_from_report
+from tests.harness.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
+from tests.harness.registry_bench import (
     OciLayouts,
     PushedImage,
     assert_pulls,

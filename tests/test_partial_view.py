@@ -21,7 +21,7 @@ import pytest
 from regprune import layout
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
-from tests.registry_bench import MotoServer
+from tests.harness.registry_bench import MotoServer
 
 SPEC = SyntheticSpec.demo()
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

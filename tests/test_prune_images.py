@@ -17,8 +17,8 @@ import pytest
 
 from regprune.cli.main import main
 from regprune.permissions import PRUNE_IMAGES, READ_METADATA
-from tests.openshift_api import OpenShiftAPIServer, fake_digest
-from tests.workloads_api import add_workload
+from tests.harness.openshift_api import OpenShiftAPIServer, fake_digest
+from tests.harness.workloads_api import add_workload
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=3)

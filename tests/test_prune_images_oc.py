@@ -1,8 +1,8 @@
 """Differential: ``oc adm prune images`` (dry run) next to ``regprune prune-images`` with the
 same options, on the same cluster: the same tag revisions and Images are removed.
 
-On the real OpenShift API (``tests/openshift_apiserver.py``) with real workloads of every kind
-oc reads; and on the API test server for the ages only it can give (Images created days
+On the real OpenShift API (``tests/harness/openshift_apiserver.py``) with real workloads of every
+kind oc reads; and on the API test server for the ages only it can give (Images created days
 ago: the real server dates every Image now, so there every run uses --keep-younger-than=0s).
 
 Needs ``oc`` (``$REGPRUNE_OC`` or ../shared/openshift-oc/oc; how it is built:
@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from regprune.cli.main import main
-from tests.openshift_api import DOCKER_MANIFEST_LIST, OpenShiftAPIServer, fake_digest
-from tests.openshift_apiserver import RealOpenShiftAPI
-from tests.workloads_api import add_workload
+from tests.harness.openshift_api import DOCKER_MANIFEST_LIST, OpenShiftAPIServer, fake_digest
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.workloads_api import add_workload
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -4,11 +4,11 @@ identical second one; both remove the same tag revisions and Images, and every i
 workload uses still pulls through the registry afterwards.
 
 The clusters are built, one after the other, by pushing through OpenShift's registry
-(tests/openshift_registry.py) into the real OpenShift API (tests/openshift_apiserver.py), so the
-API holds what a cluster records for a push; the same tag is pushed several times for tag
-histories of different depths; the workloads are real objects. Needs ``oc`` (see
-tests/test_prune_images_oc.py), the registry binary and skopeo; skips, saying what is missing,
-without them.
+(tests/harness/openshift_registry.py) into the real OpenShift API
+(tests/harness/openshift_apiserver.py), so the API holds what a cluster records for a push; the same
+tag is pushed several times for tag histories of different depths; the workloads are real objects.
+Needs ``oc`` (see tests/test_prune_images_oc.py), the registry binary and skopeo; skips, saying what
+is missing, without them.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from regprune.cli.main import main
-from tests.openshift_apiserver import RealOpenShiftAPI
-from tests.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
-from tests.registry_bench import LayerSpec, assert_pulls, build_image, pull_ok, push
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
+from tests.harness.registry_bench import LayerSpec, assert_pulls, build_image, pull_ok, push
 from tests.test_prune_images_oc import OC, real_workload
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

@@ -1,7 +1,8 @@
-"""``regprune prune-images`` against the real OpenShift API (``tests/openshift_apiserver.py``), as
-the ServiceAccount the RBAC manifests of ``deployments/rbac/`` make: the plan, the refusals
-when a grant is missing (the up-front access review), ``--confirm`` with a real
-resourceVersion conflict, an ``oc get`` dump, and the hand-over to the hard prune.
+"""``regprune prune-images`` against the real OpenShift API
+(``tests/harness/openshift_apiserver.py``), as the ServiceAccount the RBAC manifests of
+``deployments/rbac/`` make: the plan, the refusals when a grant is missing (the up-front access
+review), ``--confirm`` with a real resourceVersion conflict, an ``oc get`` dump, and the hand-over
+to the hard prune.
 
 The real server dates every Image itself (now), so the runs that should prune Images pass
 ``--keep-younger-than=0s``; tag revisions keep the ``created`` times written through the status
@@ -24,8 +25,8 @@ from kubernetes.client import CustomObjectsApi
 from regprune.cli.main import main
 from regprune.layout import V2_ROOT, blob_data_path, link_content, manifest_link_path
 from regprune.permissions import PRUNE_IMAGES, grant_label
-from tests.openshift_api import fake_digest
-from tests.openshift_apiserver import REGISTRY_HOST, RealOpenShiftAPI
+from tests.harness.openshift_api import fake_digest
+from tests.harness.openshift_apiserver import REGISTRY_HOST, RealOpenShiftAPI
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -1,5 +1,5 @@
 """The RBAC manifests of ``deployments/rbac/`` proven on the real OpenShift API
-(``tests/openshift_apiserver.py``): applied with ``oc apply``, their ServiceAccount's token
+(``tests/harness/openshift_apiserver.py``): applied with ``oc apply``, their ServiceAccount's token
 (``oc create token``) runs every command; with one rule left out, the run is refused before it
 changes anything, naming the grant.
 
@@ -29,7 +29,7 @@ from regprune.layout import (
     manifest_link_path,
 )
 from regprune.permissions import REGISTRY_DEPLOYMENT, REGISTRY_NAMESPACE
-from tests.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

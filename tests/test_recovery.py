@@ -1,6 +1,6 @@
 """Recovery: ``regprune check --recover --confirm`` restores manifests that are stored but unknown
 to the API as ``lost-found-<hex>`` tags, through the real OpenShift API
-(``tests/openshift_apiserver.py``) with the ServiceAccount token the RBAC manifests give.
+(``tests/harness/openshift_apiserver.py``) with the ServiceAccount token the RBAC manifests give.
 
 The registry is the real one (images pushed with skopeo); only some of them are registered in
 the API, one ImageStream is deleted entirely, and the restored Images, as openshift-apiserver
@@ -44,9 +44,9 @@ from regprune.tasks.recovery import (
     plan_recovery,
 )
 from tests.conftest import rows
-from tests.openshift_api import DEFAULT_REGISTRY_HOST, OpenShiftAPIServer
-from tests.openshift_apiserver import RealOpenShiftAPI
-from tests.registry_bench import PushedImage, Registry, push
+from tests.harness.openshift_api import DEFAULT_REGISTRY_HOST, OpenShiftAPIServer
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.registry_bench import PushedImage, Registry, push
 
 HOST = DEFAULT_REGISTRY_HOST
 MAPPINGS = r"/imagestreammappings$"

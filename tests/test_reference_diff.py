@@ -1,7 +1,7 @@
 """regprune next to OpenShift's own hard prune and consistency check, object by object.
 
 On one drifted registry (storage + API), the reference (``dockerregistry -prune=check`` and
-``-restore-mode=check-database|check-storage``, see ``tests/reference.py``) and regprune
+``-restore-mode=check-database|check-storage``, see ``tests/harness/reference.py``) and regprune
 (``prune`` dry run and ``check``) each name what they would delete and what is broken. The
 expected regprune result is the reference's result adjusted by the named rules below — each a
 deliberate difference documented in docs/comparison.md —
@@ -11,7 +11,7 @@ in ``fs`` and ``s3`` the Debian registry writes the tree and the tests write the
 dump regprune reads, loaded into the real OpenShift API for the reference); in
 ``openshift-fs`` and ``openshift-s3`` OpenShift's registry itself writes the tree and its
 pushes record the Images and ImageStreams in the real OpenShift API
-(``tests/openshift_apiserver.py``), which both tools then read.
+(``tests/harness/openshift_apiserver.py``), which both tools then read.
 
 Grace periods are off on regprune's side (``--keep-younger-than 0s --upload-max-age 0s``):
 the reference has none, and young objects would mask differences.
@@ -31,10 +31,14 @@ import pytest
 
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
 from tests.conftest import imagestream, rows, write_dump
-from tests.drift import HOST, Drift, build_drift, delete_blob_from_storage
-from tests.openshift_apiserver import RealOpenShiftAPI
-from tests.openshift_registry import require_openshift_registry, start_openshift_registry, stop_pair
-from tests.reference import (
+from tests.harness.drift import HOST, Drift, build_drift, delete_blob_from_storage
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.openshift_registry import (
+    require_openshift_registry,
+    start_openshift_registry,
+    stop_pair,
+)
+from tests.harness.reference import (
     BrokenTag,
     LostFound,
     PruneResult,
@@ -44,7 +48,7 @@ from tests.reference import (
     run_prune,
     run_restore,
 )
-from tests.registry_bench import (
+from tests.harness.registry_bench import (
     MotoServer,
     OciLayouts,
     Registry,
@@ -75,9 +79,9 @@ def reference_binary() -> Path:
 class Scenario:
     """One registry storage and its cluster metadata, as both tools read them.
 
-    ``storage`` is anything ``tests.reference`` takes (``config()["storage"]``) with a
-    ``storage_url`` and ``list_storage()`` (a ``tests.registry_bench.Registry``); ``dump`` is
-    the metadata (regprune reads it unless ``kubeconfig`` is given: then the API itself),
+    ``storage`` is anything ``tests.harness.reference`` takes (``config()["storage"]``) with a
+    ``storage_url`` and ``list_storage()`` (a ``tests.harness.registry_bench.Registry``); ``dump``
+    is the metadata (regprune reads it unless ``kubeconfig`` is given: then the API itself),
     ``api`` the real API serving the same metadata to the reference.
     """
 
@@ -94,7 +98,7 @@ class Scenario:
 
 
 def _extend_drift(drift: Drift, layouts: OciLayouts, tmp: Path) -> Path:
-    """More drift on top of ``tests.drift``: a deeper (invalid) repository name, a list's
+    """More drift on top of ``tests.harness.drift``: a deeper (invalid) repository name, a list's
     child that lost both its layers, an Image whose manifest blob is gone, an unmanaged
     Image (imported, its blobs live elsewhere) in a tag, and OCI manifests: one kept, with a
     missing Image in its tag's history (position 1), one whose Image was deleted."""
@@ -151,7 +155,7 @@ def build_debian_scenario(
     stack: ExitStack,
     s3: bool,
 ) -> Scenario:
-    """The drift of ``tests.drift`` (+ :func:`_extend_drift`) pushed to distribution 2.8 on
+    """The drift of ``tests.harness.drift`` (+ :func:`_extend_drift`) pushed to distribution 2.8 on
     a folder or on moto S3; the tests write the Images, the real API serves that dump."""
     storage, env = _s3_storage(request, tmp, "refdiff") if s3 else (None, {})
     registry = stack.enter_context(Registry(tmp / "registry", s3=storage))

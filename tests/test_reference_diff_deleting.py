@@ -1,6 +1,7 @@
 """regprune's ``prune --confirm`` next to OpenShift's own ``-prune=delete`` on the same storage,
 proven by pulls: what each tool leaves behind. The Images and ImageStreams are a dump regprune
-reads, loaded into the real OpenShift API (``tests/openshift_apiserver.py``) for the reference.
+reads, loaded into the real OpenShift API (``tests/harness/openshift_apiserver.py``) for the
+reference.
 
 Apart from tests/test_reference_diff.py because those tests share one module-scoped scenario
 in the same API server, which these tests (each emptying it) must not interleave with.
@@ -15,10 +16,10 @@ import pytest
 
 from regprune.cli.main import EXIT_OK, main
 from tests.conftest import imagestream, write_dump
-from tests.drift import HOST
-from tests.openshift_apiserver import RealOpenShiftAPI
-from tests.reference import load_dump, require_reference, run_prune
-from tests.registry_bench import (
+from tests.harness.drift import HOST
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.reference import load_dump, require_reference, run_prune
+from tests.harness.registry_bench import (
     OciLayouts,
     Registry,
     assert_pulls,

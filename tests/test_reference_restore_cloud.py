@@ -18,9 +18,9 @@ each emulator in that backend's key form. On that copy:
   dump): ``-restore-mode=recover`` on one, ``regprune check --recover --confirm`` on the
   other; the tags and Images each created through the API are compared, again by the rules.
 
-The scenario is built on the real OpenShift API (tests/openshift_apiserver.py); the recoveries
-run on API test servers: they compare what each tool *sends* (the test server keeps an Image
-as sent, ``image_as_sent``), two servers side by side. Recovery against the real server, and
+The scenario is built on the real OpenShift API (tests/harness/openshift_apiserver.py); the
+recoveries run on API test servers: they compare what each tool *sends* (the test server keeps an
+Image as sent, ``image_as_sent``), two servers side by side. Recovery against the real server, and
 what it stores, is tests/test_recovery.py's.
 """
 
@@ -38,8 +38,8 @@ from typing import Any
 import pytest
 
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
-from tests.openshift_api import OpenShiftAPIServer
-from tests.reference import (
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.reference import (
     LostFound,
     ReferenceError,
     RestoreResult,
@@ -47,8 +47,8 @@ from tests.reference import (
     require_reference,
     run_restore,
 )
-from tests.registry_bench import OciLayouts
-from tests.storage_emulators import GcsDownloadProxy, copy_registry_tree, uploaded_blobs
+from tests.harness.registry_bench import OciLayouts
+from tests.harness.storage_emulators import GcsDownloadProxy, copy_registry_tree, uploaded_blobs
 from tests.test_reference_diff import (
     Facts,
     Scenario,
@@ -62,7 +62,7 @@ from tests.test_reference_diff import (
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 BACKENDS = ("gcs", "azure", "swift")
-#: the emulator fixture of each backend (tests/storage_emulators.py)
+#: the emulator fixture of each backend (tests/harness/storage_emulators.py)
 EMULATOR_FIXTURE = {"gcs": "gcs_emulator", "azure": "azurite", "swift": "swift_aio"}
 SCHEME = {"gcs": "gs", "azure": "az", "swift": "swift"}
 

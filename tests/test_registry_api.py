@@ -14,7 +14,7 @@ import yaml
 
 from regprune.metadata import MetadataSource
 from regprune.registry import PREFLIGHT_DIGEST, RegistryAPI, RegistryRefused
-from tests.local_http import LocalHTTPServer
+from tests.harness.local_http import LocalHTTPServer
 
 
 def kubeconfig(path: Path, user: dict) -> Path:

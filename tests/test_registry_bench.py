@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.registry_bench import (
+from tests.harness.registry_bench import (
     BASE_LAYERS,
     DOCKER_CONFIG,
     DOCKER_IMAGE_METADATA_API_VERSION,

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
-from tests.openshift_apiserver import RealOpenShiftAPI
-from tests.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
-from tests.registry_bench import OciLayouts, PushedImage, assert_pulls, blob_path, push
+from tests.harness.openshift_apiserver import RealOpenShiftAPI
+from tests.harness.openshift_registry import OpenShiftRegistry, start_openshift_registry, stop_pair
+from tests.harness.registry_bench import OciLayouts, PushedImage, assert_pulls, blob_path, push
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -1,8 +1,8 @@
 """S3 misbehaving during a snapshot and a deletion, with nothing lost.
 
-A fault-injecting proxy (tests/s3_proxy.py) sits between regprune and moto_server: throttling
-(503 SlowDown) and server errors (500) on listings and on ``DeleteObjects``, connections reset
-before or after S3 did the work, ``DeleteObjects`` answers that report some keys as failed,
+A fault-injecting proxy (tests/harness/s3_proxy.py) sits between regprune and moto_server:
+throttling (503 SlowDown) and server errors (500) on listings and on ``DeleteObjects``, connections
+reset before or after S3 did the work, ``DeleteObjects`` answers that report some keys as failed,
 and objects deleted by someone else between the plan and the deletion. Every run prunes an
 identical synthetic registry; whatever happened, the end state must equal the fault-free
 run's, or the objects that could not be deleted must be kept and reported as failed.
@@ -28,8 +28,8 @@ from regprune import layout
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
 from tests.conftest import rows
-from tests.registry_bench import MotoServer
-from tests.s3_proxy import S3FaultProxy
+from tests.harness.registry_bench import MotoServer
+from tests.harness.s3_proxy import S3FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -38,10 +38,10 @@ from prefect.client.schemas.filters import (
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL
 
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK
-from tests.drift import build_drift
-from tests.openshift_api import OpenShiftAPIServer
-from tests.prefect_runs import flow_runs_started_since
-from tests.registry_bench import MotoServer, OciLayouts, Registry
+from tests.harness.drift import build_drift
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.prefect_runs import flow_runs_started_since
+from tests.harness.registry_bench import MotoServer, OciLayouts, Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -245,7 +245,7 @@ def test_no_cloud_storage_credential_reaches_any_output(
     """The Azure account key (given as the operator gives it, ``REGISTRY_STORAGE_AZURE_
     ACCOUNTKEY`` over a registry config without it) and the Swift password (``OS_PASSWORD``
     of an RC file) are used by a ``prune --confirm`` and appear in no output."""
-    from tests.storage_emulators import AZURITE_ACCOUNT, AZURITE_KEY, copy_registry_tree
+    from tests.harness.storage_emulators import AZURITE_ACCOUNT, AZURITE_KEY, copy_registry_tree
 
     drift = build_drift(registry_fs, oci_layouts, tmp_path)
     assert drift.dump is not None and registry_fs.storage_root is not None

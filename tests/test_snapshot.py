@@ -11,7 +11,7 @@ import pytest
 
 from regprune.cli.main import main
 from tests.conftest import imagestream, rows, write_dump
-from tests.registry_bench import (
+from tests.harness.registry_bench import (
     Registry,
     push,
     start_upload,

@@ -36,7 +36,7 @@ from regprune.layout import (
 )
 from regprune.storage import S3Storage, StorageSpec
 from tests.conftest import rows, write_dump
-from tests.registry_bench import MotoServer
+from tests.harness.registry_bench import MotoServer
 
 REPO = "ns/app"
 UPLOAD = "6c3e2a9e-2f0b-4a51-9f0e-0d6f1b2a3c4d"

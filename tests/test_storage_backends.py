@@ -1,7 +1,7 @@
 """regprune on GCS, Azure Blob and Swift gives what it gives on the folder the tree came from.
 
 A tree the real registry wrote (pushes, then drift: deleted images, a blob gone behind the
-registry's back, abandoned uploads; tests/drift.py) is copied object by object into each
+registry's back, abandoned uploads; tests/harness/drift.py) is copied object by object into each
 emulator in that backend's own key form: GCS ``docker/...`` (behind a front that pages
 listings by 1,000 as GCS does), Azure ``/docker/...`` as OpenShift's registry writes it, Swift
 ``files/docker/...`` with every uploaded blob a Dynamic Large Object as the driver leaves it.
@@ -30,10 +30,10 @@ import pytest
 
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
 from regprune.storage import cloud
-from tests.drift import build_drift, plan_from_report
-from tests.openshift_api import OpenShiftAPIServer
-from tests.registry_bench import OciLayouts, Registry
-from tests.storage_emulators import (
+from tests.harness.drift import build_drift, plan_from_report
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.registry_bench import OciLayouts, Registry
+from tests.harness.storage_emulators import (
     V2,
     GcsEmulator,
     GcsPagingFront,

@@ -48,10 +48,10 @@ from regprune.storage import (
     swift,
 )
 from regprune.storage.base import DELETED, GONE, MOVED, PRESENT, WOULD_DELETE, WOULD_MOVE
-from tests.cloud_proxy import CloudFaultProxy
-from tests.registry_bench import MotoServer
-from tests.s3_proxy import S3FaultProxy
-from tests.storage_emulators import (
+from tests.harness.cloud_proxy import CloudFaultProxy
+from tests.harness.registry_bench import MotoServer
+from tests.harness.s3_proxy import S3FaultProxy
+from tests.harness.storage_emulators import (
     V2,
     AzuriteEmulator,
     GcsEmulator,
@@ -239,7 +239,7 @@ class S3Backend(Backend):
 
     @contextmanager
     def through_proxy(self) -> Iterator[tuple[Storage, S3FaultProxy]]:
-        """A storage whose requests go through a fault proxy (tests/s3_proxy.py)."""
+        """A storage whose requests go through a fault proxy (tests/harness/s3_proxy.py)."""
         with S3FaultProxy(self.moto.endpoint_url) as proxy:
             self.endpoint = proxy.url
             try:

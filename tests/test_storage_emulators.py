@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.openshift_api import OpenShiftAPIServer
-from tests.registry_bench import OciLayouts, Registry, _http, _skopeo, push
-from tests.storage_emulators import (
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.registry_bench import OciLayouts, Registry, _http, _skopeo, push
+from tests.harness.storage_emulators import (
     AzuriteEmulator,
     GcsEmulator,
     GcsPagingFront,

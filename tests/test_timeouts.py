@@ -1,7 +1,7 @@
 """Every network call is bounded (regprune/timeouts.py): the Kubernetes client against a
 server that never answers, one that trickles its answer (body or headers) and one that
 answers HTML; the storage backends against a silent endpoint; an interrupted run's requests
-end at once. Small timeouts, local servers (tests/hostile_servers.py), no sleeps."""
+end at once. Small timeouts, local servers (tests/harness/hostile_servers.py), no sleeps."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from regprune import timeouts
 from regprune.metadata import MetadataError, MetadataSource, custom_objects_api, list_pages
 from regprune.storage import StorageSpec, open_storage
 from regprune.timeouts import RequestTimeout, Timeouts, parse_timeout
-from tests.hostile_servers import HostileServer
+from tests.harness.hostile_servers import HostileServer
 
 
 @pytest.fixture

@@ -44,8 +44,8 @@ from regprune.storage import LocalStorage, StorageSpec
 from regprune.tasks import actions
 from regprune.tasks.actions import ExecutionSettings, _Batch
 from tests.conftest import imagestream, rows, write_dump
-from tests.drift import HOST
-from tests.registry_bench import (
+from tests.harness.drift import HOST
+from tests.harness.registry_bench import (
     MotoServer,
     OciLayouts,
     PushedImage,
@@ -137,7 +137,7 @@ def test_pushes_that_reuse_orphan_blobs_during_the_run_still_pull(
 
 
 def push_only(registry: Registry, layout: Path, tag: str, ref: str) -> None:
-    """A skopeo push (``tests.registry_bench.push`` without reading the image back, which
+    """A skopeo push (``tests.harness.registry_bench.push`` without reading the image back, which
     fails while the image is broken)."""
     args = ["copy", "--all", "--dest-tls-verify=false", "--retry-times", "0", "--format", "v2s2"]
     proc = _skopeo(*args, f"oci:{layout}:{tag}", f"docker://{registry.url}/{ref}")

@@ -1,6 +1,6 @@
 """``regprune undo RUN`` gives back the storage a confirmed prune found: the same keys with
 the same bytes, on a folder, S3 (moto), GCS, Azure and Swift (the emulators of
-tests/storage_emulators.py; on Swift the DLOs' manifests and segments too), and says in one
+tests/harness/storage_emulators.py; on Swift the DLOs' manifests and segments too), and says in one
 line when there is nothing left to undo. The metadata side of undo (prune-images) has its own
 tests.
 """
@@ -19,8 +19,8 @@ import pytest
 
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, main
 from regprune.demo.synthetic import SyntheticSpec, generate
-from tests.registry_bench import MotoServer
-from tests.storage_emulators import V2, copy_registry_tree, uploaded_blobs
+from tests.harness.registry_bench import MotoServer
+from tests.harness.storage_emulators import V2, copy_registry_tree, uploaded_blobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -11,7 +11,7 @@ How the errors are made: at the library, injected at the OS call (``os.scandir``
 tests run as root here, whom a mode cannot stop); through the command on a folder, a real mode
 000 folder with the command run as root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
 (``setpriv --bounding-set``), or as it is when the tests run as another user; on S3, the
-fault proxy (tests/s3_proxy.py) answering 403 to one prefix's listing, one object's GET and
+fault proxy (tests/harness/s3_proxy.py) answering 403 to one prefix's listing, one object's GET and
 HEAD.
 """
 
@@ -41,8 +41,8 @@ from regprune.storage import (
     StorageListingError,
     StorageSpec,
 )
-from tests.registry_bench import MotoServer
-from tests.s3_proxy import S3FaultProxy
+from tests.harness.registry_bench import MotoServer
+from tests.harness.s3_proxy import S3FaultProxy
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = SyntheticSpec(namespaces=2, streams_per_namespace=2, tags_per_stream=2, history_per_tag=2)

@@ -24,8 +24,8 @@ from regprune.workloads import (
     workload_rows,
 )
 from tests.conftest import rows
-from tests.openshift_api import OpenShiftAPIServer
-from tests.workloads_api import add_workload, remove_api
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.workloads_api import add_workload, remove_api
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import imagestream, write_dump
-from tests.registry_bench import (
+from tests.harness.registry_bench import (
     PushedImage,
     Registry,
     push,

@@ -1,6 +1,6 @@
 """The real OpenShift API (etcd + kube-apiserver + openshift-apiserver) in the test bench.
 
-Why: ``tests/openshift_api.py`` is our own reading of what the API does. A cluster runs
+Why: ``tests/harness/openshift_api.py`` is our own reading of what the API does. A cluster runs
 openshift-apiserver behind kube-apiserver on etcd; ``../shared/openshift-apiserver/start.sh``
 brings up exactly that (built from public source) in 10-17 s and ~750 MiB, so it is started
 once per session and every test that asks for it gets the same server, emptied after it.
@@ -19,7 +19,8 @@ Use:
   manager). Tests may use fixed namespace names.
 - fixture ``openshift_apiserver_session`` (session scope): the same object without the
   emptying, for module-scoped fixtures; call :meth:`RealOpenShiftAPI.reset` around them.
-- helpers named as :class:`tests.openshift_api.OpenShiftAPIServer` names them (``add_image``,
+- helpers named as :class:`tests.harness.openshift_api.OpenShiftAPIServer` names them
+(``add_image``,
   ``add_imagestream``, ``images``, ``imagestream``, ``delete_image``, ``kubeconfig``,
   ``api_client``, ``dump_list``, ``token``, ``url``, ``registry_host``, ``tls``), so a test
   moves over with few edits; and what only a real cluster has: :meth:`~RealOpenShiftAPI.oc`,
@@ -60,7 +61,7 @@ from urllib.parse import quote, urlencode
 import pytest
 import yaml
 
-from tests.openshift_api import API_VERSION, make_image, rfc3339
+from tests.harness.openshift_api import API_VERSION, make_image, rfc3339
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -84,7 +85,7 @@ OC_ENV = "REGPRUNE_OC"
 #: Set (CI does, .ci/run): a missing server, etcd, oc, OpenShift's registry or skopeo fails the
 #: tests instead of skipping them.
 REQUIRED_ENV = "REGPRUNE_REAL_API_REQUIRED"
-_SHARED = (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
+_SHARED = (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared"))
 #: How ``../shared/openshift-apiserver/README.md`` builds the two servers (each from its
 #: source with its ``vendor/`` folder; Go 1.27.3, ``GOTOOLCHAIN=local``).
 OPENSHIFT_APISERVER_BUILD = (
@@ -101,7 +102,7 @@ OC_BUILD = (
 #: The host:port start.sh configures as openshift-apiserver's internalRegistryHostname: the
 #: prefix of every ImageStream's ``status.dockerImageRepository``.
 REGISTRY_HOST = "image-registry.openshift-image-registry.svc:5000"
-RBAC_DIR = Path(__file__).resolve().parents[1] / "deployments" / "rbac"
+RBAC_DIR = Path(__file__).resolve().parents[2] / "deployments" / "rbac"
 START_TIMEOUT = 300.0
 #: How long RBAC changes may take to reach the authorizers (informers): seconds.
 RBAC_SETTLE_TIMEOUT = 30.0
@@ -550,8 +551,8 @@ class RealOpenShiftAPI:
 
     def add_image(self, image: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, Any]:
         """POST an Image; returns the stored object. Pass a full Image, or keyword arguments
-        for :func:`tests.openshift_api.make_image` (``created`` dates ``dockerImageMetadata``
-        only: the server sets ``creationTimestamp`` to now)."""
+        for :func:`tests.harness.openshift_api.make_image` (``created`` dates
+        ``dockerImageMetadata`` only: the server sets ``creationTimestamp`` to now)."""
         if image is None:
             kwargs.setdefault("registry_host", self.registry_host)
             image = make_image(**kwargs)
@@ -1041,7 +1042,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_OUTCOMES.items())) or "none run"
     started = f"; started in {_STARTED[0]:.1f} s" if _STARTED else ""
     terminalreporter.write_line(
-        f"real OpenShift API (tests/openshift_apiserver.py): {len(_USERS)} tests selected, "
+        f"real OpenShift API (tests/harness/openshift_apiserver.py): {len(_USERS)} tests selected, "
         f"{counts}{started}"
     )
 

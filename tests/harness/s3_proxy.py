@@ -11,7 +11,7 @@ keeps every request with what happened to it.
 Standard library only, plus boto3 to call moto for a partially failed ``DeleteObjects``.
 The hooks :meth:`S3FaultProxy.classify`, :meth:`S3FaultProxy.continued`,
 :meth:`S3FaultProxy.error` and :meth:`S3FaultProxy.fail_keys` are what another service's
-proxy overrides (tests/cloud_proxy.py: GCS, Azure Blob, Swift).
+proxy overrides (tests/harness/cloud_proxy.py: GCS, Azure Blob, Swift).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from tests.local_http import LocalHTTPServer
+from tests.harness.local_http import LocalHTTPServer
 
 Operation = Literal["list", "delete_objects", "get", "head", "put", "delete", "other"]
 FaultKind = Literal[

@@ -50,8 +50,8 @@ from typing import Any, Literal, Protocol
 import pytest
 import yaml
 
-from tests.local_http import LocalHTTPServer
-from tests.registry_bench import _OPENER, _stop_process, _wait_http, free_port
+from tests.harness.local_http import LocalHTTPServer
+from tests.harness.registry_bench import _OPENER, _stop_process, _wait_http, free_port
 
 __all__ = [
     "AZURITE_ACCOUNT",
@@ -89,7 +89,7 @@ SWIFT_KEY = "testing"
 REFERENCE_BIN = Path(
     os.environ.get(
         "OPENSHIFT_REGISTRY_BIN",
-        str(Path(__file__).resolve().parents[2] / "shared/openshift-registry/dockerregistry"),
+        str(Path(__file__).resolve().parents[3] / "shared/openshift-registry/dockerregistry"),
     )
 )
 if not REFERENCE_BIN.exists() and Path("/work/shared/openshift-registry/dockerregistry").exists():
@@ -500,8 +500,8 @@ class SwiftAllInOne:
     ``swift-ring-builder``, ``workers = 0`` (one process per server). The proxy pipeline has
     ``tempauth`` (user ``test:tester``, key ``testing``, auth v1 at ``/auth/v1.0``), ``bulk``
     (``?bulk-delete``), ``slo`` and ``dlo``. tempauth keeps its tokens in memcache: instead of a
-    memcached server, ``tests/swift_cache_standin.py`` puts an in-process dict there (the proxy
-    is one process). Swift's servers read ``/etc/swift/swift.conf`` (hash prefix/suffix and
+    memcached server, ``tests/harness/swift_cache_standin.py`` puts an in-process dict there (the
+    proxy is one process). Swift's servers read ``/etc/swift/swift.conf`` (hash prefix/suffix and
     storage policies) whatever their ``swift_dir``: Debian's ``swift`` package installs it.
     """
 

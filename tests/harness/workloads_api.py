@@ -1,4 +1,4 @@
-"""Workload lists for the OpenShift API test server (``tests/openshift_api.py``).
+"""Workload lists for the OpenShift API test server (``tests/harness/openshift_api.py``).
 
 What ``oc adm prune images`` and ``regprune prune-images`` read besides Images and ImageStreams:
 Pods, ReplicationControllers, LimitRanges (core), ReplicaSets, Deployments, DaemonSets,
@@ -14,7 +14,7 @@ import base64
 import json
 from typing import Any
 
-from tests.openshift_api import OpenShiftAPIServer, _ApiError, _Response, _Route
+from tests.harness.openshift_api import OpenShiftAPIServer, _ApiError, _Response, _Route
 
 RESOURCES: dict[str, tuple[str, str, str]] = {
     # plural: (path prefix, apiVersion, kind)

@@ -1094,7 +1094,7 @@ class OpenShiftAPIServer:
     def _route(self, method: str, path: str) -> _Route:
         """Map (method, path) to a handler plus the RBAC attributes of the request."""
         parts = [unquote(p) for p in path.split("/") if p]
-        from tests.workloads_api import workloads_route  # workload lists live there
+        from tests.harness.workloads_api import workloads_route  # workload lists live there
 
         if (workload := workloads_route(self, method, parts)) is not None:
             return workload
@@ -1267,7 +1267,7 @@ class OpenShiftAPIServer:
     def _discovery(self, path: str) -> dict[str, Any] | None:
         """Just enough discovery for kubernetes.dynamic and ``oc api-resources``-style code."""
         path = path.rstrip("/") or "/"
-        from tests.workloads_api import workload_groups, workloads_discovery
+        from tests.harness.workloads_api import workload_groups, workloads_discovery
 
         if (found := workloads_discovery(path)) is not None:
             return found

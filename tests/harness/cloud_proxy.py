@@ -1,4 +1,5 @@
-"""The S3 fault proxy (tests/s3_proxy.py) in front of the GCS, Azure Blob and Swift emulators.
+"""The S3 fault proxy (tests/harness/s3_proxy.py) in front of the GCS, Azure Blob and Swift
+emulators.
 
 Operations, per service (what :meth:`S3FaultProxy.inject` takes):
 
@@ -21,7 +22,7 @@ import json
 import re
 from urllib.parse import quote, unquote
 
-from tests.s3_proxy import ERRORS, Fault, S3FaultProxy
+from tests.harness.s3_proxy import ERRORS, Fault, S3FaultProxy
 
 ABSENT = "-fault-proxy-absent"
 """Appended to the names a partly failed batch does not delete."""

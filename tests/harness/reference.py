@@ -87,7 +87,7 @@ class ReferenceError(RuntimeError):
 
 class ApiSource(Protocol):
     """What the reference needs from an API server: a base URL and a bearer token
-    (``tests.openshift_api.OpenShiftAPIServer`` fits)."""
+    (``tests.harness.openshift_api.OpenShiftAPIServer`` fits)."""
 
     @property
     def url(self) -> str: ...
@@ -106,7 +106,7 @@ def find_reference() -> Path | None:
     if override:
         path = Path(override)
         return path if path.is_file() and os.access(path, os.X_OK) else None
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     for parent in (here, *here.parents):
         candidate = parent / SHARED_RELATIVE
         if candidate.is_file() and os.access(candidate, os.X_OK):
@@ -131,7 +131,7 @@ def require_reference() -> Path:
 
 def storage_section(target: Any) -> dict[str, Any]:
     """The ``storage:`` section for the reference, from a storage dict or from anything with
-    ``config()`` (a ``tests.registry_bench.Registry`` and, later, the OpenShift registry).
+    ``config()`` (a ``tests.harness.registry_bench.Registry`` and, later, the OpenShift registry).
 
     Deletes are enabled (``-prune=delete`` needs them); the cache and upload purging are
     left out so the reference walks storage as it is.

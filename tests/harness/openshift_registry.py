@@ -3,7 +3,7 @@
 Why: users run OpenShift's registry, not Debian's distribution 2.8. Its pushes create the
 ``Image`` objects through an ``ImageStreamMapping`` (or POST the Image for a push by digest),
 it authorizes every request with access reviews against the API, and its cache and repository
-middleware are its own. Running it against :class:`tests.openshift_api.OpenShiftAPIServer`
+middleware are its own. Running it against :class:`tests.harness.openshift_api.OpenShiftAPIServer`
 (served over HTTPS, since client-go sends a kubeconfig's token only over TLS) makes the API
 hold exactly what a cluster would record for a push, so those Images can be the metadata of
 end-to-end tests.
@@ -16,12 +16,12 @@ Use:
 
 - fixtures ``openshift_registry_fs`` / ``openshift_registry_s3`` (module-scoped): a started
   :class:`OpenShiftRegistry` pushing into the session's **real** OpenShift API
-  (``tests/openshift_apiserver.py``; emptied before and after the module, so a module using
+  (``tests/harness/openshift_apiserver.py``; emptied before and after the module, so a module using
   them must not also ask for the per-test ``openshift_apiserver`` fixture, and when a module
   uses both, the second one's setup empties what the first pushed); its ``api`` is
   that server, ``creds`` the pusher's ``(user, token)``, and the
-  ``push``/``pull_ok``/``assert_pulls``/``describe`` helpers of ``tests.registry_bench`` work
-  on it unchanged (they send ``creds``);
+  ``push``/``pull_ok``/``assert_pulls``/``describe`` helpers of ``tests.harness.registry_bench``
+  work on it unchanged (they send ``creds``);
 - :func:`start_openshift_registry` for a pair of your own (e.g. function-scoped): on a given
   API (``api=``, e.g. the real one), else on a new HTTPS API test server of its own;
 - ``registry.run("-prune=check")`` runs the binary's other modes on the same config and API.
@@ -40,9 +40,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.openshift_api import OpenShiftAPIServer
-from tests.openshift_apiserver import RealOpenShiftAPI, _missing
-from tests.registry_bench import (
+from tests.harness.openshift_api import OpenShiftAPIServer
+from tests.harness.openshift_apiserver import RealOpenShiftAPI, _missing
+from tests.harness.registry_bench import (
     SUBPROCESS_TIMEOUT,
     MotoServer,
     Registry,
@@ -64,7 +64,7 @@ __all__ = [
 OPENSHIFT_REGISTRY_ENV = "REGPRUNE_OPENSHIFT_REGISTRY"
 #: Where the lead keeps the built binary: ``../shared`` next to the main checkout.
 _SHARED_CANDIDATES = (
-    Path(__file__).resolve().parents[2] / "shared" / "openshift-registry" / "dockerregistry",
+    Path(__file__).resolve().parents[3] / "shared" / "openshift-registry" / "dockerregistry",
     Path("/work/shared/openshift-registry/dockerregistry"),
 )
 #: The build line of ``../shared/openshift-registry/README.md`` (source: github.com/openshift/

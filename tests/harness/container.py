@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONTAINERFILE = REPO / "deployments" / "Containerfile"
 JOB_TEMPLATE = REPO / "deployments" / "kubernetes-job-template.json"
 DEBIAN_BASE = REPO / "deployments" / "debian-base"

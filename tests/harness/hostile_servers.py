@@ -1,4 +1,4 @@
-"""Servers that misbehave on purpose, on 127.0.0.1 (tests/local_http.py): one that accepts a
+"""Servers that misbehave on purpose, on 127.0.0.1 (tests/harness/local_http.py): one that accepts a
 request and never answers, one that trickles its answer a byte at a time (the headers or the
 body), one that answers 200 with an HTML page. Each counts its requests and says when one
 arrived (:attr:`HostileServer.arrived`), so a test waits on that, never on a sleep."""
@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.local_http import LocalHTTPServer
+from tests.harness.local_http import LocalHTTPServer
 
 TRICKLE_EVERY = 0.02
 """Seconds between the trickled bytes: a read timeout never fires, the answer never ends."""

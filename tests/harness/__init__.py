@@ -1,0 +1,1 @@
+"""What the tests run against: servers, emulators, generated registries and clusters."""
