@@ -24,6 +24,7 @@ from regprune import progress
 from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings
+from regprune.results import CheckResult
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource
 from regprune.storage import StorageSpec
@@ -90,7 +91,7 @@ def check_flow(
     registry_host: str | None = None,
     recover_rate: float = DEFAULT_RECOVER_RATE,
     warehouse: str | None = None,
-) -> dict[str, Any]:
+) -> CheckResult:
     """Check that metadata and storage agree; find manifests that can be recovered and, with
     `recover` and `confirm`, restore them.
 
@@ -143,4 +144,9 @@ def check_flow(
         settings = {"namespace": namespace, "recover": recover, "confirm": confirm}
         publish_to_warehouse(run_dir, warehouse, "check", settings)
     write_html_report(run_dir, "check", warehouse, duckdb)
-    return {"run_dir": run_dir, **published}
+    return CheckResult(
+        run_dir,
+        published["text"],
+        findings=published["findings"],
+        counts=published["counts"],
+    )

@@ -20,7 +20,6 @@ prune-images really deleted, and plans over that (a projected plan refuses to de
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
@@ -29,6 +28,7 @@ from regprune.flows.prune_images import prune_images_flow
 from regprune.images_plan import PruneImagesSettings
 from regprune.models import DuckDBSettings
 from regprune.registry import RegistryAPI
+from regprune.results import NightlyResult
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, new_run_folder
 from regprune.units import Duration
@@ -48,7 +48,7 @@ def nightly_gc_flow(
     duckdb: DuckDBSettings | None = None,
     registry_url: str | None = None,
     registry_token_file: str | None = None,
-) -> dict[str, Any]:
+) -> NightlyResult:
     """Prune Images as ``oc adm prune images`` does, then hard-prune the storage they freed.
 
     Args:
@@ -97,14 +97,15 @@ def nightly_gc_flow(
         duckdb=duckdb,
         registry_url=registry_url,
         registry_token_file=registry_token_file,
-        project_images_plan=None if confirm else images["run_dir"],
+        project_images_plan=None if confirm else images.run_dir,
     )
     projected = " (projected from prune-images' plan)" if not confirm else ""
-    text = "Prune images:\n" + images["text"] + f"\nHard prune{projected}:\n" + storage["text"]
+    text = "Prune images:\n" + images.text + f"\nHard prune{projected}:\n" + storage.text
     print(text)
-    return {
-        "run_dir": str(run_dir),
-        "prune_images": {"run_dir": images["run_dir"], "summary": images["summary"]},
-        "hard_prune": {"run_dir": storage["run_dir"], "summary": storage["summary"]},
-        "text": text,
-    }
+    return NightlyResult(
+        str(run_dir),
+        text,
+        failed=images.failed + storage.failed,
+        prune_images=images,
+        hard_prune=storage,
+    )

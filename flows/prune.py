@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
@@ -33,6 +32,7 @@ from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings, is_projected
 from regprune.registry import RegistryAPI
+from regprune.results import RunResult
 from regprune.resume import ResumeError, check_same_job, given_storage, record_plan
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, metadata_of_snapshot
@@ -113,7 +113,7 @@ def prune_flow(
     project_images_plan: str | None = None,
     settle: Duration | None = None,
     quarantine_retention: Duration | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """Plan a hard prune: what no Image or ImageStream keeps, older than the grace period.
 
     Args:
@@ -235,4 +235,5 @@ def prune_flow(
     if warehouse:
         publish_to_warehouse(run_dir, warehouse, "prune", {"mode": mode, **settings})
     write_html_report(run_dir, "prune", warehouse, duckdb)
-    return {"run_dir": run_dir, **published}
+    summary = published["summary"]
+    return RunResult(run_dir, published["text"], summary, int(summary.get("failed", 0) or 0))

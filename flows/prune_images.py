@@ -43,6 +43,7 @@ from regprune.metadata import Listed, MetadataError, MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.permissions import PRUNE_IMAGES, READ_METADATA, denied
 from regprune.registry import RegistryAPI
+from regprune.results import PruneImagesResult
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotError, SnapshotSource
 from regprune.tables import SNAPSHOT_FILE
@@ -128,7 +129,7 @@ def prune_images_flow(
     hard_prune_keep_younger_than: Duration = "24h",
     registry_url: str | None = None,
     registry_token_file: str | None = None,
-) -> dict[str, Any]:
+) -> PruneImagesResult:
     """Plan what ``oc adm prune images`` removes — tag revisions and Images — with the reason
     for every kept one.
 
@@ -187,7 +188,7 @@ def prune_images_flow(
     text = published["text"]
     if "executed" in summary:
         text += "\nExecuted: " + ", ".join(f"{k} {v}" for k, v in summary["executed"].items())
-    result = {"run_dir": str(run_dir), "summary": summary, "text": text}
+    freed = None
     if mode == "delete" and hard_prune is not None:
         freed = prune_flow(
             source=hard_prune,
@@ -198,9 +199,10 @@ def prune_images_flow(
             registry_url=registry_url,
             registry_token_file=registry_token_file,
         )
-        result["hard_prune"] = {"run_dir": freed["run_dir"], "summary": freed["summary"]}
-        result["text"] += "\nHard prune of the freed storage:\n" + freed["text"]
-    return result
+        text += "\nHard prune of the freed storage:\n" + freed.text
+    return PruneImagesResult(
+        str(run_dir), text, summary, failed=freed.failed if freed else 0, hard_prune=freed
+    )
 
 
 def require_access(source: MetadataSource, confirm: bool) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
@@ -24,6 +23,7 @@ from regprune.flows.snapshot import snapshot_flow
 from regprune.layout import quarantine_time
 from regprune.lock import StorageLock
 from regprune.models import plan_variables
+from regprune.results import RunResult
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, new_run_folder, snapshot_started_at
 from regprune.tables import SNAPSHOT_TABLES, merge_parts
@@ -60,7 +60,7 @@ def purge_flow(
     out: str | None = None,
     confirm: bool = False,
     force_unlock: bool = False,
-) -> dict[str, Any]:
+) -> RunResult:
     """Purge the quarantine of a confirmed prune (``run``, its folder) or every quarantine
     older than ``older_than``, after re-checking it against the registry as it is now.
 
@@ -94,7 +94,7 @@ def purge_flow(
         if run:
             text += " (purged, or undone, already)"
         print(text)
-        return {"run_dir": folder, "purged": {}, "restored": {}, "text": text}
+        return RunResult(folder, text, {"purged": {}, "restored": {}})
     problems = check_purge_sanity(folder)
     if problems and confirm:  # before the lock: nothing restored, nothing purged
         raise QuarantineError(
@@ -139,4 +139,4 @@ def purge_flow(
         for o in found
         if o.status == "failed"
     )
-    return {"run_dir": folder, **second.summary(), "failed": failed, "text": text}
+    return RunResult(folder, text, second.summary(), failed)

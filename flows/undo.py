@@ -32,6 +32,7 @@ from regprune.images_journal import JOURNAL_DIR, journal_files
 from regprune.lock import StorageLock
 from regprune.metadata import MetadataError, MetadataSource
 from regprune.permissions import READ_METADATA, UNDO_PRUNE_IMAGES, denied
+from regprune.results import UndoResult
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource
 from regprune.storage import StorageSpec
@@ -177,7 +178,7 @@ register(UndoStep("prune-images", prune_images_parts, undo_prune_images_part, or
 
 
 @flow(name="regprune-undo", log_prints=True, task_runner=ChosenTaskRunner())
-def undo_flow(run_dir: str, context: UndoContext | None = None) -> dict[str, Any]:
+def undo_flow(run_dir: str, context: UndoContext | None = None) -> UndoResult:
     """Undo the confirmed run in ``run_dir``: every part it holds, storage first.
 
     Args:
@@ -198,9 +199,5 @@ def undo_flow(run_dir: str, context: UndoContext | None = None) -> dict[str, Any
     done = [step.undo(part, given) for step, part in parts]
     text = "\n".join(result["text"] for result in done)
     print(text)
-    return {
-        "run_dir": run_dir,
-        "parts": done,
-        "failed": sum(r.get("failed", 0) for r in done),
-        "text": text,
-    }
+    failed = sum(r.get("failed", 0) for r in done)
+    return UndoResult(run_dir, text, failed=failed, parts=done)

@@ -37,6 +37,7 @@ from regprune.layout import (
 from regprune.metadata import MetadataError
 from regprune.models import is_projected
 from regprune.permissions import PRUNE_IMAGES, grant_label
+from regprune.results import NightlyResult
 from regprune.snapshots import SnapshotSource
 from regprune.tables import sql_literal
 from tests.harness.openshift_apiserver import RealOpenShiftAPI
@@ -85,8 +86,8 @@ class NightlyRuns:
     before: set[str]
     after_dry: set[str]
     after: set[str]
-    dry: dict[str, Any]
-    done: dict[str, Any]
+    dry: NightlyResult
+    done: NightlyResult
     out: Path
 
 
@@ -179,7 +180,7 @@ def nightly(
 
 
 def test_the_dry_run_changes_nothing(nightly: NightlyRuns) -> None:
-    assert nightly.dry["prune_images"]["summary"]["images_deleted"] == 1, nightly.dry["text"]
+    assert nightly.dry.prune_images.summary["images_deleted"] == 1, nightly.dry.text
     assert nightly.after_dry == nightly.before
 
 
@@ -199,9 +200,9 @@ def test_nightly_gc_prunes_images_then_the_storage_they_freed(nightly: NightlyRu
     assert blob_data_path(nightly.shared) in after
     assert layer_link_path(REPOSITORY, nightly.shared) in after
     done = nightly.done
-    assert Path(done["hard_prune"]["run_dir"]).is_relative_to(nightly.out / "confirmed")
-    assert "projected_from" not in done["hard_prune"]["summary"]
-    assert "projected" not in done["text"]
+    assert Path(done.hard_prune.run_dir).is_relative_to(nightly.out / "confirmed")
+    assert "projected_from" not in done.hard_prune.summary
+    assert "projected" not in done.text
 
 
 def test_the_dry_runs_hard_prune_names_what_the_confirmed_run_deletes(
@@ -216,33 +217,33 @@ def test_the_dry_runs_hard_prune_names_what_the_confirmed_run_deletes(
         manifest_link_path(REPOSITORY, gone[0]),
         *(layer_link_path(REPOSITORY, d) for d in gone[1:]),
     }
-    assert planned_files(nightly.dry["hard_prune"]["run_dir"]) == deleted
-    assert planned_files(nightly.done["hard_prune"]["run_dir"]) == deleted
+    assert planned_files(nightly.dry.hard_prune.run_dir) == deleted
+    assert planned_files(nightly.done.hard_prune.run_dir) == deleted
 
 
 def test_the_dry_run_says_its_hard_prune_is_projected(nightly: NightlyRuns) -> None:
     dry = nightly.dry
-    projection = dry["hard_prune"]["summary"]["projected_from"]
+    projection = dry.hard_prune.summary["projected_from"]
     assert projection == {
-        "images_plan": dry["prune_images"]["run_dir"],
+        "images_plan": dry.prune_images.run_dir,
         "images_deleted": 1,
         "revisions_removed": 1,
     }
-    assert "Hard prune (projected from prune-images' plan):" in dry["text"]
-    assert "Projected from prune-images' plan" in dry["text"]
-    assert "Would delete 3 blobs" in dry["text"], dry["text"]
-    html = (Path(dry["hard_prune"]["run_dir"]) / "report.html").read_text()
+    assert "Hard prune (projected from prune-images' plan):" in dry.text
+    assert "Projected from prune-images' plan" in dry.text
+    assert "Would delete 3 blobs" in dry.text, dry.text
+    html = (Path(dry.hard_prune.run_dir) / "report.html").read_text()
     assert "Projected from prune-images&#x27; plan" in html
-    confirmed = Path(nightly.done["hard_prune"]["run_dir"]) / "report.html"
+    confirmed = Path(nightly.done.hard_prune.run_dir) / "report.html"
     assert "Projected" not in confirmed.read_text()
 
 
 def test_a_projected_plan_refuses_to_delete(nightly: NightlyRuns) -> None:
-    images_plan = nightly.dry["prune_images"]["run_dir"]
+    images_plan = nightly.dry.prune_images.run_dir
     with pytest.raises(UnsafePlan, match="dry run's report only"):
         prune_flow(source=nightly.source, project_images_plan=images_plan, confirm=True)
     with pytest.raises(UnsafePlan, match="dry run's report only"):
-        prune_flow(source=nightly.source, resume=nightly.dry["hard_prune"]["run_dir"])
+        prune_flow(source=nightly.source, resume=nightly.dry.hard_prune.run_dir)
     assert stored(nightly.root) == nightly.after
 
 
@@ -252,11 +253,11 @@ def test_a_projected_folder_planned_again_without_the_option_plans_over_the_snap
     """--snapshot of a projected run folder (e.g. before --confirm) reads the snapshot's own
     tables again: the Images the dry run's cluster still had keep their blobs and links."""
     folder = tmp_path / "again"
-    shutil.copytree(nightly.dry["hard_prune"]["run_dir"], folder)
+    shutil.copytree(nightly.dry.hard_prune.run_dir, folder)
     assert is_projected(folder)
     again = prune_flow(source=nightly.source, snapshot=str(folder))
     assert not is_projected(folder)
-    assert "projected_from" not in again["summary"]
+    assert "projected_from" not in again.summary
     assert planned_files(str(folder)) == set()
 
 

@@ -77,7 +77,7 @@ def test_nightly_gc_then_undo_gives_back_the_storage_and_the_api(
         confirm=True,
         out=str(run),
     )
-    executed = done["prune_images"]["summary"]["executed"]
+    executed = done.prune_images.summary["executed"]
     assert executed["Image:deleted"] == 5  # 2 of app; the list and its 2 children
     assert executed["ImageStream:updated"] == 2
     pruned = files(root)

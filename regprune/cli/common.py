@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from regprune.models import DuckDBSettings
+    from regprune.results import RunResult
     from regprune.snapshots import SnapshotSource
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
@@ -256,11 +257,11 @@ def json_report(args: argparse.Namespace, inputs: dict[str, Any], run_dir: str) 
         inputs["report"] = str(Path(run_dir) / "report.json")
 
 
-def finish(args: argparse.Namespace, inputs: dict[str, Any], result: dict[str, Any]) -> None:
+def finish(args: argparse.Namespace, inputs: dict[str, Any], result: RunResult) -> None:
     if args.output_mode.json:
         print(Path(inputs["report"]).read_text(), end="", flush=True)
-    say(args, result["text"])
-    say(args, f"Results: {result['run_dir']}")
+    say(args, result.text)
+    say(args, f"Results: {result.run_dir}")
 
 
 class ServerStart:

@@ -315,8 +315,7 @@ def run_prune(args: argparse.Namespace) -> int:
         **inputs,
     )
     finish(args, inputs, result)
-    failed = result["summary"].get("failed", 0)
-    return EXIT_FAILURE if failed else EXIT_OK
+    return EXIT_FAILURE if result.failed else EXIT_OK
 
 
 def resume_source(args: argparse.Namespace, source: SnapshotSource | None) -> Any:
@@ -385,7 +384,7 @@ def run_check(args: argparse.Namespace) -> int:
         **inputs,
     )
     finish(args, inputs, result)
-    return EXIT_FINDINGS if result["findings"] else EXIT_OK
+    return EXIT_FINDINGS if result.findings else EXIT_OK
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -399,19 +398,19 @@ def run_demo(args: argparse.Namespace) -> int:
             name: json.loads((Path(args.out) / f"{name}.json").read_text())
             for name in ("prune", "check")
         }
-        print_json({**reports, "agreement": result["agreement"], "run_dir": result["run_dir"]})
+        print_json({**reports, "agreement": result.agreement, "run_dir": result.run_dir})
     for text in (
-        f"Demo registry: {result['storage']}  metadata: {result['metadata']}\n",
+        f"Demo registry: {result.storage}  metadata: {result.metadata}\n",
         "== regprune prune (dry-run, grace period 24h)",
-        result["prune"]["text"],
+        result.prune.text,
         "\n== regprune check",
-        result["check"]["text"],
+        result.check.text,
         "\n== against the generator's ground truth",
-        "\n".join(result["agreement"]),
-        f"\nTables and results: {result['run_dir']} (query them with DuckDB: docs/tables.md)",
+        "\n".join(result.agreement),
+        f"\nTables and results: {result.run_dir} (query them with DuckDB: docs/tables.md)",
     ):
         say(args, text)
-    return EXIT_OK if all("matches" in line for line in result["agreement"]) else EXIT_FAILURE
+    return EXIT_OK if result.agrees else EXIT_FAILURE
 
 
 def build_parser() -> argparse.ArgumentParser:

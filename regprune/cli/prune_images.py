@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from regprune.cli.common import (
+    EXIT_FAILURE,
     EXIT_OK,
     UsageError,
     _validation_message,
@@ -197,4 +198,4 @@ def run_prune_images(args: argparse.Namespace) -> int:
         registry_token_file=args.registry_token_file,
     )
     finish(args, inputs, result)
-    return EXIT_OK
+    return EXIT_FAILURE if result.failed else EXIT_OK  # the hard prune's failures

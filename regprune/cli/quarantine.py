@@ -132,9 +132,9 @@ def run_undo(args: argparse.Namespace) -> int:
     )
     result = undo_flow(run_dir=str(folder), context=context)
     if args.output_mode.json:
-        print_json({k: v for k, v in result.items() if k != "text"})
-    say(args, result["text"])
-    return EXIT_FAILURE if result["failed"] else EXIT_OK
+        print_json({"run_dir": result.run_dir, "parts": result.parts, "failed": result.failed})
+    say(args, result.text)
+    return EXIT_FAILURE if result.failed else EXIT_OK
 
 
 def run_purge(args: argparse.Namespace) -> int:
@@ -177,7 +177,7 @@ def run_purge(args: argparse.Namespace) -> int:
         force_unlock=args.force_unlock,
     )
     if args.output_mode.json:
-        print_json({k: v for k, v in result.items() if k != "text"})
-    say(args, result["text"])
-    say(args, f"Results: {result['run_dir']}")
-    return EXIT_FAILURE if result.get("failed") else EXIT_OK
+        print_json({"run_dir": result.run_dir, **result.summary, "failed": result.failed})
+    say(args, result.text)
+    say(args, f"Results: {result.run_dir}")
+    return EXIT_FAILURE if result.failed else EXIT_OK
