@@ -28,6 +28,7 @@ etcd, OpenShift's registry or skopeo.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -232,11 +233,14 @@ class PodFactory:
     logs: Path
 
     def pod(self, command: list[str], env: dict[str, str] | None = None) -> Pod:
+        # the suite's settle time (tests/conftest.py), as a deployment sets it in its env:
+        # the default 5 minutes would be waited by every confirmed run in a pod
+        settle = {"REGPRUNE_SETTLE": os.environ["REGPRUNE_SETTLE"]}
         manifest = render_job(
             {
                 "image": self.image.name,
                 "command": shlex.join(command),
-                "env": env or {},
+                "env": {**settle, **(env or {})},
                 "name": "regprune",
             }
         )
