@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from regprune.layout import new_quarantine_id
 from regprune.models import plan_variables
 from regprune.snapshots import read_snapshot_summary
 from regprune.storage import StorageSpec
@@ -38,7 +39,9 @@ def run_once(run_dir: Path, audit: Path) -> dict[str, float]:
     shutil.rmtree(audit, ignore_errors=True)
     audit.mkdir(parents=True)
     spec = StorageSpec(summary["storage"])
-    settings = ExecutionSettings(spec, str(audit), "bench", started, None, dry_run=True)
+    settings = ExecutionSettings(
+        spec, str(audit), "bench", started, new_quarantine_id(datetime.now(UTC)), dry_run=True
+    )
     out: dict[str, float] = {}
     for phase in (1, 2, 3):
         w, c = time.perf_counter(), time.process_time()

@@ -6,15 +6,24 @@ The two-phase delete (docs/safety.md). DAG, phase by phase (1: repositories and 
 links, 2: blobs, 3: dangling layer links and stale uploads)::
 
     re-read metadata + repositories -> plan again (the plan's own sql/plan_*.sql)
-    (before phases 1 and 2)
+    (before phase 1, and before phase 2 once phase 1 moved something: "Reads" below)
         -> queue (sql/execution_queue.sql) -> execute-batches x N (parallel; rounds of at
            most BATCH_SIZE actions, intents written ahead): moved into the quarantine
     -> tell a caching registry (--registry-url) of what moved
     -> settle (--settle, once something moved: pushes in flight write their links)
-    -> re-check (flows/quarantine.py): every link and the metadata read again, every
+    -> re-check (flows/quarantine.py): every link and the metadata read again (once
+       something moved; else the last read stands), every
        quarantine laid back under them, the plan run again, what gained a reference moved
        back; the quarantines due (--quarantine-retention) purged, the registry told
     ... -> merge audit trail (actions.parquet, quarantine_log.parquet)
+
+Reads. The links and the cluster are read again before phase 1 always (the snapshot is a
+past read: ``--snapshot RUN`` may be days old); before phase 2 only if phase 1 moved
+something; before the quarantine's re-check only if the run moved anything (then after the
+settle time). A read stands until the storage changes under it: a run that moved nothing
+(every dry run: its storage answers instead of moving) judges its later phases and the
+older quarantines by the read it took first, seconds before. Pushes in the meantime are
+what the re-check after a confirmed run's moves is for (docs/safety.md).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,7 +79,7 @@ from regprune.tasks.quarantine import (
     quarantine_of_run,
     tell_the_registry,
 )
-from regprune.tasks.storage_snapshot import merge_snapshot_tables
+from regprune.tasks.storage_snapshot import default_shard_tasks, merge_snapshot_tables
 from regprune.twophase import default_retention, default_settle
 from regprune.units import parse_duration
 
@@ -79,10 +89,16 @@ RECHECKED_STORAGE = ("repositories", "layer_links", "manifest_links")
 """What the walk before moving reads again (no blob walk, no tag or upload file read),
 laid over the snapshot's rows (tasks/execution.py overlay)."""
 TASKS_PER_PHASE = 32
-"""Batches of a phase are shared among at most this many tasks: enough to keep the task
-runner's workers busy (16 threads by default), few enough that Prefect's cost per task stays
-small next to the work (links are sharded per repository: 10,000 repositories are 10,000
-batches)."""
+"""Batches of a phase are shared among at most this many tasks on an object store: enough to
+keep the task runner's workers busy (16 threads by default) with requests in flight, few
+enough that Prefect's cost per task stays small next to the work (links are sharded per
+repository: 10,000 repositories are 10,000 batches). On a folder, as many as the walk uses
+(tasks/storage_snapshot.py default_shard_tasks: system calls on more threads than cores only
+contend; 96 task runs were 1.3 s of a 100k dry run's 4 s of batches)."""
+
+
+def tasks_per_phase(spec: StorageSpec) -> int:
+    return TASKS_PER_PHASE if spec.scheme != "file" else default_shard_tasks(spec)
 
 
 def reread(
@@ -121,12 +137,22 @@ def project(run_dir: str, read: dict[str, Path], folder: Path) -> dict[str, Path
     return out
 
 
+@dataclass(frozen=True)
+class Recheck:
+    """One read of the cluster and the links (:func:`reread`, storage tables laid over the
+    snapshot's) and the plan made again over it."""
+
+    read: dict[str, Path]
+    replanned: str
+    """The re-plan's plan_actions (tasks/execution.py replan)."""
+
+
 def recheck(
     run_dir: str, spec: StorageSpec, metadata: MetadataSource, variables: dict, name: str
-) -> str:
+) -> Recheck:
     """Read the cluster and the links again (:func:`reread`), laid over the snapshot's rows,
     read the manifests linked since that no Image knows, and run the plan's own models over
-    that. Returns the re-plan's plan_actions (tasks/execution.py replan)."""
+    that."""
     folder = Path(run_dir) / name
     read = reread(run_dir, spec, metadata, folder)
     for table in RECHECKED_STORAGE:
@@ -135,9 +161,9 @@ def recheck(
     parts = folder / "_manifests"
     parts.mkdir()
     manifests = read_manifests_in_batches(spec, unknown, str(parts))
-    read.update(merge_manifest_parts(manifests, folder, "young"))
+    young = merge_manifest_parts(manifests, folder, "young")
     shutil.rmtree(parts, ignore_errors=True)
-    return replan(run_dir, read, variables, str(folder))
+    return Recheck(read, replan(run_dir, {**read, **young}, variables, str(folder)))
 
 
 def execute_plan(
@@ -189,35 +215,40 @@ def execute_plan(
         RegistryAPI(registry_url, registry_token_file, registry_cluster) if registry_url else None
     )
     metadata = metadata_of_snapshot(run_dir)
-    replanned: str | None = None
+    last: Recheck | None = None
+    moved_since_read = False
+    tasks = tasks_per_phase(spec)
     lock = StorageLock(spec, attempt, run_dir, force_unlock, run_storage(settings))
     lock.acquire()
     try:
         for phase in PHASES:
-            if phase in RECHECK_BEFORE:
-                replanned = recheck(run_dir, spec, metadata, variables, f"recheck-phase{phase}")
+            if phase in RECHECK_BEFORE and (last is None or moved_since_read):  # Reads
+                last = recheck(run_dir, spec, metadata, variables, f"recheck-phase{phase}")
+                moved_since_read = False
                 hooks.reached(hooks.RECHECKED, phase=phase, run_dir=run_dir)
             batches = [
                 BatchRef(shard, start, f"{attempt}-p{phase}-{n:05d}")
                 for n, (shard, start) in enumerate(
-                    build_execution_queue(run_dir, replanned, variables, phase, str(audit_dir))
+                    build_execution_queue(
+                        run_dir, last.replanned if last else None, variables, phase, str(audit_dir)
+                    )
                 )
             ]
             queue = str(Path(run_dir) / f"queue-phase{phase}.parquet")
             futures = [
-                execute_batches.submit(settings, queue, batches[n::TASKS_PER_PHASE])
-                for n in range(min(TASKS_PER_PHASE, len(batches)))
+                execute_batches.submit(settings, queue, batches[n::tasks])
+                for n in range(min(tasks, len(batches)))
             ]
             wait(futures)
-            for future in futures:
-                future.result()
+            moved_since_read |= any(future.result().moved for future in futures)
         moved = moved_by(settings)
         registry_errors = tell_the_registry(settings, registry, moved) if registry and moved else []
         hooks.reached(hooks.QUARANTINED, run_dir=run_dir)
         if moved:
             settle_for(parse_duration(settle or default_settle()).total_seconds())
         keep = parse_duration(retention or default_retention())
-        second = second_phase(run_dir, settings, metadata, variables, keep)
+        standing = last.read if last and not moved else None  # Reads: settled, read again
+        second = second_phase(run_dir, settings, metadata, variables, keep, standing)
     finally:
         lock.release()
     merge_parts("actions", readable_parts(str(audit_dir)), Path(run_dir) / "actions.parquet")
@@ -265,10 +296,12 @@ def second_phase(
     metadata: MetadataSource,
     variables: dict[str, Any],
     retention: Any,
+    standing: dict[str, Path] | None = None,
 ) -> SecondPhase:
     """The re-check of this run's quarantine and of every older one the storage holds (what
     gained a reference moves back), then the purge of what is due: this run's when the
-    retention is 0, older ones once the retention has passed since they moved."""
+    retention is 0, older ones once the retention has passed since they moved.
+    ``standing``: the last read, when the run moved nothing (Reads); else read again."""
     storage = run_storage(settings)
     now = datetime.now(UTC)
     older = [q for q in storage.quarantine_ids() if q != settings.quarantine_id]
@@ -276,7 +309,7 @@ def second_phase(
     if not retention:
         due.add(settings.quarantine_id)
     folder = Path(run_dir) / "recheck-quarantine"
-    read = reread(run_dir, settings.spec, metadata, folder / "read")
+    read = standing or reread(run_dir, settings.spec, metadata, folder / "read")
     tables = {t: read.get(t, Path(run_dir) / f"{t}.parquet") for t in SNAPSHOT_TABLES}
     return recheck_quarantines(
         run_dir,

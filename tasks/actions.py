@@ -147,6 +147,8 @@ class _Batch:
         self.storage = storage
         self.audit = audit
         self.outcomes: list[Outcome] = []
+        self.moved = 0
+        """Actions whose files this batch moved for real (a dry run's storage moves none)."""
 
     def record(
         self,
@@ -281,7 +283,9 @@ class _Batch:
             elif not done:
                 self.record(r.item, GONE, "already gone when moved", [])
             else:
-                self.record(r.item, STATUS_OF_MOVE[found[done[0]]], None, done)
+                status = STATUS_OF_MOVE[found[done[0]]]
+                self.moved += status == QUARANTINED
+                self.record(r.item, status, None, done)
         progress.advance("delete", len(ready), sum(r.item.get("size") or 0 for r in ready))
         outcomes, self.outcomes = self.outcomes, []
         if outcomes:
@@ -340,6 +344,15 @@ def _as_queue(items: list[dict[str, Any]]) -> pa.Table:
 
 
 @dataclass(frozen=True)
+class BatchesDone:
+    """What one execute-batches run leaves: its audit parts, and how many actions it moved
+    for real (the executor reads the links again before the next phase only if any did)."""
+
+    parts: list[str]
+    moved: int
+
+
+@dataclass(frozen=True)
 class BatchRef:
     """One batch of a phase's queue: up to ``BATCH_SIZE`` actions of one shard from ``start``
     (one S3 ``DeleteObjects`` request for blobs), with the name of its audit part."""
@@ -355,12 +368,14 @@ class BatchRef:
     retry_delay_seconds=[5, 30],
     retry_condition_fn=retry_unless(AuditWriteError),  # a full disk stays full: stop
 )
-def execute_batches(settings: ExecutionSettings, queue: str, batches: list[BatchRef]) -> list[str]:
+def execute_batches(
+    settings: ExecutionSettings, queue: str, batches: list[BatchRef]
+) -> BatchesDone:
     """Run batches of one phase's queue in rounds (ROUND_ACTIONS, ROUND_SECONDS), reading their
     actions at once (a task, a query and a file per thousand objects would cost more than a
-    dry run's work). Returns the audit parts written. A part not closed, as after a kill, is
-    not readable, so its actions count as not done and run again on --resume, as does
-    every batch on a retry: moving what is gone moves nothing."""
+    dry run's work). Returns the audit parts written and the count of actions moved. A part
+    not closed, as after a kill, is not readable, so its actions count as not done and run
+    again on --resume, as does every batch on a retry: moving what is gone moves nothing."""
     storage = run_storage(settings)
     queued = _queued(queue, sorted({batch.shard for batch in batches}))
     audit = AuditTrail(settings.audit_dir, batches[0].name if batches else "empty")
@@ -381,7 +396,7 @@ def execute_batches(settings: ExecutionSettings, queue: str, batches: list[Batch
         audit.close()
         raise
     round_batch.move(ready)
-    return audit.close()
+    return BatchesDone(audit.close(), round_batch.moved)
 
 
 _read_lock = threading.Lock()
