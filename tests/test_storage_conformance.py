@@ -919,6 +919,26 @@ def test_a_quarantine_round_trip_gives_the_same_keys_and_bytes(backend: Backend)
     assert backend.segments() == segments
 
 
+def test_a_move_takes_the_keys_asked_and_leaves_their_neighbours(backend: Backend) -> None:
+    """A folder moves whole on a filesystem only when it holds nothing but the keys asked
+    (regprune/storage/local.py): a file beside them stays, in every backend."""
+    before = quarantine_tree(backend)
+    storage = backend.storage
+    started = f"{APP}_uploads/u0/startedat"
+    backend.put_many({started: b"2026-03-01T00:00:00Z"})
+    before[started] = b"2026-03-01T00:00:00Z"
+    alone = f"{APP}_layers/sha256/{'2' * 64}/link"  # the only file of its folder
+    moving = [f"{APP}_uploads/u0/data", alone]
+
+    assert storage.quarantine_many(QID, moving) == dict.fromkeys(moving, MOVED)
+
+    assert contents(storage) == {k: v for k, v in before.items() if k not in moving}
+    assert {o.key for o in storage.quarantined(QID)} == set(moving)
+    assert storage.restore_many(QID, moving) == dict.fromkeys(moving, MOVED)
+    assert contents(storage) == before
+    assert storage.quarantine_ids() == []
+
+
 def test_a_restore_never_overwrites_other_bytes(backend: Backend) -> None:
     quarantine_tree(backend)
     tag = f"{APP}_manifests/tags/latest/current/link"

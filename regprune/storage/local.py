@@ -190,32 +190,70 @@ class LocalStorage(Storage):
     def move_many(self, keys: Sequence[str], to: Storage) -> dict[str, str]:
         """``os.rename`` into the same key of ``to`` (a folder on the same filesystem: the
         quarantine lives beside ``docker/``), creating its folders, then removing the
-        folders the move left empty, as deleting does. No fsync: a rename a power loss
-        undoes leaves the file where it was before that move, which a later re-check or
-        undo finds as it is."""
+        folders the move left empty, as deleting does. A folder whose files are exactly the
+        keys moved (a blob's ``data``, a link: the layout's one file per folder) moves whole,
+        one rename instead of a mkdir, a rename and an rmdir (:meth:`_move_folder`). No
+        fsync: a rename a power loss undoes leaves the file where it was before that move,
+        which a later re-check or undo finds as it is."""
         if not isinstance(to, LocalStorage):
             raise TypeError(f"cannot move from a folder to {type(to).__name__}")
         out: dict[str, str] = {}
+        made: set[Path] = set()
+        by_folder: dict[str, list[str]] = {}
         for key in keys:
-            source, target = self.v2 / key, to.v2 / key
-            for _ in range(2):  # a folder just made may be removed as empty meanwhile
-                try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(source, target)
-                    out[key] = MOVED
-                    break
-                except FileNotFoundError as exc:
-                    if not os.path.lexists(source):
-                        out[key] = GONE
-                        to._prune_empty_parents(target.parent)  # made for nothing
-                        break
-                    out[key] = f"{type(exc).__name__}: {exc}"
-                except OSError as exc:
-                    out[key] = f"{type(exc).__name__}: {exc}"
-                    break
-            if out[key] == MOVED:
-                self._prune_empty_parents(source.parent)
+            by_folder.setdefault(key.rpartition("/")[0], []).append(key)
+        for folder, group in by_folder.items():
+            if folder and self._move_folder(folder, group, to, made):
+                out.update(dict.fromkeys(group, MOVED))
+                self._prune_empty_parents((self.v2 / folder).parent)
+                continue
+            for key in group:
+                out[key] = self._move_file(key, to)
         return out
+
+    def _move_folder(self, folder: str, keys: list[str], to: LocalStorage, made: set[Path]) -> bool:
+        """Rename ``folder`` into ``to`` when it holds exactly the files ``keys`` and ``to``
+        has no such folder yet; False (nothing moved) otherwise, for the file by file move.
+        A file that appeared in it between the listing and the rename (no writer of the
+        registry's layout adds one) is moved back at once: only the keys asked for move."""
+        source, target = self.v2 / folder, to.v2 / folder
+        names = {key.rpartition("/")[2] for key in keys}
+        try:
+            if set(os.listdir(source)) != names or os.path.lexists(target):
+                return False
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
+            os.rename(source, target)
+        except OSError:  # gone, busy, not a folder: the file by file move says what it is
+            made.discard(target.parent)
+            return False
+        for extra in set(os.listdir(target)) - names:
+            source.mkdir(parents=True, exist_ok=True)
+            os.rename(target / extra, source / extra)
+        return True
+
+    def _move_file(self, key: str, to: LocalStorage) -> str:
+        source, target = self.v2 / key, to.v2 / key
+        outcome = ""
+        for _ in range(2):  # a folder just made may be removed as empty meanwhile
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(source, target)
+                outcome = MOVED
+                break
+            except FileNotFoundError as exc:
+                if not os.path.lexists(source):
+                    outcome = GONE
+                    to._prune_empty_parents(target.parent)  # made for nothing
+                    break
+                outcome = f"{type(exc).__name__}: {exc}"
+            except OSError as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+                break
+        if outcome == MOVED:
+            self._prune_empty_parents(source.parent)
+        return outcome
 
     def _prune_empty_parents(self, folder: Path) -> None:
         stop = self._kept_folders
