@@ -16,9 +16,9 @@ from prefect.logging import get_run_logger
 
 from regprune.categories import CHECK_FINDINGS, PLAN_CATEGORIES
 from regprune.models import SnapshotDatabase, fetch_records
+from regprune.recovery import RESULTS_FILE
 from regprune.snapshots import anomalies_text
 from regprune.tables import sql_literal
-from regprune.tasks.recovery import RESULTS_FILE
 from regprune.units import format_bytes
 
 CATEGORIES = tuple(category.name for category in PLAN_CATEGORIES)
