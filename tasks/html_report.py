@@ -26,8 +26,8 @@ from regprune.models import (
     is_projected,
     query_text,
 )
+from regprune.reports import projection_text
 from regprune.snapshots import read_snapshot_summary
-from regprune.tasks.reports import projection_text
 from regprune.units import format_bytes
 from regprune.warehouse import connect_warehouse
 
