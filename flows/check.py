@@ -24,6 +24,13 @@ from regprune import progress
 from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings
+from regprune.recovery import (
+    DEFAULT_RECOVER_RATE,
+    RECOVER_BATCH,
+    RESULTS_FILE,
+    RecoveryError,
+    check_recovery_target,
+)
 from regprune.results import CheckResult
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource
@@ -31,16 +38,7 @@ from regprune.storage import StorageSpec
 from regprune.tasks.analysis import find_inconsistencies, verify_lost_manifests
 from regprune.tasks.html_report import write_html_report
 from regprune.tasks.manifests import read_manifests_in_batches
-from regprune.tasks.recovery import (
-    DEFAULT_RECOVER_RATE,
-    RECOVER_BATCH,
-    RESULTS_FILE,
-    RecoveryError,
-    check_recovery_target,
-    merge_results,
-    plan_recovery,
-    recover_batch,
-)
+from regprune.tasks.recovery import merge_results, plan_recovery, recover_batch
 from regprune.tasks.reports import publish_check_report
 from regprune.tasks.warehouse import publish_to_warehouse
 

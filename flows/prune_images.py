@@ -39,6 +39,7 @@ from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
 from regprune.images_cluster import cluster_for
 from regprune.images_execute import execute_images_plan
 from regprune.images_plan import PruneImagesSettings
+from regprune.images_report import INVALID_SHOWN, invalid_references
 from regprune.metadata import Listed, MetadataError, MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.permissions import PRUNE_IMAGES, READ_METADATA, denied
@@ -48,12 +49,7 @@ from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotError, SnapshotSource
 from regprune.tables import SNAPSHOT_FILE
 from regprune.tasks.metadata_snapshot import merge_metadata_tables
-from regprune.tasks.prune_images import (
-    INVALID_SHOWN,
-    invalid_references,
-    plan_images,
-    publish_images_report,
-)
+from regprune.tasks.prune_images import plan_images, publish_images_report
 from regprune.tasks.workload_snapshot import merge_workload_tables
 from regprune.units import Duration
 from regprune.version import tool_version

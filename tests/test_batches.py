@@ -28,9 +28,9 @@ from regprune.layout import (
     upload_startedat_path,
 )
 from regprune.storage import LocalStorage, StorageObject, StorageSpec
+from regprune.storage_walk import REPOSITORY_TABLES, RepositoryShardWalker, prefix_listings
 from regprune.tables import TableWriters
 from regprune.tasks.actions import QUARANTINED, SKIPPED, ExecutionSettings, _Batch
-from regprune.tasks.storage_snapshot import REPOSITORY_TABLES, _listings, _RepositoryShardWalker
 
 OLD = datetime(2026, 1, 1, tzinfo=UTC)
 SNAPSHOT_STARTED = OLD + timedelta(days=10)
@@ -124,9 +124,9 @@ def test_the_walk_before_deleting_reads_no_tag_or_upload_file(
     write(tmp_path, upload_startedat_path("ns/app", "u-1"), b"2026-01-01T00:00:00Z")
     storage = CountingStorage(StorageSpec(str(tmp_path)))
     out = TableWriters(REPOSITORY_TABLES, tmp_path / "parts", "shard")
-    walker = _RepositoryShardWalker(StorageSpec(str(tmp_path)), out)
+    walker = RepositoryShardWalker(StorageSpec(str(tmp_path)), out)
     walker.storage = storage
-    for listing in _listings(storage, ["repositories/ns/"]):
+    for listing in prefix_listings(storage, ["repositories/ns/"]):
         walker.record(listing)
     walker.finish(links_only=links_only)
     parts = out.close()

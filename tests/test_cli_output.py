@@ -417,6 +417,6 @@ def test_output_modes() -> None:
 
 def test_the_help_default_recover_rate_is_the_recovery_default() -> None:
     from regprune.cli.main import DEFAULT_RECOVER_RATE
-    from regprune.tasks.recovery import DEFAULT_RECOVER_RATE as used
+    from regprune.recovery import DEFAULT_RECOVER_RATE as used
 
     assert used == DEFAULT_RECOVER_RATE

@@ -21,7 +21,7 @@ import pytest
 
 from regprune.cli.main import EXIT_FINDINGS, EXIT_OK, main
 from regprune.demo.synthetic import PruneTruth, SyntheticSpec, generate
-from regprune.tasks.html_report import COLORS
+from regprune.html_report import COLORS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 CHECK_TABLES = {

@@ -16,9 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from regprune.html_report import read_report_data, render_report
 from regprune.tables import SCHEMAS, SNAPSHOT_FILE
 from regprune.tasks.analysis import plan_hard_prune
-from regprune.tasks.html_report import read_report_data, render_report
 
 STARTED = datetime(2026, 11, 1, tzinfo=UTC)
 OLD = STARTED - timedelta(days=30)

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from regprune import images_report as report_module
+from regprune.images_report import images_report, write_images_report
 from regprune.models import DuckDBSettings
 from regprune.tables import MERGE_MEMORY_LIMIT, merge_parts
-from regprune.tasks import prune_images
-from regprune.tasks.prune_images import images_report, write_images_report
 
 SETTINGS = {"keep_tag_revisions": 3, "namespace": None, "nested": {"a": [1, {}], "b": []}}
 SUMMARY = {"images_deleted": 3, "revisions_kept_by_reason": {"in-use": 1}, "empty": {}}
@@ -79,7 +79,7 @@ def test_the_streamed_report_is_the_json_dump_of_the_whole_report(
     problems: list[str],
     batch_rows: int,
 ) -> None:
-    monkeypatch.setattr(prune_images, "REPORT_BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(report_module, "REPORT_BATCH_ROWS", batch_rows)
     path = tmp_path / "report.json"
     write_images_report(path, run_dir, mode, SETTINGS, SUMMARY, problems)
     whole = images_report(run_dir, mode, SETTINGS, SUMMARY, problems)

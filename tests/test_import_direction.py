@@ -1,7 +1,8 @@
 """Imports point one way: ``regprune.cli -> flows -> tasks -> library`` (ARCHITECTURE.md), and no
 module imports itself back. Read from the source with :mod:`ast`, so an import inside a function
 counts as much as one at the top: a cycle hidden in a function is still a cycle, it only fails
-later (and a wrong direction is wrong wherever it is written)."""
+later (and a wrong direction is wrong wherever it is written). And ``tasks/`` holds Prefect
+tasks and their glue, not the library: a module there with much code outside its tasks fails."""
 
 from __future__ import annotations
 
@@ -172,3 +173,84 @@ def test_no_import_cycles() -> None:
             f"  {edge}" for edge in edges if edge.importer in members and edge.imported in members
         ]
     assert not report, "import cycles:\n" + "\n".join(report)
+
+
+# --- tasks/ holds tasks ----------------------------------------------------------------------
+
+TASK_MODULE_OTHER_LINES = 100
+"""The most lines a ``tasks/`` module may hold outside its Prefect tasks (helpers, classes,
+constants): past that, the code is library and belongs under ``regprune/``, its task a wrapper."""
+LARGER_TASK_MODULES: dict[str, str] = {
+    "actions.py": "the batch executor: executing in one place per kind (issue 23 item 4)",
+    "quarantine.py": "the quarantine's record, tables and moves: likewise",
+}
+"""tasks/ modules over the budget, each with why it stays; a module back under it must leave."""
+
+
+def _is_task(node: ast.stmt) -> bool:
+    """A function decorated with Prefect's ``@task`` or ``@task(...)``."""
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return False
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+        if name == "task":
+            return True
+    return False
+
+
+def other_lines(source: str) -> int:
+    """Lines of a module's top-level statements but its docstring, its imports and its
+    ``@task`` functions (decorators included)."""
+    body = ast.parse(source).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    lines = 0
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom) or _is_task(node):
+            continue
+        decorators = getattr(node, "decorator_list", [])
+        start = min([node.lineno, *(d.lineno for d in decorators)])
+        lines += (node.end_lineno or node.lineno) - start + 1
+    return lines
+
+
+def test_other_lines_counts_what_is_not_a_task() -> None:
+    source = '''"""doc"""
+import json
+from prefect import task
+
+LIMIT = 3
+
+
+@task(name="a")
+def a() -> int:
+    return helper()
+
+
+@task
+def b() -> None:
+    pass
+
+
+def helper() -> int:
+    return json.loads("1")
+'''
+    assert other_lines(source) == 1 + 2
+
+
+def test_tasks_modules_hold_tasks() -> None:
+    sizes = {
+        path.name: other_lines(path.read_text()) for path in sorted((TOP / "tasks").glob("*.py"))
+    }
+    large = {
+        f"tasks/{name}: {lines} lines outside its tasks"
+        for name, lines in sizes.items()
+        if lines > TASK_MODULE_OTHER_LINES and name not in LARGER_TASK_MODULES
+    }
+    assert not large, (
+        f"library code in tasks/ (more than {TASK_MODULE_OTHER_LINES} lines outside @task): "
+        "move it under regprune/ and keep the task a wrapper:\n" + "\n".join(sorted(large))
+    )
+    back = [name for name in LARGER_TASK_MODULES if sizes.get(name, 0) <= TASK_MODULE_OTHER_LINES]
+    assert not back, f"within the budget now, take them out of LARGER_TASK_MODULES: {back}"

@@ -31,9 +31,7 @@ from regprune.layout import (
 )
 from regprune.manifests import parse_manifest
 from regprune.mediatypes import DOCKER_V1, DOCKER_V2
-from regprune.storage import StorageSpec
-from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, empty_table
-from regprune.tasks.recovery import (
+from regprune.recovery import (
     RECOVER_THREADS,
     RESULTS_FILE,
     RateLimiter,
@@ -41,8 +39,10 @@ from regprune.tasks.recovery import (
     attach_texts,
     image_for,
     mapping_for,
-    plan_recovery,
 )
+from regprune.storage import StorageSpec
+from regprune.tables import SCHEMAS, SNAPSHOT_TABLES, empty_table
+from regprune.tasks.recovery import plan_recovery
 from tests.conftest import rows
 from tests.harness.openshift_api import DEFAULT_REGISTRY_HOST, OpenShiftAPIServer
 from tests.harness.openshift_apiserver import RealOpenShiftAPI

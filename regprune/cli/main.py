@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from regprune.runners import TaskRunnerSettings
     from regprune.snapshots import SnapshotSource
 
-DEFAULT_RECOVER_RATE = 10.0  # tasks/recovery.py's default, checked by tests/test_cli_output.py
+DEFAULT_RECOVER_RATE = 10.0  # regprune/recovery.py's default, checked by tests/test_cli_output.py
 
 
 def apply_timeouts(args: argparse.Namespace) -> None:
