@@ -56,6 +56,7 @@ from regprune.models import (
 from regprune.registry import RegistryAPI
 from regprune.snapshots import metadata_of_snapshot, read_snapshot_summary
 from regprune.storage import StorageSpec
+from regprune.storage_walk import default_shard_tasks
 from regprune.tables import METADATA_TABLES, SNAPSHOT_TABLES, merge_parts
 from regprune.tasks.actions import (
     QUARANTINED,
@@ -79,7 +80,7 @@ from regprune.tasks.quarantine import (
     quarantine_of_run,
     tell_the_registry,
 )
-from regprune.tasks.storage_snapshot import default_shard_tasks, merge_snapshot_tables
+from regprune.tasks.storage_snapshot import merge_snapshot_tables
 from regprune.twophase import default_retention, default_settle
 from regprune.units import parse_duration
 
@@ -93,7 +94,7 @@ TASKS_PER_PHASE = 32
 keep the task runner's workers busy (16 threads by default) with requests in flight, few
 enough that Prefect's cost per task stays small next to the work (links are sharded per
 repository: 10,000 repositories are 10,000 batches). On a folder, as many as the walk uses
-(tasks/storage_snapshot.py default_shard_tasks: system calls on more threads than cores only
+(regprune/storage_walk.py default_shard_tasks: system calls on more threads than cores only
 contend; 96 task runs were 1.3 s of a 100k dry run's 4 s of batches)."""
 
 
