@@ -24,9 +24,10 @@ import duckdb
 
 from regprune.layout import new_quarantine_id
 from regprune.models import plan_variables
+from regprune.prune_execute import BatchRef, ExecutionSettings
 from regprune.snapshots import read_snapshot_summary
 from regprune.storage import StorageSpec
-from regprune.tasks.actions import BatchRef, ExecutionSettings, execute_batches
+from regprune.tasks.actions import execute_batches
 from regprune.tasks.execution import build_execution_queue
 from regprune.units import parse_duration
 

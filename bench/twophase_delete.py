@@ -8,7 +8,7 @@ Why this level: a confirmed prune's executor is the same code in both (the re-re
 trail written ahead, one round per ``BATCH_SIZE`` actions); what changed is the storage call of
 each round — ``Storage.delete_many`` then, ``Storage.quarantine_many`` now, and
 ``Storage.purge_many`` of the quarantine one retention later. So this times those calls, in
-rounds of ``tasks/actions.py`` ``BATCH_SIZE`` keys, on the same files: each blob's ``data``
+rounds of ``regprune/prune_execute.py`` ``BATCH_SIZE`` keys, on the same files: each blob's ``data``
 and a layer link to it (``--blobs`` of each), a fresh copy per run (``cp -al`` of one tree; on
 S3 a new root written straight to moto, not timed). Variants alternate within each repeat
 (direct, two-phase, direct, ...), so the ratios are of runs made side by side.
@@ -45,9 +45,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from regprune.layout import new_quarantine_id  # noqa: E402
+from regprune.prune_execute import BATCH_SIZE  # noqa: E402
 from regprune.storage import StorageSpec  # noqa: E402
 from regprune.storage.config import open_storage  # noqa: E402
-from regprune.tasks.actions import BATCH_SIZE  # noqa: E402
 
 MOTO = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -1,6 +1,6 @@
 """Executing a hard-prune plan inside the prune flow: ``prune --confirm``, ``--resume``, and
 the dry run, which runs every step with a storage that only answers what it would do
-(tasks/actions.py ``run_storage``: the one place the mode decides).
+(regprune/prune_execute.py ``run_storage``: the one place the mode decides).
 
 The two-phase delete (docs/safety.md). DAG, phase by phase (1: repositories and manifest
 links, 2: blobs, 3: dangling layer links and stale uploads)::
@@ -53,18 +53,14 @@ from regprune.models import (
     is_projected,
     plan_variables,
 )
+from regprune.prune_execute import QUARANTINED, BatchRef, ExecutionSettings, run_storage
+from regprune.quarantine import QUARANTINE_LOG, own_keys, quarantine_of_run
 from regprune.registry import RegistryAPI
 from regprune.snapshots import metadata_of_snapshot, read_snapshot_summary
 from regprune.storage import StorageSpec
 from regprune.storage_walk import default_shard_tasks
 from regprune.tables import METADATA_TABLES, SNAPSHOT_TABLES, merge_parts
-from regprune.tasks.actions import (
-    QUARANTINED,
-    BatchRef,
-    ExecutionSettings,
-    execute_batches,
-    run_storage,
-)
+from regprune.tasks.actions import execute_batches
 from regprune.tasks.analysis import IMAGES_PLAN_TABLES, merge_manifest_parts
 from regprune.tasks.execution import (
     build_execution_queue,
@@ -74,12 +70,7 @@ from regprune.tasks.execution import (
     unknown_manifests,
 )
 from regprune.tasks.manifests import read_manifests_in_batches
-from regprune.tasks.quarantine import (
-    QUARANTINE_LOG,
-    own_keys,
-    quarantine_of_run,
-    tell_the_registry,
-)
+from regprune.tasks.quarantine import tell_the_registry
 from regprune.tasks.storage_snapshot import merge_snapshot_tables
 from regprune.twophase import default_retention, default_settle
 from regprune.units import parse_duration

@@ -23,18 +23,14 @@ from regprune.flows.snapshot import snapshot_flow
 from regprune.layout import quarantine_time
 from regprune.lock import StorageLock
 from regprune.models import plan_variables
+from regprune.prune_execute import EPOCH, PURGED, WOULD_PURGE, ExecutionSettings, run_storage
+from regprune.quarantine import QUARANTINE_LOG, RunQuarantine, other_storage
 from regprune.results import RunResult
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, new_run_folder, snapshot_started_at
 from regprune.tables import SNAPSHOT_TABLES, merge_parts
-from regprune.tasks.actions import EPOCH, PURGED, WOULD_PURGE, ExecutionSettings, run_storage
 from regprune.tasks.analysis import check_purge_sanity
 from regprune.tasks.execution import readable_parts
-from regprune.tasks.quarantine import (
-    QUARANTINE_LOG,
-    RunQuarantine,
-    other_storage,
-)
 from regprune.twophase import QuarantineError
 from regprune.units import Duration, format_bytes, parse_duration
 

@@ -29,8 +29,7 @@ from regprune import progress
 from regprune.audit import AuditTrail
 from regprune.layout import quarantine_area, quarantine_time
 from regprune.models import SnapshotDatabase
-from regprune.tables import STORAGE_TABLES, merge_parts
-from regprune.tasks.actions import (
+from regprune.prune_execute import (
     PURGED,
     QUARANTINED,
     RESTORED,
@@ -41,15 +40,14 @@ from regprune.tasks.actions import (
     Outcome,
     audit_columns,
 )
+from regprune.quarantine import KeyOutcome, lay_under, own_keys
+from regprune.tables import STORAGE_TABLES, merge_parts
 from regprune.tasks.analysis import merge_manifest_parts
 from regprune.tasks.execution import readable_parts, replan, unknown_manifests
 from regprune.tasks.manifests import read_manifests_in_batches
 from regprune.tasks.quarantine import (
-    KeyOutcome,
     judge,
-    lay_under,
     list_quarantined_keys,
-    own_keys,
     purge_quarantined,
     restore_quarantined,
 )

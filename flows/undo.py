@@ -32,21 +32,16 @@ from regprune.images_journal import JOURNAL_DIR, journal_files
 from regprune.lock import StorageLock
 from regprune.metadata import MetadataError, MetadataSource
 from regprune.permissions import READ_METADATA, UNDO_PRUNE_IMAGES, denied
+from regprune.prune_execute import EPOCH, RESTORED, ExecutionSettings, run_storage
+from regprune.quarantine import QUARANTINE_LOG, RunQuarantine, classify_keys, other_storage
 from regprune.results import UndoResult
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource
 from regprune.storage import StorageSpec
 from regprune.tables import merge_parts
-from regprune.tasks.actions import EPOCH, RESTORED, ExecutionSettings, run_storage
 from regprune.tasks.execution import readable_parts
 from regprune.tasks.prune_images import undo_prune_images
-from regprune.tasks.quarantine import (
-    QUARANTINE_LOG,
-    RunQuarantine,
-    classify_keys,
-    other_storage,
-    restore_quarantined,
-)
+from regprune.tasks.quarantine import restore_quarantined
 from regprune.twophase import QuarantineError
 from regprune.units import format_bytes
 

@@ -41,9 +41,9 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}")
 BLOB_PREFIXES = tuple(f"{i:02x}" for i in range(256))
 
 QUARANTINE_ROOT = "_regprune/quarantine"
-"""Where a confirmed hard prune moves what it removes (tasks/actions.py), relative to the
-storage root, beside ``docker/`` and the lock: ``_regprune/quarantine/<id>/<key>``, ``<key>``
-relative to the v2 root as everywhere here. The registry never reads there."""
+"""Where a confirmed hard prune moves what it removes (regprune/prune_execute.py), relative to
+the storage root, beside ``docker/`` and the lock: ``_regprune/quarantine/<id>/<key>``,
+``<key>`` relative to the v2 root as everywhere here. The registry never reads there."""
 _QUARANTINE_ID = re.compile(r"(?P<time>\d{8}T\d{6}\d{6})Z-(?P<tag>[0-9a-f]{6})")
 
 

@@ -14,8 +14,8 @@ from regprune.models import (
     UNKNOWN_MANIFEST_MODELS,
     SnapshotDatabase,
 )
+from regprune.prune_execute import BATCH_SIZE
 from regprune.tables import SORT_KEYS, merge_parts, sql_literal
-from regprune.tasks.actions import BATCH_SIZE
 from regprune.tasks.analysis import write_plan
 
 REPLANNED = "plan_actions.parquet"

@@ -1,7 +1,7 @@
 """Prefect tasks that publish what a person reads: the report JSON, the terminal summary and
 the Prefect artifacts (the texts and the JSON: regprune/reports.py).
 
-A prune's summary is gathered here: it reads the run's quarantine record (tasks/quarantine.py).
+A prune's summary is gathered here: it reads the run's quarantine record (regprune/quarantine.py).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ FREEING = ("blobs", "uploads")
 def quarantine_outcome(run_dir: Path) -> dict[str, Any] | None:
     """The run's quarantine (quarantine.json) and what its re-check did to every quarantine
     (quarantine_log.parquet): keys moved back, purged, per quarantine."""
-    from regprune.tasks.quarantine import QUARANTINE_LOG, RunQuarantine
+    from regprune.quarantine import QUARANTINE_LOG, RunQuarantine
 
     own = RunQuarantine.read(run_dir)
     if own is None:

@@ -27,10 +27,10 @@ from regprune.layout import (
     tag_current_link_path,
     upload_startedat_path,
 )
+from regprune.prune_execute import QUARANTINED, SKIPPED, Batch, ExecutionSettings
 from regprune.storage import LocalStorage, StorageObject, StorageSpec
 from regprune.storage_walk import REPOSITORY_TABLES, RepositoryShardWalker, prefix_listings
 from regprune.tables import TableWriters
-from regprune.tasks.actions import QUARANTINED, SKIPPED, ExecutionSettings, _Batch
 
 OLD = datetime(2026, 1, 1, tzinfo=UTC)
 SNAPSHOT_STARTED = OLD + timedelta(days=10)
@@ -71,7 +71,7 @@ def run_batch(root: Path, items: list[dict[str, Any]]) -> tuple[CountingStorage,
         StorageSpec(str(root)), str(root / "audit"), "run-1", SNAPSHOT_STARTED, qid
     )
     audit = AuditTrail(root / "audit", "batch")
-    _Batch(settings, storage, audit).run(items)
+    Batch(settings, storage, audit).run(items)
     parts = audit.close()
     rows = [row for part in parts for row in pq.read_table(part).to_pylist()]
     return storage, [row for row in rows if row["status"] != "quarantining"]

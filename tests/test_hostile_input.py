@@ -383,7 +383,7 @@ def test_purge_refuses_a_damaged_quarantine_record_in_one_line(
 def test_the_quarantine_record_a_run_writes_reads_back(tmp_path: Path) -> None:
     """The check refuses edits, not what a run writes (a dry run's record included)."""
     from regprune.layout import new_quarantine_id
-    from regprune.tasks.quarantine import RunQuarantine
+    from regprune.quarantine import RunQuarantine
 
     now = datetime.now(UTC)
     for dry_run in (False, True):

@@ -19,6 +19,7 @@ import pytest
 from regprune.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from regprune.demo.synthetic import SyntheticSpec, generate
 from regprune.metadata import MetadataSource
+from regprune.quarantine import RunQuarantine, other_storage, quarantine_of_run
 from regprune.resume import (
     ResumeError,
     check_resumable,
@@ -28,7 +29,6 @@ from regprune.resume import (
     storage_identity,
 )
 from regprune.storage import StorageSpec
-from regprune.tasks.quarantine import RunQuarantine, other_storage, quarantine_of_run
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 KUBECONFIG = """

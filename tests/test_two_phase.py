@@ -40,9 +40,9 @@ from regprune.layout import (
     new_quarantine_id,
     tag_index_link_path,
 )
+from regprune.prune_execute import Batch, ExecutionSettings
 from regprune.storage import LocalStorage, StorageSpec
 from regprune.tasks import actions
-from regprune.tasks.actions import ExecutionSettings, _Batch
 from tests.conftest import imagestream, rows, write_dump
 from tests.harness.drift import HOST
 from tests.harness.registry_bench import (
@@ -260,7 +260,7 @@ def test_one_actions_files_move_the_file_the_plan_knows_it_by_last(tmp_path: Pat
             StorageSpec(str(root)), str(root / "audit"), "run", datetime.now(UTC), QID
         )
         with contextlib.suppress(Killed):
-            _Batch(settings, storage, AuditTrail(root / "audit", "batch")).run([item])
+            Batch(settings, storage, AuditTrail(root / "audit", "batch")).run([item])
         left = {key for key in files if (root / V2_ROOT / key).exists()}
         assert len(left) == len(files) - killed_after
         assert files[0] in left or not left  # the revision link goes last
