@@ -32,12 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 
 from regprune.flows.prune import UnsafePlan, prune_flow
 from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
-from regprune.images_cluster import cluster_for
-from regprune.images_execute import execute_images_plan
 from regprune.images_plan import PruneImagesSettings
 from regprune.images_report import INVALID_SHOWN, invalid_references
 from regprune.metadata import Listed, MetadataError, MetadataSource
@@ -49,7 +47,7 @@ from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotError, SnapshotSource
 from regprune.tables import SNAPSHOT_FILE
 from regprune.tasks.metadata_snapshot import merge_metadata_tables
-from regprune.tasks.prune_images import plan_images, publish_images_report
+from regprune.tasks.prune_images import execute_images, plan_images, publish_images_report
 from regprune.tasks.workload_snapshot import merge_workload_tables
 from regprune.units import Duration
 from regprune.version import tool_version
@@ -214,18 +212,6 @@ def require_access(source: MetadataSource, confirm: bool) -> None:
             f"{READ_METADATA.name} and {PRUNE_IMAGES.name} of deployments/rbac/ do) "
             "- no changes made"
         )
-
-
-@task(name="execute-prune-images")
-def execute_images(
-    run_dir: str, metadata: MetadataSource, confirm: bool, listed: bool = False
-) -> dict[str, int]:
-    """Tag revisions out of the streams' status (conflicts retried), then the Images deleted
-    (each re-checked against the streams as they are now, each saved first in the run's
-    journal): regprune/images_execute.py. Without ``confirm`` the same walk over a cluster
-    that records instead of changing (regprune/images_cluster.py cluster_for); ``listed``:
-    ``run_dir``'s tables are this run's own listing, which a dry run reads instead."""
-    return execute_images_plan(run_dir, cluster_for(metadata, confirm, run_dir if listed else None))
 
 
 def _refusal(run_dir: Path, problems: list[str]) -> str:

@@ -1,5 +1,5 @@
-"""Prefect tasks of ``prune-images``: plan in SQL, undo, publish the report (JSON, terminal,
-artifacts; the report itself: regprune/images_report.py)."""
+"""Prefect tasks of ``prune-images``: plan in SQL, execute (regprune/images_execute.py), undo,
+publish the report (JSON, terminal, artifacts; the report itself: regprune/images_report.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from regprune.images_cluster import cluster_for
+from regprune.images_execute import execute_images_plan
 from regprune.images_plan import PruneImagesSettings, plan_prune_images
 from regprune.images_report import summary_text, view_records, write_images_report
 from regprune.images_undo import ImagesUndone, undo_images
@@ -25,6 +26,18 @@ def plan_images(
 ) -> dict[str, Any]:
     """sql/images_*.sql over the snapshot: writes images_tag_revisions and images_plan."""
     return plan_prune_images(run_dir, run_dir, settings, now, duckdb)
+
+
+@task(name="execute-prune-images")
+def execute_images(
+    run_dir: str, metadata: MetadataSource, confirm: bool, listed: bool = False
+) -> dict[str, int]:
+    """Tag revisions out of the streams' status (conflicts retried), then the Images deleted
+    (each re-checked against the streams as they are now, each saved first in the run's
+    journal): regprune/images_execute.py. Without ``confirm`` the same walk over a cluster
+    that records instead of changing (regprune/images_cluster.py cluster_for); ``listed``:
+    ``run_dir``'s tables are this run's own listing, which a dry run reads instead."""
+    return execute_images_plan(run_dir, cluster_for(metadata, confirm, run_dir if listed else None))
 
 
 @task(name="undo-prune-images")
