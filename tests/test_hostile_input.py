@@ -4,8 +4,11 @@ trickling API server is bounded by the documented timeouts and by SIGTERM/SIGINT
 interrupted deletion leaves the lock released and a run ``--resume`` finishes; ``regprune
 sql`` reads its tables and nothing else; anomalies are said in the summary.
 
-The cases that stop before any flow runs need no Prefect server; the others report to the
-session's test server (``PREFECT_API_URL``), so no command starts a server of its own.
+The cases that stop before any flow runs need no Prefect server and call the command's
+main() in this process (``in_process``, the file descriptors captured); a process is started
+where the process is the point (a secret echoed by anything it prints, signals) or a flow
+runs. Those report to the session's test server (``PREFECT_API_URL``), so no command starts
+a server of its own.
 """
 
 from __future__ import annotations
