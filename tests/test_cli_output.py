@@ -326,7 +326,8 @@ class _Health(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_prefect_server() -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # stop() waits for the serving loop's next check: 10 ms, not serve_forever's 0.5 s
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield server.server_address[1]

@@ -4,8 +4,11 @@ trickling API server is bounded by the documented timeouts and by SIGTERM/SIGINT
 interrupted deletion leaves the lock released and a run ``--resume`` finishes; ``regprune
 sql`` reads its tables and nothing else; anomalies are said in the summary.
 
-The cases that stop before any flow runs need no Prefect server; the others report to the
-session's test server (``PREFECT_API_URL``), so no command starts a server of its own.
+The cases that stop before any flow runs need no Prefect server and call the command's
+main() in this process (``in_process``, the file descriptors captured); a process is started
+where the process is the point (a secret echoed by anything it prints, signals) or a flow
+runs. Those report to the session's test server (``PREFECT_API_URL``), so no command starts
+a server of its own.
 """
 
 from __future__ import annotations
@@ -96,8 +99,10 @@ ISSUE_DURATIONS = ["--", "99999999999d", "9999999d", "9223372036854775807s", " 1
 
 
 @pytest.mark.parametrize("value", ISSUE_DURATIONS)
-def test_a_bad_duration_is_bad_usage(value: str, demo: dict[str, Path]) -> None:
-    result = regprune("prune", *storage_args(demo), f"--keep-younger-than={value}")
+def test_a_bad_duration_is_bad_usage(
+    value: str, demo: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    result = in_process(capfd, "prune", *storage_args(demo), f"--keep-younger-than={value}")
     assert result.returncode == EXIT_USAGE
     line = error_line(result)
     assert line.startswith("regprune: error: --keep-younger-than: "), line
@@ -106,7 +111,11 @@ def test_a_bad_duration_is_bad_usage(value: str, demo: dict[str, Path]) -> None:
 
 
 def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """main() in this process: the same exit code and stderr, without a process's start."""
+    """main() in this process: the same exit code and stderr, without a process's start.
+    Given ``capfd`` rather than ``capsys``, what reaches the file descriptors is read too (a
+    handler holding the real stream, a library writing to fd 2), as from a process; that the
+    real command exits with what main() returns is tests/test_cli_output.py's and the
+    subprocess cases' here (secrets, signals)."""
     from regprune.cli.main import main
 
     code = main(list(args))
@@ -180,10 +189,14 @@ def test_a_bad_default_from_the_environment_names_the_variable(
 # --- storage and its config: one line before a server starts --------------------------------
 
 
-def test_a_file_given_as_the_storage_folder(demo: dict[str, Path], tmp_path: Path) -> None:
+def test_a_file_given_as_the_storage_folder(
+    demo: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     afile = tmp_path / "registry.tar"
     afile.write_bytes(b"not a folder")
-    result = regprune("prune", "--storage", str(afile), "--metadata", str(demo["metadata"]))
+    result = in_process(
+        capfd, "prune", "--storage", str(afile), "--metadata", str(demo["metadata"])
+    )
     assert result.returncode == EXIT_FAILURE
     line = error_line(result)
     assert f"storage {afile} is a file, not a folder" in line, line
@@ -191,7 +204,7 @@ def test_a_file_given_as_the_storage_folder(demo: dict[str, Path], tmp_path: Pat
 
 
 def test_a_registry_config_with_two_storage_types_is_refused_as_the_registry_does(
-    demo: dict[str, Path], tmp_path: Path
+    demo: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """storage.s3 beside storage.filesystem: the registry refuses to start; so does a run
     (before a Prefect server starts), instead of using the folder."""
@@ -201,7 +214,7 @@ def test_a_registry_config_with_two_storage_types_is_refused_as_the_registry_doe
         f"  filesystem: {{rootdirectory: {demo['storage']}}}\n  delete: {{enabled: true}}\n"
     )
     args = ["--registry-config", str(path), "--metadata", str(demo["metadata"])]
-    result = regprune("prune", *args)
+    result = in_process(capfd, "prune", *args)
     assert result.returncode == EXIT_FAILURE
     assert error_line(result) == (
         f"regprune: error: {path}: must provide exactly one storage type (as the registry "
@@ -518,11 +531,17 @@ def assert_nothing_read_or_written(
 
 @pytest.mark.parametrize(("query", "says"), ISSUE_QUERIES)
 def test_sql_reads_the_snapshot_and_nothing_else(
-    query: str, says: str, snapshot_folder: Path, tmp_path: Path
+    query: str,
+    says: str,
+    snapshot_folder: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     before = (snapshot_folder / "images.parquet").read_bytes()
     filled = query.format(run=snapshot_folder, cwd=tmp_path)
-    result = regprune("sql", "--snapshot", str(snapshot_folder), filled, cwd=tmp_path)
+    result = in_process(capfd, "sql", "--snapshot", str(snapshot_folder), filled)
     assert_nothing_read_or_written(result, says, snapshot_folder, tmp_path, before)
 
 
@@ -543,27 +562,27 @@ def test_sql_refuses_every_other_way_out(
 
 
 def test_sql_reads_its_own_tables_and_writes_only_the_output_asked_for(
-    snapshot_folder: Path, tmp_path: Path
+    snapshot_folder: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     run = str(snapshot_folder)
-    counted = regprune(
-        "sql", "--snapshot", run, "--format", "csv", "SELECT count(*) AS n FROM images"
+    counted = in_process(
+        capfd, "sql", "--snapshot", run, "--format", "csv", "SELECT count(*) AS n FROM images"
     )
     assert (counted.returncode, counted.stdout) == (EXIT_OK, "n\n2\n")
-    direct = regprune(
-        "sql", "--snapshot", run, "--format", "csv",
+    direct = in_process(
+        capfd, "sql", "--snapshot", run, "--format", "csv",
         f"SELECT count(*) AS n FROM read_parquet('{snapshot_folder}/images.parquet')",
     )  # fmt: skip
     assert direct.stdout == "n\n2\n", direct.stderr
     out = tmp_path / "result.parquet"
-    written = regprune(
-        "sql", "--snapshot", run, "--format", "parquet", "--output", str(out),
+    written = in_process(
+        capfd, "sql", "--snapshot", run, "--format", "parquet", "--output", str(out),
         "SELECT * FROM images",
     )  # fmt: skip
     assert written.returncode == EXIT_OK, written.stderr
     assert pq.read_table(out).num_rows == 2
-    inside = regprune(
-        "sql", "--snapshot", run, "--format", "parquet", "--output",
+    inside = in_process(
+        capfd, "sql", "--snapshot", run, "--format", "parquet", "--output",
         str(snapshot_folder / "images.parquet"), "SELECT 1 AS image",
     )  # fmt: skip
     assert inside.returncode == EXIT_USAGE
@@ -571,14 +590,23 @@ def test_sql_reads_its_own_tables_and_writes_only_the_output_asked_for(
     assert pq.read_table(snapshot_folder / "images.parquet").num_rows == 2
 
 
-def test_sql_unrestricted_is_the_whole_of_duckdb(snapshot_folder: Path, tmp_path: Path) -> None:
-    result = regprune(
-        "sql", "--snapshot", str(snapshot_folder), "--unrestricted",
+def test_sql_unrestricted_is_the_whole_of_duckdb(
+    snapshot_folder: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the help unwrapped, as env_for() runs the command
+    result = in_process(
+        capfd, "sql", "--snapshot", str(snapshot_folder), "--unrestricted",
         f"COPY (SELECT image FROM images) TO '{tmp_path}/x.csv'",
     )  # fmt: skip
     assert result.returncode == EXIT_OK, result.stderr
     assert (tmp_path / "x.csv").read_text().splitlines() == ["image", "sha256:aa", "sha256:bb"]
-    help_text = regprune("sql", "--help").stdout
+    with pytest.raises(SystemExit) as exited:  # argparse's --help ends the process: exit 0
+        in_process(capfd, "sql", "--help")
+    assert exited.value.code == 0
+    help_text = capfd.readouterr().out
     assert "--unrestricted" in help_text and "SELECT only" in help_text
 
 

@@ -1,7 +1,8 @@
 """Servers that misbehave on purpose, on 127.0.0.1 (tests/harness/local_http.py): one that accepts a
 request and never answers, one that trickles its answer a byte at a time (the headers or the
 body), one that answers 200 with an HTML page. Each counts its requests and says when one
-arrived (:attr:`HostileServer.arrived`), so a test waits on that, never on a sleep."""
+arrived (:attr:`HostileServer.arrived`, :meth:`HostileServer.wait_for`), so a test waits on that,
+never on a sleep."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class HostileServer(LocalHTTPServer):
         self.requests = 0
         self.arrived = threading.Event()
         self.released = threading.Event()
-        self._count = threading.Lock()
+        self._count = threading.Condition()
 
     def start(self) -> HostileServer:
         server = self
@@ -39,6 +40,7 @@ class HostileServer(LocalHTTPServer):
             def do_GET(self) -> None:
                 with server._count:
                     server.requests += 1
+                    server._count.notify_all()
                 server.arrived.set()
                 getattr(self, "_" + server.mode.replace("-", "_"))()
 
@@ -75,6 +77,13 @@ class HostileServer(LocalHTTPServer):
 
         self.serve(Handler)
         return self
+
+    def wait_for(self, count: int, timeout: float = 30) -> int:
+        """The requests counted once ``count`` have arrived: a handler's thread may count a
+        request after the client gave up on it, so a test reads the count through this."""
+        with self._count:
+            self._count.wait_for(lambda: self.requests >= count, timeout)
+            return self.requests
 
     def stop(self) -> None:
         self.released.set()  # the handlers' threads end; then the server

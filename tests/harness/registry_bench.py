@@ -13,6 +13,7 @@ Loaded as a pytest plugin (see ``tests/conftest.py``); the fixtures are at the e
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import io
@@ -1170,10 +1171,38 @@ def _bucket_name(label: str) -> str:
     return f"{base}-{uuid.uuid4().hex[:8]}"
 
 
+@contextlib.contextmanager
+def botocore_models_decoded_once() -> Iterator[None]:
+    """botocore reads and decodes its JSON data files (S3's service model, the endpoint rules,
+    partitions, _retry: eleven files) for every new session, and s3fs makes a session per
+    filesystem; regprune opens one per task (open_storage), about 160 per prune of the small
+    S3 registries here, all on the one fsspecIO event loop that every S3 request of the
+    process waits on. In the tests each file is decoded once per process and the result shared,
+    as one botocore session shares it between its clients (Loader's instance cache): what
+    the product does, requests and retries are unchanged; the cost stays a product finding."""
+    from botocore import loaders
+
+    load_file = loaders.JSONFileLoader.load_file
+    decoded: dict[str, Any] = {}
+
+    def load_once(self: Any, file_path: str) -> Any:
+        if file_path not in decoded:
+            decoded[file_path] = load_file(self, file_path)
+        return decoded[file_path]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loaders.JSONFileLoader, "load_file", load_once)
+        yield
+
+
 @pytest.fixture(scope="session")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """One moto S3 server for the session; modules use their own buckets."""
-    with MotoServer(log_dir=tmp_path_factory.mktemp("moto")) as server:
+    """One moto S3 server for the session; modules use their own buckets. While it serves,
+    botocore's data files are decoded once (:func:`botocore_models_decoded_once`)."""
+    with (
+        MotoServer(log_dir=tmp_path_factory.mktemp("moto")) as server,
+        botocore_models_decoded_once(),
+    ):
         yield server
 
 
