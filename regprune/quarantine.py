@@ -43,7 +43,7 @@ from regprune.prune_execute import (
 from regprune.resume import Identity, storage_identity
 from regprune.storage import StorageSpec
 from regprune.storage.base import DELETED, MOVED, PRESENT, WOULD_DELETE, WOULD_MOVE, is_error
-from regprune.tables import SCHEMAS, SORT_KEYS, sql_literal
+from regprune.tables import SCHEMAS, SORT_KEYS, STORAGE_TABLES, sql_literal
 from regprune.twophase import QUARANTINE_FILE, read_quarantine_record
 
 QUARANTINE_LOG = "quarantine_log"
@@ -53,15 +53,7 @@ RESTORE_STATUS = {MOVED: RESTORED, PRESENT: RESTORED, WOULD_MOVE: WOULD_RESTORE}
 PURGE_STATUS = {DELETED: PURGED, WOULD_DELETE: WOULD_PURGE}
 CHUNK = 1000
 """Keys a restore or purge records ahead and moves at once (one bulk request on S3)."""
-JUDGED_TABLES = (
-    "blobs",
-    "repositories",
-    "layer_links",
-    "manifest_links",
-    "tags",
-    "tag_index",
-    "uploads",
-)
+JUDGED_TABLES = tuple(t for t in STORAGE_TABLES if t != "storage_anomalies")
 """The storage tables a quarantine's walk adds to the re-check's (its anomalies stay out:
 what the registry's tree holds is judged, not the quarantine's oddities)."""
 

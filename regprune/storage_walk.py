@@ -33,18 +33,11 @@ from regprune.layout import (
     split_repository,
 )
 from regprune.storage import EMPTY_FOLDER, LISTING_SCHEMA, Storage, StorageSpec, open_storage
-from regprune.tables import TableWriters
+from regprune.tables import STORAGE_TABLES, TableWriters
 
 BLOB_TABLES = ("blobs", "storage_anomalies")
-REPOSITORY_TABLES = (
-    "repositories",
-    "layer_links",
-    "manifest_links",
-    "tags",
-    "tag_index",
-    "uploads",
-    "storage_anomalies",
-)
+REPOSITORY_TABLES = tuple(t for t in STORAGE_TABLES if t != "blobs")
+"""What a repository shard writes: every storage table but the blobs'."""
 READ_BATCH = 500
 S3_SHARD_TASKS = 16
 LISTING_ROWS = 200_000

@@ -223,10 +223,14 @@ class LineDisplay:
         # ends with the display: a command run in-process (a worker, the tests) leaves no
         # thread behind that keeps writing to its streams
         while not self.closed.wait(self.interval):
-            with self.lock:
-                lines = [f"  {a.title}: {a.describe()}" for a in self.open]
-            for line in lines:
-                self.say(line)
+            self.tick()
+
+    def tick(self) -> None:
+        """One periodic line per open step (the ticker's work, callable by a test)."""
+        with self.lock:
+            lines = [f"  {a.title}: {a.describe()}" for a in self.open]
+        for line in lines:
+            self.say(line)
 
     def close(self) -> None:
         self.closed.set()
