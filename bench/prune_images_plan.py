@@ -1,4 +1,4 @@
-"""Bench: the prune-images plan (sql/images_*.sql) over a synthetic cluster snapshot.
+"""Bench: the prune-images plan (sql/images/images_*.sql) over a synthetic cluster snapshot.
 
     python bench/prune_images_plan.py --images 1000000 --revisions 10000000 --memory-limit 1GB
 

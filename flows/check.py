@@ -3,10 +3,10 @@ with ``recover`` their restoration as ``lost-found-<hex>`` tags.
 
 DAG::
 
-    snapshot (subflow) -> find-inconsistencies (sql/check_*.sql)
+    snapshot (subflow) -> find-inconsistencies (sql/check/)
         -> read-manifests x N (parallel batches, storage reads)
-        -> verify-lost-manifests (sql/check_lost_found.sql)
-        [-> plan-recovery (sql/recover_images.sql)
+        -> verify-lost-manifests (sql/check/check_lost_found.sql)
+        [-> plan-recovery (sql/check/recover_images.sql)
             [-> recover-lost-found-batch x M (one after another, threads inside)
                 -> write-recover-results]]
         -> publish-check-report

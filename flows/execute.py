@@ -5,9 +5,9 @@ the dry run, which runs every step with a storage that only answers what it woul
 The two-phase delete (docs/safety.md). DAG, phase by phase (1: repositories and manifest
 links, 2: blobs, 3: dangling layer links and stale uploads)::
 
-    re-read metadata + repositories -> plan again (the plan's own sql/plan_*.sql)
+    re-read metadata + repositories -> plan again (the plan's own sql/plan/)
     (before phase 1, and before phase 2 once phase 1 moved something: "Reads" below)
-        -> queue (sql/execution_queue.sql) -> execute-batches x N (parallel; rounds of at
+        -> queue (sql/execution/execution_queue.sql) -> execute-batches x N (parallel; rounds of at
            most BATCH_SIZE actions, intents written ahead): moved into the quarantine
     -> tell a caching registry (--registry-url) of what moved
     -> settle (--settle, once something moved: pushes in flight write their links)
@@ -117,7 +117,7 @@ def reread(
 
 def project(run_dir: str, read: dict[str, Path], folder: Path) -> dict[str, Path]:
     """The cluster tables read again, as prune-images' plan (the run's projection) would
-    leave them (sql/projected_*.sql)."""
+    leave them (sql/images/projected_*.sql)."""
     images_run = json.loads((Path(run_dir) / PROJECTION_FILE).read_text())["images_plan"]
     plan = {table: Path(images_run) / f"{table}.parquet" for table in IMAGES_PLAN_TABLES}
     out = {}

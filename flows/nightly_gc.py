@@ -11,10 +11,11 @@ One run, so the hard prune plans only after the Images are gone (it snapshots th
 after them) and a deployment's ``concurrency_limit: 1`` keeps two nights from overlapping.
 A dry run unless ``confirm``: then neither step changes anything, and the hard prune plans
 over the cluster as prune-images' plan would leave it (``project_images_plan``: the Images it
-deletes absent, the tag revisions it removes gone from the histories, sql/projected_*.sql), so
-the dry run names the links and blobs the confirmed run frees; its report and summary say the
-numbers are projected. The confirmed run never projects: it snapshots the cluster after
-prune-images really deleted, and plans over that (a projected plan refuses to delete).
+deletes absent, the tag revisions it removes gone from the histories,
+sql/images/projected_*.sql), so the dry run names the links and blobs the confirmed run frees;
+its report and summary say the numbers are projected. The confirmed run never projects: it
+snapshots the cluster after prune-images really deleted, and plans over that (a projected plan
+refuses to delete).
 """
 
 from __future__ import annotations

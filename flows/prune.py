@@ -3,9 +3,9 @@
 DAG::
 
     snapshot (subflow) -> find-unknown-manifests -> read-manifests x N
-        -> plan-hard-prune (sql/plan_*.sql) -> publish-prune-report
+        -> plan-hard-prune (sql/plan/) -> publish-prune-report
 
-    -> check-plan-sanity (sql/plan_sanity.sql; refuses --confirm on unfit metadata)
+    -> check-plan-sanity (sql/plan/plan_sanity.sql; refuses --confirm on unfit metadata)
     -> execute the plan (flows/execute.py: phases, queues, batches; with --confirm also
        the lock and the re-read before deleting)
 
@@ -15,7 +15,7 @@ quarantine, then, after a settle time, a re-check that moves back what gained a 
 and purges quarantines that are due (flows/execute.py, docs/safety.md).
 
 ``project_images_plan`` (a dry run only): before planning, project-prune-images-plan
-(sql/projected_*.sql) lays prune-images' plan over the snapshot's Images and tag histories,
+(sql/images/projected_*.sql) lays prune-images' plan over the snapshot's Images and tag histories,
 so the plan says what a hard prune after that plan's execution would delete.
 """
 

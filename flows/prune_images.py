@@ -5,7 +5,7 @@ DAG::
     list images ─┐
     list streams ┤
     list pods, rc, rs, deploy, dc, ds, sts, jobs, cronjobs, builds, bc, limitranges (one task)
-                 └─> merge tables ─> plan-prune-images (sql/images_*.sql) ─> sanity
+                 └─> merge tables ─> plan-prune-images (sql/images/images_*.sql) ─> sanity
         -> execute-prune-images (streams' status, then Images; each saved in the run's
            journal before it changes, for regprune/images_undo.py)
         -> publish-prune-images-report

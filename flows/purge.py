@@ -5,7 +5,7 @@ run unless ``confirm``.
 DAG::
 
     snapshot (subflow: the registry's tree and the cluster as they are now)
-        -> check-purge-sanity (sql/plan_sanity.sql: a partial view refuses --confirm)
+        -> check-purge-sanity (sql/plan/plan_sanity.sql: a partial view refuses --confirm)
         -> lock -> re-check the chosen quarantines (flows/quarantine.py): restore what
            gained a reference, purge the rest, tell a caching registry
 """

@@ -7,7 +7,7 @@ DAG::
     list the quarantines' keys ─┐
     walk each quarantine ───────┴─> lay them under the tables read now (old, present)
         -> read the manifests linked since that no Image knows (from the registry's tree, or
-           a quarantine) -> the plan's own models again -> sql/quarantine_restore.sql
+           a quarantine) -> the plan's own models again -> sql/execution/quarantine_restore.sql
         -> restore-quarantined x quarantine -> purge-quarantined x quarantine due
 
 (A caching registry is told right after the first phase, before its settle time:

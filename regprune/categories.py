@@ -3,7 +3,7 @@
 A category names its model (``sql/<model>.sql``), the action that executes it (the
 ``action`` of ``prune_actions`` and the audit trail), the columns a report lists of each
 object (a subset of the model's header columns), their order on the page and a label for
-people. ``sql/plan_summary.sql`` lists the plan's categories in SQL; a test holds it to this
+people. ``sql/plan/plan_summary.sql`` lists the plan's categories in SQL; a test holds it to this
 list, and the listed columns to each model's header.
 """
 

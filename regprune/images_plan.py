@@ -1,6 +1,6 @@
 """The plan of ``prune-images`` (oc adm prune images' decisions) over a cluster snapshot.
 
-The set logic is in ``sql/images_*.sql``; this module holds the settings (oc's options, names
+The set logic is in ``sql/images/images_*.sql``; this module holds the settings (oc's options, names
 and defaults), opens DuckDB over the snapshot's tables and writes the models' results.
 """
 

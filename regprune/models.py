@@ -74,20 +74,45 @@ def fetch_records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+@cache
+def model_files() -> dict[str, str]:
+    """Each query's name -> its file under ``sql/``: the macros at the top, the models in one
+    folder per layer (``plan/plan_blobs.sql``). A model is read by its name alone, wherever
+    its file sits, so two files of one name would be ambiguous: refused."""
+    found: dict[str, str] = {}
+    top = files("regprune.sql")
+    for entry in sorted(top.iterdir(), key=lambda e: e.name):
+        inner = sorted(entry.iterdir(), key=lambda e: e.name) if entry.is_dir() else [entry]
+        for item in inner:
+            if not item.is_file() or not item.name.endswith(".sql"):
+                continue
+            where = item.name if item is entry else f"{entry.name}/{item.name}"
+            name = item.name.removesuffix(".sql")
+            if name in found:
+                raise ModelGraphError(
+                    f"two queries named {name}: sql/{found[name]} and sql/{where}"
+                )
+            found[name] = where
+    return found
+
+
+def model_file(name: str) -> str:
+    """Where a query's file is, for messages: ``sql/plan/plan_blobs.sql``."""
+    return f"sql/{model_files().get(name, f'{name}.sql')}"
+
+
 def query_text(name: str) -> str:
-    """The text of ``sql/<name>.sql`` (shipped inside the installed package)."""
-    return files("regprune.sql").joinpath(f"{name}.sql").read_text()
+    """The text of a query (shipped inside the installed package), by its name."""
+    where = model_files().get(name)
+    if where is None:
+        raise ModelGraphError(f"no query named {name} under sql/")
+    return files("regprune.sql").joinpath(*where.split("/")).read_text()
 
 
 @cache
 def model_names() -> tuple[str, ...]:
-    """Every model: each ``sql/*.sql`` but the macros."""
-    names = (
-        entry.name.removesuffix(".sql")
-        for entry in files("regprune.sql").iterdir()
-        if entry.name.endswith(".sql")
-    )
-    return tuple(sorted(name for name in names if name != MACROS))
+    """Every model: each query under ``sql/`` but the macros."""
+    return tuple(sorted(name for name in model_files() if name != MACROS))
 
 
 @dataclass(frozen=True)
@@ -135,7 +160,7 @@ def model_header(name: str) -> ModelHeader:
             break
         lines.append(line)
     if not lines or not lines[0].startswith(f"-- {name}: "):
-        raise ModelGraphError(f"sql/{name}.sql must start with '-- {name}: <what it returns>'")
+        raise ModelGraphError(f"{model_file(name)} must start with '-- {name}: <what it returns>'")
     fields: dict[str, str] = {}
     label = None
     for line in lines[1:]:
@@ -149,7 +174,7 @@ def model_header(name: str) -> ModelHeader:
             label = None
     missing = [label for label in ("One row per", "Columns:", "Variables:") if label not in fields]
     if missing:
-        raise ModelGraphError(f"sql/{name}.sql header lacks {', '.join(missing)}")
+        raise ModelGraphError(f"{model_file(name)} header lacks {', '.join(missing)}")
     columns = []
     for column in _split_top_level(fields["Columns:"]):
         column_name, _, column_type = column.partition(" ")
@@ -193,11 +218,11 @@ def _parsed(name: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     with duckdb.connect() as con:
         row = con.execute("SELECT json_serialize_sql(?)", [query_text(name)]).fetchone()
     if row is None:
-        raise ModelGraphError(f"sql/{name}.sql: DuckDB's parser returned nothing")
+        raise ModelGraphError(f"{model_file(name)}: DuckDB's parser returned nothing")
     text = row[0]
     tree = json.loads(text)
     if tree.get("error"):
-        raise ModelGraphError(f"sql/{name}.sql cannot be parsed: {tree.get('error_message')}")
+        raise ModelGraphError(f"{model_file(name)} cannot be parsed: {tree.get('error_message')}")
     relations: set[str] = set()
     ctes: set[str] = set()
     functions: set[str] = set()
@@ -211,7 +236,7 @@ def model_reads(name: str) -> frozenset[str]:
     shadowed = ctes & set(model_names())
     if shadowed:
         raise ModelGraphError(
-            f"sql/{name}.sql names a CTE like a model ({', '.join(sorted(shadowed))}): "
+            f"{model_file(name)} names a CTE like a model ({', '.join(sorted(shadowed))}): "
             "rename the CTE so what the model reads stays unambiguous"
         )
     return relations
@@ -246,7 +271,7 @@ def models_in_order(
             cycle = " -> ".join((*path[path.index(model) :], model))
             raise ModelGraphError(f"models read each other in a cycle: {cycle}")
         if model not in known:
-            raise ModelGraphError(f"no model sql/{model}.sql")
+            raise ModelGraphError(f"no model named {model} under sql/")
         state[model] = "visiting"
         for dependency in sorted(model_dependencies(model)):
             if dependency not in present:

@@ -76,7 +76,7 @@ QUEUE_SCHEMA = pa.schema(
         ("skip_reason", pa.string()),
     ]
 )
-"""The columns of sql/execution_queue.sql that a batch reads."""
+"""The columns of sql/execution/execution_queue.sql that a batch reads."""
 AUDIT_FROM_QUEUE = ("phase", "action", "repository", "digest", "upload_id", "size")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 QUEUE_ORDER = ("shard", "action", "repository", "digest", "upload_id")

@@ -2,8 +2,8 @@
 (``quarantine.json``), what the quarantines hold as rows, the tables that lay them back under
 the storage as it is now, and moving keys back or purging them, each recorded ahead in the
 run's ``quarantine_log/`` (regprune/audit.py). Its tasks (list, judge with
-sql/quarantine_restore.sql, restore, purge, tell the registry) are tasks/quarantine.py; the
-first phase's batch executor is regprune/prune_execute.py.
+sql/execution/quarantine_restore.sql, restore, purge, tell the registry) are
+tasks/quarantine.py; the first phase's batch executor is regprune/prune_execute.py.
 
 A run's quarantine is ``_regprune/quarantine/<id>/`` (regprune/layout.py); the run folder's
 ``quarantine.json`` says which id is the run's and of which storage (``regprune undo`` and

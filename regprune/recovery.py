@@ -1,6 +1,6 @@
 """Restore lost manifests as ``lost-found-<hex>`` tags, one ``ImageStreamMapping`` each.
 
-``sql/recover_images.sql`` decides what every Image holds; this module shapes the JSON and
+``sql/check/recover_images.sql`` decides what every Image holds; this module shapes the JSON and
 makes the API calls: batches of mappings on a few threads under one client-side rate limit,
 creating a missing ImageStream and retrying as the reference does (restore.go,
 ``CreateImageStreamMapping``). A 409/422 for one mapping is recorded and the others go on;

@@ -245,7 +245,7 @@ ROWS: dict[str, str] = {
     "to move: not counted), `skipped`, `failed`; `would-quarantine`, `would-restore`, "
     "`would-purge` in a dry run; `files` what it moved (or would)",
     "quarantined_keys": "key a quarantine holds (`_regprune/quarantine/<quarantine>/<key>`) "
-    "that a re-check judges (`sql/quarantine_restore.sql`), read as the layout reads it: "
+    "that a re-check judges (`sql/execution/quarantine_restore.sql`), read as the layout reads it: "
     "`kind` `blob`, `layer_link`, `manifest_link`, `tag_index`, `tag_current`, "
     "`upload_startedat`, `upload_file`, or null for a key that fits no layout",
     "quarantine_log": "key a run moved back out of a quarantine or purged "

@@ -82,7 +82,7 @@ def project_images_plan(
     snapshot_dir: str, images_run_dir: str, settings: DuckDBSettings | None = None
 ) -> dict[str, Any]:
     """Write the snapshot's cluster tables as prune-images' plan in ``images_run_dir`` would
-    leave them (sql/projected_*.sql) and PROJECTION_FILE, so the hard prune plans over them;
+    leave them (sql/images/projected_*.sql) and PROJECTION_FILE, so the hard prune plans over them;
     returns what the projection removed. For a dry run's report only."""
     out = Path(snapshot_dir)
     (out / PROJECTION_FILE).unlink(missing_ok=True)
@@ -202,7 +202,7 @@ UNSEEN_SHOWN = 3
 
 @task(name="check-plan-sanity")
 def check_plan_sanity(run_dir: str, settings: DuckDBSettings | None = None) -> list[str]:
-    """Why this metadata may not decide deletions in this storage (sql/plan_sanity.sql),
+    """Why this metadata may not decide deletions in this storage (sql/plan/plan_sanity.sql),
     one sentence per reason; empty when it may."""
     return sanity_problems(run_dir, settings)
 
@@ -218,7 +218,7 @@ def check_purge_sanity(run_dir: str, settings: DuckDBSettings | None = None) -> 
 def sanity_problems(
     run_dir: str, settings: DuckDBSettings | None = None, ignore: frozenset[str] = frozenset()
 ) -> list[str]:
-    """sql/plan_sanity.sql's problems of a snapshot folder (but ``ignore``), as sentences."""
+    """sql/plan/plan_sanity.sql's problems of a snapshot folder (but ``ignore``), as sentences."""
     read = Path(run_dir) / "young_manifests.parquet"
     if not read.exists():  # a plan made before manifests of Images were read
         pq.write_table(empty_table("manifests"), read)

@@ -19,12 +19,13 @@ from regprune.tables import SORT_KEYS, merge_parts, sql_literal
 from regprune.tasks.analysis import write_plan
 
 REPLANNED = "plan_actions.parquet"
-"""What the re-plan leaves in its folder for sql/execution_queue.sql (recheck_plan_actions)."""
+"""What the re-plan leaves in its folder for sql/execution/execution_queue.sql
+(recheck_plan_actions)."""
 
 
 @task(name="find-manifests-pushed-since")
 def unknown_manifests(run_dir: str, tables: dict[str, Path], variables: dict) -> list[str]:
-    """sql/plan_unknown_manifests.sql over the re-read tables (the snapshot's where a table
+    """sql/plan/plan_unknown_manifests.sql over the re-read tables (the snapshot's where a table
     was not read again)."""
     with SnapshotDatabase(run_dir, variables, extra_tables=tables) as db:
         db.define(*UNKNOWN_MANIFEST_MODELS)

@@ -24,7 +24,7 @@ from regprune.models import DuckDBSettings
 def plan_images(
     run_dir: str, settings: PruneImagesSettings, now: datetime, duckdb: DuckDBSettings | None
 ) -> dict[str, Any]:
-    """sql/images_*.sql over the snapshot: writes images_tag_revisions and images_plan."""
+    """sql/images/images_*.sql over the snapshot: writes images_tag_revisions and images_plan."""
     return plan_prune_images(run_dir, run_dir, settings, now, duckdb)
 
 

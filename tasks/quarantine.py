@@ -1,7 +1,7 @@
 """Tasks of the second phase of the two-phase delete: what the quarantines hold, the judgment
-(sql/quarantine_restore.sql), moving keys back or purging them, and telling a caching registry
-what moved. What they run is regprune/quarantine.py (the record, the keys as rows, the tables
-of the re-check, the moves recorded ahead in the run's ``quarantine_log/``)."""
+(sql/execution/quarantine_restore.sql), moving keys back or purging them, and telling a caching
+registry what moved. What they run is regprune/quarantine.py (the record, the keys as rows, the
+tables of the re-check, the moves recorded ahead in the run's ``quarantine_log/``)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def list_quarantined_keys(settings: ExecutionSettings, quarantine_ids: list[str]
 
 @task(name="judge-quarantined-keys")
 def judge(run_dir: str, keys: str, replanned: str) -> list[dict[str, Any]]:
-    """sql/quarantine_restore.sql: the quarantined keys the re-plan no longer deletes."""
+    """sql/execution/quarantine_restore.sql: the quarantined keys the re-plan no longer deletes."""
     extra = {"quarantined_keys": Path(keys), "recheck_plan_actions": Path(replanned)}
     with SnapshotDatabase(run_dir, {}, extra_tables=extra) as db:
         db.define("quarantine_restore")

@@ -1,4 +1,4 @@
-"""Prefect tasks of the recovery of lost manifests: plan it (``sql/recover_images.sql``),
+"""Prefect tasks of the recovery of lost manifests: plan it (``sql/check/recover_images.sql``),
 create the mappings batch after batch, merge the results (the client: regprune/recovery.py)."""
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Given/expect tests of the models that decide what is deleted, and in which order.
 
 Each model runs over small hand-written tables (given) and its rows are compared with the
-rows written out by hand (expect): sql/plan_actions.sql (the plan as actions),
-sql/prune_actions.sql (what is left to delete, with tag index entries),
-sql/execution_queue.sql (what the re-check protects), and the re-check itself: the plan's own
-models run again over re-read tables (tasks/execution.py replan), then the queue of each phase.
+rows written out by hand (expect): sql/execution/plan_actions.sql (the plan as actions),
+sql/execution/prune_actions.sql (what is left to delete, with tag index entries),
+sql/execution/execution_queue.sql (what the re-check protects), and the re-check itself: the
+plan's own models run again over re-read tables (tasks/execution.py replan), then the queue of
+each phase.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def run_model(model: str, given: dict[str, list[dict[str, Any]]], columns: str) 
         return con.execute(f'SELECT {columns} FROM "{model}"').fetchall()
 
 
-# --- sql/plan_actions.sql -----------------------------------------------------------------
+# --- sql/execution/plan_actions.sql ---------------------------------------------------------------
 
 
 def test_plan_actions_maps_every_plan_row_to_its_action_phase_and_shard() -> None:
@@ -135,7 +136,7 @@ def test_plan_actions_maps_every_plan_row_to_its_action_phase_and_shard() -> Non
     )
 
 
-# --- sql/prune_actions.sql ----------------------------------------------------------------
+# --- sql/execution/prune_actions.sql --------------------------------------------------------------
 
 
 def action(
@@ -218,7 +219,7 @@ def test_prune_actions_are_the_deletions_with_their_tags_minus_what_is_done() ->
     ]
 
 
-# --- sql/execution_queue.sql --------------------------------------------------------------
+# --- sql/execution/execution_queue.sql ------------------------------------------------------------
 
 
 def test_the_queue_skips_what_was_planned_before_and_is_not_planned_now() -> None:

@@ -1,5 +1,5 @@
-"""The prune-images plan (``sql/images_*.sql``): given tables, expect decisions — one test per
-rule of sql/prune-images-rules.md — and a hypothesis property against an independent plain
+"""The prune-images plan (``sql/images/images_*.sql``): given tables, expect decisions — one test
+per rule of sql/prune-images-rules.md — and a hypothesis property against an independent plain
 Python oracle of oc's algorithm: nothing a workload references, nothing within the kept
 revisions, nothing young is removed."""
 

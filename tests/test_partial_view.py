@@ -1,4 +1,4 @@
-"""A partial view of the cluster deletes nothing (sql/view_coverage.sql, docs/safety.md).
+"""A partial view of the cluster deletes nothing (sql/plan/view_coverage.sql, docs/safety.md).
 
 Issue 20's case: a dump with every Image but the ImageStreams of one namespace only (what
 ``oc get images,imagestreams -n ns-0000 -o json`` gives). Every other namespace's repositories

@@ -1,5 +1,5 @@
 """Metadata that cannot decide deletions in this storage: ``prune --confirm`` refuses, says
-why, and deletes nothing, unless ``--force`` (sql/plan_sanity.sql).
+why, and deletes nothing, unless ``--force`` (sql/plan/plan_sanity.sql).
 
 * a dump of another registry (none of the stored manifests is an Image: every image would go);
 * metadata with no Images at all while the storage holds blobs;

@@ -12,7 +12,7 @@ manifests no Image knows yet, tag history items that are not digests.
   child) or a young unknown manifest references, never deletes a manifest link the rules
   keep, and never deletes anything younger than the grace period.
 * The check's findings equal a plain-Python reading of the rules (docs/prune.md "What the hard
-  prune plans", the header comments of sql/check_*.sql).
+  prune plans", the header comments of sql/check/check_*.sql).
 * Executed by ``regprune prune --confirm`` on a real folder tree, the plan removes only the
   files of planned objects, and every referenced blob, kept link and young file is still
   there (slow: a Prefect server and a run per example).
@@ -569,7 +569,7 @@ def image_reference(model: Registry, image: str) -> str:
 
 
 def expected_check(model: Registry) -> dict[str, list[tuple]]:
-    """sql/check_*.sql read in plain Python: broken tags, broken images, lost candidates."""
+    """sql/check/ read in plain Python: broken tags, broken images, lost candidates."""
     stored = set(model.blob_ages)
     scope = model.namespace
 

@@ -26,6 +26,8 @@ from regprune.models import (
     PLAN_OUTPUTS,
     SnapshotDatabase,
     model_dependencies,
+    model_file,
+    model_files,
     model_functions,
     model_header,
     model_names,
@@ -184,6 +186,30 @@ def test_names_in_comments_are_not_dependencies() -> None:
     """plan_blobs's header names plan_unknown_manifests; the query does not read it."""
     assert "plan_unknown_manifests" in query_text("plan_blobs")
     assert "plan_unknown_manifests" not in model_dependencies("plan_blobs")
+
+
+def test_every_query_file_under_sql_is_found_by_its_name() -> None:
+    """The loader reads the top and one folder per layer: a file deeper down, or beside the
+    package's, would be a model nothing runs."""
+    sql = Path(__file__).resolve().parent.parent / "sql"
+    on_disk = sorted(str(p.relative_to(sql)) for p in sql.rglob("*.sql"))
+    assert sorted(model_files().values()) == on_disk
+    assert model_file("plan_blobs") == "sql/plan/plan_blobs.sql"
+
+
+def test_two_queries_of_one_name_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import regprune.models as models
+
+    for layer in ("plan", "check"):
+        (tmp_path / layer).mkdir()
+        (tmp_path / layer / "twice.sql").write_text("SELECT 1")
+    monkeypatch.setattr(models, "files", lambda package: tmp_path)
+    with pytest.raises(
+        models.ModelGraphError, match=r"two queries named twice: sql/check/twice\.sql and sql/plan"
+    ):
+        models.model_files.__wrapped__()
 
 
 def test_a_cycle_is_refused_with_its_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -142,13 +142,13 @@ def _model_summary(name: str) -> str:
 def models_page() -> str:
     """Every model of ``sql/``: its header (what it returns, one row per what, its columns,
     the variables it reads) and the relations DuckDB's parser finds it reading."""
-    from regprune.models import model_header, model_names, model_reads
+    from regprune.models import model_file, model_header, model_names, model_reads
 
     parts = [
         "# SQL model reference",
         "",
         "Written by `python -m regprune.cli.reference docs/reference` from the headers of "
-        "`sql/*.sql` (which a test holds every model to) and the relations DuckDB's parser finds "
+        "`sql/*/*.sql` (which a test holds every model to) and the relations DuckDB's parser finds "
         "each one reading. A model's result is a view of that name; the outputs a command writes "
         "are Parquet files of the same name next to the snapshot.",
         "",
@@ -165,6 +165,7 @@ def models_page() -> str:
             "",
             _model_summary(name),
             "",
+            f"- File: `{model_file(name)}`",
             f"- One row per {header.row}.",
             f"- Columns: {columns}",
             f"- Variables: {variables}",

@@ -219,7 +219,7 @@ class UnrestorableManifest(NamedTuple):
 class PruneTruth:
     """What a hard prune deletes with a given grace period (0: everything that is garbage).
 
-    Rules (those of ``sql/plan_*.sql``): keep set = every digest an Image references (its
+    Rules (those of ``sql/plan/``): keep set = every digest an Image references (its
     manifest, config, layers, list children; children are Images of their own). A
     repository goes whole when its name is not ``<namespace>/<name>`` of valid OpenShift
     names ("invalid-name") or its ImageStream is gone ("imagestream-missing"), unless any
@@ -247,7 +247,7 @@ class PruneTruth:
 
 @dataclass(frozen=True, slots=True)
 class CheckTruth:
-    """What the consistency check reports (rules of ``sql/check_*.sql``).
+    """What the consistency check reports (rules of ``sql/check/``).
 
     broken_images: managed Images missing their manifest, config, a layer or a child manifest
     in storage. broken_tags: every tag history item (any position) whose Image is gone
