@@ -32,7 +32,7 @@ from regprune.flows.snapshot import run_storage, snapshot_for_run
 from regprune.metadata import MetadataSource
 from regprune.models import DuckDBSettings, is_projected
 from regprune.registry import RegistryAPI
-from regprune.results import RunResult
+from regprune.results import RunResult, UnsafePlan
 from regprune.resume import ResumeError, check_same_job, given_storage, record_plan
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotSource, metadata_of_snapshot
@@ -61,10 +61,6 @@ def cache_handling(registry_url: str | None, restart_registry: str | None) -> li
     if restart_registry:
         done.append(f"registry {restart_registry} restarted")
     return done
-
-
-class UnsafePlan(RuntimeError):
-    """This metadata cannot be trusted to decide deletions in this storage (see --force)."""
 
 
 PROJECTED_REFUSAL = (

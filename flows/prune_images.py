@@ -34,7 +34,6 @@ from typing import Any
 
 from prefect import flow
 
-from regprune.flows.prune import UnsafePlan, prune_flow
 from regprune.flows.snapshot import new_run_folder, submit_metadata_snapshot
 from regprune.images_plan import PruneImagesSettings
 from regprune.images_report import INVALID_SHOWN, invalid_references
@@ -42,7 +41,7 @@ from regprune.metadata import Listed, MetadataError, MetadataSource
 from regprune.models import DuckDBSettings
 from regprune.permissions import PRUNE_IMAGES, READ_METADATA, denied
 from regprune.registry import RegistryAPI
-from regprune.results import PruneImagesResult
+from regprune.results import PruneImagesResult, UnsafePlan
 from regprune.runners import ChosenTaskRunner
 from regprune.snapshots import SnapshotError, SnapshotSource
 from regprune.tables import SNAPSHOT_FILE
@@ -184,6 +183,10 @@ def prune_images_flow(
         text += "\nExecuted: " + ", ".join(f"{k} {v}" for k, v in summary["executed"].items())
     freed = None
     if mode == "delete" and hard_prune is not None:
+        # imported here: the hard prune's flow, its tasks and theirs cost a dry run (and any
+        # run without a storage) a third of a CPU second of start-up for nothing
+        from regprune.flows.prune import prune_flow
+
         freed = prune_flow(
             source=hard_prune,
             out=str(run_dir / "hard-prune"),

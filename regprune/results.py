@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class UnsafePlan(RuntimeError):
+    """This metadata cannot be trusted to decide deletions in this storage (see --force).
+    Here, not in flows/prune.py, so that a flow that refuses alike (prune-images) need not
+    import the hard prune's flow before it runs it."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     """A run of one flow: its folder, the text a person reads and the report's summary."""
