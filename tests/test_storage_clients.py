@@ -5,6 +5,7 @@ the clients are made, never used."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -77,8 +78,6 @@ def test_another_process_gets_its_own_client(
 ) -> None:
     """A forked child (a Dask worker, a process pool) never uses its parent's client: it is
     bound to the parent's event loop and connections. Simulated: another process id."""
-    import os
-
     first = fs()
     pid = os.getpid()
     monkeypatch.setattr(os, "getpid", lambda: pid + 1)
@@ -91,6 +90,23 @@ def test_a_fork_starts_with_no_clients(aws: dict[str, str]) -> None:
     fs()
     clients._after_fork()
     assert not clients._clients and not clients._making
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_makes_its_own_client() -> None:
+    """A real fork: the child's first ask makes a client, whatever its parent holds."""
+    parent = clients.shared("t", {}, {}, object)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer whether it got its parent's object, and leave at once
+        os.write(write, b"parent's" if clients.shared("t", {}, {}, object) is parent else b"own")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert answer == b"own"
+    assert clients.shared("t", {}, {}, object) is parent
 
 
 def test_threads_asking_at_once_share_one_client_made_once() -> None:
