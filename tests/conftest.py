@@ -73,6 +73,18 @@ def regprune_tasks() -> Iterator[Any]:
                 yield value
 
 
+@pytest.fixture(autouse=True)
+def fresh_storage_clients() -> Iterator[None]:
+    """A process shares one storage client per configuration (regprune/storage/clients.py);
+    each test starts with none, so what a test does to its clients (an event handler, a retry
+    quota spent on a fault proxy, connections to a server it stopped) stays in that test."""
+    from regprune.storage import clients
+
+    clients.clear()
+    yield
+    clients.clear()
+
+
 @pytest.fixture(scope="session")
 def no_retry_waits() -> Iterator[None]:
     """Retries are tested, waiting is not: for the session, every Prefect task retries at once

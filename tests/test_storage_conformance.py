@@ -262,8 +262,13 @@ class S3Backend(Backend):
         def page_size(params: dict[str, Any], **_: Any) -> None:
             params["MaxKeys"] = size
 
-        storage.fs.s3.meta.events.register("before-parameter-build.s3.ListObjectsV2", page_size)
-        yield storage
+        # on the process's client of this configuration (storage/clients.py): off again after
+        events = storage.fs.s3.meta.events
+        events.register("before-parameter-build.s3.ListObjectsV2", page_size)
+        try:
+            yield storage
+        finally:
+            events.unregister("before-parameter-build.s3.ListObjectsV2", page_size)
 
 
 class GcsBackend(Backend):

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from regprune.layout import V2_ROOT
-from regprune.storage import cloud
+from regprune.storage import clients, cloud
 from regprune.storage.base import (
     GONE,
     LISTED_STAT_MIN_DEPTH,
@@ -43,6 +43,13 @@ from regprune.timeouts import Timeouts
 DELETE_BATCH = 256  # a Blob batch request takes at most 256 sub-requests
 LIST_PAGE = 5_000  # a listing's default (and maximum) page
 READ_THREADS = 8
+POOL_CONNECTIONS = 128
+"""Connections the process's one client keeps to the service: the flow's 16 task threads, each
+reading with :data:`READ_THREADS`."""
+ENV_PREFIXES = ("AZURE_", "IDENTITY_", "MSI_", "IMDS_")
+"""The variables the service client and Azure's default credential read when they are made
+(connection string, account, key, endpoint; workload and managed identity). One service client
+per process and configuration (storage/clients.py): its credential's tokens, its connections."""
 FORM_CACHE_SECONDS = 600.0
 COPY_WAIT_SECONDS = 600.0
 """How long a pending server-side copy is waited for before the move reports it failed."""
@@ -63,7 +70,13 @@ class AzureStorage(Storage):
         self.container_name, root = spec.bucket_and_root("Azure", "container")
         plain = f"{root}/{spec.folder}/" if root else f"{spec.folder}/"
         self.forms = ("/" + plain, plain)
-        self.container = _service(blob, spec.options).get_container_client(self.container_name)
+        service = clients.shared(
+            "azure",
+            spec.options,
+            clients.environment(ENV_PREFIXES),
+            lambda: _service(blob, spec.options),
+        )
+        self.container = service.get_container_client(self.container_name)
         self._prefix: str | None = None
         self._lock = threading.Lock()
         self._folder = blob.BlobPrefix
@@ -309,6 +322,8 @@ def _service(blob: Any, options: dict[str, Any]) -> Any:
     bounds = Timeouts.current()  # every request: connect and read bounded (options win)
     kwargs.setdefault("connection_timeout", bounds.connect)
     kwargs.setdefault("read_timeout", bounds.read)
+    if "transport" not in kwargs:
+        kwargs["transport"] = _transport(kwargs)
     connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if connection and not options.get("account_key"):
         return blob.BlobServiceClient.from_connection_string(connection, **kwargs)
@@ -329,3 +344,23 @@ def _service(blob: Any, options: dict[str, Any]) -> Any:
         identity = cloud.require("azure.identity", "azure")
         credential = identity.DefaultAzureCredential()
     return blob.BlobServiceClient(url, credential=credential, **kwargs)
+
+
+def _transport(kwargs: dict[str, Any]) -> Any:
+    """The SDK's requests transport, made as the SDK makes it from the client's keywords (the
+    timeouts among them), with a pool for every thread of the process: the one client is
+    shared (storage/clients.py), and requests' 10 connections a host would have each read
+    beyond them open a connection and drop it (urllib3 warning "Connection pool is full").
+    urllib3 retries nothing, as in the SDK's own session: the SDK's policy retries."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_maxsize=POOL_CONNECTIONS,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(session=session, session_owner=True, **kwargs)

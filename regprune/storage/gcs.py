@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from regprune.layout import V2_ROOT
-from regprune.storage import cloud
+from regprune.storage import clients, cloud
 from regprune.storage.base import (
     GONE,
     LISTED_STAT_MIN_DEPTH,
@@ -37,6 +37,10 @@ from regprune.timeouts import Timeouts
 DELETE_BATCH = 100  # the JSON batch API takes at most 100 calls a request
 LIST_PAGE = 1_000  # a listing's default (and maximum) page
 _BOUNDARY = "regprune-batch-boundary"
+ENV_PREFIXES = ("GOOGLE_", "GCE_", "GCLOUD_", "CLOUDSDK_", "GCSFS_")
+ENV_NAMES = ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")
+"""The variables gcsfs and google-auth read when a filesystem is made (the emulator, the key
+file, the project, the metadata server)."""
 
 
 class GcsStorage(Storage):
@@ -68,8 +72,16 @@ class GcsStorage(Storage):
                 total=bounds.request, sock_connect=bounds.connect, sock_read=bounds.read
             )
         # gcsfs.core's class, not the package's default one: that one asks a gRPC control
-        # API for every bucket's layout (hierarchical namespaces), which regprune never needs
-        self.fs = gcsfs_core.GCSFileSystem(**options)
+        # API for every bucket's layout (hierarchical namespaces), which regprune never needs.
+        # One filesystem (its session, its credentials) per process and configuration
+        # (storage/clients.py); the key is the spec's options: the rest derives from them,
+        # the environment and the timeouts, which the key holds too
+        self.fs = clients.shared(
+            "gcs",
+            spec.options,
+            clients.environment(ENV_PREFIXES, ENV_NAMES),
+            lambda: gcsfs_core.GCSFileSystem(**options),
+        )
 
     # ------------------------------------------------------------------ listing
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from regprune.layout import V2_ROOT
 from regprune.retries import backoff
-from regprune.storage import cloud
+from regprune.storage import clients, cloud
 from regprune.storage.base import (
     GONE,
     LISTED_STAT_MIN_DEPTH,
@@ -26,6 +26,12 @@ from regprune.timeouts import Timeouts
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
 LOCK_CONFLICT_ATTEMPTS = 5
 LOCK_CONFLICT_BACKOFF_SECONDS = 0.2
+POOL_CONNECTIONS = 128
+"""Connections the process's one client may hold open to S3 (botocore's default is 10 a
+client): the flow's 16 task threads share it, each with up to 8 requests in flight (a move's
+copies), about what the clients per task had among them before."""
+ENV_PREFIXES = ("AWS_",)
+"""The variables botocore reads when it makes a client (credentials, endpoint, retries)."""
 
 
 class S3Storage(Storage):
@@ -50,9 +56,14 @@ class S3Storage(Storage):
         options["config_kwargs"] = {
             "connect_timeout": bounds.connect,
             "read_timeout": bounds.read,
+            "max_pool_connections": POOL_CONNECTIONS,
             **(options.get("config_kwargs") or {}),
         }
-        self.fs = s3fs.S3FileSystem(**options)
+        # one filesystem (one botocore client) per process and configuration: botocore
+        # reads the AWS_* variables when it makes the client (storage/clients.py)
+        self.fs = clients.shared(
+            "s3", options, clients.environment(ENV_PREFIXES), lambda: s3fs.S3FileSystem(**options)
+        )
 
     def check_root(self) -> None:
         try:

@@ -1175,11 +1175,11 @@ def _bucket_name(label: str) -> str:
 def botocore_models_decoded_once() -> Iterator[None]:
     """botocore reads and decodes its JSON data files (S3's service model, the endpoint rules,
     partitions, _retry: eleven files) for every new session, and s3fs makes a session per
-    filesystem; regprune opens one per task (open_storage), about 160 per prune of the small
-    S3 registries here, all on the one fsspecIO event loop that every S3 request of the
-    process waits on. In the tests each file is decoded once per process and the result shared,
-    as one botocore session shares it between its clients (Loader's instance cache): what
-    the product does, requests and retries are unchanged; the cost stays a product finding."""
+    filesystem. regprune keeps one per process and configuration (regprune/storage/clients.py),
+    but every test starts with none (``fresh_storage_clients``) and a fault test's proxy is a
+    configuration of its own, and the harness makes boto3 clients of its own: each file is
+    decoded once per process here and the result shared, as one botocore session shares it
+    between its clients (Loader's instance cache). Requests and retries are unchanged."""
     from botocore import loaders
 
     load_file = loaders.JSONFileLoader.load_file
